@@ -1,0 +1,79 @@
+"""Shared CLI pieces: the --db option, JSON output, one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+
+class UserError(click.ClickException):
+    """A mistake by the user: printed as one line, no traceback, exit 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"protege: error: {self.format_message()}", err=True)
+
+
+db_option = click.option(
+    "--db",
+    "db_url",
+    envvar="PROTEGE_DB_URL",
+    default=None,
+    metavar="URL",
+    help="Trace store: sqlite:///path or postgresql://... (default: PROTEGE_DB_URL, else PROTEGE_HOME/protege.db)",
+)
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def open_store_or_fail(db_url: str | None) -> Any:
+    from protege.store import StoreError, open_store
+
+    try:
+        return open_store(db_url)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+
+
+def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the known user-facing exceptions into one readable line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from protege.store import EncryptionError, StoreError
+
+        try:
+            return fn(*args, **kwargs)
+        except (StoreError, EncryptionError, FileNotFoundError, ValueError) as exc:
+            raise UserError(str(exc)) from None
+
+    return wrapper
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'30d', '12h', '15m', '90s', '2w' -> seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise UserError(f"not a duration: {text!r} (use e.g. 30d, 12h, 15m)")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    return Console(file=sys.stdout)

@@ -1,0 +1,296 @@
+"""The trace store: SQLite (WAL) by default, PostgreSQL at scale, one schema."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from protege.store import schema
+from protege.store.crypto import EncryptionError, PayloadCipher
+from protege.store.migrations import migrate
+from protege.store.records import Feedback, Trace
+
+_JSON_LIST_COLUMNS = ("tools_offered", "tools_called")
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used (bad URL, unreachable server)."""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine for ``sqlite:///path`` or ``postgresql://...`` URLs."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    try:
+        sa_url = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise StoreError(f"not a database URL: {url!r} (use sqlite:///path or postgresql://...)") from exc
+    backend = sa_url.get_backend_name()
+    if backend == "sqlite":
+        db = sa_url.database
+        if db and db != ":memory:":
+            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(sa_url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy own transactions (pysqlite's implicit BEGIN skips DDL).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("BEGIN")
+
+        return engine
+    if backend == "postgresql":
+        return sa.create_engine(sa_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    raise StoreError(f"unsupported database {backend!r}: use sqlite:///path or postgresql://...")
+
+
+class TraceStore:
+    """Reads and writes traces and feedback. Opening migrates the schema.
+
+    Payloads (request, response) are encrypted when a key is given; the
+    extracted columns stay in clear so that later stages can query them.
+    """
+
+    def __init__(self, url: str | None = None, *, encryption_key: str | None = None) -> None:
+        from protege.config import StoreConfig
+
+        cfg = StoreConfig()
+        self.url = url or cfg.url
+        key = encryption_key if encryption_key is not None else cfg.encryption_key
+        self.cipher = PayloadCipher(key) if key else None
+        self.engine = make_engine(self.url)
+        try:
+            migrate(self.engine)
+        except sa.exc.OperationalError as exc:
+            raise StoreError(f"cannot open store {self.safe_url}: {exc.orig}") from exc
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def safe_url(self) -> str:
+        return sa.make_url(self.engine.url).render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> TraceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- encoding ---------------------------------------------------------
+    def _payload_out(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        text = _dumps(value)
+        return self.cipher.encrypt(text) if self.cipher else text
+
+    def _payload_in(self, text: str | None, encrypted: int) -> Any:
+        if text is None:
+            return None
+        if encrypted:
+            if self.cipher is None:
+                raise EncryptionError(
+                    "trace payloads are encrypted: set PROTEGE_ENCRYPTION_KEY to read them"
+                )
+            text = self.cipher.decrypt(text)
+        return json.loads(text)
+
+    def _row_of(self, t: Trace) -> dict[str, Any]:
+        row = t.to_dict()
+        row["request"] = self._payload_out(t.request)
+        row["response"] = self._payload_out(t.response)
+        row["encrypted"] = 1 if self.cipher else 0
+        row["stream"] = 1 if t.stream else 0
+        for col in _JSON_LIST_COLUMNS:
+            row[col] = _dumps(row[col] or [])
+        row["meta"] = _dumps(t.meta) if t.meta else None
+        return row
+
+    def _trace_of(self, row: Any) -> Trace:
+        m = dict(row._mapping)
+        m["request"] = self._payload_in(m["request"], m["encrypted"])
+        m["response"] = self._payload_in(m["response"], m["encrypted"])
+        m["stream"] = bool(m["stream"])
+        for col in _JSON_LIST_COLUMNS:
+            m[col] = json.loads(m[col]) if m[col] else []
+        m["meta"] = json.loads(m["meta"]) if m["meta"] else {}
+        return Trace.from_dict(m)
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table).on_conflict_do_nothing(index_elements=["id"])
+
+    # -- traces -----------------------------------------------------------
+    def add_traces(self, traces: Iterable[Trace]) -> int:
+        """Insert traces in one transaction; ids already stored are skipped
+        (so a replayed batch never duplicates). Returns rows inserted."""
+        rows = [self._row_of(t) for t in traces]
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            result = conn.execute(self._insert(schema.traces), rows)
+        return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else len(rows)
+
+    def add_trace(self, trace: Trace) -> Trace:
+        self.add_traces([trace])
+        return trace
+
+    def get_trace(self, trace_id: str) -> Trace | None:
+        t = schema.traces
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t).where(t.c.id == trace_id)).first()
+            if row is None and len(trace_id) < 26:
+                # Let users type a unique prefix, as with git hashes.
+                rows = conn.execute(
+                    sa.select(t).where(t.c.id.like(trace_id + "%")).limit(2)
+                ).all()
+                row = rows[0] if len(rows) == 1 else None
+        return self._trace_of(row) if row is not None else None
+
+    def _filtered(self, query: sa.Select, filters: dict[str, Any]) -> sa.Select:
+        t = schema.traces
+        for key, value in filters.items():
+            if value is None:
+                continue
+            if key == "since":
+                query = query.where(t.c.created_at >= value)
+            elif key == "until":
+                query = query.where(t.c.created_at < value)
+            elif key == "ids":
+                query = query.where(t.c.id.in_(list(value)))
+            elif key in t.c:
+                query = query.where(t.c[key] == value)
+            else:
+                raise ValueError(f"unknown trace filter {key!r}")
+        return query
+
+    def iter_traces(
+        self, *, batch_size: int = 1000, order: str = "asc", **filters: Any
+    ) -> Iterator[Trace]:
+        """Every trace matching the filters (column=value, since, until, ids),
+        oldest first, read in keyset-paginated batches so memory stays flat."""
+        t = schema.traces
+        last: str | None = None
+        while True:
+            q = self._filtered(sa.select(t), filters)
+            if last is not None:
+                q = q.where(t.c.id > last if order == "asc" else t.c.id < last)
+            q = q.order_by(t.c.id.asc() if order == "asc" else t.c.id.desc()).limit(batch_size)
+            with self.engine.connect() as conn:
+                rows = conn.execute(q).all()
+            if not rows:
+                return
+            for row in rows:
+                yield self._trace_of(row)
+            last = rows[-1].id
+
+    def list_traces(self, *, limit: int = 20, offset: int = 0, **filters: Any) -> list[Trace]:
+        """Newest first."""
+        t = schema.traces
+        q = self._filtered(sa.select(t), filters)
+        q = q.order_by(t.c.id.desc()).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [self._trace_of(r) for r in conn.execute(q).all()]
+
+    def count_traces(self, **filters: Any) -> int:
+        t = schema.traces
+        q = self._filtered(sa.select(sa.func.count()).select_from(t), filters)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def trace_columns(self, columns: list[str], **filters: Any) -> list[dict[str, Any]]:
+        """Extracted columns only (no payload decoding): cheap for statistics."""
+        t = schema.traces
+        q = self._filtered(sa.select(*[t.c[c] for c in columns]), filters)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def set_task_ids(self, assignments: dict[str, str | None]) -> None:
+        """Record the task each trace belongs to (the only column later stages
+        write; payloads are never modified)."""
+        t = schema.traces
+        if not assignments:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.update().where(t.c.id == sa.bindparam("tid")).values(task_id=sa.bindparam("task")),
+                [{"tid": k, "task": v} for k, v in assignments.items()],
+            )
+
+    def prune(self, older_than_s: float) -> int:
+        """Delete traces (and their feedback) older than ``older_than_s`` seconds."""
+        t, f = schema.traces, schema.feedback
+        cutoff = time.time() - older_than_s
+        with self.engine.begin() as conn:
+            old = sa.select(t.c.id).where(t.c.created_at < cutoff)
+            conn.execute(f.delete().where(f.c.trace_id.in_(old)))
+            res = conn.execute(t.delete().where(t.c.created_at < cutoff))
+        return res.rowcount or 0
+
+    # -- feedback ---------------------------------------------------------
+    def add_feedback(self, fb: Feedback) -> Feedback:
+        if not fb.trace_id and not fb.session_id:
+            raise ValueError("feedback needs a trace_id or a session_id")
+        if fb.score is None and fb.label is None:
+            raise ValueError("feedback needs a score or a label")
+        row = {
+            "id": fb.id,
+            "created_at": fb.created_at,
+            "trace_id": fb.trace_id,
+            "session_id": fb.session_id,
+            "score": fb.score,
+            "label": fb.label,
+            "comment": fb.comment,
+            "meta": _dumps(fb.meta) if fb.meta else None,
+        }
+        with self.engine.begin() as conn:
+            conn.execute(self._insert(schema.feedback), [row])
+        return fb
+
+    def feedback_for(self, *, trace_id: str | None = None, session_id: str | None = None) -> list[Feedback]:
+        f = schema.feedback
+        q = sa.select(f)
+        if trace_id:
+            q = q.where(f.c.trace_id == trace_id)
+        if session_id:
+            q = q.where(f.c.session_id == session_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q.order_by(f.c.created_at)).all()
+        out = []
+        for r in rows:
+            m = dict(r._mapping)
+            m["meta"] = json.loads(m["meta"]) if m["meta"] else {}
+            out.append(Feedback(**m))
+        return out
+
+
+def open_store(url: str | None = None, *, encryption_key: str | None = None) -> TraceStore:
+    """Open (and migrate) the store at ``url``; defaults to PROTEGE_DB_URL or
+    the SQLite file under PROTEGE_HOME."""
+    return TraceStore(url, encryption_key=encryption_key)
