@@ -26,7 +26,10 @@ WEATHER = {
 }
 TIME = {
     "type": "function",
-    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}},
+    "function": {
+        "name": "get_time",
+        "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}},
+    },
 }
 SYSTEM = "You are the travel desk of Acme. Answer with tool calls when you can."
 
@@ -106,7 +109,10 @@ def test_parse_tolerates_whitespace_junk_and_missing_close() -> None:
         '<tool_call>{"name": "get_time", "arguments": {"tz": "UTC"}}</tool_call>'
         '<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}'
     )
-    assert _semantic(parse_completion(text))[1] == [("get_time", {"tz": "UTC"}), ("get_weather", {"city": "Rome"})]
+    assert _semantic(parse_completion(text))[1] == [
+        ("get_time", {"tz": "UTC"}),
+        ("get_weather", {"city": "Rome"}),
+    ]
 
 
 def test_broken_block_stays_visible_in_content() -> None:
@@ -116,7 +122,9 @@ def test_broken_block_stays_visible_in_content() -> None:
 
 
 def test_call_ids_are_distinct_for_repeated_calls() -> None:
-    text = render_completion({"role": "assistant", "tool_calls": [_call("get_time", {}), _call("get_time", {})]})
+    text = render_completion(
+        {"role": "assistant", "tool_calls": [_call("get_time", {}), _call("get_time", {})]}
+    )
     ids = [c["id"] for c in parse_completion(text)["tool_calls"]]
     assert len(set(ids)) == 2
 
@@ -153,7 +161,7 @@ def test_history_with_tool_calls_and_results_renders(tok) -> None:
     ]
     text = build_prompt(msgs, [WEATHER], tok)
     assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in text
-    assert "<tool_response>\n{\"temp\": 21}\n</tool_response>" in text
+    assert '<tool_response>\n{"temp": 21}\n</tool_response>' in text
 
 
 def test_training_target_ends_with_end_of_turn(tok) -> None:

@@ -189,7 +189,9 @@ def prepare_messages(
         if role == "assistant" and m.get("tool_calls") and not native:
             out.append({"role": "assistant", "content": render_completion(m, tokenizer)})
         elif role == "tool" and not native:
-            out.append({"role": "tool", "content": f"<tool_response>\n{_text(m.get('content'))}\n</tool_response>"})
+            out.append(
+                {"role": "tool", "content": f"<tool_response>\n{_text(m.get('content'))}\n</tool_response>"}
+            )
         elif role == "assistant" and m.get("tool_calls"):
             calls = [
                 {"type": "function", "function": {"name": n, "arguments": a}}
@@ -201,7 +203,10 @@ def prepare_messages(
     if tools and not native:
         desc = tools_system_text(tools)
         if out and out[0]["role"] == "system":
-            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{desc}" if out[0]["content"] else desc}
+            out[0] = {
+                "role": "system",
+                "content": f"{out[0]['content']}\n\n{desc}" if out[0]["content"] else desc,
+            }
         else:
             out.insert(0, {"role": "system", "content": desc})
         return out, None
