@@ -21,6 +21,7 @@ _LAZY = {
     "StreamAccumulator": "protege.capture.stream",
     "build_trace": "protege.capture.extract",
     "wrap": "protege.capture.wrap",
+    "feedback": "protege.capture.wrap",
     "create_app": "protege.gateway.app",
     "GatewayConfig": "protege.gateway.config",
 }
