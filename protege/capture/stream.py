@@ -7,8 +7,9 @@ Several choices (``n``) and parallel tool calls interleave freely.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 
 class StreamAccumulator:
@@ -72,6 +73,8 @@ class StreamAccumulator:
 
     def feed_sse_bytes(self, data: bytes) -> None:
         """Parse a whole SSE body (``data: {...}`` events, ``data: [DONE]``)."""
+        if b"\r" in data:  # servers may end lines with CRLF or CR
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         for event in data.split(b"\n\n"):
             payload = b""
             for line in event.split(b"\n"):
@@ -84,9 +87,11 @@ class StreamAccumulator:
                 self.done = True
                 continue
             try:
-                self.feed(json.loads(payload))
-            except (ValueError, TypeError):
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
                 continue
+            if isinstance(chunk, dict):
+                self.feed(chunk)
 
     def result(self) -> dict[str, Any]:
         choices = []

@@ -72,8 +72,9 @@ class CaptureWriter:
         self._queue: queue.Queue[Pending | None] = queue.Queue(self.config.queue_size)
         self._spool_lock = threading.Lock()
         self._last_retry = 0.0
-        self._idle = threading.Event()
-        self._idle.set()
+        # Submitted but not yet in the store or the spool; flush() waits for 0.
+        self._pending = 0
+        self._pending_cv = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="protege-capture", daemon=True)
         self._closed = False
         self._thread.start()
@@ -81,10 +82,12 @@ class CaptureWriter:
     # -- producer side ----------------------------------------------------
     def submit(self, item: Pending) -> None:
         self.stats.submitted += 1
-        self._idle.clear()
+        with self._pending_cv:
+            self._pending += 1
         try:
             self._queue.put_nowait(item)
         except queue.Full:
+            self._done(1)
             # Memory bound reached: persist to the spool rather than block or drop.
             trace = self._build(item)
             if trace is not None:
@@ -111,8 +114,6 @@ class CaptureWriter:
                 item = self._queue.get(timeout=cfg.retry_interval_s)
             except queue.Empty:
                 self._maybe_replay()
-                if self._queue.empty():
-                    self._idle.set()
                 continue
             if item is None:
                 stop = True
@@ -128,13 +129,24 @@ class CaptureWriter:
                         stop = True
                         break
                     batch.append(nxt)
-            traces = [t for t in (self._build(i) for i in batch) if t is not None]
-            self._write(traces)
+            try:
+                traces = [t for t in (self._build(i) for i in batch) if t is not None]
+                self._write(traces)
+            finally:
+                self._done(len(batch))
             self._maybe_replay()
-            if self._queue.empty():
-                self._idle.set()
             if stop:
                 return
+
+    def _done(self, n: int) -> None:
+        with self._pending_cv:
+            self._pending -= n
+            if self._pending <= 0:
+                self._pending_cv.notify_all()
+
+    def queue_depth(self) -> int:
+        """Captures waiting for the writer thread (the /metrics gauge)."""
+        return self._queue.qsize()
 
     def _write(self, traces: list[Trace]) -> None:
         if not traces:
@@ -155,7 +167,12 @@ class CaptureWriter:
             self._last_retry = time.monotonic()
             self._spool(traces)
 
+    def _work_path(self) -> Path:
+        return self.spool_path.with_suffix(".replaying")
+
     def _spool_has_data(self) -> bool:
+        if self._work_path().exists():
+            return True
         try:
             return self.spool_path.stat().st_size > 0
         except FileNotFoundError:
@@ -190,21 +207,43 @@ class CaptureWriter:
 
     def replay(self) -> int:
         """Move spooled traces into the store; returns how many were replayed.
-        Inserts skip ids already stored, so a replay cut short is safe to repeat."""
-        with self._spool_lock:
-            if not self._spool_has_data():
-                return 0
-            work = self.spool_path.with_suffix(".replaying")
-            if not work.exists():
-                os.replace(self.spool_path, work)
+        Inserts skip ids already stored, so a replay cut short is safe to repeat.
+        A ``.replaying`` file left by an interrupted replay (or a crash) is
+        replayed first, then whatever was spooled meanwhile."""
+        total = 0
+        while True:
+            with self._spool_lock:
+                work = self._work_path()
+                if not work.exists():
+                    try:
+                        size = self.spool_path.stat().st_size
+                    except FileNotFoundError:
+                        size = 0
+                    if size == 0:
+                        break
+                    os.replace(self.spool_path, work)
+            n = self._replay_file(work)
+            if n is None:
+                break
+            total += n
+        if total:
+            log.info("protege: replayed %d spooled traces into the store", total)
+        return total
+
+    def _replay_file(self, work: Path) -> int | None:
         n = 0
         try:
             batch: list[Trace] = []
             with open(work, encoding="utf-8") as fh:
-                for line in fh:
+                for lineno, line in enumerate(fh, 1):
                     if not line.strip():
                         continue
-                    batch.append(Trace.from_dict(json.loads(line)))
+                    try:
+                        batch.append(Trace.from_dict(json.loads(line)))
+                    except (ValueError, TypeError):
+                        # Only a write cut short by a crash looks like this.
+                        log.error("protege: unreadable spool line %s:%d skipped", work, lineno)
+                        continue
                     if len(batch) >= self.config.batch_size:
                         self.store.add_traces(batch)
                         n += len(batch)
@@ -215,22 +254,17 @@ class CaptureWriter:
         except Exception as exc:
             self.stats.store_ok = False
             log.warning("protege: spool replay failed (%s); will retry", exc)
-            return 0
+            return None
         work.unlink()
         self.stats.replayed += n
         self.stats.store_ok = True
-        log.info("protege: replayed %d spooled traces into the store", n)
-        # Anything spooled meanwhile is picked up on the next pass.
         return n
 
     # -- lifecycle --------------------------------------------------------
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every submitted trace is in the store or the spool."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._queue.empty() and self._idle.wait(0.01) and self._queue.empty():
-                return True
-        return False
+        with self._pending_cv:
+            return self._pending_cv.wait_for(lambda: self._pending <= 0, timeout)
 
     def close(self, timeout: float = 30.0) -> None:
         if self._closed:

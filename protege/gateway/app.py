@@ -1,0 +1,532 @@
+"""The OpenAI-compatible capture gateway (ASGI).
+
+``POST /v1/chat/completions`` is served by a raw ASGI handler: it reads the
+body, checks it is a JSON object with ``model`` and ``messages``, forwards the
+client's bytes verbatim to the teacher, relays the answer (streamed chunk by
+chunk for SSE), and hands a closure to the ``CaptureWriter``. Parsing the
+answer, reassembling streams, pricing and storing all happen in the writer
+thread, so the store never delays a response. Everything else (models,
+feedback, health, metrics, other ``/v1`` paths) goes through Starlette.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from protege.capture.extract import build_trace
+from protege.capture.stream import StreamAccumulator
+from protege.capture.writer import CaptureWriter
+from protege.gateway.config import GatewayConfig
+from protege.gateway.errors import JSON_HEADERS, error_body, error_payload, sse_error_event
+from protege.gateway.keys import KeyRing
+from protege.gateway.metrics import GatewayMetrics
+from protege.gateway.upstream import HOP_BY_HOP, UpstreamError, make_upstream
+from protege.ids import new_id
+from protege.store.records import Feedback, Trace
+
+log = logging.getLogger("protege.gateway")
+
+_perf = time.perf_counter
+_CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+# Client headers not forwarded to the teacher (besides hop-by-hop ones).
+_DROP_REQUEST_HEADERS = HOP_BY_HOP | {"accept-encoding", "authorization", "x-protege-key", "content-type"}
+
+
+def load_redact(spec: str | None) -> Callable[[Trace], Trace] | None:
+    """``module:function`` -> the function (it receives and returns a Trace)."""
+    if not spec:
+        return None
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ValueError(f"--redact wants module:function, got {spec!r}")
+    fn = getattr(importlib.import_module(module), attr, None)
+    if not callable(fn):
+        raise ValueError(f"{spec!r} is not a callable")
+    return fn
+
+
+class _LazyStore:
+    """Opens the store on first use and again after a failure, so the gateway
+    starts and serves (spooling) while the database is unreachable."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self._store: Any = None
+
+    def _get(self) -> Any:
+        if self._store is None:
+            from protege.store import open_store
+
+            self._store = open_store(self.url)
+        return self._store
+
+    def add_traces(self, traces: list[Trace]) -> int:
+        return self._get().add_traces(traces)
+
+    def add_feedback(self, fb: Feedback) -> Feedback:
+        return self._get().add_feedback(fb)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def _error_message(body: bytes) -> tuple[str, Any]:
+    """The upstream's error message and its parsed body, for the trace."""
+    try:
+        parsed = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        text = body[:4000].decode("utf-8", "replace")
+        return text, text
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        return str(parsed["error"].get("message") or parsed["error"]), parsed
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+        return parsed["error"], parsed
+    return body[:4000].decode("utf-8", "replace"), parsed
+
+
+def _ids_from_body(req: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """client, session and task from OpenAI's ``user`` and ``metadata`` fields."""
+    meta = req.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    user = req.get("user")
+    client = meta.get("client_id") or (user if isinstance(user, str) else None)
+    session = meta.get("session_id")
+    task = meta.get("task") or meta.get("protege_task")
+    return client, session, task
+
+
+class Gateway:
+    """The ASGI app ``create_app`` returns. Attributes worth knowing:
+    ``writer`` (CaptureWriter, after startup), ``metrics``, ``config``."""
+
+    def __init__(self, config: GatewayConfig, *, store: Any = None, transport: Any = None) -> None:
+        self.config = config
+        self.owns_store = store is None
+        self.store = store if store is not None else _LazyStore(config.db_url)
+        self.transport = transport
+        self.redact = load_redact(config.redact)
+        self.keys = KeyRing(config.gateway_keys, config.keys_file)
+        self.metrics = GatewayMetrics()
+        self.metrics.watch_writer(lambda: self.writer)
+        self.base = config.upstream_base
+        self.chat_url = self.base + "/chat/completions"
+        self.upstream_auth: str | None = None
+        if config.upstream_key_env:
+            key = os.environ.get(config.upstream_key_env)
+            if not key:
+                raise ValueError(f"--upstream-key-env: environment variable {config.upstream_key_env} is not set")
+            self.upstream_auth = f"Bearer {key}"
+        self.upstream: Any = None
+        self.writer: CaptureWriter | None = None
+        self.started = False
+        self._starlette = Starlette(
+            routes=[
+                Route("/health", self.health, methods=["GET"]),
+                Route("/metrics", self.prometheus, methods=["GET"]),
+                Route("/v1/feedback", self.feedback, methods=["POST"]),
+                Route("/feedback", self.feedback, methods=["POST"]),
+                Route("/v1/{path:path}", self.passthrough, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
+            ],
+            lifespan=self._lifespan,
+        )
+
+    # -- lifecycle --------------------------------------------------------
+    async def startup(self) -> None:
+        if self.started:
+            return
+        cfg = self.config
+        self.upstream = make_upstream(
+            cfg.client, timeout_s=cfg.timeout_s, connect_timeout_s=cfg.connect_timeout_s,
+            max_connections=cfg.max_connections, transport=self.transport,
+        )
+        self.writer = CaptureWriter(self.store, cfg.capture, redact=self.redact)
+        self.started = True
+
+    async def shutdown(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        with contextlib.suppress(Exception):
+            await self.upstream.aclose()
+        writer = self.writer
+        if writer is not None:
+            # Flushes the queue and replays the spool one last time.
+            await run_in_threadpool(writer.close)
+        if self.owns_store:
+            with contextlib.suppress(Exception):
+                self.store.close()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Any) -> AsyncIterator[None]:
+        await self.startup()
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
+    # -- ASGI entry -------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in _CHAT_PATHS and scope["method"] == "POST":
+            if not self.started:
+                await self.startup()
+            await self.chat(scope, receive, send)
+            return
+        await self._starlette(scope, receive, send)
+
+    # -- auth -------------------------------------------------------------
+    def _authorize(self, client_auth: bytes | None, protege_key: bytes | None) -> tuple[bool, str | None, bool]:
+        """(allowed, key name, whether Authorization carried the gateway key)."""
+        if not self.keys.enabled:
+            return True, None, False
+        if protege_key:
+            name = self.keys.check(protege_key.decode("latin-1"))
+            return name is not None, name, False
+        if client_auth and client_auth[:7].lower() == b"bearer ":
+            name = self.keys.check(client_auth[7:].decode("latin-1").strip())
+            return name is not None, name, name is not None
+        return False, None, False
+
+    # -- the hot path -----------------------------------------------------
+    async def chat(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        t0 = _perf()
+        wall = time.time()
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+        fwd: dict[str, str] = {}
+        client_auth = protege_key = None
+        task = client = session = None
+        for k, v in scope["headers"]:
+            if k.startswith(b"x-protege-"):
+                if k == b"x-protege-task":
+                    task = v.decode("latin-1")
+                elif k == b"x-protege-client":
+                    client = v.decode("latin-1")
+                elif k == b"x-protege-session":
+                    session = v.decode("latin-1")
+                elif k == b"x-protege-key":
+                    protege_key = v
+                continue
+            if k == b"authorization":
+                client_auth = v
+                continue
+            name = k.decode("latin-1")
+            if name not in _DROP_REQUEST_HEADERS:
+                fwd[name] = v.decode("latin-1")
+
+        allowed, key_name, auth_is_gateway_key = self._authorize(client_auth, protege_key)
+        if not allowed:
+            await self._send_json(send, 401, error_body(
+                "A valid gateway API key is required (X-Protege-Key or Authorization: Bearer).",
+                "invalid_request_error", code="invalid_api_key"), None)
+            self.metrics.observe(401, "gateway", "chat", False, _perf() - t0)
+            return
+
+        trace_id = new_id()
+        # Malformed or invalid input: answer 400 without calling the teacher.
+        problem = None
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            req, problem = None, ("We could not parse the JSON body of your request.", None)
+        if problem is None:
+            if not isinstance(req, dict):
+                problem = ("The request body must be a JSON object.", None)
+            elif not isinstance(req.get("model"), str) or not req["model"]:
+                problem = ("You must provide a model parameter.", "model")
+            elif not isinstance(req.get("messages"), list):
+                problem = ("'messages' is a required property and must be an array.", "messages")
+            elif "stream" in req and not isinstance(req["stream"], bool | None):
+                problem = ("'stream' must be a boolean.", "stream")
+        if problem is not None:
+            msg, param = problem
+            await self._send_json(send, 400, error_body(msg, "invalid_request_error", param=param), trace_id)
+            latency = _perf() - t0
+            self.metrics.observe(400, "gateway", "chat", False, latency)
+            bad = req if isinstance(req, dict) else {"raw": body[:65536].decode("utf-8", "replace")}
+            self._capture_failure(bad, trace_id, wall, latency, 400, f"invalid request: {msg}",
+                                  client or key_name, session, task)
+            return
+
+        assert isinstance(req, dict)
+        fwd["content-type"] = "application/json"
+        fwd["accept-encoding"] = "identity"
+        if self.upstream_auth is not None:
+            fwd["authorization"] = self.upstream_auth
+        elif client_auth is not None and not auth_is_gateway_key:
+            fwd["authorization"] = client_auth.decode("latin-1")
+        client = client or key_name
+        stream = req.get("stream") is True
+
+        try:
+            resp = await self.upstream.request("POST", self.chat_url, fwd, body)
+        except UpstreamError as exc:
+            await self._upstream_failed(send, exc, req, trace_id, wall, t0, client, session, task, stream)
+            return
+
+        if not stream or resp.status != 200:
+            # A stream request refused up front gets the teacher's JSON error as is.
+            try:
+                data = await resp.read()
+            except UpstreamError as exc:
+                await self._upstream_failed(send, exc, req, trace_id, wall, t0, client, session, task, stream)
+                return
+            status = resp.status
+            headers = resp.headers
+            headers.append((b"x-protege-trace-id", trace_id.encode()))
+            headers.append((b"content-length", str(len(data)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": data, "more_body": False})
+            latency = _perf() - t0
+            self.metrics.observe(status, "teacher", "chat", stream, latency)
+            self.writer.submit(self._completion_capture(
+                req, data, status, trace_id, wall, latency, client, session, task, stream))  # type: ignore[union-attr]
+            return
+
+        await self._relay_stream(send, resp, req, trace_id, wall, t0, client, session, task)
+
+    async def _relay_stream(self, send: Any, resp: Any, req: dict[str, Any], trace_id: str, wall: float,
+                            t0: float, client: str | None, session: str | None, task: str | None) -> None:
+        headers = resp.headers
+        headers.append((b"x-protege-trace-id", trace_id.encode()))
+        headers.append((b"cache-control", b"no-cache"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        parts: list[bytes] = []
+        ttft: float | None = None
+        error: str | None = None
+        try:
+            async for chunk in resp.chunks():
+                if not chunk:
+                    continue
+                if ttft is None:
+                    ttft = _perf() - t0
+                parts.append(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamError as exc:
+            error = str(exc)
+        except Exception as exc:  # anything else still must not look like a clean end
+            error = f"stream relay failed: {exc!r}"
+        finally:
+            with contextlib.suppress(Exception):
+                await resp.close()
+        if error is None:
+            tail = (parts[-2][-16:] if len(parts) > 1 else b"") + (parts[-1] if parts else b"")
+            if b"[DONE]" not in tail:
+                error = "upstream stream ended before [DONE]"
+        if error is not None:
+            self.metrics.upstream_errors.labels("stream_broken").inc()
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "more_body": False,
+                            "body": sse_error_event(error, "server_error", code="upstream_stream_error")})
+        else:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        latency = _perf() - t0
+        self.metrics.observe(200 if error is None else 502, "teacher", "chat", True, latency)
+        if ttft is not None:
+            self.metrics.ttft.observe(ttft)
+
+        def build() -> Trace:
+            acc = StreamAccumulator()
+            acc.feed_sse_bytes(b"".join(parts))
+            response = acc.result() if acc.chunks else None
+            err = error
+            if err is None and acc.error is not None:
+                err = str(acc.error.get("message") or acc.error)
+            b_client, b_session, b_task = _ids_from_body(req)
+            meta: dict[str, Any] = {}
+            if acc.error is not None:
+                meta["stream_error"] = acc.error
+            return build_trace(
+                req, response, id=trace_id, created_at=wall, source="gateway",
+                client_id=client or b_client, session_id=session or b_session, task_tag=task or b_task,
+                status="error" if err else "ok", error=err, http_status=200,
+                latency_ms=latency * 1000, ttft_ms=ttft * 1000 if ttft is not None else None,
+                stream=True, meta=meta,
+            )
+
+        self.writer.submit(build)  # type: ignore[union-attr]
+
+    def _completion_capture(self, req: dict[str, Any], data: bytes, status: int, trace_id: str, wall: float,
+                            latency: float, client: str | None, session: str | None,
+                            task: str | None, stream: bool) -> Callable[[], Trace]:
+        def build() -> Trace:
+            b_client, b_session, b_task = _ids_from_body(req)
+            common: dict[str, Any] = dict(
+                id=trace_id, created_at=wall, source="gateway", client_id=client or b_client,
+                session_id=session or b_session, task_tag=task or b_task, http_status=status,
+                latency_ms=latency * 1000, stream=stream,
+            )
+            if 200 <= status < 300:
+                try:
+                    response = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    response = None
+                if isinstance(response, dict) and isinstance(response.get("choices"), list):
+                    return build_trace(req, response, **common)
+                return build_trace(req, None, status="error", error="upstream answer is not a chat.completion",
+                                   meta={"upstream_body": data[:65536].decode("utf-8", "replace")}, **common)
+            message, parsed = _error_message(data)
+            return build_trace(req, None, status="error", error=f"upstream {status}: {message}",
+                               meta={"upstream_body": parsed}, **common)
+
+        return build
+
+    def _capture_failure(self, req: dict[str, Any], trace_id: str, wall: float, latency: float, status: int,
+                         error: str, client: str | None, session: str | None, task: str | None,
+                         stream: bool = False) -> None:
+        def build() -> Trace:
+            b_client, b_session, b_task = _ids_from_body(req)
+            return build_trace(
+                req, None, id=trace_id, created_at=wall, source="gateway", client_id=client or b_client,
+                session_id=session or b_session, task_tag=task or b_task, status="error", error=error,
+                http_status=status, latency_ms=latency * 1000, stream=stream,
+            )
+
+        self.writer.submit(build)  # type: ignore[union-attr]
+
+    async def _upstream_failed(self, send: Any, exc: UpstreamError, req: dict[str, Any], trace_id: str,
+                               wall: float, t0: float, client: str | None, session: str | None,
+                               task: str | None, stream: bool) -> None:
+        kind = "timeout" if exc.status == 504 else "connect" if exc.code == "upstream_connect_error" else "broken"
+        self.metrics.upstream_errors.labels(kind).inc()
+        await self._send_json(send, exc.status, error_body(str(exc), "upstream_error", code=exc.code), trace_id)
+        latency = _perf() - t0
+        self.metrics.observe(exc.status, "teacher", "chat", stream, latency)
+        self._capture_failure(req, trace_id, wall, latency, exc.status, str(exc), client, session, task, stream)
+
+    @staticmethod
+    async def _send_json(send: Any, status: int, body: bytes, trace_id: str | None) -> None:
+        headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+        if trace_id:
+            headers.append((b"x-protege-trace-id", trace_id.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    # -- other endpoints --------------------------------------------------
+    def _check_key(self, request: Request) -> tuple[Response | None, bool]:
+        allowed, _name, auth_is_key = self._authorize(
+            request.headers.get("authorization", "").encode("latin-1") or None,
+            request.headers.get("x-protege-key", "").encode("latin-1") or None,
+        )
+        if allowed:
+            return None, auth_is_key
+        return JSONResponse(error_payload("A valid gateway API key is required.", code="invalid_api_key"),
+                            status_code=401), auth_is_key
+
+    async def passthrough(self, request: Request) -> Response:
+        """Other ``/v1`` endpoints (models, embeddings, ...) are relayed, not captured."""
+        denied, auth_is_key = self._check_key(request)
+        if denied is not None:
+            return denied
+        headers = {k: v for k, v in request.headers.items()
+                   if k not in _DROP_REQUEST_HEADERS and not k.startswith("x-protege-")}
+        headers["accept-encoding"] = "identity"
+        if request.headers.get("content-type"):
+            headers["content-type"] = request.headers["content-type"]
+        if self.upstream_auth is not None:
+            headers["authorization"] = self.upstream_auth
+        elif "authorization" in request.headers and not auth_is_key:
+            headers["authorization"] = request.headers["authorization"]
+        url = self.base + "/" + request.path_params["path"]
+        if request.url.query:
+            url += "?" + request.url.query
+        body = await request.body()
+        try:
+            resp = await self.upstream.request(request.method, url, headers, body or None)
+            data = await resp.read()
+        except UpstreamError as exc:
+            return Response(error_body(str(exc), "upstream_error", code=exc.code), status_code=exc.status,
+                            media_type="application/json")
+        self.metrics.observe(resp.status, "teacher", "passthrough", False, 0.0)
+        return Response(data, status_code=resp.status,
+                        headers={k.decode("latin-1"): v.decode("latin-1") for k, v in resp.headers})
+
+    async def feedback(self, request: Request) -> Response:
+        denied, _ = self._check_key(request)
+        if denied is not None:
+            return denied
+
+        def bad(message: str, param: str | None = None) -> Response:
+            return JSONResponse(error_payload(message, param=param), status_code=400)
+
+        try:
+            payload = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return bad("We could not parse the JSON body of your request.")
+        if not isinstance(payload, dict):
+            return bad("The request body must be a JSON object.")
+        trace_id, session_id = payload.get("trace_id"), payload.get("session_id")
+        score, label, comment = payload.get("score"), payload.get("label"), payload.get("comment")
+        if not (isinstance(trace_id, str) and trace_id) and not (isinstance(session_id, str) and session_id):
+            return bad("Feedback needs a trace_id or a session_id (a non-empty string).", "trace_id")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, int | float)):
+            return bad("'score' must be a number.", "score")
+        if label is not None and not isinstance(label, str):
+            return bad("'label' must be a string.", "label")
+        if comment is not None and not isinstance(comment, str):
+            return bad("'comment' must be a string.", "comment")
+        if score is None and label is None:
+            return bad("Feedback needs a score or a label.", "score")
+        meta = payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {}
+        fb = Feedback(trace_id=trace_id or None, session_id=session_id or None,
+                      score=float(score) if score is not None else None, label=label, comment=comment, meta=meta)
+        try:
+            await run_in_threadpool(self.store.add_feedback, fb)
+        except ValueError as exc:
+            return bad(str(exc))
+        except Exception as exc:
+            log.warning("protege: feedback not stored: %s", exc)
+            return JSONResponse(error_payload(f"The trace store is unavailable: {exc}", "server_error",
+                                              code="store_unavailable"), status_code=503)
+        return JSONResponse({"id": fb.id, "object": "feedback", "trace_id": fb.trace_id,
+                             "session_id": fb.session_id, "score": fb.score, "label": fb.label})
+
+    async def health(self, request: Request) -> Response:
+        writer = self.writer
+        stats = writer.stats if writer is not None else None
+        store_ok = stats.store_ok if stats is not None else True
+        return JSONResponse({
+            "status": "ok" if store_ok else "degraded",
+            "upstream": self.base,
+            "store": "ok" if store_ok else "down (spooling)",
+            "capture": {
+                "queue_depth": writer.queue_depth() if writer is not None else 0,
+                "submitted": stats.submitted if stats else 0,
+                "written": stats.written if stats else 0,
+                "spooled": stats.spooled if stats else 0,
+                "replayed": stats.replayed if stats else 0,
+                "dropped": stats.dropped if stats else 0,
+            },
+        })
+
+    async def prometheus(self, request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(config: GatewayConfig | None = None, *, store: Any = None, transport: Any = None) -> Gateway:
+    """The gateway as an ASGI app. ``store``: a TraceStore (or anything with
+    ``add_traces``/``add_feedback``); default opens ``config.db_url`` lazily.
+    ``transport``: an httpx transport standing in for the network (tests)."""
+    return Gateway(config or GatewayConfig(), store=store, transport=transport)
+

@@ -1,0 +1,58 @@
+"""Gateway settings. Every field has an offline-friendly default; the CLI
+(``protege serve``) maps its options onto these."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protege.capture.writer import WriterConfig
+
+
+@dataclass(kw_only=True)
+class GatewayConfig:
+    upstream: str = field(
+        default_factory=lambda: os.environ.get("PROTEGE_UPSTREAM", "https://api.openai.com/v1"),
+        metadata={"help": "OpenAI-compatible base URL of the teacher, /v1 included (PROTEGE_UPSTREAM)"},
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8787, metadata={"help": "port to listen on"})
+    db_url: str | None = field(
+        default=None, metadata={"help": "trace store URL (default: PROTEGE_DB_URL, else the SQLite file)"}
+    )
+    upstream_key_env: str | None = field(
+        default=None,
+        metadata={
+            "help": "environment variable holding the upstream API key; when set it replaces the "
+            "client's Authorization header"
+        },
+    )
+    redact: str | None = field(
+        default=None,
+        metadata={"help": "module:function applied to every trace before it is stored (e.g. a PII scrubber)"},
+    )
+    timeout_s: float = field(default=600.0, metadata={"help": "upstream read timeout (whole answer) in seconds"})
+    connect_timeout_s: float = field(default=10.0, metadata={"help": "upstream connect timeout in seconds"})
+    max_connections: int = field(default=512, metadata={"help": "pooled upstream connections"})
+    client: str = field(
+        default="auto",
+        metadata={"help": "upstream HTTP client: aiohttp (faster, if installed), httpx, or auto"},
+    )
+    gateway_keys: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "accepted gateway API keys; None reads PROTEGE_GATEWAY_KEYS (comma list) and the keys "
+            "file; when none exist the gateway is open"
+        },
+    )
+    keys_file: Path | None = field(
+        default=None, metadata={"help": "hashed gateway keys file (default PROTEGE_HOME/gateway_keys.json)"}
+    )
+    capture: WriterConfig = field(
+        default_factory=WriterConfig, metadata={"help": "capture queue, batching and spool settings"}
+    )
+
+    @property
+    def upstream_base(self) -> str:
+        return self.upstream.rstrip("/")

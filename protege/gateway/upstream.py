@@ -1,0 +1,224 @@
+"""The pooled async HTTP client the gateway talks to the teacher with.
+
+One small interface, two implementations: aiohttp (faster per request, used
+in production when installed) and httpx (whose transport tests replace with an
+in-process fake). Failures are mapped onto three exceptions so the gateway can
+answer 504 (timeout) or 502 (connection or protocol failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+# Not forwarded in either direction: per-connection headers, and the ones the
+# gateway sets itself (length, encoding: it asks the teacher for identity).
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+    "transfer-encoding", "upgrade", "content-length", "content-encoding", "host", "date", "server",
+})
+
+
+class UpstreamError(Exception):
+    """The teacher could not be reached or broke the connection (-> 502)."""
+
+    status = 502
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamConnectError(UpstreamError):
+    code = "upstream_connect_error"
+
+
+class UpstreamResponse:
+    """Status, forwardable headers and a body read once (whole or chunked)."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    content_type: bytes
+
+    async def read(self) -> bytes:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def chunks(self) -> AsyncIterator[bytes]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    async def close(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _forwardable(pairs: Any) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    out = []
+    ctype = b"application/json"
+    for name, value in pairs:
+        n = name.lower() if isinstance(name, bytes) else name.lower().encode("latin-1")
+        if n.decode("latin-1") in HOP_BY_HOP:
+            continue
+        v = value if isinstance(value, bytes) else value.encode("latin-1")
+        if n == b"content-type":
+            ctype = v
+        out.append((n, v))
+    return out, ctype
+
+
+# -- httpx ------------------------------------------------------------------
+class _HttpxResponse(UpstreamResponse):
+    def __init__(self, resp: Any) -> None:
+        self._resp = resp
+        self.status = resp.status_code
+        self.headers, self.content_type = _forwardable(resp.headers.raw)
+
+    async def read(self) -> bytes:
+        import httpx
+
+        try:
+            return b"".join([c async for c in self._resp.aiter_raw()])
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"upstream timed out: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream connection broke: {exc!r}") from exc
+        finally:
+            await self._resp.aclose()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        import httpx
+
+        try:
+            async for chunk in self._resp.aiter_raw():
+                yield chunk
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"upstream timed out: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream connection broke: {exc!r}") from exc
+
+    async def close(self) -> None:
+        await self._resp.aclose()
+
+
+class HttpxUpstream:
+    name = "httpx"
+
+    def __init__(self, *, timeout_s: float, connect_timeout_s: float, max_connections: int,
+                 transport: Any = None) -> None:
+        import httpx
+
+        self._httpx = httpx
+        self.client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            follow_redirects=False,
+        )
+
+    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
+        httpx = self._httpx
+        try:
+            req = self.client.build_request(method, url, headers=headers, content=body)
+            resp = await self.client.send(req, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"upstream timed out: {exc!r}") from exc
+        except httpx.ConnectError as exc:
+            raise UpstreamConnectError(f"cannot connect to upstream: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream request failed: {exc!r}") from exc
+        return _HttpxResponse(resp)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+# -- aiohttp ----------------------------------------------------------------
+class _AiohttpResponse(UpstreamResponse):
+    def __init__(self, resp: Any, aiohttp: Any) -> None:
+        self._resp = resp
+        self._aiohttp = aiohttp
+        self.status = resp.status
+        self.headers, self.content_type = _forwardable(resp.raw_headers)
+
+    def _map(self, exc: BaseException) -> UpstreamError:
+        if isinstance(exc, asyncio.TimeoutError | self._aiohttp.ServerTimeoutError):
+            return UpstreamTimeout(f"upstream timed out: {exc!r}")
+        return UpstreamError(f"upstream connection broke: {exc!r}")
+
+    async def read(self) -> bytes:
+        try:
+            return await self._resp.read()
+        except (TimeoutError, self._aiohttp.ClientError) as exc:
+            raise self._map(exc) from exc
+        finally:
+            self._resp.release()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+        except (TimeoutError, self._aiohttp.ClientError) as exc:
+            raise self._map(exc) from exc
+        # A chunked body cut off before its terminator reads as a clean end in
+        # some aiohttp versions; the gateway's [DONE] check catches that case.
+
+    async def close(self) -> None:
+        self._resp.release()
+
+
+class AiohttpUpstream:
+    name = "aiohttp"
+
+    def __init__(self, *, timeout_s: float, connect_timeout_s: float, max_connections: int) -> None:
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=timeout_s)
+        self._max = max_connections
+        self.session: Any = None
+
+    def _session(self) -> Any:
+        # Created lazily: aiohttp binds the session to the running loop.
+        if self.session is None:
+            aiohttp = self._aiohttp
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max, ttl_dns_cache=300, force_close=False),
+                timeout=self._timeout,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            )
+        return self.session
+
+    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
+        aiohttp = self._aiohttp
+        try:
+            resp = await self._session().request(method, url, headers=headers, data=body)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout(f"upstream timed out: {exc!r}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamConnectError(f"cannot connect to upstream: {exc}") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"upstream request failed: {exc!r}") from exc
+        return _AiohttpResponse(resp, aiohttp)
+
+    async def aclose(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+def make_upstream(kind: str, *, timeout_s: float, connect_timeout_s: float, max_connections: int,
+                  transport: Any = None) -> HttpxUpstream | AiohttpUpstream:
+    """``transport`` (an httpx transport) forces httpx: that is how tests plug
+    in an in-process fake teacher."""
+    if transport is None and kind in ("auto", "aiohttp"):
+        try:
+            import aiohttp  # noqa: F401
+        except ImportError:
+            if kind == "aiohttp":
+                raise
+        else:
+            return AiohttpUpstream(timeout_s=timeout_s, connect_timeout_s=connect_timeout_s,
+                                   max_connections=max_connections)
+    return HttpxUpstream(timeout_s=timeout_s, connect_timeout_s=connect_timeout_s,
+                         max_connections=max_connections, transport=transport)

@@ -1,0 +1,497 @@
+"""The capture gateway, driven by the official openai SDK against a fake
+teacher on loopback: what the client sees and what the store keeps."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from protege.capture.writer import WriterConfig
+from protege.gateway.config import GatewayConfig
+from protege.gateway.fake_upstream import FakeUpstreamThread, completion
+from protege.gateway.server import ServerThread
+from protege.store import open_store
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            "required": ["city", "days"],
+        },
+    },
+}
+CLOCK = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {"type": "object", "properties": {"tz": {"type": "string", "enum": ["UTC", "CET"]}},
+                       "required": ["tz"]},
+    },
+}
+MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "weather in Paris?"}]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstreamThread]:
+    with FakeUpstreamThread(slow_s=3.0) as up:
+        yield up
+
+
+def _config(tmp_path: Path, upstream_url: str, db_url: str | None = None, **kw: Any) -> GatewayConfig:
+    capture = kw.pop("capture", None) or WriterConfig(spool_path=tmp_path / "spool" / "traces.jsonl",
+                                                      retry_interval_s=0.1, flush_interval_s=0.01)
+    return GatewayConfig(upstream=upstream_url, db_url=db_url or f"sqlite:///{tmp_path / 'gw.db'}",
+                         capture=capture, gateway_keys=kw.pop("gateway_keys", []),
+                         keys_file=tmp_path / "keys.json", **kw)
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'gw.db'}"
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str) -> Iterator[ServerThread]:
+    with ServerThread(_config(tmp_path, upstream.url, store_url)) as srv:
+        yield srv
+
+
+def _client(srv: ServerThread, **kw: Any) -> openai.OpenAI:
+    kw.setdefault("api_key", "sk-client-key")
+    return openai.OpenAI(base_url=srv.url + "/v1", max_retries=0, timeout=10, **kw)
+
+
+def _stored(srv: ServerThread, store_url: str, trace_id: str) -> Any:
+    assert srv.app.writer is not None and srv.app.writer.flush(10)
+    store = open_store(store_url)
+    try:
+        trace = store.get_trace(trace_id)
+    finally:
+        store.close()
+    assert trace is not None, f"trace {trace_id} was not stored"
+    return trace
+
+
+def test_non_streaming_roundtrip_and_capture(gateway: ServerThread, upstream: FakeUpstreamThread,
+                                            store_url: str) -> None:
+    client = _client(gateway)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, user="alice", temperature=0.2,
+        extra_body={"vendor_knob": {"depth": 3}},
+        extra_headers={"X-Protege-Task": "weather", "X-Protege-Session": "run-1"},
+    )
+    trace_id = raw.headers["x-protege-trace-id"]
+    reply = raw.parse()
+    assert reply.choices[0].message.content == "Sure. You said: weather in Paris?"
+    # The client's body reaches the teacher byte for byte, unknown fields included.
+    sent = orjson.loads(upstream.server.last_body)
+    assert sent["vendor_knob"] == {"depth": 3} and sent["temperature"] == 0.2
+    assert upstream.server.last_headers[b"authorization"] == b"Bearer sk-client-key"
+
+    trace = _stored(gateway, store_url, trace_id)
+    assert trace.status == "ok" and trace.http_status == 200 and not trace.stream
+    assert trace.request == sent
+    assert trace.response == json.loads(raw.http_response.content)
+    assert trace.task_tag == "weather" and trace.session_id == "run-1" and trace.client_id == "alice"
+    assert trace.model == "gpt-4o-mini" and trace.finish_reason == "stop"
+    assert trace.prompt_tokens == reply.usage.prompt_tokens and trace.completion_tokens == reply.usage.completion_tokens
+    assert trace.latency_ms is not None and trace.latency_ms > 0
+    assert trace.source == "gateway" and trace.served_by == "teacher"
+
+
+def test_streaming_text_with_usage(gateway: ServerThread, store_url: str) -> None:
+    client = _client(gateway)
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True},
+        extra_headers={"X-Protege-Client": "agent-7"},
+    ) as resp:
+        trace_id = resp.headers["x-protege-trace-id"]
+        chunks = list(resp.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    usage = [c.usage for c in chunks if c.usage]
+    assert text == "Sure. You said: weather in Paris?"
+    assert len(usage) == 1
+
+    trace = _stored(gateway, store_url, trace_id)
+    assert trace.stream and trace.status == "ok" and trace.client_id == "agent-7"
+    msg = trace.response["choices"][0]["message"]
+    assert msg["content"] == text and trace.response["object"] == "chat.completion"
+    assert trace.prompt_tokens == usage[0].prompt_tokens and trace.completion_tokens == usage[0].completion_tokens
+    assert trace.ttft_ms is not None and 0 < trace.ttft_ms <= trace.latency_ms
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("parallel", [False, True], ids=["single", "parallel"])
+def test_tool_calls_reassembled(gateway: ServerThread, store_url: str, stream: bool, parallel: bool) -> None:
+    client = _client(gateway)
+    request = {"model": "gpt-4o", "messages": MESSAGES, "tools": [WEATHER, CLOCK], "tool_choice": "auto",
+               "parallel_tool_calls": parallel}
+    expected = completion(request)["choices"][0]["message"]["tool_calls"]
+    assert len(expected) == (2 if parallel else 1)
+    if stream:
+        with client.chat.completions.with_streaming_response.create(**request, stream=True) as resp:
+            trace_id = resp.headers["x-protege-trace-id"]
+            chunks = list(resp.parse())
+        # The client got fragments: arguments split over several deltas, interleaved.
+        fragments = [tc for c in chunks for ch in c.choices for tc in (ch.delta.tool_calls or [])]
+        assert len(fragments) > len(expected)
+    else:
+        raw = client.chat.completions.with_raw_response.create(**request)
+        trace_id = raw.headers["x-protege-trace-id"]
+        assert [tc.function.name for tc in raw.parse().choices[0].message.tool_calls] == [
+            e["function"]["name"] for e in expected]
+
+    trace = _stored(gateway, store_url, trace_id)
+    got = trace.response["choices"][0]["message"]["tool_calls"]
+    assert [(g["id"], g["function"]["name"], json.loads(g["function"]["arguments"])) for g in got] == [
+        (e["id"], e["function"]["name"], json.loads(e["function"]["arguments"])) for e in expected]
+    assert trace.tools_offered == ["get_weather", "get_time"]
+    assert trace.tools_called == [e["function"]["name"] for e in expected]
+    assert trace.finish_reason == "tool_calls"
+    assert trace.request["parallel_tool_calls"] is parallel
+
+
+def test_response_format_and_n(gateway: ServerThread, upstream: FakeUpstreamThread, store_url: str) -> None:
+    client = _client(gateway)
+    schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {
+        "type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}}}
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, response_format=schema, n=3)
+    reply = raw.parse()
+    assert orjson.loads(upstream.server.last_body)["response_format"] == schema
+    assert [json.loads(c.message.content)["choice"] for c in reply.choices] == [0, 1, 2]
+    trace = _stored(gateway, store_url, raw.headers["x-protege-trace-id"])
+    assert len(trace.response["choices"]) == 3
+
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, response_format=schema, n=2, stream=True,
+    ) as resp:
+        trace_id = resp.headers["x-protege-trace-id"]
+        list(resp.parse())
+    trace = _stored(gateway, store_url, trace_id)
+    contents = [c["message"]["content"] for c in trace.response["choices"]]
+    assert [json.loads(c)["choice"] for c in contents] == [0, 1]
+
+
+@pytest.mark.parametrize(("status", "exc"), [(400, openai.BadRequestError), (429, openai.RateLimitError),
+                                             (500, openai.InternalServerError)])
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_upstream_errors_pass_through(gateway: ServerThread, store_url: str, status: int, exc: type,
+                                      stream: bool) -> None:
+    client = _client(gateway)
+    with pytest.raises(exc) as info:
+        client.chat.completions.create(model=f"fake-error-{status}", messages=MESSAGES, stream=stream)
+    assert info.value.status_code == status
+    assert info.value.body["message"] == f"fake upstream failure {status}"
+    trace = _stored(gateway, store_url, info.value.response.headers["x-protege-trace-id"])
+    assert trace.status == "error" and trace.http_status == status
+    assert f"fake upstream failure {status}" in trace.error and trace.response is None
+
+
+def test_upstream_timeout_is_504(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str) -> None:
+    with ServerThread(_config(tmp_path, upstream.url, store_url, timeout_s=0.3)) as srv:
+        with pytest.raises(openai.APIStatusError) as info:
+            _client(srv).chat.completions.create(model="fake-slow", messages=MESSAGES)
+        assert info.value.status_code == 504
+        assert info.value.body["code"] == "upstream_timeout"
+        trace = _stored(srv, store_url, info.value.response.headers["x-protege-trace-id"])
+    assert trace.status == "error" and trace.http_status == 504 and "timed out" in trace.error
+
+
+@pytest.mark.parametrize("client_kind", ["httpx", "aiohttp"])
+def test_connection_refused_is_502(tmp_path: Path, store_url: str, client_kind: str) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    cfg = _config(tmp_path, f"http://127.0.0.1:{port}/v1", store_url, client=client_kind)
+    with ServerThread(cfg) as srv:
+        with pytest.raises(openai.APIStatusError) as info:
+            _client(srv).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+        assert info.value.status_code == 502
+        trace = _stored(srv, store_url, info.value.response.headers["x-protege-trace-id"])
+    assert trace.status == "error" and trace.http_status == 502 and trace.stream
+
+
+@pytest.mark.parametrize("client_kind", ["httpx", "aiohttp"])
+def test_midstream_failure_ends_with_error_event(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str,
+                                                 client_kind: str) -> None:
+    with ServerThread(_config(tmp_path, upstream.url, store_url, client=client_kind)) as srv:
+        client = _client(srv)
+        got: list[Any] = []
+        with client.chat.completions.with_streaming_response.create(
+            model="fake-break", messages=MESSAGES, stream=True,
+        ) as resp:
+            trace_id = resp.headers["x-protege-trace-id"]
+            with pytest.raises(openai.APIError):
+                for chunk in resp.parse():
+                    got.append(chunk)
+        assert got, "the first half of the stream reached the client"
+        assert all(ch.finish_reason is None for c in got for ch in c.choices)
+        trace = _stored(srv, store_url, trace_id)
+        assert trace.status == "error" and trace.error
+        assert trace.response["choices"][0]["finish_reason"] is None  # the partial answer is kept
+
+        # Non-streaming: a body cut short is a 502, also stored.
+        with pytest.raises(openai.APIStatusError) as info:
+            client.chat.completions.create(model="fake-break", messages=MESSAGES)
+        assert info.value.status_code == 502
+        assert _stored(srv, store_url, info.value.response.headers["x-protege-trace-id"]).status == "error"
+
+
+def test_injected_transport_stream_breaks(tmp_path: Path, store_url: str) -> None:
+    """Tests can replace the network with an httpx transport; a read error
+    after two events still ends the client's stream with an error event."""
+
+    class Broken(httpx.AsyncByteStream):
+        async def __aiter__(self):  # type: ignore[override]
+            yield b'data: {"id":"x","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"He"}}]}\n\n'
+            yield b'data: {"id":"x","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{"content":"llo"}}]}\n\n'
+            raise httpx.ReadError("connection reset by peer")
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Broken())
+
+    cfg = _config(tmp_path, "http://teacher.invalid/v1", store_url)
+    with ServerThread(cfg, transport=httpx.MockTransport(handler)) as srv:
+        with pytest.raises(openai.APIError, match="connection reset"):
+            for _ in _client(srv).chat.completions.create(model="m", messages=MESSAGES, stream=True):
+                pass
+        traces = open_store(store_url)
+        assert srv.app.writer.flush(10)
+        [trace] = traces.list_traces()
+    assert str(seen[0].url) == "http://teacher.invalid/v1/chat/completions"
+    assert trace.status == "error" and "connection reset" in trace.error
+    assert trace.response["choices"][0]["message"]["content"] == "Hello"
+
+
+def test_malformed_and_invalid_requests_are_400(gateway: ServerThread, upstream: FakeUpstreamThread,
+                                                store_url: str) -> None:
+    before = upstream.server.requests
+    url = gateway.url + "/v1/chat/completions"
+    cases = [(b"{not json", None), (b"[1, 2]", None), (b'{"messages": []}', "model"),
+             (b'{"model": "m", "messages": "hi"}', "messages"), (b'{"model": "m", "messages": [], "stream": "y"}', "stream")]
+    ids = []
+    for body, param in cases:
+        r = httpx.post(url, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400
+        err = r.json()["error"]
+        assert set(err) == {"message", "type", "param", "code"}
+        assert err["type"] == "invalid_request_error" and err["param"] == param
+        ids.append(r.headers["x-protege-trace-id"])
+    assert upstream.server.requests == before, "invalid requests never reach the teacher"
+    for trace_id in ids:
+        trace = _stored(gateway, store_url, trace_id)
+        assert trace.status == "error" and trace.http_status == 400
+
+
+class FlakyStore:
+    """A real store whose writes fail while ``down`` is set."""
+
+    def __init__(self, url: str) -> None:
+        self.inner = open_store(url)
+        self.down = False
+        self.failures = 0
+
+    def add_traces(self, traces: list[Any]) -> int:
+        if self.down:
+            self.failures += 1
+            raise ConnectionError("database is unreachable")
+        return self.inner.add_traces(traces)
+
+    def add_feedback(self, fb: Any) -> Any:
+        return self.inner.add_feedback(fb)
+
+
+def _wait(predicate: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_store_outage_spools_and_replays(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str) -> None:
+    flaky = FlakyStore(store_url)
+    flaky.down = True
+    ids: list[str] = []
+    with ServerThread(_config(tmp_path, upstream.url, store_url), store=flaky) as srv:
+        client = _client(srv)
+        for i in range(12):
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": f"q{i}"}], stream=i % 2 == 1)
+            ids.append(raw.headers["x-protege-trace-id"])
+        assert srv.app.writer.flush(10)
+        health = httpx.get(srv.url + "/health").json()
+        assert health["status"] == "degraded" and health["capture"]["spooled"] == 12
+        assert flaky.failures >= 1 and flaky.inner.count_traces() == 0
+        metrics = httpx.get(srv.url + "/metrics").text
+        assert "protege_capture_spooled_total 12.0" in metrics
+        flaky.down = False  # the database is back
+        assert _wait(lambda: flaky.inner.count_traces() == 12)
+        assert httpx.get(srv.url + "/health").json()["status"] == "ok"
+    assert sorted(t.id for t in flaky.inner.iter_traces()) == sorted(ids)
+    assert all(f.stat().st_size == 0 for f in (tmp_path / "spool").iterdir())
+
+
+def test_spool_survives_restart(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str) -> None:
+    flaky = FlakyStore(store_url)
+    flaky.down = True
+    ids = []
+    with ServerThread(_config(tmp_path, upstream.url, store_url), store=flaky) as srv:
+        for i in range(5):
+            raw = _client(srv).chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": f"r{i}"}])
+            ids.append(raw.headers["x-protege-trace-id"])
+    # Shut down while the store was still down: everything is in the spool.
+    assert flaky.inner.count_traces() == 0
+    spooled = [line for f in (tmp_path / "spool").iterdir() for line in f.read_text().splitlines()]
+    assert sorted(json.loads(line)["id"] for line in spooled) == sorted(ids)
+    flaky.down = False
+    with ServerThread(_config(tmp_path, upstream.url, store_url), store=flaky):
+        assert _wait(lambda: flaky.inner.count_traces() == 5)
+    assert sorted(t.id for t in flaky.inner.iter_traces()) == sorted(ids)
+
+
+def test_postgres_store_unreachable_then_back(tmp_path: Path, upstream: FakeUpstreamThread, pg_url: str) -> None:
+    """A real PostgreSQL store: the gateway starts against a dead address and
+    spools; once the store answers again, every trace is there."""
+
+    class SwappableStore:
+        def __init__(self) -> None:
+            self.url = "postgresql://postgres@127.0.0.1:1/test?connect_timeout=1"
+            self._store: Any = None
+
+        def add_traces(self, traces: list[Any]) -> int:
+            if self._store is None:
+                self._store = open_store(self.url)  # raises while the address is dead
+            return self._store.add_traces(traces)
+
+        def add_feedback(self, fb: Any) -> Any:  # pragma: no cover - not used here
+            raise NotImplementedError
+
+    swap = SwappableStore()
+    ids = []
+    with ServerThread(_config(tmp_path, upstream.url), store=swap) as srv:
+        for i in range(6):
+            raw = _client(srv).chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": f"pg{i}"}], stream=i % 2 == 0)
+            ids.append(raw.headers["x-protege-trace-id"])
+        assert srv.app.writer.flush(10) and srv.app.writer.stats.spooled == 6
+        swap.url = pg_url
+        assert _wait(lambda: srv.app.writer.stats.replayed == 6)
+    store = open_store(pg_url)
+    try:
+        assert sorted(t.id for t in store.iter_traces()) == sorted(ids)
+        assert all(t.response is not None for t in store.iter_traces())
+    finally:
+        store.close()
+
+
+def test_feedback_endpoint(gateway: ServerThread, store_url: str) -> None:
+    raw = _client(gateway).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+    trace_id = raw.headers["x-protege-trace-id"]
+    ok = httpx.post(gateway.url + "/v1/feedback", json={"trace_id": trace_id, "score": 1, "comment": "good"})
+    assert ok.status_code == 200 and ok.json()["trace_id"] == trace_id
+    ok2 = httpx.post(gateway.url + "/v1/feedback", json={"session_id": "run-9", "label": "bad"})
+    assert ok2.status_code == 200
+    for bad, param in [({"score": 1}, "trace_id"), ({"trace_id": trace_id}, "score"),
+                       ({"trace_id": trace_id, "score": "high"}, "score"),
+                       ({"trace_id": trace_id, "label": 3}, "label")]:
+        r = httpx.post(gateway.url + "/v1/feedback", json=bad)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param
+    r = httpx.post(gateway.url + "/v1/feedback", content=b"{oops")
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    store = open_store(store_url)
+    try:
+        [fb] = store.feedback_for(trace_id=trace_id)
+        assert fb.score == 1.0 and fb.comment == "good"
+        [fb2] = store.feedback_for(session_id="run-9")
+        assert fb2.label == "bad" and fb2.score is None
+    finally:
+        store.close()
+
+
+def test_models_health_metrics(gateway: ServerThread) -> None:
+    client = _client(gateway)
+    assert "fake-teacher" in [m.id for m in client.models.list()]
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="fake-error-500", messages=MESSAGES)
+    health = httpx.get(gateway.url + "/health").json()
+    assert health["status"] == "ok" and health["store"] == "ok"
+    assert gateway.app.writer.flush(10)
+    text = httpx.get(gateway.url + "/metrics").text
+    assert 'protege_gateway_requests_total{endpoint="chat",served_by="teacher",status="200"} 2.0' in text
+    assert 'protege_gateway_requests_total{endpoint="chat",served_by="teacher",status="500"} 1.0' in text
+    assert 'protege_gateway_request_latency_seconds_count{stream="true"} 1.0' in text
+    assert "protege_gateway_ttft_seconds_count 1.0" in text
+    assert "protege_capture_queue_depth 0.0" in text
+    assert "protege_capture_written_total 3.0" in text
+    assert "protege_capture_dropped_total 0.0" in text
+
+
+def test_gateway_keys_and_upstream_key_env(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from protege.gateway.keys import create_key, revoke_key
+
+    monkeypatch.setenv("TEACHER_KEY", "sk-teacher-secret")
+    cfg = _config(tmp_path, upstream.url, store_url, gateway_keys=None, upstream_key_env="TEACHER_KEY")
+    record, key = create_key("team-a", cfg.keys_file)
+    with ServerThread(cfg) as srv:
+        with pytest.raises(openai.AuthenticationError):
+            _client(srv, api_key="wrong").chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        raw = _client(srv, api_key=key).chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES)
+        # The gateway key never leaves the gateway; the teacher gets its own key.
+        assert upstream.server.last_headers[b"authorization"] == b"Bearer sk-teacher-secret"
+        assert _stored(srv, store_url, raw.headers["x-protege-trace-id"]).client_id == "team-a"
+        srv.app.keys.RELOAD_EVERY_S = 0.0
+        revoke_key(record["id"], cfg.keys_file)
+        with pytest.raises(openai.AuthenticationError):
+            _client(srv, api_key=key).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+
+def test_redact_hook_runs_before_store(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "my_scrub.py").write_text(
+        "def redact(trace):\n"
+        "    for m in trace.request['messages']:\n"
+        "        m['content'] = m['content'].replace('Paris', '[CITY]')\n"
+        "    trace.meta['redacted'] = True\n"
+        "    return trace\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with ServerThread(_config(tmp_path, upstream.url, store_url, redact="my_scrub:redact")) as srv:
+        raw = _client(srv).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert "Paris" in raw.parse().choices[0].message.content  # the client's answer is untouched
+        trace = _stored(srv, store_url, raw.headers["x-protege-trace-id"])
+    assert trace.request["messages"][1]["content"] == "weather in [CITY]?" and trace.meta["redacted"]
+
+
+def test_store_on_both_engines(tmp_path: Path, upstream: FakeUpstreamThread, db_url: str) -> None:
+    with ServerThread(_config(tmp_path, upstream.url, db_url)) as srv:
+        raw = _client(srv).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=MESSAGES, tools=[WEATHER, CLOCK], stream=True)
+        trace_id = raw.headers["x-protege-trace-id"]
+        list(raw.parse())
+        trace = _stored(srv, db_url, trace_id)
+    assert trace.tools_called == ["get_weather", "get_time"] and trace.stream
