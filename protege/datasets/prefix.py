@@ -1,0 +1,57 @@
+"""A task's static prefix: the system prompt and tool schemas that every call
+of the task sends verbatim. A student can be trained and served without it
+(the router adds nothing back: the prefix carries no per-call information)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+
+def _canon(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def system_text(messages: Sequence[dict[str, Any]]) -> str | None:
+    """The leading system (or developer) message's text, if any."""
+    if not messages or messages[0].get("role") not in ("system", "developer"):
+        return None
+    content = messages[0].get("content")
+    if isinstance(content, list):  # content parts
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else None
+
+
+def detect_prefix(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``{"system": str | None, "tools": [...] | None, "tools_identical": bool}``.
+
+    ``system`` is the system prompt when every row sends the very same one
+    (a prompt that varies even partly is not static, so None). ``tools`` is the
+    list of tools every row offers, in the first row's order: the whole tool
+    list when it is identical across rows (``tools_identical``), else the tools
+    common to all rows, or None when there are none.
+    """
+    if not rows:
+        return {"system": None, "tools": None, "tools_identical": False}
+    systems = {system_text(r.get("messages") or []) for r in rows}
+    system = next(iter(systems)) if len(systems) == 1 else None
+    if system is not None and not system.strip():
+        system = None
+
+    tool_lists = [r.get("tools") or [] for r in rows]
+    keysets = [{_canon(t) for t in tl} for tl in tool_lists]
+    common = set.intersection(*keysets) if keysets else set()
+    identical = bool(common) and all(ks == keysets[0] for ks in keysets)
+    tools = [t for t in tool_lists[0] if _canon(t) in common] or None
+    return {"system": system, "tools": tools, "tools_identical": identical}
+
+
+def prefix_tokens_saved(rows: Sequence[dict[str, Any]], prefix: dict[str, Any]) -> float:
+    """Rough share of prompt characters the prefix accounts for (what a
+    student served without it saves on every call)."""
+    static = len(prefix.get("system") or "") + sum(len(_canon(t)) for t in prefix.get("tools") or [])
+    if not rows or not static:
+        return 0.0
+    total = sum(len(_canon(r.get("messages"))) + len(_canon(r.get("tools") or [])) for r in rows) / len(rows)
+    return round(min(1.0, static / total), 4) if total else 0.0
