@@ -1,0 +1,218 @@
+"""Who answers the test split: the student, base-model baselines, the teacher.
+
+Everything the runner needs from a system is ``predict(rows) -> list[assistant
+message]``; tests inject fakes, the real student wraps transformers + PEFT and
+generates with the same prompt builder as training
+(``protege.models.toolcall.build_prompt``), greedily, in batches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    name: str
+
+    def predict(self, rows: Sequence[dict[str, Any]]) -> list[Message]: ...
+
+
+class TeacherPredictor:
+    """The teacher's own answers: the dataset's references."""
+
+    name = "teacher"
+
+    def predict(self, rows: Sequence[dict[str, Any]]) -> list[Message]:
+        return [dict(r["completion"]) for r in rows]
+
+
+class FunctionPredictor:
+    """Any ``fn(row) -> message`` as a predictor (tests, simple heuristics)."""
+
+    def __init__(self, name: str, fn: Callable[[dict[str, Any]], Message]) -> None:
+        self.name = name
+        self.fn = fn
+
+    def predict(self, rows: Sequence[dict[str, Any]]) -> list[Message]:
+        return [self.fn(r) for r in rows]
+
+
+def few_shot_messages(row: dict[str, Any], shots: Sequence[dict[str, Any]]) -> list[Message]:
+    """The row's conversation with solved examples inserted as earlier turns,
+    after its system message (the system prompt stays first)."""
+    msgs = list(row.get("messages") or [])
+    head = [m for m in msgs[:1] if m.get("role") in ("system", "developer")]
+    tail = msgs[len(head) :]
+    demo: list[Message] = []
+    for shot in shots:
+        demo += [m for m in shot.get("messages") or [] if m.get("role") not in ("system", "developer")]
+        demo.append(shot["completion"])
+        # A shot's tool calls need answers before the next user turn, or chat
+        # templates that check turn order refuse the conversation.
+        for call in shot["completion"].get("tool_calls") or []:
+            demo.append({"role": "tool", "tool_call_id": call.get("id"), "content": "ok"})
+    return head + demo + tail
+
+
+class TransformersPredictor:
+    """Greedy batched generation with a causal LM (optionally a PEFT adapter on it).
+
+    Prompts come from ``protege.models.toolcall.build_prompt`` and answers are
+    parsed with ``parse_completion``, the code training and serving use, so
+    the evaluation sees the student exactly as production will.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: Any,
+        tokenizer: Any,
+        *,
+        prefix: dict[str, Any] | None = None,
+        drop_prefix: bool = False,
+        shots: Sequence[dict[str, Any]] = (),
+        batch_size: int = 8,
+        max_new_tokens: int = 256,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prefix = prefix
+        self.drop_prefix = drop_prefix
+        self.shots = list(shots)
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.progress = progress
+        self.stats: dict[str, float] = {"seconds": 0.0, "generated_tokens": 0, "calls": 0}
+
+    @property
+    def device(self) -> str:
+        try:
+            return str(next(self.model.parameters()).device)
+        except (StopIteration, AttributeError, TypeError):
+            return "cpu"
+
+    def _prompt(self, row: dict[str, Any]) -> str:
+        from protege.models.toolcall import build_prompt
+
+        messages = few_shot_messages(row, self.shots) if self.shots else row.get("messages") or []
+        return build_prompt(
+            messages, row.get("tools"), self.tokenizer, prefix=self.prefix, drop_prefix=self.drop_prefix
+        )
+
+    def predict(self, rows: Sequence[dict[str, Any]]) -> list[Message]:
+        import torch
+
+        from protege.models.toolcall import parse_completion
+
+        tok = self.tokenizer
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        tok.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
+        prompts = [self._prompt(r) for r in rows]
+        # Length-sorted batches waste less compute on padding; answers go back
+        # in the caller's order.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[Message | None] = [None] * len(prompts)
+        self.model.eval()
+        eos = {
+            t
+            for t in (tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>"))
+            if isinstance(t, int) and t >= 0
+        }
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                gen = self.model.generate(
+                    **enc,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=sorted(eos) or None,
+                )
+            self.stats["seconds"] += time.perf_counter() - t0
+            new = gen[:, enc["input_ids"].shape[1] :]
+            for j, i in enumerate(idx):
+                ids = new[j].tolist()
+                n = len(ids)
+                while n and ids[n - 1] == tok.pad_token_id:
+                    n -= 1
+                self.stats["generated_tokens"] += n
+                text = tok.decode(ids[:n], skip_special_tokens=False)
+                out[i] = parse_completion(text)
+            self.stats["calls"] += len(idx)
+            if self.progress:
+                self.progress(len(idx))
+        return [m or {"role": "assistant", "content": None, "tool_calls": None} for m in out]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _split_loaded(loaded: Any) -> tuple[Any, Any]:
+    if isinstance(loaded, tuple):
+        return loaded[0], loaded[1]
+    return loaded.model, loaded.tokenizer
+
+
+def load_base_model(name: str) -> tuple[Any, Any]:
+    """(model, tokenizer) for a catalog name or hub id, through the project's loader."""
+    try:
+        from protege.models.loader import load_base
+    except ImportError:  # loader not installed: plain transformers on a local dir or hub id
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        return AutoModelForCausalLM.from_pretrained(name), AutoTokenizer.from_pretrained(name)
+    return _split_loaded(load_base(name))
+
+
+_TRAIN_CONFIG_FILES = ("train_config.json", "protege_train.json", "protege.json", "training.json")
+
+
+def adapter_settings(adapter_dir: Path) -> dict[str, Any]:
+    """Base model and prompt settings an adapter was trained with, from its
+    directory: protege's own training record where there is one, PEFT's
+    ``adapter_config.json`` otherwise."""
+    out: dict[str, Any] = {}
+    peft_cfg = adapter_dir / "adapter_config.json"
+    if peft_cfg.exists():
+        out["base"] = json.loads(peft_cfg.read_text()).get("base_model_name_or_path")
+    for name in _TRAIN_CONFIG_FILES:
+        p = adapter_dir / name
+        if p.exists():
+            data = json.loads(p.read_text())
+            cfg = data.get("config", data) if isinstance(data, dict) else {}
+            for key in ("base", "drop_prefix", "max_new_tokens"):
+                if cfg.get(key) is not None:
+                    out[key] = cfg[key]
+            break
+    return out
+
+
+def load_student(adapter_dir: Path, *, base: str | None = None, **kwargs: Any) -> TransformersPredictor:
+    """Base model + LoRA adapter from ``adapter_dir``, ready to predict."""
+    from peft import PeftModel
+
+    settings = adapter_settings(adapter_dir)
+    base = base or settings.get("base")
+    if not base:
+        raise ValueError(f"{adapter_dir}: cannot tell the adapter's base model (no adapter_config.json)")
+    model, tokenizer = load_base_model(base)
+    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    if kwargs.get("drop_prefix") is None:
+        kwargs["drop_prefix"] = bool(settings.get("drop_prefix", False))
+    return TransformersPredictor("student", model, tokenizer, **kwargs)

@@ -1,0 +1,652 @@
+"""``evaluate_task``: the student against the base model and the teacher on a
+task's held-out test split, with paired bootstrap intervals, share of teacher
+quality, speed and cost; the result is stored in ``evaluations``.
+
+References are the teacher's answers (the dataset's ``completion``). Where a
+trace carries ground truth (BFCL traces: ``meta["bfcl"]["ground_truth"]``)
+every system, the teacher included, is also scored against it, and the share
+of teacher quality is taken on that column: the teacher scores a trivial 1.0
+against its own answers, so the ground truth is the fairer yardstick when
+there is one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protege.evaluate import metrics as M
+from protege.evaluate.bootstrap import Interval, Resampler, bootstrap, ratio_interval
+from protege.evaluate.cost import CostConfig, device_rate, saving, student_cost_per_1k, teacher_cost_per_1k
+from protege.evaluate.predictors import Predictor, TeacherPredictor
+
+log = logging.getLogger(__name__)
+
+SYSTEMS = ("student", "base_zero_shot", "base_few_shot", "teacher")
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    n_resamples: int = field(
+        default=1000, metadata={"help": "bootstrap resamples for the confidence intervals"}
+    )
+    alpha: float = field(
+        default=0.05, metadata={"help": "1 - confidence level of the intervals (0.05: 95 %)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the bootstrap and of --sample"})
+    sample: int | None = field(default=None, metadata={"help": "evaluate on this many test examples only"})
+    few_shot: int = field(
+        default=3, metadata={"help": "solved train examples shown to the few-shot baseline"}
+    )
+    batch_size: int = field(default=8, metadata={"help": "generation batch size"})
+    max_new_tokens: int = field(default=256, metadata={"help": "longest generated answer"})
+    embeddings: bool = field(
+        default=True, metadata={"help": "MiniLM embedding similarity for free-text tasks"}
+    )
+    judge: bool = field(
+        default=False, metadata={"help": "LLM judge through the upstream for free-text tasks"}
+    )
+    judge_model: str = field(default="gpt-4o-mini", metadata={"help": "model the judge runs on"})
+    checker: str | None = field(default=None, metadata={"help": "'bfcl': also score with BFCL's AST checker"})
+    dataset_version: str | None = field(default=None, metadata={"help": "dataset version (default: latest)"})
+    store_result: bool = field(
+        default=True, metadata={"help": "store the evaluation in the evaluations table"}
+    )
+    cost: CostConfig = field(default_factory=CostConfig, metadata={"help": "student hardware price"})
+
+
+@dataclass
+class SystemResult:
+    name: str
+    metrics: dict[str, Interval]
+    vs_ground_truth: dict[str, Interval] | None = None
+    seconds_per_call: float | None = None
+    tokens_per_s: float | None = None
+    cost_per_1k: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
+            "vs_ground_truth": {k: v.to_dict() for k, v in self.vs_ground_truth.items()}
+            if self.vs_ground_truth
+            else None,
+            "seconds_per_call": self.seconds_per_call,
+            "tokens_per_s": self.tokens_per_s,
+            "cost_per_1k": self.cost_per_1k,
+            "error": self.error,
+        }
+
+
+@dataclass
+class EvalReport:
+    task_id: str
+    adapter_id: str | None
+    dataset_version: str | None
+    dataset_hash: str | None
+    output_type: str
+    primary_metric: str
+    validity_metric: str
+    n_examples: int
+    systems: dict[str, SystemResult]
+    share_of_teacher: Interval | None = None
+    share_basis: str | None = None  # "ground_truth" | "reference"
+    cost: dict[str, Any] = field(default_factory=dict)
+    bfcl: dict[str, Any] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    created_at: float = field(default_factory=time.time)
+
+    def metric(self, system: str, name: str | None = None) -> Interval | None:
+        res = self.systems.get(system)
+        return res.metrics.get(name or self.primary_metric) if res else None
+
+    @property
+    def validity(self) -> float | None:
+        iv = self.metric("student", self.validity_metric)
+        return None if iv is None else iv.value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "task_id": self.task_id,
+            "adapter_id": self.adapter_id,
+            "dataset_version": self.dataset_version,
+            "dataset_hash": self.dataset_hash,
+            "output_type": self.output_type,
+            "primary_metric": self.primary_metric,
+            "validity_metric": self.validity_metric,
+            "n_examples": self.n_examples,
+            "systems": {k: v.to_dict() for k, v in self.systems.items()},
+            "share_of_teacher": self.share_of_teacher.to_dict() if self.share_of_teacher else None,
+            "share_basis": self.share_basis,
+            "cost": self.cost,
+            "bfcl": self.bfcl,
+            "config": self.config,
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvalReport:
+        def iv(x: dict[str, Any] | None) -> Interval | None:
+            if not x:
+                return None
+            return Interval(*(float("nan") if x.get(k) is None else x[k] for k in ("value", "low", "high")))
+
+        systems = {}
+        for name, s in (d.get("systems") or {}).items():
+            systems[name] = SystemResult(
+                name=name,
+                metrics={k: iv(v) for k, v in (s.get("metrics") or {}).items()},  # type: ignore[misc]
+                vs_ground_truth={k: iv(v) for k, v in s["vs_ground_truth"].items()}  # type: ignore[misc]
+                if s.get("vs_ground_truth")
+                else None,
+                seconds_per_call=s.get("seconds_per_call"),
+                tokens_per_s=s.get("tokens_per_s"),
+                cost_per_1k=s.get("cost_per_1k"),
+                error=s.get("error"),
+            )
+        return cls(
+            task_id=d["task_id"],
+            adapter_id=d.get("adapter_id"),
+            dataset_version=d.get("dataset_version"),
+            dataset_hash=d.get("dataset_hash"),
+            output_type=d["output_type"],
+            primary_metric=d["primary_metric"],
+            validity_metric=d["validity_metric"],
+            n_examples=d["n_examples"],
+            systems=systems,
+            share_of_teacher=iv(d.get("share_of_teacher")),
+            share_basis=d.get("share_basis"),
+            cost=d.get("cost") or {},
+            bfcl=d.get("bfcl"),
+            config=d.get("config") or {},
+            id=d.get("id"),
+            created_at=d.get("created_at") or 0.0,
+        )
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class TaskData:
+    manifest: dict[str, Any]
+    train: list[dict[str, Any]]
+    test: list[dict[str, Any]]
+    path: Path | None = None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _rows(split: Any) -> list[dict[str, Any]]:
+    if split is None:
+        return []
+    if isinstance(split, list):
+        return split
+    if hasattr(split, "to_list"):
+        return list(split.to_list())
+    return list(split)
+
+
+def load_task_data(task_id: str, version: str | None = None) -> TaskData:
+    """The task's dataset through ``protege.datasets.load_dataset``, or straight
+    from its directory (docs/CONTRACTS.md layout) where that package is absent."""
+    try:
+        from protege.datasets import load_dataset
+    except ImportError:
+        load_dataset = None
+    if load_dataset is not None:
+        ds = load_dataset(task_id, version)
+        return TaskData(dict(ds.manifest), _rows(ds.train), _rows(ds.test), Path(ds.path))
+    from protege.config import artifacts_dir
+
+    root = artifacts_dir() / "datasets" / task_id
+    if version is None:
+        versions = sorted(
+            (p for p in root.glob("*") if (p / "manifest.json").exists()),
+            key=lambda p: (int(p.name.lstrip("v")) if p.name.lstrip("v").isdigit() else -1, p.name),
+        )
+        if not versions:
+            raise FileNotFoundError(
+                f"no dataset for task {task_id!r} under {root} (run `protege dataset build`)"
+            )
+        path = versions[-1]
+    else:
+        path = root / version
+        if not (path / "manifest.json").exists():
+            raise FileNotFoundError(f"no dataset version {version!r} for task {task_id!r} under {root}")
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    return TaskData(manifest, _read_jsonl(path / "train.jsonl"), _read_jsonl(path / "test.jsonl"), path)
+
+
+@dataclass
+class AdapterRef:
+    id: str
+    path: Path | None
+    base: str | None = None
+
+
+def resolve_adapter(store: Any, task_id: str, adapter: str | None) -> AdapterRef | None:
+    """An adapter by registry version or id, or a directory path; ``None``:
+    the task's newest registered adapter, if any."""
+    if adapter and Path(adapter).is_dir():
+        return AdapterRef(Path(adapter).name, Path(adapter))
+    try:
+        from protege.registry import Registry
+    except ImportError:
+        if adapter is None:
+            return None
+        raise ValueError(
+            f"adapter {adapter!r} is not a directory and no adapter registry is installed"
+        ) from None
+    reg = Registry(store)
+    rec = None
+    try:
+        rec = reg.get(task_id, adapter)
+    except (KeyError, LookupError, ValueError):
+        rec = None
+    if rec is None and adapter:
+        for r in reg.list(task_id=task_id):
+            if adapter in (getattr(r, "id", None), getattr(r, "version", None)):
+                rec = r
+                break
+    if rec is None:
+        if adapter is None:
+            return None
+        raise ValueError(f"no adapter {adapter!r} for task {task_id!r} (see `protege adapters list`)")
+    path = getattr(rec, "path", None) or getattr(rec, "artifact_dir", None) or getattr(rec, "dir", None)
+    if path is None:
+        from protege.config import artifacts_dir
+
+        path = artifacts_dir() / "adapters" / task_id / str(getattr(rec, "version", ""))
+    return AdapterRef(
+        str(getattr(rec, "id", adapter)),
+        Path(path),
+        getattr(rec, "base_model", None) or getattr(rec, "base", None),
+    )
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _ground_truth(rows: Sequence[dict[str, Any]]) -> tuple[list[Any], list[dict[str, str] | None]]:
+    from protege.evaluate.bfcl_check import bfcl_meta, name_map_for
+
+    gts, maps = [], []
+    for r in rows:
+        meta = bfcl_meta(r)
+        gt = meta.get("ground_truth") if meta else None
+        gts.append(gt)
+        maps.append(name_map_for(r) if gt is not None else None)
+    return gts, maps
+
+
+def _timed_predict(
+    p: Predictor, rows: Sequence[dict[str, Any]]
+) -> tuple[list[M.Message], float, dict[str, float]]:
+    t0 = time.perf_counter()
+    preds = p.predict(rows)
+    wall = time.perf_counter() - t0
+    if len(preds) != len(rows):
+        raise RuntimeError(f"{p.name}: {len(preds)} predictions for {len(rows)} examples")
+    return preds, wall, dict(getattr(p, "stats", {}) or {})
+
+
+def evaluate_task(
+    store: Any,
+    task_id: str,
+    *,
+    adapter: str | None = None,
+    baselines: bool = True,
+    config: EvalConfig | None = None,
+    predictors: dict[str, Predictor] | None = None,
+    data: TaskData | None = None,
+    judge: Any = None,
+    progress: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """Evaluate the student (base + ``adapter``) and, with ``baselines``, the base
+    model zero-shot and few-shot on the task's test split; the teacher is always
+    scored. ``predictors`` replaces any of the systems (tests, custom engines)."""
+    config = config or EvalConfig()
+    say = progress or (lambda msg: log.info(msg))
+    data = data or load_task_data(task_id, config.dataset_version)
+    manifest = data.manifest
+    output_type = manifest.get("output_type") or "text"
+    if output_type not in M.OUTPUT_TYPES:
+        raise ValueError(f"dataset of {task_id!r} has unknown output_type {output_type!r}")
+    rows = list(data.test)
+    if config.sample and config.sample < len(rows):
+        pick = np.sort(np.random.default_rng(config.seed).choice(len(rows), config.sample, replace=False))
+        rows = [rows[i] for i in pick]
+    if not rows:
+        raise ValueError(f"the test split of {task_id!r} is empty")
+
+    systems = _systems(store, task_id, adapter, baselines, config, data, dict(predictors or {}), say)
+    adapter_id = systems.pop("_adapter_id", None)  # type: ignore[arg-type]
+    device = systems.pop("_device", "cpu")  # type: ignore[arg-type]
+
+    refs = [r["completion"] for r in rows]
+    gts, name_maps = _ground_truth(rows) if output_type == "tool_call" else ([None] * len(rows), [])
+    has_gt = any(g is not None for g in gts)
+    resampler = Resampler(len(rows), config.n_resamples, config.seed)
+    primary = M.PRIMARY_METRIC[output_type]
+    validity = M.VALIDITY_METRIC[output_type]
+
+    judge_obj = judge
+    if output_type == "text" and config.judge and judge_obj is None:
+        from protege.evaluate.judge import Judge, JudgeConfig, upstream_client
+
+        judge_obj = Judge(upstream_client(), JudgeConfig(model=config.judge_model))
+    if output_type == "text" and judge_obj is not None:
+        primary = "judge_score"
+
+    results: dict[str, SystemResult] = {}
+    samples: dict[str, dict[str, np.ndarray]] = {}
+    gt_samples: dict[str, dict[str, np.ndarray]] = {}
+    all_preds: dict[str, list[M.Message]] = {}
+    for name, predictor in systems.items():
+        say(f"predicting: {name} ({len(rows)} examples)")
+        try:
+            preds, wall, stats = _timed_predict(predictor, rows)
+        except Exception as exc:  # one failing baseline must not sink the whole evaluation
+            if name == "student":
+                raise
+            log.exception("%s failed", name)
+            results[name] = SystemResult(name, {}, error=f"{type(exc).__name__}: {exc}")
+            continue
+        all_preds[name] = preds
+        extra: dict[str, Any] = {}
+        if output_type == "text":
+            texts = [(p or {}).get("content") or "" for p in preds]
+            if config.embeddings:
+                try:
+                    extra["similarities"] = M.embedding_similarities(
+                        texts, [r.get("content") or "" for r in refs]
+                    )
+                except Exception as exc:  # MiniLM not installed: the other text metrics still stand
+                    log.warning("embedding similarity skipped: %s", exc)
+            if judge_obj is not None:
+                if name == "teacher":
+                    extra["judge_scores"] = [0.5] * len(rows)  # against itself: a tie by symmetry
+                else:
+                    from protege.evaluate.judge import request_text
+
+                    extra["judge_scores"] = judge_obj.scores(
+                        [request_text(r.get("messages") or []) for r in rows],
+                        texts,
+                        [r.get("content") or "" for r in refs],
+                    )
+        comps, defs = M.components_for(output_type, preds, rows, refs, **extra)
+        intervals, samples[name] = bootstrap(defs, comps, resampler, alpha=config.alpha)
+        res = SystemResult(name, intervals)
+        if has_gt:
+            gcomps = M.ground_truth_components(preds, gts, [r.get("tools") for r in rows], name_maps)
+            gt_iv, gt_samples[name] = bootstrap(M.GROUND_TRUTH_METRICS, gcomps, resampler, alpha=config.alpha)
+            res.vs_ground_truth = gt_iv
+        if name != "teacher":
+            seconds = stats.get("seconds") or wall
+            calls = stats.get("calls") or len(rows)
+            res.seconds_per_call = seconds / calls if calls else None
+            tokens = stats.get("generated_tokens")
+            res.tokens_per_s = tokens / seconds if tokens and seconds else None
+            if name == "student":
+                res.cost_per_1k = student_cost_per_1k(res.seconds_per_call, device, config.cost)
+        results[name] = res
+
+    report = EvalReport(
+        task_id=task_id,
+        adapter_id=adapter_id,
+        dataset_version=str(manifest.get("version")) if manifest.get("version") is not None else None,
+        dataset_hash=manifest.get("hash"),
+        output_type=output_type,
+        primary_metric=primary,
+        validity_metric=validity,
+        n_examples=len(rows),
+        systems=results,
+        config=_config_dict(config),
+    )
+    _share(report, samples, gt_samples, has_gt, primary, config.alpha)
+    _costs(report, store, rows, device, config)
+    if config.checker == "bfcl" and "student" in all_preds:
+        from protege.evaluate.bfcl_check import cross_check
+
+        report.bfcl = cross_check(rows, all_preds["student"])
+    elif config.checker not in (None, "bfcl"):
+        raise ValueError(f"unknown checker {config.checker!r} (only 'bfcl')")
+    if config.store_result:
+        save_report(store, report)
+    return report
+
+
+def _config_dict(config: EvalConfig) -> dict[str, Any]:
+    return asdict(config)
+
+
+def _systems(
+    store: Any,
+    task_id: str,
+    adapter: str | None,
+    baselines: bool,
+    config: EvalConfig,
+    data: TaskData,
+    given: dict[str, Predictor],
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    prefix = data.manifest.get("prefix")
+    ref = None
+    if "student" in given:
+        out["student"] = given["student"]
+        out["_adapter_id"] = adapter
+    else:
+        ref = resolve_adapter(store, task_id, adapter)
+        if ref is not None:
+            from protege.evaluate.predictors import load_student
+
+            say(f"loading student {ref.id}")
+            out["student"] = load_student(
+                ref.path,  # type: ignore[arg-type]
+                base=ref.base,
+                prefix=prefix,
+                batch_size=config.batch_size,
+                max_new_tokens=config.max_new_tokens,
+            )
+            out["_adapter_id"] = ref.id
+    if baselines:
+        need = [k for k in ("base_zero_shot", "base_few_shot") if k not in given]
+        if need and "student" in out and hasattr(out["student"], "model"):
+            _base_baselines(out, need, out["student"], data, config)
+        for k in ("base_zero_shot", "base_few_shot"):
+            if k in given:
+                out[k] = given[k]
+    out["teacher"] = given.get("teacher") or TeacherPredictor()
+    student = out.get("student")
+    out["_device"] = getattr(student, "device", "cpu") if student is not None else "cpu"
+    return out
+
+
+def _base_baselines(
+    out: dict[str, Any], need: list[str], student: Any, data: TaskData, config: EvalConfig
+) -> None:
+    """The base model without its adapter, zero-shot and with solved examples.
+    PEFT's ``disable_adapter`` would need a context around every generate, so
+    the baselines share the weights through a thin wrapper instead."""
+    from protege.evaluate.predictors import TransformersPredictor
+
+    base = _AdapterOff(student.model)
+    common = dict(
+        prefix=data.manifest.get("prefix"),
+        drop_prefix=False,
+        batch_size=config.batch_size,
+        max_new_tokens=config.max_new_tokens,
+    )
+    if "base_zero_shot" in need:
+        out["base_zero_shot"] = TransformersPredictor("base_zero_shot", base, student.tokenizer, **common)
+    if "base_few_shot" in need and data.train and config.few_shot > 0:
+        rng = np.random.default_rng(config.seed)
+        idx = rng.choice(len(data.train), min(config.few_shot, len(data.train)), replace=False)
+        shots = [data.train[i] for i in sorted(idx)]
+        out["base_few_shot"] = TransformersPredictor(
+            "base_few_shot", base, student.tokenizer, shots=shots, **common
+        )
+
+
+class _AdapterOff:
+    """A PEFT model seen with its adapter disabled."""
+
+    def __init__(self, peft_model: Any) -> None:
+        self._m = peft_model
+
+    def parameters(self) -> Any:
+        return self._m.parameters()
+
+    def eval(self) -> Any:
+        return self._m.eval()
+
+    def generate(self, **kwargs: Any) -> Any:
+        ctx = getattr(self._m, "disable_adapter", None)
+        if ctx is None:
+            return self._m.generate(**kwargs)
+        with ctx():
+            return self._m.generate(**kwargs)
+
+
+def _share(
+    report: EvalReport,
+    samples: dict[str, dict[str, np.ndarray]],
+    gt_samples: dict[str, dict[str, np.ndarray]],
+    has_gt: bool,
+    primary: str,
+    alpha: float,
+) -> None:
+    st, te = report.systems.get("student"), report.systems.get("teacher")
+    if not st or not te or not st.metrics or not te.metrics:
+        return
+    if (
+        has_gt
+        and "student" in gt_samples
+        and "teacher" in gt_samples
+        and report.primary_metric == "exact_call_match"
+    ):
+        report.share_basis = "ground_truth"
+        sp, tp = st.vs_ground_truth[primary].value, te.vs_ground_truth[primary].value  # type: ignore[index]
+        report.share_of_teacher = ratio_interval(
+            sp, tp, gt_samples["student"][primary], gt_samples["teacher"][primary], alpha=alpha
+        )
+    else:
+        report.share_basis = "reference"
+        report.share_of_teacher = ratio_interval(
+            st.metrics[primary].value,
+            te.metrics[primary].value,
+            samples["student"][primary],
+            samples["teacher"][primary],
+            alpha=alpha,
+        )
+
+
+def _costs(
+    report: EvalReport, store: Any, rows: Sequence[dict[str, Any]], device: str, config: EvalConfig
+) -> None:
+    ids = [r.get("id") for r in rows if r.get("id")]
+    traces: list[Any] = []
+    if ids:
+        try:
+            traces = list(store.iter_traces(ids=ids))
+        except Exception as exc:  # no such traces here (a dataset copied from elsewhere)
+            log.warning("teacher cost unknown: %s", exc)
+    teacher, source = teacher_cost_per_1k(traces)
+    st = report.systems.get("student")
+    student = st.cost_per_1k if st else None
+    report.cost = {
+        "teacher_per_1k": teacher,
+        "teacher_source": source,
+        "student_per_1k": student,
+        "student_device": device,
+        "student_usd_per_hour": device_rate(device, config.cost),
+        "saving": saving(student, teacher),
+    }
+    if te := report.systems.get("teacher"):
+        te.cost_per_1k = teacher
+        lat = [t.latency_ms for t in traces if getattr(t, "latency_ms", None) is not None]
+        te.seconds_per_call = float(np.median(lat)) / 1000.0 if lat else None
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def save_report(store: Any, report: EvalReport) -> str:
+    from protege.evaluate.migrations import evaluations
+    from protege.ids import new_id
+
+    report.id = report.id or new_id()
+    summary = {
+        name: {k: v.value for k, v in res.metrics.items()}
+        for name, res in report.systems.items()
+        if res.metrics
+    }
+    if report.share_of_teacher:
+        summary["share_of_teacher"] = report.share_of_teacher.to_dict()  # type: ignore[assignment]
+    with store.engine.begin() as conn:
+        conn.execute(
+            evaluations.insert().values(
+                id=report.id,
+                task_id=report.task_id,
+                adapter_id=report.adapter_id,
+                dataset_hash=report.dataset_hash,
+                created_at=report.created_at,
+                metrics=json.dumps(summary, default=_nan_none),
+                report=json.dumps(_clean(report.to_dict()), default=_nan_none),
+            )
+        )
+    return report.id
+
+
+def _nan_none(x: Any) -> Any:
+    return None if isinstance(x, float) and np.isnan(x) else str(x)
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and (np.isnan(x) or np.isinf(x)):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.floating | np.integer):
+        return _clean(x.item())
+    return x
+
+
+def load_report(
+    store: Any, *, evaluation_id: str | None = None, task_id: str | None = None, adapter_id: str | None = None
+) -> EvalReport | None:
+    """A stored evaluation by id, or the newest for a task (and adapter)."""
+    import sqlalchemy as sa
+
+    from protege.evaluate.migrations import evaluations as t
+
+    q = sa.select(t.c.report)
+    if evaluation_id:
+        q = q.where(t.c.id == evaluation_id)
+    if task_id:
+        q = q.where(t.c.task_id == task_id)
+    if adapter_id:
+        q = q.where(t.c.adapter_id == adapter_id)
+    q = q.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(1)
+    with store.engine.connect() as conn:
+        row = conn.execute(q).first()
+    return EvalReport.from_dict(json.loads(row[0])) if row else None
