@@ -1,0 +1,438 @@
+"""Pattern detectors for PII and secrets: regexes plus the checksums that keep
+them precise (Luhn for cards, mod-97 for IBANs, Verhoeff for Aadhaar, valid
+ranges for SSNs). Names come from NER in ``scrub.py``; everything here is
+pure Python and cheap.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One detected value: ``text[start:end]`` is of ``kind``."""
+
+    start: int
+    end: int
+    kind: str
+
+    def value(self, text: str) -> str:
+        return text[self.start : self.end]
+
+
+# Overlapping detections: the kind earlier in this list wins, then the longer span.
+KINDS: tuple[str, ...] = (
+    "PRIVATE_KEY",
+    "JWT",
+    "API_KEY",
+    "PASSWORD",
+    "SECRET",
+    "EMAIL",
+    "IBAN",
+    "CREDIT_CARD",
+    "SSN",
+    "NATIONAL_ID",
+    "IP_ADDRESS",
+    "PHONE",
+    "ADDRESS",
+    "PERSON",
+)
+PRIORITY = {k: i for i, k in enumerate(KINDS)}
+SECRET_KINDS = frozenset({"PRIVATE_KEY", "JWT", "API_KEY", "PASSWORD", "SECRET"})
+
+
+# -- checksums --------------------------------------------------------------
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+_IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BR": 29, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20,
+    "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18,
+    "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IS": 26, "IT": 27, "JO": 30,
+    "KW": 30, "KZ": 20, "LB": 28, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24,
+    "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28,
+    "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SE": 24, "SI": 19, "SK": 24,
+    "SM": 27, "TN": 24, "TR": 26, "UA": 29, "VG": 24, "XK": 20,
+}  # fmt: skip
+
+
+def iban_ok(raw: str) -> bool:
+    iban = raw.replace(" ", "").upper()
+    expected = _IBAN_LENGTHS.get(iban[:2])
+    if expected is not None and len(iban) != expected:
+        return False
+    if not 15 <= len(iban) <= 34:
+        return False
+    moved = iban[4:] + iban[:4]
+    try:
+        return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+    except ValueError:
+        return False
+
+
+_VERHOEFF_D = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 0, 6, 7, 8, 9, 5], [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+    [3, 4, 0, 1, 2, 8, 9, 5, 6, 7], [4, 0, 1, 2, 3, 9, 5, 6, 7, 8], [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+    [6, 5, 9, 8, 7, 1, 0, 4, 3, 2], [7, 6, 5, 9, 8, 2, 1, 0, 4, 3], [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+    [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+]  # fmt: skip
+_VERHOEFF_P = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 5, 7, 6, 2, 8, 3, 0, 9, 4], [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+    [8, 9, 1, 6, 0, 4, 3, 5, 2, 7], [9, 4, 5, 3, 1, 2, 6, 8, 7, 0], [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+    [2, 7, 9, 3, 8, 0, 6, 4, 1, 5], [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+]  # fmt: skip
+
+
+def verhoeff_ok(digits: str) -> bool:
+    c = 0
+    for i, ch in enumerate(reversed(digits)):
+        c = _VERHOEFF_D[c][_VERHOEFF_P[i % 8][int(ch)]]
+    return c == 0
+
+
+def _digits(s: str) -> str:
+    return "".join(ch for ch in s if ch.isdigit())
+
+
+# -- detectors --------------------------------------------------------------
+Finder = Callable[[str], Iterator[Span]]
+
+
+def _simple(
+    kind: str,
+    pattern: str,
+    group: int = 0,
+    flags: int = 0,
+    check: Callable[[str, re.Match[str], str], bool] | None = None,
+) -> Finder:
+    rx = re.compile(pattern, flags)
+
+    def find(text: str) -> Iterator[Span]:
+        for m in rx.finditer(text):
+            if check is not None and not check(m.group(group), m, text):
+                continue
+            if m.end(group) > m.start(group):
+                yield Span(m.start(group), m.end(group), kind)
+
+    return find
+
+
+_EMAIL = _simple(
+    "EMAIL",
+    r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b",
+)
+
+_PEM = _simple(
+    "PRIVATE_KEY",
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?:.*?-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|.*\Z)",
+    flags=re.S,
+)
+_JWT = _simple("JWT", r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+
+_API_KEY_RX = "|".join(
+    (
+        r"sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}",  # Anthropic, OpenAI
+        r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}",  # AWS key ids
+        r"gh[pousr]_[A-Za-z0-9]{30,}",  # GitHub tokens
+        r"github_pat_[A-Za-z0-9_]{22,}",
+        r"xox[abposre]-[A-Za-z0-9-]{10,}",  # Slack
+        r"(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}",  # Stripe
+        r"whsec_[A-Za-z0-9]{20,}",
+        r"AIza[0-9A-Za-z_-]{35}",  # Google
+        r"hf_[A-Za-z0-9]{30,}",  # Hugging Face
+        r"glpat-[A-Za-z0-9_-]{20,}",  # GitLab
+        r"npm_[A-Za-z0-9]{36}",
+        r"SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}",  # SendGrid
+    )
+)
+_API_KEY = _simple("API_KEY", rf"(?<![A-Za-z0-9_-])(?:{_API_KEY_RX})(?![A-Za-z0-9_-])")
+_SLACK_HOOK = _simple("API_KEY", r"https://hooks\.slack\.com/services/[A-Za-z0-9/]+")
+_BEARER = _simple("SECRET", r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{16,}=*)", group=1)
+
+_AWS_SECRET_RX = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+_AWS_CONTEXT = re.compile(r"(?i)aws|secret|(?:AKIA|ASIA)[A-Z0-9]{16}")
+
+
+def _aws_secret(text: str) -> Iterator[Span]:
+    if not _AWS_CONTEXT.search(text):
+        return
+    for m in _AWS_SECRET_RX.finditer(text):
+        v = m.group()
+        # A real secret mixes cases and digits; hex digests and words do not.
+        if any(c.islower() for c in v) and any(c.isupper() for c in v) and any(c.isdigit() for c in v):
+            yield Span(m.start(), m.end(), "SECRET")
+
+
+# Values that follow "password:" in prose or schemas without being a password.
+_NOT_SECRET_VALUES = frozenset(
+    """string str null none nil true false required optional empty the a an your my his her
+    their our is was be valid invalid missing wrong incorrect correct expired reset changed
+    hidden redacted masked secret password token key value field parameter example xxx xxxx
+    xxxxxx changeme here there this that which set not must should will can of for to and or
+    with without""".split()
+)
+
+_KV_SECRET = re.compile(
+    r"""(?ix)
+    (?<![A-Za-z0-9])
+    (password|passwd|pwd|passphrase|pass|db_pass(?:word)?|secret|client_secret|secret_key|
+     api[_-]?key|apikey|access[_-]?token|auth[_-]?token|refresh[_-]?token|private[_-]?key|token|
+     aws_secret_access_key|pin)
+    (?![A-Za-z0-9])
+    ["']?\s*(?::|=|\bis\b|\bwas\b)\s*["']?
+    ([^\s"',;&<>{}()\[\]]{3,})
+    """
+)
+
+
+def _kv_secret(text: str) -> Iterator[Span]:
+    for m in _KV_SECRET.finditer(text):
+        key = m.group(1).lower()
+        value = m.group(2).rstrip(".")
+        if value.lower() in _NOT_SECRET_VALUES or value.startswith(("$", "%", "os.environ", "env.")):
+            continue
+        # After "is"/"was" only passwords and pins: "the token is valid" is prose.
+        sep = m.group(0)[len(m.group(1)) :]
+        if re.search(r"(?i)\b(?:is|was)\b", sep) and not key.startswith(("pass", "pwd", "pin")):
+            continue
+        if key == "pin" and not value.isdigit():
+            continue
+        kind = "PASSWORD" if key.startswith(("pass", "pwd", "db_pass", "pin")) else "SECRET"
+        yield Span(m.start(2), m.start(2) + len(value), kind)
+
+
+_CONN_PASSWORD = _simple(
+    "PASSWORD", r"\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}://[^\s:/@]+:([^\s@/]+)@[^\s/]+", group=1
+)
+
+
+def _card_check(v: str, m: re.Match[str], text: str) -> bool:
+    d = _digits(v)
+    if not 13 <= len(d) <= 19 or not luhn_ok(d):
+        return False
+    # Issuer prefixes: Visa, Mastercard, Amex, Discover/UnionPay, Diners, JCB.
+    return d[0] in "456" or d[:2] in ("34", "37", "36", "38", "30", "35") or "2221" <= d[:4] <= "2720"
+
+
+_CARD = _simple("CREDIT_CARD", r"(?<![\d.-])\d(?:[ -]?\d){12,18}(?![\d-]|\.\d)", check=_card_check)
+
+_IBAN_RX = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b")
+
+
+def _iban(text: str) -> Iterator[Span]:
+    for m in _IBAN_RX.finditer(text):
+        v = m.group()
+        # Greedy groups may swallow a trailing word; shorten until the checksum holds.
+        while v:
+            if iban_ok(v):
+                yield Span(m.start(), m.start() + len(v), "IBAN")
+                break
+            cut = v.rfind(" ")
+            if cut < 15:
+                break
+            v = v[:cut]
+
+
+_SSN = _simple("SSN", r"(?<![\d-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\d-])")
+_SSN_CTX = _simple(
+    "SSN",
+    r"(?i)\b(?:ssn|social security(?: number| no\.?)?)\D{0,15}?(?<!\d)((?!000|666|9\d\d)\d{3}(?!00)\d{2}(?!0000)\d{4})(?!\d)",
+    group=1,
+)
+_NINO = _simple(
+    "NATIONAL_ID",
+    r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
+)
+_AADHAAR = _simple(
+    "NATIONAL_ID",
+    r"(?<![\d-])[2-9]\d{3}[ -]\d{4}[ -]\d{4}(?![\d-])",
+    check=lambda v, m, t: verhoeff_ok(_digits(v)),
+)
+_PAN = _simple("NATIONAL_ID", r"\b[A-Z]{3}[PCHFATBLJG][A-Z]\d{4}[A-Z]\b")
+_SIN = _simple(
+    "NATIONAL_ID",
+    r"(?i)\b(?:SIN|social insurance(?: number)?)\D{0,15}?(?<!\d)(\d{3}[ -]?\d{3}[ -]?\d{3})(?![\d-])",
+    group=1,
+    check=lambda v, m, t: luhn_ok(_digits(v)),
+)
+_GENERIC_ID = _simple(
+    "NATIONAL_ID",
+    r"(?i)\b(?:passport(?: number| no\.?)?|driver'?s licen[cs]e(?: number| no\.?)?|national id(?: number)?|"
+    r"tax id|TIN|NHS number|BSN|personnummer|DNI|NIF|NIE|codice fiscale)\s*(?:is|:|#|=)?\s*"
+    r"([A-Z0-9][A-Z0-9 -]{5,18}[A-Z0-9])(?![A-Za-z0-9])",
+    group=1,
+    check=lambda v, m, t: sum(c.isdigit() for c in v) >= 4,
+)
+
+_IPV4 = _simple(
+    "IP_ADDRESS",
+    r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:/\d{1,2})?(?![\w]|\.\d)",
+    check=lambda v, m, t: (
+        not re.search(r"(?i)(?:\bv|version|release|build)\s*$", t[max(0, m.start() - 9) : m.start()])
+    ),
+)
+_IPV6_RX = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?:/\d{1,3})?(?![\w:])")
+
+
+def _ipv6(text: str) -> Iterator[Span]:
+    for m in _IPV6_RX.finditer(text):
+        v = m.group().split("/")[0]
+        groups = [g for g in v.split(":") if g]
+        if len(groups) < 2 or not any(c.isdigit() for c in v):
+            continue
+        try:
+            ipaddress.IPv6Address(v)
+        except ValueError:
+            continue
+        yield Span(m.start(), m.end(), "IP_ADDRESS")
+
+
+_PHONE_RX = re.compile(
+    r"""(?x)
+    (?<![\w+./-])
+    (?:
+        \+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){1,4}
+      | \(\d{3}\)\s?\d{3}[\s.-]\d{4}
+      | \d{3}[.-]\d{3}[.-]\d{4}
+      | \d{3}\s\d{3}\s\d{4}
+      | 0\d{2,4}[\s-]\d{3,4}[\s-]?\d{3,4}
+      | 1-\d{3}-\d{3}-\d{4}
+    )
+    (?:\s?(?:x|ext\.?)\s?\d{1,5})?
+    (?![\w/-]|\.\d)
+    """
+)
+_PHONE_CTX = re.compile(
+    r"(?i)\b(?:phone|tel|telephone|mobile|cell|call|sms|text|whatsapp|fax)\b\D{0,20}?(?<![\w+])(\+?\d{10,13})(?!\d)"
+)
+
+
+def _phone(text: str) -> Iterator[Span]:
+    for m in _PHONE_RX.finditer(text):
+        n = len(_digits(m.group()))
+        if 7 <= n <= 15:
+            yield Span(m.start(), m.end(), "PHONE")
+    for m in _PHONE_CTX.finditer(text):
+        yield Span(m.start(1), m.end(1), "PHONE")
+
+
+_STREET_SUFFIX = (
+    r"Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way|Terrace|Ter|"
+    r"Parkway|Pkwy|Highway|Hwy|Square|Sq|Circle|Cir|Trail|Trl|Crescent|Close|Row|Alley|Plaza|Walk|Mews|Grove|Hill"
+)
+_ADDRESS = _simple(
+    "ADDRESS",
+    rf"""(?x)
+    (?<![\w-])\d{{1,6}}[A-Za-z]?(?:-\d{{1,4}})?,?\s+
+    (?:(?:N|S|E|W|NE|NW|SE|SW|North|South|East|West)\.?\s+)?
+    (?:(?:[A-Z][A-Za-z'-]+|\d{{1,3}}(?:st|nd|rd|th))\s+){{1,4}}
+    (?:{_STREET_SUFFIX})\b\.?
+    (?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|\#)\.?\s*\#?[A-Za-z0-9-]{{1,6}})?
+    """,
+)
+_ADDRESS_EU = _simple(
+    "ADDRESS",
+    r"\b[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm)\s+\d{1,4}[a-z]?\b"
+    r"|\b(?:Rue|Avenue|Boulevard|Via|Viale|Calle|Avenida|Plaza|Rua)\s+(?:(?:de|del|de la|des|du|della|di|da|do)\s+)?[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+){0,2},?\s+\d{1,4}\b"
+    r"|\b\d{1,4},?\s+(?:rue|avenue|boulevard|bd|place|chemin|allée)\s+(?:(?:de|des|du|de la|d')\s*)?[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+){0,2}",
+)
+
+# Name cues that need no NER: titles and self-introductions.
+_TITLE_NAME = _simple(
+    "PERSON",
+    r"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Madam)\.?\s+((?:[A-Z][a-z'’-]+)(?:\s+[A-Z][a-z'’-]+){0,2})",
+    group=1,
+)
+_INTRO_NAME = _simple(
+    "PERSON",
+    r"(?i:\b(?:my name is|my name's|i am called|this is|signed|regards|sincerely|thanks|cheers|name)\s*[:,]?\s+)"
+    r"((?:[A-Z][a-z'’-]+)(?:\s+(?:[A-Z][a-z'’-]+|van|von|de|da|del|der|le|la|bin|al))*\s+[A-Z][a-z'’-]+|[A-Z][a-z'’-]+(?=\s*$|[,.]))",
+    group=1,
+)
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A finder plus a cheap test that says whether it can match at all."""
+
+    kind: str
+    find: Finder
+    gate: Callable[[str], bool]
+
+
+def _has(*subs: str) -> Callable[[str], bool]:
+    return lambda t: any(s in t for s in subs)
+
+
+def _has_digit(t: str) -> bool:
+    return any(c.isdigit() for c in t)
+
+
+_KV_GATE = re.compile(r"(?i)pass|pwd|secret|key|token|pin")
+
+DETECTORS: tuple[Detector, ...] = (
+    Detector("PRIVATE_KEY", _PEM, _has("PRIVATE KEY")),
+    Detector("JWT", _JWT, _has("eyJ")),
+    Detector("API_KEY", _API_KEY, lambda t: len(t) >= 20),
+    Detector("API_KEY", _SLACK_HOOK, _has("hooks.slack")),
+    Detector("SECRET", _BEARER, lambda t: "earer" in t or "EARER" in t),
+    Detector("SECRET", _aws_secret, lambda t: len(t) >= 40),
+    Detector("SECRET", _kv_secret, lambda t: _KV_GATE.search(t) is not None),
+    Detector("PASSWORD", _CONN_PASSWORD, _has("://")),
+    Detector("EMAIL", _EMAIL, _has("@")),
+    Detector("IBAN", _iban, _has_digit),
+    Detector("CREDIT_CARD", _CARD, _has_digit),
+    Detector("SSN", _SSN, _has_digit),
+    Detector("SSN", _SSN_CTX, _has_digit),
+    Detector("NATIONAL_ID", _NINO, _has_digit),
+    Detector("NATIONAL_ID", _AADHAAR, _has_digit),
+    Detector("NATIONAL_ID", _PAN, _has_digit),
+    Detector("NATIONAL_ID", _SIN, _has_digit),
+    Detector("NATIONAL_ID", _GENERIC_ID, _has_digit),
+    Detector(
+        "IP_ADDRESS",
+        _IPV4,
+        _has("."),
+    ),
+    Detector("IP_ADDRESS", _ipv6, _has(":")),
+    Detector("PHONE", _phone, _has_digit),
+    Detector("ADDRESS", _ADDRESS, _has_digit),
+    Detector("ADDRESS", _ADDRESS_EU, _has_digit),
+    Detector("PERSON", _TITLE_NAME, lambda t: True),
+    Detector("PERSON", _INTRO_NAME, lambda t: True),
+)
+
+
+def detect_patterns(text: str, kinds: frozenset[str] | None = None) -> list[Span]:
+    """Every pattern detection in ``text`` (overlaps not yet resolved)."""
+    out: list[Span] = []
+    for d in DETECTORS:
+        if (kinds is None or d.kind in kinds) and d.gate(text):
+            out.extend(d.find(text))
+    return out
+
+
+def resolve(spans: list[Span]) -> list[Span]:
+    """Non-overlapping spans in text order: higher-priority kinds win, then longer spans."""
+    if len(spans) <= 1:
+        return list(spans)
+    ranked = sorted(spans, key=lambda s: (PRIORITY.get(s.kind, 99), -(s.end - s.start), s.start))
+    taken: list[Span] = []
+    for s in ranked:
+        if all(s.end <= t.start or s.start >= t.end for t in taken):
+            taken.append(s)
+    return sorted(taken, key=lambda s: s.start)

