@@ -193,3 +193,16 @@ def test_cli_import_and_one_line_errors(tmp_path) -> None:
     assert len(lines) == 1 and "unknown BFCL category 'nonsense'" in lines[0] and "simple_python" in lines[0]
     res = runner.invoke(cli, ["import", "bfcl", "parallel", "--limit", "2", "--db", db])
     assert res.exit_code == 0 and "parallel" in res.output
+
+
+def test_rendering_is_deterministic() -> None:
+    cats = ["multi_turn_miss_param", "web_search", "simple_javascript"]
+    first = [json.dumps(ex, sort_keys=True) for ex in B.iter_bfcl_exchanges(cats, limit=2)]
+    again = [json.dumps(ex, sort_keys=True) for ex in B.iter_bfcl_exchanges(cats, limit=2)]
+    assert first == again and len(first) > 6
+    (ws,) = _by_id("web_search", limit=1)["web_search_0"]
+    answer = json.loads(ws.response["choices"][0]["message"]["content"])
+    assert answer["answer"] == "Zhang Yiming" and ws.request["tools"]
+    # JavaScript arguments travel as strings, as BFCL's own pipeline passes them
+    (js,) = _by_id("simple_javascript", limit=1)["simple_javascript_0"]
+    assert _calls(js) == [("validateUserInput", {"inputField": "userInputField", "isComplete": "true"})]

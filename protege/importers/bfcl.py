@@ -789,7 +789,8 @@ def _agentic(category: str, entry: dict[str, Any], index: int, cfg: BfclImportCo
     answer = gt_entry["ground_truth"][0]
     source = gt_entry.get("source")
     if isinstance(source, list):
-        context = "; ".join(f"{s.get('subquestion')}: {s.get('answer')}" for s in source if isinstance(s, dict))
+        steps = [str(s.get("subquestion")) for s in source if isinstance(s, dict) and s.get("subquestion")]
+        context = "Found by searching the web for: " + "; ".join(steps) if steps else "Found on the web."
     elif isinstance(source, str):
         context = f"From what you told me earlier: {source}"
     else:
