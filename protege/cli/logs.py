@@ -27,10 +27,10 @@ from protege.cli.common import (
 STATUS = click.Choice(["ok", "error"])
 
 
-def _when(ts: float | None) -> str:
+def _when(ts: float | None, short: bool = False) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ts, UTC).strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
 
 
 def _ms(value: float | None) -> str:
@@ -121,21 +121,33 @@ def list_(limit: int, since: str | None, db_url: str | None, as_json: bool, **kw
     if as_json:
         print_json(rows)
         return
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"{len(rows)} most recent traces", title_justify="left")
+    out = console()
+    wide = out.width >= 120
+    table = Table(title=f"{len(rows)} most recent traces", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, show_edge=False, collapse_padding=True, padding=(0, 1))
     table.add_column("id", no_wrap=True, min_width=26)
-    table.add_column("time (UTC)", no_wrap=True)
-    for col in ("client", "task", "model", "served by", "status", "latency", "tokens", "tools called"):
-        table.add_column(col, overflow="fold")
+    table.add_column("time (UTC)", no_wrap=True, min_width=11)
+    # Fewer columns on a narrow terminal rather than every cell cut short.
+    cols = ["client", "task", "model", "served by", "status", "latency", "tokens", "tools called"]
+    if out.width < 100:
+        cols = ["task", "status", "latency", "tools called"]
+    elif not wide:
+        cols = [c for c in cols if c not in ("served by", "tokens")]
+    for col in cols:
+        table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=min(len(col), 6),
+                         justify="right" if col in ("latency", "tokens") else "left")
     for r in rows:
         status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/red] {r['http_status'] or ''}".strip()
         tokens = "-" if r["prompt_tokens"] is None else f"{r['prompt_tokens']}/{r['completion_tokens'] or 0}"
-        table.add_row(
-            r["id"], _when(r["created_at"]), r["client_id"] or "-", r["task_tag"] or r["task_id"] or "-",
-            r["model"] or "-", r["served_by"], status, _ms(r["latency_ms"]), tokens,
-            ", ".join(r["tools_called"]) or "-",
-        )
+        cells = {
+            "client": r["client_id"] or "-", "task": r["task_tag"] or r["task_id"] or "-", "model": r["model"] or "-",
+            "served by": r["served_by"], "status": status, "latency": _ms(r["latency_ms"]), "tokens": tokens,
+            "tools called": ", ".join(r["tools_called"]) or "-",
+        }
+        table.add_row(r["id"], _when(r["created_at"], short=not wide), *[cells[c] for c in cols])
     console().print(table)
 
 
@@ -272,24 +284,32 @@ def stats(by: str | None, since: str | None, db_url: str | None, as_json: bool, 
     if as_json:
         print_json(result)
         return
+    from rich import box
     from rich.table import Table
 
     span = f"last {since}" if since else "all time"
-    table = Table(title=f"traces, {span}" + (f", by {by}" if by else ""), title_justify="left")
-    for col in (by or "", "calls", "errors", "prompt tok", "completion tok", "cost", "p50", "p95", "p99", "ttft p50"):
-        table.add_column(col, justify="left" if col == (by or "") else "right")
+    table = Table(title=f"traces, {span}" + (f", by {by}" if by else "") + "; latencies in ms",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+                  collapse_padding=True, padding=(0, 1))
+    table.add_column(by or "", overflow="ellipsis", no_wrap=True, min_width=5, max_width=32)
+    for col in ("calls", "err %", "tok in", "tok out", "cost $", "p50", "p95", "p99", "ttft p50"):
+        table.add_column(col, justify="right", no_wrap=True)
     rows = [*result["groups"], {**result["total"], "key": "total"}] if by else [{**result["total"], "key": "all"}]
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:,.0f}" if v >= 10 else f"{v:.1f}"
+
     for g in rows:
         lat = g["latency_ms"]
         table.add_row(
             "-" if g["key"] is None else str(g["key"]),
             f"{g['count']:,}",
-            f"{g['errors']:,} ({g['error_rate']:.1%})",
+            f"{g['error_rate']:.1%}",
             f"{g['prompt_tokens']:,}",
             f"{g['completion_tokens']:,}",
-            _usd(g["cost_usd"]),
-            _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["p99"]), _ms(g["ttft_ms"]["p50"]),
-            end_section=g["key"] == "total" or (by is not None and g is rows[-2]),
+            f"{g['cost_usd']:.4f}" if g["cost_usd"] < 100 else f"{g['cost_usd']:,.0f}",
+            num(lat["p50"]), num(lat["p95"]), num(lat["p99"]), num(g["ttft_ms"]["p50"]),
+            end_section=by is not None and len(rows) > 1 and g is rows[-2],
         )
     console().print(table)
 
