@@ -101,7 +101,10 @@ class Upstream:
             else:
                 content = sse(text_chunks())
             return httpx.Response(200, content=content, headers={"content-type": "text/event-stream"})
-        return httpx.Response(200, json=completion_body(body))
+        resp = completion_body(body)
+        if (body.get("response_format") or {}).get("type") == "json_schema":
+            resp["choices"][0]["message"]["content"] = json.dumps({"city": "Paris", "days": 3} if model != "bad-json" else {"x": 1})
+        return httpx.Response(200, json=resp)
 
 
 @pytest.fixture
@@ -345,3 +348,38 @@ def test_spool_of_a_dead_process_is_replayed(tmp_path, upstream, _isolated_home)
     client.protege.writer.replay()
     assert store.get_trace(lost.id) is not None
     assert not orphan.exists()
+
+
+def test_raw_streaming_response(store, upstream):
+    client = protege.wrap(sync_client(upstream), store=store)
+    raw = client.chat.completions.with_raw_response.create(model="m", messages=[{"role": "user", "content": "s"}], stream=True)
+    stream = raw.parse()
+    assert isinstance(stream, openai.Stream)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "Hello there"
+    t = stored(store, client.last_trace_id)
+    assert t.response["choices"][0]["message"]["content"] == "Hello there" and t.status == "ok"
+
+
+def test_structured_output_parse(store, upstream):
+    from pydantic import BaseModel
+
+    class Trip(BaseModel):
+        city: str
+        days: int
+
+    client = protege.wrap(sync_client(upstream), store=store, task="plan")
+    out = client.chat.completions.parse(model="m", messages=[{"role": "user", "content": "plan"}], response_format=Trip)
+    assert out.choices[0].message.parsed == Trip(city="Paris", days=3)
+    t = stored(store, client.last_trace_id)
+    assert t.request["response_format"]["type"] == "json_schema"
+    assert t.request["response_format"]["json_schema"]["name"] == "Trip"
+    assert json.loads(t.response["choices"][0]["message"]["content"]) == {"city": "Paris", "days": 3}
+    assert upstream.requests[-1]["response_format"] == t.request["response_format"]
+
+    # An answer that does not fit the schema is still a call: stored as an error, then raised.
+    with pytest.raises(Exception) as info:
+        client.chat.completions.parse(model="bad-json", messages=[{"role": "user", "content": "plan"}], response_format=Trip)
+    t = stored(store, client.last_trace_id)
+    assert t.status == "error" and type(info.value).__name__ in t.error
+    assert json.loads(t.response["choices"][0]["message"]["content"]) == {"x": 1}  # the answer is kept

@@ -159,10 +159,18 @@ class _Call:
         self.parsed = parsed
         self._submit()
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, raw: Any = None) -> None:
         if self._done:
             return
         self.latency_ms = self._elapsed_ms()
+        http = getattr(raw, "http_response", None)
+        if http is not None and self.chunks is None:
+            # The upstream answered but the SDK could not parse it: keep the answer.
+            self.http_status = http.status_code
+            try:
+                self.raw_body = http.content
+            except Exception:
+                pass
         self.status = "error"
         status = getattr(exc, "status_code", None)
         self.http_status = status if isinstance(status, int) else self.http_status
@@ -391,9 +399,13 @@ class Capture:
                 return original(*args, **kwargs)
             try:
                 raw = original(*args, **send)
-                return self._finish(call, raw, wants_raw, is_async=False)
             except openai.OpenAIError as exc:
                 call.failed(exc)
+                raise
+            try:
+                return self._finish(call, raw, wants_raw, is_async=False)
+            except Exception as exc:  # an answer came back but could not be parsed
+                call.failed(exc, raw)
                 raise
 
         create.__wrapped__ = original  # type: ignore[attr-defined]
@@ -409,9 +421,13 @@ class Capture:
                 return await original(*args, **kwargs)
             try:
                 raw = await original(*args, **send)
-                return self._finish(call, raw, wants_raw, is_async=True)
             except openai.OpenAIError as exc:
                 call.failed(exc)
+                raise
+            try:
+                return self._finish(call, raw, wants_raw, is_async=True)
+            except Exception as exc:  # an answer came back but could not be parsed
+                call.failed(exc, raw)
                 raise
 
         create.__wrapped__ = original  # type: ignore[attr-defined]
