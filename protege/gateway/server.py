@@ -34,9 +34,10 @@ def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.C
                           backlog=2048, timeout_keep_alive=30)
 
 
-def serve(config: GatewayConfig, *, store: Any = None, log_level: str = "warning") -> None:
+def serve(config: GatewayConfig, *, store: Any = None, app: Gateway | None = None,
+          log_level: str = "warning") -> None:
     """Run until interrupted; shutdown flushes every captured trace."""
-    app = create_app(config, store=store)
+    app = app or create_app(config, store=store)
     uvicorn.Server(_uvicorn_config(app, config.host, config.port, log_level)).run()
 
 

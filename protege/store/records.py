@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from protege.ids import new_id
@@ -46,12 +46,21 @@ class Trace:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow on purpose: asdict() deep-copies the payloads, which cost more
+        # than the whole insert; callers only serialize the result.
+        out = {name: getattr(self, name) for name in _TRACE_FIELDS}
+        out["tools_offered"] = list(self.tools_offered)
+        out["tools_called"] = list(self.tools_called)
+        out["meta"] = dict(self.meta)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Trace:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+_TRACE_FIELDS = tuple(Trace.__dataclass_fields__)
 
 
 @dataclass(kw_only=True)

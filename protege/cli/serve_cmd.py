@@ -1,0 +1,70 @@
+"""``protege serve``: the OpenAI-compatible capture gateway."""
+
+from __future__ import annotations
+
+import click
+
+from protege.cli.common import UserError, db_option
+
+
+@click.command("serve")
+@click.option("--upstream", envvar="PROTEGE_UPSTREAM", required=True, metavar="URL",
+              help="OpenAI-compatible base URL of the teacher, /v1 included (env PROTEGE_UPSTREAM).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8787, show_default=True, type=int, help="Port to listen on.")
+@db_option
+@click.option("--upstream-key-env", metavar="NAME", default=None,
+              help="Environment variable with the teacher's API key (else the client's Authorization is forwarded).")
+@click.option("--redact", metavar="MODULE:FUNCTION", default=None,
+              help="Applied to every trace before it is stored, e.g. protege.curate.scrub:redact_trace.")
+@click.option("--timeout", "timeout_s", default=600.0, show_default=True, type=float,
+              help="Seconds to wait for the teacher before answering 504.")
+@click.option("--client", type=click.Choice(["auto", "aiohttp", "httpx"]), default="auto", show_default=True,
+              help="Upstream HTTP client.")
+@click.option("--spool", "spool_path", default=None, type=click.Path(dir_okay=False),
+              help="Spool file for traces while the store is down (default PROTEGE_HOME/spool/traces.jsonl).")
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_env: str | None,
+          redact: str | None, timeout_s: float, client: str, spool_path: str | None, log_level: str) -> None:
+    """Run the OpenAI-compatible gateway: point an agent's base_url at
+    http://HOST:PORT/v1 and every call it makes is captured to the store.
+
+    Gateway API keys (optional): PROTEGE_GATEWAY_KEYS=key1,key2 or `protege keys create`.
+    """
+    import logging
+    from pathlib import Path
+
+    from protege.capture.writer import WriterConfig
+    from protege.config import default_db_url
+    from protege.gateway.app import create_app, load_redact
+    from protege.gateway.config import GatewayConfig
+    from protege.gateway.server import serve as run
+    from protege.store import StoreError, make_engine, open_store
+
+    if not upstream.startswith(("http://", "https://")):
+        raise UserError(f"--upstream must be an http(s) URL, got {upstream!r}")
+    url = db_url or default_db_url()
+    try:
+        make_engine(url).dispose()  # a malformed URL is a user mistake: say so now
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        load_redact(redact)
+    except (ImportError, ValueError) as exc:
+        raise UserError(f"--redact {redact}: {exc}") from None
+    store = None
+    try:
+        store = open_store(url)
+    except StoreError as exc:
+        # Serve anyway: traces spool to disk and are replayed when the store is back.
+        logging.getLogger("protege.gateway").error("%s; capturing to the spool until it answers", exc)
+    cfg = GatewayConfig(upstream=upstream, host=host, port=port, db_url=url, upstream_key_env=upstream_key_env,
+                        redact=redact, timeout_s=timeout_s, client=client,
+                        capture=WriterConfig(spool_path=Path(spool_path) if spool_path else None))
+    try:
+        app = create_app(cfg, store=store)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"protege gateway on http://{host}:{port}/v1 -> {upstream} (store: {url.split('@')[-1]})", err=True)
+    run(cfg, app=app, log_level=log_level)

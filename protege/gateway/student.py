@@ -1,0 +1,229 @@
+"""The student side of the gateway: which adapters serve which task, the
+student's answer (validated before any byte leaves), shadow runs.
+
+The gateway asks ``StudentPath.decide`` for every chat request. Adapters are
+read from the registry and the routes from the store; a background thread
+polls both so that a promotion, a rollback or a route change takes effect
+within seconds without a restart, on every replica sharing the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from protege.router.router import Decision, Router, StudentInfo
+from protege.router.routes import RouteTable
+from protege.router.validate import validate_answer
+from protege.serve.engine import AdapterSpec, StudentAnswer
+
+log = logging.getLogger("protege.gateway")
+
+
+def _calls_key(message: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for c in message.get("tool_calls") or []:
+        fn = c.get("function") or {}
+        try:
+            args = json.dumps(json.loads(fn.get("arguments") or "{}"), sort_keys=True)
+        except ValueError:
+            args = fn.get("arguments") or ""
+        out.append((fn.get("name") or "", args))
+    return sorted(out)
+
+
+def agree(student: dict[str, Any], teacher: dict[str, Any]) -> bool:
+    """Same calls (as a set, arguments compared as JSON) or, for text answers,
+    the same content up to whitespace and case (JSON content compared parsed)."""
+    if student.get("tool_calls") or teacher.get("tool_calls"):
+        return _calls_key(student) == _calls_key(teacher)
+    a, b = (student.get("content") or "").strip(), (teacher.get("content") or "").strip()
+    try:
+        return json.loads(a) == json.loads(b)
+    except ValueError:
+        return " ".join(a.lower().split()) == " ".join(b.lower().split())
+
+
+def student_completion(answer: StudentAnswer, *, adapter: str, completion_id: str) -> dict[str, Any]:
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": adapter,
+        "choices": [
+            {"index": 0, "message": answer.message, "finish_reason": answer.finish_reason, "logprobs": None}
+        ],
+        "usage": {
+            "prompt_tokens": answer.prompt_tokens,
+            "completion_tokens": answer.completion_tokens,
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+        },
+    }
+
+
+class StudentPath:
+    """Routing plus the student engine, kept in step with the store."""
+
+    def __init__(self, store: Any, engine: Any, *, poll_s: float = 2.0, assign: Any = None) -> None:
+        self.store = store
+        self.engine = engine
+        self.poll_s = poll_s
+        self.routes = RouteTable(store, poll_s=poll_s)
+        self._students: dict[str, StudentInfo] = {}
+        self._loaded: dict[str, str] = {}  # task_id -> adapter id currently in the engine
+        self._registry_stamp = -1.0
+        self._index: Any = None
+        self._assign_override = assign
+        self._stop = threading.Event()
+        self.router = Router(assign=self._assign, promoted=self._students.get, routes=self.routes)
+        self.sync()
+        self._thread = threading.Thread(target=self._loop, name="protege-student-sync", daemon=True)
+        self._thread.start()
+
+    # -- keeping in step with the store -----------------------------------
+    def _assign(self, request: dict[str, Any], tag: str | None) -> tuple[str | None, float | None]:
+        if self._assign_override is not None:
+            return self._assign_override(request, tag)
+        index = self._index
+        if index is None:
+            return (tag, 1.0) if tag else (None, None)
+        return index.assign(request, tag=tag) if _takes_tag(index) else index.assign(request)
+
+    def sync(self) -> None:
+        """Reload task index, adapters and routes if anything changed."""
+        from protege.registry import Registry
+
+        self.routes.refresh()
+        try:
+            reg = Registry(self.store)
+            stamp = reg.changed_at()
+        except Exception as exc:  # keep serving what is loaded
+            log.warning("protege: cannot read the adapter registry: %s", exc)
+            return
+        if stamp == self._registry_stamp:
+            return
+        self._registry_stamp = stamp
+        self._reload_index()
+        wanted = {}
+        for rec in reg.list(status="shadow"):
+            wanted.setdefault(rec.task_id, rec)
+        wanted.update(reg.promoted_all())  # a promoted adapter wins over a shadow one
+        for task_id, rec in wanted.items():
+            if self._loaded.get(task_id) == rec.id:
+                self._students[task_id] = self._info(rec)
+                continue
+            if not rec.path or not Path(rec.path).exists():
+                log.error("protege: adapter %s has no files at %s; task stays with the teacher", rec.ref, rec.path)
+                continue
+            try:
+                self.engine.load_adapter(AdapterSpec.from_dir(task_id, rec.path))
+            except Exception as exc:
+                log.error("protege: could not load adapter %s: %s", rec.ref, exc)
+                continue
+            self._loaded[task_id] = rec.id
+            self._students[task_id] = self._info(rec)
+            log.info("protege: task %s now served by %s (%s)", task_id, rec.ref, rec.status)
+        for task_id in list(self._loaded):
+            if task_id not in wanted:
+                self._students.pop(task_id, None)
+                self._loaded.pop(task_id, None)
+                try:
+                    self.engine.unload_adapter(task_id)
+                except Exception as exc:
+                    log.warning("protege: unloading %s failed: %s", task_id, exc)
+                log.info("protege: task %s back to the teacher", task_id)
+
+    def _info(self, rec: Any) -> StudentInfo:
+        tools = rec.config.get("tools") if isinstance(rec.config, dict) else None
+        meta_file = Path(rec.path or ".") / "protege_adapter.json"
+        if tools is None and meta_file.exists():
+            try:
+                tools = json.loads(meta_file.read_text()).get("tools")
+            except ValueError:
+                tools = None
+        return StudentInfo(
+            adapter=rec.ref,
+            tools=frozenset(tools) if tools is not None else None,
+            status="promoted" if rec.status == "promoted" else "shadow",
+        )
+
+    def _reload_index(self) -> None:
+        if self._assign_override is not None:
+            return
+        try:
+            from protege.tasks import TaskIndex
+
+            self._index = TaskIndex.load(self.store)
+        except Exception as exc:
+            log.warning("protege: no task index (%s); only X-Protege-Task tags are routed", exc)
+            self._index = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.sync()
+            except Exception:  # pragma: no cover - never let the poller die
+                log.exception("protege: student sync failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        self.routes.stop()
+
+    # -- per request --------------------------------------------------------
+    def decide(self, request: dict[str, Any], *, tag: str | None, key: str | None) -> Decision:
+        return self.router.decide(request, tag=tag, key=key)
+
+    async def answer(self, request: dict[str, Any], decision: Decision) -> tuple[StudentAnswer | None, list[str]]:
+        """The student's answer and the reasons it must not be served (empty: valid)."""
+        try:
+            ans = await self.engine.generate(decision.task_id, request)
+        except Exception as exc:
+            return None, [f"engine_error:{type(exc).__name__}"]
+        return ans, validate_answer(request, ans.message, ans.finish_reason)
+
+    def shadow(self, request: dict[str, Any], decision: Decision, teacher_body: bytes, trace_id: str) -> None:
+        """Run the student in the background and store whether it agreed."""
+
+        async def run() -> None:
+            ans, reasons = await self.answer(request, decision)
+            try:
+                teacher = json.loads(teacher_body)["choices"][0]["message"]
+            except (ValueError, KeyError, IndexError, TypeError):
+                teacher = None
+            row = {
+                "trace_id": trace_id,
+                "task_id": decision.task_id,
+                "adapter": decision.adapter,
+                "agree": None if teacher is None or ans is None else int(agree(ans.message, teacher)),
+                "valid": int(ans is not None and not reasons),
+                "reasons": json.dumps(reasons) if reasons else None,
+                "student_response": json.dumps(ans.message) if ans is not None else None,
+                "latency_ms": ans.latency_ms if ans is not None else None,
+                "created_at": time.time(),
+            }
+            await asyncio.to_thread(self._store_shadow, row)
+
+        asyncio.get_running_loop().create_task(run())
+
+    def _store_shadow(self, row: dict[str, Any]) -> None:
+        from protege.router.migrations import shadow_results
+
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(shadow_results.insert().values(**row))
+        except Exception as exc:
+            log.warning("protege: shadow result not stored: %s", exc)
+
+
+def _takes_tag(index: Any) -> bool:
+    import inspect
+
+    try:
+        return "tag" in inspect.signature(index.assign).parameters
+    except (TypeError, ValueError):
+        return False
