@@ -180,26 +180,30 @@ def load_base_model(name: str) -> tuple[Any, Any]:
     return _split_loaded(load_base(name))
 
 
-_TRAIN_CONFIG_FILES = ("train_config.json", "protege_train.json", "protege.json", "training.json")
+# Written by protege's trainer next to the adapter weights.
+ADAPTER_METADATA = "protege_adapter.json"
 
 
 def adapter_settings(adapter_dir: Path) -> dict[str, Any]:
     """Base model and prompt settings an adapter was trained with, from its
-    directory: protege's own training record where there is one, PEFT's
+    directory: protege's training record where there is one, PEFT's
     ``adapter_config.json`` otherwise."""
     out: dict[str, Any] = {}
     peft_cfg = adapter_dir / "adapter_config.json"
     if peft_cfg.exists():
         out["base"] = json.loads(peft_cfg.read_text()).get("base_model_name_or_path")
-    for name in _TRAIN_CONFIG_FILES:
-        p = adapter_dir / name
-        if p.exists():
-            data = json.loads(p.read_text())
-            cfg = data.get("config", data) if isinstance(data, dict) else {}
-            for key in ("base", "drop_prefix", "max_new_tokens"):
-                if cfg.get(key) is not None:
-                    out[key] = cfg[key]
-            break
+    meta_path = adapter_dir / ADAPTER_METADATA
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        cfg = meta.get("config") or {}
+        if meta.get("base_model"):
+            out["base"] = meta["base_model"]
+        if meta.get("drop_prefix") is not None:
+            out["drop_prefix"] = bool(meta["drop_prefix"])
+        if meta.get("prefix") is not None:
+            out["prefix"] = meta["prefix"]
+        if cfg.get("max_new_tokens"):
+            out["max_new_tokens"] = int(cfg["max_new_tokens"])
     return out
 
 
@@ -213,6 +217,8 @@ def load_student(adapter_dir: Path, *, base: str | None = None, **kwargs: Any) -
         raise ValueError(f"{adapter_dir}: cannot tell the adapter's base model (no adapter_config.json)")
     model, tokenizer = load_base_model(base)
     model = PeftModel.from_pretrained(model, str(adapter_dir))
-    if kwargs.get("drop_prefix") is None:
-        kwargs["drop_prefix"] = bool(settings.get("drop_prefix", False))
+    # The prompt must be built exactly as in training: same prefix, same pruning.
+    for key, default in (("drop_prefix", False), ("prefix", None), ("max_new_tokens", 256)):
+        if kwargs.get(key) is None:
+            kwargs[key] = settings.get(key, default)
     return TransformersPredictor("student", model, tokenizer, **kwargs)

@@ -46,7 +46,9 @@ class EvalConfig:
         default=3, metadata={"help": "solved train examples shown to the few-shot baseline"}
     )
     batch_size: int = field(default=8, metadata={"help": "generation batch size"})
-    max_new_tokens: int = field(default=256, metadata={"help": "longest generated answer"})
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "longest generated answer (default: the adapter's, else 256)"}
+    )
     embeddings: bool = field(
         default=True, metadata={"help": "MiniLM embedding similarity for free-text tasks"}
     )
@@ -238,11 +240,12 @@ class AdapterRef:
     id: str
     path: Path | None
     base: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_adapter(store: Any, task_id: str, adapter: str | None) -> AdapterRef | None:
-    """An adapter by registry version or id, or a directory path; ``None``:
-    the task's newest registered adapter, if any."""
+    """An adapter by registry id, version ("v2", "2", "task:v2") or directory
+    path; ``None``: the task's newest registered adapter, if any."""
     if adapter and Path(adapter).is_dir():
         return AdapterRef(Path(adapter).name, Path(adapter))
     try:
@@ -255,29 +258,22 @@ def resolve_adapter(store: Any, task_id: str, adapter: str | None) -> AdapterRef
         ) from None
     reg = Registry(store)
     rec = None
-    try:
-        rec = reg.get(task_id, adapter)
-    except (KeyError, LookupError, ValueError):
-        rec = None
-    if rec is None and adapter:
-        for r in reg.list(task_id=task_id):
-            if adapter in (getattr(r, "id", None), getattr(r, "version", None)):
-                rec = r
-                break
+    if adapter is None:
+        rec = reg.get(task_id)
+    else:
+        v = adapter[1:] if adapter[:1] in ("v", "V") else adapter
+        if v.isdigit():
+            rec = reg.get(task_id, int(v))
+        if rec is None:
+            rec = reg.get(adapter)
+            if rec is not None and rec.task_id != task_id:
+                raise ValueError(f"adapter {adapter!r} belongs to task {rec.task_id!r}, not {task_id!r}")
     if rec is None:
         if adapter is None:
             return None
         raise ValueError(f"no adapter {adapter!r} for task {task_id!r} (see `protege adapters list`)")
-    path = getattr(rec, "path", None) or getattr(rec, "artifact_dir", None) or getattr(rec, "dir", None)
-    if path is None:
-        from protege.config import artifacts_dir
-
-        path = artifacts_dir() / "adapters" / task_id / str(getattr(rec, "version", ""))
-    return AdapterRef(
-        str(getattr(rec, "id", adapter)),
-        Path(path),
-        getattr(rec, "base_model", None) or getattr(rec, "base", None),
-    )
+    path = Path(rec.path) if rec.path else None
+    return AdapterRef(rec.id, path, rec.base_model, dict(rec.config or {}))
 
 
 # --------------------------------------------------------------------------- the run
@@ -455,15 +451,20 @@ def _systems(
     else:
         ref = resolve_adapter(store, task_id, adapter)
         if ref is not None:
-            from protege.evaluate.predictors import load_student
+            from protege.evaluate.predictors import adapter_settings, load_student
 
             say(f"loading student {ref.id}")
+            if ref.path is None or not ref.path.exists():
+                raise FileNotFoundError(f"adapter {ref.id}: files not found at {ref.path}")
+            settings = adapter_settings(ref.path)
+            drop = ref.config.get("drop_prefix")
             out["student"] = load_student(
-                ref.path,  # type: ignore[arg-type]
+                ref.path,
                 base=ref.base,
-                prefix=prefix,
+                drop_prefix=settings.get("drop_prefix", False) if drop is None else bool(drop),
+                prefix=settings.get("prefix") or prefix,
                 batch_size=config.batch_size,
-                max_new_tokens=config.max_new_tokens,
+                max_new_tokens=config.max_new_tokens or settings.get("max_new_tokens") or 256,
             )
             out["_adapter_id"] = ref.id
     if baselines:
@@ -492,7 +493,7 @@ def _base_baselines(
         prefix=data.manifest.get("prefix"),
         drop_prefix=False,
         batch_size=config.batch_size,
-        max_new_tokens=config.max_new_tokens,
+        max_new_tokens=getattr(student, "max_new_tokens", None) or config.max_new_tokens or 256,
     )
     if "base_zero_shot" in need:
         out["base_zero_shot"] = TransformersPredictor("base_zero_shot", base, student.tokenizer, **common)

@@ -1,0 +1,390 @@
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from protege.evaluate import EvalConfig, FunctionPredictor, evaluate_task, load_report
+from protege.evaluate.bfcl_check import bfcl_rows, checker_status, cross_check
+from protege.evaluate.cost import CostConfig
+from protege.evaluate.runner import TaskData
+from protege.store import Trace, open_store
+
+TASK = "bfcl-simple"
+
+
+def write_dataset(home: Path, task: str, rows: list[dict], train: list[dict], output_type: str) -> Path:
+    path = home / "artifacts" / "datasets" / task / "v1"
+    path.mkdir(parents=True)
+    manifest = {
+        "task_id": task,
+        "version": "v1",
+        "hash": "h-" + task,
+        "created_at": 0,
+        "output_type": output_type,
+        "prefix": {"system": None, "tools": None},
+        "counts": {"train": len(train), "validation": 0, "test": len(rows)},
+        "seed": 0,
+    }
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    for name, split in (("train", train), ("validation", []), ("test", rows)):
+        (path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in split))
+    return path
+
+
+def no_call(row):
+    return {"role": "assistant", "content": "I can't do that.", "tool_calls": None}
+
+
+def drop_every_tenth(rows):
+    index = {r["id"]: i for i, r in enumerate(rows)}
+
+    def fn(row):
+        return no_call(row) if index[row["id"]] % 10 == 0 else copy.deepcopy(row["completion"])
+
+    return fn
+
+
+@pytest.fixture
+def bfcl_task(_isolated_home: Path):
+    rows = bfcl_rows("simple_python", 40)
+    train = bfcl_rows("simple_python", 45)[40:]
+    write_dataset(_isolated_home, TASK, rows, train, "tool_call")
+    store = open_store(f"sqlite:///{_isolated_home / 'p.db'}")
+    store.add_traces(
+        Trace(
+            id=r["id"],
+            request={"messages": r["messages"], "tools": r["tools"]},
+            response={"choices": [{"message": r["completion"]}]},
+            model="gpt-4o",
+            cost_usd=0.002,
+            latency_ms=800.0,
+            task_id=TASK,
+        )
+        for r in rows
+    )
+    yield store, rows
+    store.close()
+
+
+def test_runner_with_fake_predictors_on_a_dataset_on_disk(bfcl_task):
+    store, rows = bfcl_task
+    predictors = {
+        "student": FunctionPredictor("student", drop_every_tenth(rows)),
+        "base_zero_shot": FunctionPredictor("base_zero_shot", no_call),
+        "base_few_shot": FunctionPredictor("base_few_shot", lambda r: copy.deepcopy(r["completion"])),
+    }
+    config = EvalConfig(n_resamples=300, seed=1, cost=CostConfig(device_usd_per_hour=1.0))
+    report = evaluate_task(store, TASK, adapter="v1", predictors=predictors, config=config)
+
+    assert report.output_type == "tool_call" and report.primary_metric == "exact_call_match"
+    assert report.n_examples == 40 and report.dataset_hash == "h-" + TASK
+    student = report.systems["student"].metrics
+    assert student["exact_call_match"].value == pytest.approx(36 / 40)
+    assert student["exact_call_match"].low < 0.9 < student["exact_call_match"].high
+    assert student["schema_validity"].value == 1.0  # an abstention is a valid answer
+    assert student["call_recall"].value == pytest.approx(36 / 40)
+    assert report.systems["base_zero_shot"].metrics["exact_call_match"].value == 0.0
+    assert report.systems["base_few_shot"].metrics["exact_call_match"].value == 1.0
+    assert report.systems["teacher"].metrics["exact_call_match"].value == 1.0
+
+    # BFCL traces carry ground truth: everyone gets a "vs ground truth" column,
+    # and the share of teacher quality is taken on it.
+    teacher_gt = report.systems["teacher"].vs_ground_truth["exact_call_match"].value
+    student_gt = report.systems["student"].vs_ground_truth["exact_call_match"].value
+    assert teacher_gt == 1.0 and student_gt == pytest.approx(36 / 40)
+    assert report.share_basis == "ground_truth"
+    share = report.share_of_teacher
+    assert share.value == pytest.approx(student_gt / teacher_gt)
+    assert share.low <= share.value <= share.high < 1.0 + 1e-9
+
+    # Cost: teacher from the traces' recorded cost, student from $/hour x seconds.
+    assert report.cost["teacher_per_1k"] == pytest.approx(2.0)
+    assert report.cost["teacher_source"] == "recorded"
+    s = report.systems["student"]
+    assert s.seconds_per_call is not None and s.seconds_per_call > 0
+    assert report.cost["student_per_1k"] == pytest.approx(1.0 / 3600 * s.seconds_per_call * 1000)
+    assert report.cost["saving"] == pytest.approx(1 - report.cost["student_per_1k"] / 2.0)
+    assert report.systems["teacher"].seconds_per_call == pytest.approx(0.8)
+
+    # Stored, and reads back the same.
+    loaded = load_report(store, task_id=TASK)
+    assert loaded is not None and loaded.id == report.id
+    assert loaded.share_of_teacher.low == pytest.approx(share.low, abs=1e-6)
+    assert loaded.systems["student"].metrics["exact_call_match"].value == pytest.approx(0.9)
+
+
+def test_intervals_are_deterministic_with_a_seed(bfcl_task):
+    store, rows = bfcl_task
+    preds = {"student": FunctionPredictor("student", drop_every_tenth(rows))}
+
+    def run(seed):
+        cfg = EvalConfig(n_resamples=200, seed=seed, store_result=False)
+        rep = evaluate_task(store, TASK, predictors=preds, baselines=False, config=cfg)
+        return rep.share_of_teacher, rep.to_dict()["systems"]["student"]["metrics"]  # NaN -> None
+
+    assert run(3) == run(3)
+    # Another seed draws other resamples (the percentiles of a 40-example
+    # metric may still land on the same grid points).
+    from protege.evaluate.bootstrap import Resampler
+
+    assert not (Resampler(40, 200, 3).weights() == Resampler(40, 200, 4).weights()).all()
+
+
+def test_sample_takes_a_seeded_subset(bfcl_task):
+    store, rows = bfcl_task
+    preds = {"student": FunctionPredictor("student", lambda r: copy.deepcopy(r["completion"]))}
+    cfg = EvalConfig(n_resamples=50, sample=7, store_result=False)
+    report = evaluate_task(store, TASK, predictors=preds, baselines=False, config=cfg)
+    assert report.n_examples == 7
+    assert set(report.systems) == {"student", "teacher"}
+
+
+@pytest.mark.skipif(checker_status() is not None, reason=f"BFCL checker unavailable: {checker_status()}")
+def test_bfcl_checker_agrees_with_exact_call_match_on_bfcl_examples():
+    """On real BFCL examples, with answers that are right (first or another
+    acceptable value, calls reordered), wrong, or off only in ways the two
+    checkers treat differently, the BFCL AST checker and protege's ground-truth
+    exact match agree, and every disagreement is explained."""
+    rows = bfcl_rows("simple_python", 12) + bfcl_rows("parallel", 6) + bfcl_rows("multiple", 6)
+    rows += bfcl_rows("irrelevance", 4)
+    preds = []
+    for i, r in enumerate(rows):
+        p = copy.deepcopy(r["completion"])
+        calls = p.get("tool_calls") or []
+        if i % 4 == 1 and len(calls) > 1:
+            p["tool_calls"] = calls[::-1]  # order of parallel calls does not matter
+        elif i % 4 == 2 and calls:
+            args = json.loads(calls[0]["function"]["arguments"])
+            key = next(iter(args), None)
+            if key is not None:
+                args[key] = "definitely wrong"
+            calls[0]["function"]["arguments"] = json.dumps(args)
+        elif i % 4 == 3 and r["meta"]["bfcl"]["category"] == "irrelevance":
+            p = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "x",
+                        "type": "function",
+                        "function": {"name": r["tools"][0]["function"]["name"], "arguments": "{}"},
+                    }
+                ],
+            }
+        preds.append(p)
+    res = cross_check(rows, preds)
+    assert res["available"] and res["compared"] == len(rows)
+    assert res["agree"] == res["compared"], res["disagreements"]
+    assert 0 < res["bfcl_accuracy"] < 1
+
+    # A string that differs only in case and punctuation: BFCL's checker is
+    # lenient, protege's exact match is not; the difference is explained.
+    row = next(r for r in rows if r["id"] == "simple_python_0")
+    row = copy.deepcopy(row)
+    gt = row["meta"]["bfcl"]["ground_truth"][0]["calculate_triangle_area"]
+    gt["unit"] = ["square units"]
+    args = {"base": 10, "height": 5, "unit": "Square-Units"}
+    pred = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "a",
+                "type": "function",
+                "function": {"name": "calculate_triangle_area", "arguments": json.dumps(args)},
+            }
+        ],
+    }
+    res = cross_check([row], [pred])
+    (d,) = res["disagreements"]
+    assert d["bfcl"] is True and d["protege"] is False
+    assert "lenient string" in d["explanation"]
+
+    # "10" for an integer: protege coerces to the schema, BFCL wants the Python type.
+    args = {"base": "10", "height": 5}
+    pred["tool_calls"][0]["function"]["arguments"] = json.dumps(args)
+    (d,) = cross_check(bfcl_rows("simple_python", 1), [pred])["disagreements"]
+    assert d["protege"] is True and d["bfcl"] is False and "coerces" in d["explanation"]
+
+
+def test_runner_with_bfcl_checker_reports_agreement(bfcl_task):
+    store, rows = bfcl_task
+    preds = {"student": FunctionPredictor("student", drop_every_tenth(rows))}
+    cfg = EvalConfig(n_resamples=50, checker="bfcl", store_result=False)
+    report = evaluate_task(store, TASK, predictors=preds, baselines=False, config=cfg)
+    if checker_status() is not None:
+        assert report.bfcl == {"available": False, "reason": checker_status()}
+        return
+    assert report.bfcl["compared"] == 40 and report.bfcl["agree"] == 40
+    assert report.bfcl["bfcl_accuracy"] == pytest.approx(
+        report.systems["student"].vs_ground_truth["exact_call_match"].value
+    )
+
+
+# ----------------------------------------------------------------- other output types
+
+
+def _rows(pairs, **extra):
+    return [
+        {
+            "id": f"r{i}",
+            "messages": [{"role": "user", "content": q}],
+            "tools": None,
+            "completion": {"role": "assistant", "content": a},
+            **extra,
+        }
+        for i, (q, a) in enumerate(pairs)
+    ]
+
+
+def test_label_and_json_tasks(store):
+    rows = _rows([(f"msg {i}", "spam" if i % 3 else "ham") for i in range(30)])
+    data = TaskData({"output_type": "label", "version": "v1", "hash": "x"}, [], rows)
+    student = FunctionPredictor("student", lambda r: {"role": "assistant", "content": "spam"})
+    report = evaluate_task(
+        store,
+        "labels",
+        predictors={"student": student},
+        data=data,
+        baselines=False,
+        config=EvalConfig(n_resamples=100),
+    )
+    assert report.primary_metric == "accuracy"
+    assert report.systems["student"].metrics["accuracy"].value == pytest.approx(20 / 30)
+    assert report.share_basis == "reference"
+    assert report.share_of_teacher.value == pytest.approx(20 / 30)
+    assert load_report(store, task_id="labels").id == report.id  # stored on both engines
+
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {"name": "x", "schema": {"type": "object", "required": ["a"]}},
+    }
+    rows = _rows([(f"q{i}", json.dumps({"a": i, "b": "x"})) for i in range(10)], response_format=fmt)
+    data = TaskData({"output_type": "json"}, [], rows)
+    student = FunctionPredictor(
+        "student", lambda r: {"role": "assistant", "content": json.dumps({"a": 0, "b": "x"})}
+    )
+    report = evaluate_task(
+        store,
+        "json",
+        predictors={"student": student},
+        data=data,
+        baselines=False,
+        config=EvalConfig(n_resamples=100, store_result=False),
+    )
+    m = report.systems["student"].metrics
+    assert report.primary_metric == "field_accuracy"
+    assert m["field_accuracy"].value == pytest.approx((2 + 9 * 1) / 20)
+    assert m["schema_validity"].value == 1.0
+
+
+def test_text_task_with_a_fake_judge(store):
+    rows = _rows([(f"say {i}", f"the answer is {i}") for i in range(12)])
+    data = TaskData({"output_type": "text"}, [], rows)
+
+    class Client:
+        def __init__(self):
+            self.chat = self
+            self.completions = self
+
+        def create(self, *, messages, **kw):
+            a = messages[-1]["content"].split("[Answer A]")[1].split("[Answer B]")[0]
+            b = messages[-1]["content"].split("[Answer B]")[1]
+            verdict = (
+                "tie" if a.strip() == b.split("Which answer")[0].strip() else ("A" if "answer" in a else "B")
+            )
+            return {"choices": [{"message": {"content": json.dumps({"winner": verdict})}}]}
+
+    from protege.evaluate.judge import Judge
+
+    # Right on half the examples, a useless reply on the others.
+    student = FunctionPredictor(
+        "student", lambda r: r["completion"] if int(r["id"][1:]) % 2 else {"content": "no"}
+    )
+    report = evaluate_task(
+        store,
+        "text",
+        predictors={"student": student},
+        data=data,
+        baselines=False,
+        judge=Judge(Client()),
+        config=EvalConfig(n_resamples=100, embeddings=False, store_result=False),
+    )
+    assert report.primary_metric == "judge_score"
+    m = report.systems["student"].metrics
+    # ties (0.5) on half, losses (0) on the rest -> 0.25 -> /0.5 = 0.5 of the teacher
+    assert m["judge_score"].value == pytest.approx(0.5)
+    assert report.systems["teacher"].metrics["judge_score"].value == pytest.approx(1.0)
+    assert report.share_of_teacher.value == pytest.approx(0.5)
+    assert 0 < m["rouge_l"].value < 1
+
+
+# ----------------------------------------------------------------- the real student path
+
+
+@pytest.fixture
+def tiny_adapter(_isolated_home: Path):
+    """A tiny Llama + a fresh LoRA adapter registered for a task."""
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
+    from protege.models.loader import load_base
+    from protege.models.tiny import build_tiny
+    from protege.registry import Registry
+
+    base_dir = build_tiny(_isolated_home / "tiny")
+    model, tok = load_base(str(base_dir))
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    adir = _isolated_home / "adapter"
+    peft_model.save_pretrained(adir)
+    (adir / "protege_adapter.json").write_text(
+        json.dumps({"base_model": str(base_dir), "drop_prefix": False, "config": {"max_new_tokens": 12}})
+    )
+    rows = bfcl_rows("simple_python", 6)
+    write_dataset(_isolated_home, "tiny-task", rows, bfcl_rows("simple_python", 8)[6:], "tool_call")
+    store = open_store(f"sqlite:///{_isolated_home / 'p.db'}")
+    rec = Registry(store).register("tiny-task", base_model=str(base_dir), path=adir)
+    yield store, rec
+    store.close()
+
+
+def test_real_student_and_base_baselines_generate(tiny_adapter):
+    store, rec = tiny_adapter
+    report = evaluate_task(
+        store, "tiny-task", adapter=f"v{rec.version}", config=EvalConfig(n_resamples=50, few_shot=1)
+    )
+    assert report.adapter_id == rec.id
+    assert set(report.systems) == {"student", "base_zero_shot", "base_few_shot", "teacher"}
+    st = report.systems["student"]
+    assert st.tokens_per_s and st.tokens_per_s > 0 and st.seconds_per_call > 0
+    assert report.cost["student_per_1k"] > 0
+    # A fresh LoRA adapter is the identity (B = 0): greedy answers equal the base model's.
+    zs = report.systems["base_zero_shot"].metrics
+    for name, iv in st.metrics.items():
+        assert iv.value == pytest.approx(zs[name].value, nan_ok=True), name
+
+
+def test_cli_eval_json_and_table(tiny_adapter, _isolated_home: Path):
+    from protege.cli.main import cli
+
+    store, rec = tiny_adapter
+    db = f"sqlite:///{_isolated_home / 'p.db'}"
+    runner = CliRunner()
+    res = runner.invoke(
+        cli,
+        ["eval", "tiny-task", "--db", db, "--no-baselines", "--sample", "3", "--resamples", "50", "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output[res.output.index("{") :])
+    assert data["n_examples"] == 3 and set(data["systems"]) == {"student", "teacher"}
+    res = runner.invoke(
+        cli, ["eval", "tiny-task", "--db", db, "--no-baselines", "--sample", "3", "--resamples", "50"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "exact_call_match" in res.output and "share of teacher quality" in res.output
+    res = runner.invoke(cli, ["eval", "no-such-task", "--db", db])
+    assert res.exit_code == 2 and "no dataset" in res.output and "Traceback" not in res.output

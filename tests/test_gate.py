@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from protege.evaluate import EvalConfig, FunctionPredictor, evaluate_task, gate
+from protege.evaluate.gate import default_min_examples, list_decisions
+from protege.evaluate.runner import TaskData
+from protege.registry import Registry
+
+
+def label_task(
+    n: int, wrong_every: int | None, invalid_every: int | None = None
+) -> tuple[TaskData, FunctionPredictor]:
+    rows = [
+        {
+            "id": f"r{i}",
+            "messages": [{"role": "user", "content": f"m{i}"}],
+            "tools": None,
+            "completion": {"role": "assistant", "content": "spam" if i % 2 else "ham"},
+        }
+        for i in range(n)
+    ]
+    index = {r["id"]: i for i, r in enumerate(rows)}
+
+    def answer(row):
+        i = index[row["id"]]
+        if invalid_every and i % invalid_every == 0:
+            return {"role": "assistant", "content": ""}
+        if wrong_every and i % wrong_every == 0:
+            return {"role": "assistant", "content": "ham" if i % 2 else "spam"}
+        return dict(row["completion"])
+
+    return TaskData({"output_type": "label", "version": "v1", "hash": "h"}, [], rows), FunctionPredictor(
+        "student", answer
+    )
+
+
+def evaluated(store, task, n, wrong_every, invalid_every=None):
+    rec = Registry(store).register(task, base_model="tiny", path="/nonexistent")
+    data, student = label_task(n, wrong_every, invalid_every)
+    report = evaluate_task(
+        store,
+        task,
+        adapter=rec.id,
+        predictors={"student": student},
+        data=data,
+        baselines=False,
+        config=EvalConfig(n_resamples=400),
+    )
+    return rec, report
+
+
+def test_default_minimum_is_the_rule_of_three():
+    assert default_min_examples(0.95) == 60
+    assert default_min_examples(0.99) == 300
+    assert default_min_examples(0.5) == 30
+
+
+def test_gate_passes_a_student_as_good_as_the_teacher_and_sets_shadow(store):
+    rec, report = evaluated(store, "t-pass", 200, wrong_every=None)
+    decision = gate(store, "t-pass", rec.id)
+    assert decision.passed, [c.message for c in decision.checks]
+    assert decision.evaluation_id == report.id
+    assert decision.status == "shadow"
+    assert Registry(store).get(rec.id).status == "shadow"
+    (stored,) = list_decisions(store, "t-pass")
+    assert stored["decision"] == "pass" and stored["evaluation_id"] == report.id
+    assert stored["thresholds"]["min_share"] == 0.95 and stored["thresholds"]["min_test_examples"] == 60
+    assert {c["name"] for c in stored["reasons"]["checks"]} == {
+        "share_of_teacher",
+        "validity",
+        "test_examples",
+        "ci_width",
+    }
+
+
+def test_gate_fails_on_a_low_share_and_says_by_how_much(store):
+    rec, report = evaluated(store, "t-share", 200, wrong_every=10)  # 90 % of the teacher
+    decision = gate(store, "t-share", rec.id, to="promoted")
+    assert not decision.passed
+    failed = {c.name: c for c in decision.failed_checks}
+    assert set(failed) == {"share_of_teacher"}
+    c = failed["share_of_teacher"]
+    assert c.value == pytest.approx(report.share_of_teacher.low)
+    assert c.gap == pytest.approx(0.95 - report.share_of_teacher.low)
+    assert "needs >= 0.950" in c.message
+    assert Registry(store).get(rec.id).status == "candidate"  # untouched
+    (stored,) = list_decisions(store, "t-share", rec.id)
+    assert stored["decision"] == "fail"
+    reasons = {x["name"]: x for x in stored["reasons"]["checks"]}
+    assert reasons["share_of_teacher"]["ok"] is False
+    assert reasons["share_of_teacher"]["gap"] == pytest.approx(c.gap)
+    # A lower threshold lets the same evaluation through.
+    assert gate(store, "t-share", rec.id, min_share=0.8).passed
+
+
+def test_gate_fails_on_validity_and_on_too_few_examples(store):
+    rec, _ = evaluated(store, "t-valid", 200, wrong_every=None, invalid_every=50)  # 4 empty answers of 200
+    d = gate(store, "t-valid", rec.id, min_share=0.5)
+    assert [c.name for c in d.failed_checks] == ["validity"]
+    assert d.failed_checks[0].value == pytest.approx(0.98)
+    assert d.failed_checks[0].gap == pytest.approx(0.01)
+
+    rec, _ = evaluated(store, "t-small", 20, wrong_every=None)  # perfect, but 20 examples
+    d = gate(store, "t-small", rec.id)
+    # The bootstrap interval is [1, 1] here: only the sample-size rule catches it.
+    assert [c.name for c in d.failed_checks] == ["test_examples"]
+    assert d.failed_checks[0].gap == pytest.approx(40)
+
+
+def test_gate_without_an_evaluation_fails_and_is_stored(store):
+    rec = Registry(store).register("t-none", base_model="tiny", path="/nonexistent")
+    d = gate(store, "t-none", rec.id)
+    assert not d.passed and d.failed_checks[0].name == "evaluation"
+    assert list_decisions(store, "t-none")[0]["decision"] == "fail"
+    with pytest.raises(ValueError):
+        gate(store, "t-none", rec.id, to="live")
+
+
+def test_cli_gate(db_url):
+    from protege.cli.main import cli
+    from protege.store import open_store
+
+    store = open_store(db_url)
+    try:
+        good, _ = evaluated(store, "c-good", 120, wrong_every=None)
+        bad, _ = evaluated(store, "c-bad", 120, wrong_every=5)
+    finally:
+        store.close()
+    runner = CliRunner()
+    res = runner.invoke(cli, ["gate", "c-good", "--adapter", "v1", "--db", db_url, "--to", "promoted"])
+    assert res.exit_code == 0, res.output
+    assert "PASS" in res.output and "promoted" in res.output
+    res = runner.invoke(cli, ["gate", "c-bad", "--adapter", "v1", "--db", db_url, "--json"])
+    assert res.exit_code == 1
+    data = json.loads(res.output)
+    assert data["decision"] == "fail"
+    assert [c["name"] for c in data["checks"] if not c["ok"]] == ["share_of_teacher"]
+    res = runner.invoke(cli, ["gate", "c-bad", "--adapter", "v1", "--db", db_url])
+    assert res.exit_code == 1 and "short by" in res.output
+    store = open_store(db_url)
+    try:
+        assert Registry(store).get(good.id).status == "promoted"
+        assert len(list_decisions(store, "c-bad")) == 2
+    finally:
+        store.close()
