@@ -251,6 +251,8 @@ def available_categories() -> list[str]:
 def resolve_categories(names: Iterable[str]) -> list[str]:
     """Expand group names (all, live, multi_turn, ...) and check every name."""
     valid = available_categories()
+    if isinstance(names, str):
+        names = [names]
     out: list[str] = []
     for name in names:
         key = name.strip().removeprefix("BFCL_v4_").removesuffix(".json")
