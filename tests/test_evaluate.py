@@ -106,6 +106,8 @@ def test_runner_with_fake_predictors_on_a_dataset_on_disk(bfcl_task):
     assert report.cost["teacher_source"] == "recorded"
     s = report.systems["student"]
     assert s.seconds_per_call is not None and s.seconds_per_call > 0
+    assert s.latency_ms is not None and s.latency_ms >= 0
+    assert report.systems["teacher"].latency_ms == pytest.approx(800.0)
     assert report.cost["student_per_1k"] == pytest.approx(1.0 / 3600 * s.seconds_per_call * 1000)
     assert report.cost["saving"] == pytest.approx(1 - report.cost["student_per_1k"] / 2.0)
     assert report.systems["teacher"].seconds_per_call == pytest.approx(0.8)

