@@ -187,6 +187,13 @@ def test_undated_openai_records_are_not_duplicated(store, tmp_path):
     assert store.count_traces(source="import") == 3
 
 
+def test_byte_order_mark_and_blank_lines(store, tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(flywheel_record(0)).encode() + b"\r\n\r\n" + json.dumps(flywheel_record(1)).encode())
+    result = import_jsonl(store, path)
+    assert (result.read, result.imported) == (2, 2)
+
+
 def test_missing_file(store, tmp_path):
     with pytest.raises(FileNotFoundError):
         import_jsonl(store, tmp_path / "absent.jsonl")

@@ -89,6 +89,8 @@ class Upstream:
         self.requests.append(body)
         self.headers.append(request.headers)
         model = body.get("model", "")
+        if model == "timeout":
+            raise httpx.ReadTimeout("upstream too slow", request=request)
         if model.startswith("err-"):
             status = int(model.split("-")[1])
             return httpx.Response(status, json={"error": {"message": f"upstream says {status}", "type": "test_error", "code": None}})
@@ -234,6 +236,15 @@ def test_upstream_error_is_stored_then_reraised(store, upstream):
     assert "upstream says 429" in t.error
     assert t.meta["error"]["body"]["message"] == "upstream says 429"
     assert t.request["model"] == "err-429"
+
+
+def test_timeout_is_stored_then_reraised(store, upstream):
+    client = protege.wrap(sync_client(upstream), store=store)
+    with pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model="timeout", messages=[{"role": "user", "content": "x"}])
+    t = stored(store, client.last_trace_id)
+    assert (t.status, t.http_status, t.response) == ("error", None, None)
+    assert t.error.startswith("APITimeoutError")
 
 
 def test_error_in_the_middle_of_a_stream(store, upstream):

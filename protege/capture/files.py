@@ -244,6 +244,8 @@ def _lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes, int]]:
 
 
 def _decode(number: int, raw: bytes) -> Any:
+    if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte order mark, as some editors write
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
