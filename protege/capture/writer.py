@@ -130,7 +130,14 @@ class CaptureWriter:
                         break
                     batch.append(nxt)
             try:
-                traces = [t for t in (self._build(i) for i in batch) if t is not None]
+                traces = []
+                for item in batch:
+                    trace = self._build(item)
+                    if trace is not None:
+                        traces.append(trace)
+                    # Hand the GIL back between traces: the thread that serves
+                    # requests must never wait behind a whole batch.
+                    time.sleep(0)
                 self._write(traces)
             finally:
                 self._done(len(batch))

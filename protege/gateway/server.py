@@ -31,7 +31,7 @@ def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.C
     # No access log: a log line per request would cost more than the gateway itself.
     return uvicorn.Config(app, host=host, port=port, loop=loop, http=http, lifespan="on",
                           access_log=False, log_level=log_level, timeout_graceful_shutdown=10,
-                          backlog=2048, timeout_keep_alive=30)
+                          backlog=2048, timeout_keep_alive=30, proxy_headers=False, server_header=False)
 
 
 def serve(config: GatewayConfig, *, store: Any = None, app: Gateway | None = None,

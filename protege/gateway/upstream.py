@@ -177,6 +177,7 @@ class AiohttpUpstream:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=timeout_s)
         self._max = max_connections
         self.session: Any = None
+        self._urls: dict[str, Any] = {}
 
     def _session(self) -> Any:
         # Created lazily: aiohttp binds the session to the running loop.
@@ -192,8 +193,16 @@ class AiohttpUpstream:
 
     async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
         aiohttp = self._aiohttp
+        parsed = self._urls.get(url)
+        if parsed is None:
+            import yarl
+
+            # The same few URLs every time: parse them once.
+            parsed = yarl.URL(url)
+            if len(self._urls) < 1024:
+                self._urls[url] = parsed
         try:
-            resp = await self._session().request(method, url, headers=headers, data=body)
+            resp = await self._session().request(method, parsed, headers=headers, data=body)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(f"upstream timed out: {exc!r}") from exc
         except aiohttp.ClientConnectorError as exc:
