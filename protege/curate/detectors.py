@@ -193,8 +193,8 @@ _KV_SECRET = re.compile(
      api[_-]?key|apikey|access[_-]?token|auth[_-]?token|refresh[_-]?token|private[_-]?key|token|
      aws_secret_access_key|pin)
     (?![A-Za-z0-9])
-    ["']?\s*(?::|=|\bis\b|\bwas\b)\s*["']?
-    ([^\s"',;&<>{}()\[\]]{3,})
+    ["'`]?\s*(?::|=|\bis\b|\bwas\b)\s*["'`]?
+    ([^\s"'`,;&<>{}()\[\]]{3,})
     """
 )
 
@@ -203,7 +203,11 @@ def _kv_secret(text: str) -> Iterator[Span]:
     for m in _KV_SECRET.finditer(text):
         key = m.group(1).lower()
         value = m.group(2).rstrip(".")
-        if value.lower() in _NOT_SECRET_VALUES or value.startswith(("$", "%", "os.environ", "env.")):
+        if (
+            value.lower() in _NOT_SECRET_VALUES
+            or value.startswith(("$", "%", "os.environ", "env."))
+            or set(value) <= set("*xX•.#-")  # already masked
+        ):
             continue
         # After "is"/"was" only passwords and pins: "the token is valid" is prose.
         sep = m.group(0)[len(m.group(1)) :]
@@ -339,7 +343,7 @@ _ADDRESS = _simple(
     rf"""(?x)
     (?<![\w-])\d{{1,6}}[A-Za-z]?(?:-\d{{1,4}})?,?\s+
     (?:(?:N|S|E|W|NE|NW|SE|SW|North|South|East|West)\.?\s+)?
-    (?:(?:[A-Z][A-Za-z'-]+|\d{{1,3}}(?:st|nd|rd|th))\s+){{1,4}}
+    (?:(?:[A-Z][A-Za-z'-]+|[A-Z]\.?|\d{{1,3}}(?:st|nd|rd|th))\s+){{1,5}}
     (?:{_STREET_SUFFIX})\b\.?
     (?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|\#)\.?\s*\#?[A-Za-z0-9-]{{1,6}})?
     """,

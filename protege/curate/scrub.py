@@ -29,6 +29,7 @@ from protege.curate.detectors import KINDS, SECRET_KINDS, Span, detect_patterns,
 _PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")
 _TITLE_WORD = re.compile(r"(?<![\w<])[A-Z][a-z]+(?:['’][a-z]+)?(?![\w>])")
 _IDENTIFIER = re.compile(r"^[\w./:@#-]+$")
+_JSON_PAIR = re.compile(r'"([A-Za-z_][\w-]{0,40})"\s*:\s*"((?:[^"\\\n]|\\.){1,200})"')
 
 # Capitalised words that start sentences and instructions far more often than names.
 _COMMON_CAPITALISED = frozenset(
@@ -45,8 +46,19 @@ _COMMON_CAPITALISED = frozenset(
     task query result results error warning info debug okay ok sure also each every all any some
     one two three four five six seven eight nine ten first second third next last new old
     good great best important required optional default value values data file files name
-    number total price date time year years day days week month hour hours minutes order""".split()
+    number total price date time year years day days week month hour hours minutes order
+    email mail message subject reply welcome""".split()
 )
+# Last words that make an entity a place, work or thing rather than a person.
+_NOT_PERSON_HEADS = frozenset(
+    """falls river lake mountain mount street road avenue bridge tower park square museum
+    university college school hospital church cathedral palace castle station airport
+    principle law theorem effect equation syndrome disease award prize cup league
+    company inc ltd llc corp group bank hotel restaurant cafe bar club team united city
+    island islands bay beach valley canyon desert forest ocean sea gate hall center centre
+    building house studio studios records games""".split()
+)
+_CAMEL = re.compile(r"[a-z][A-Z]")
 _PERSON_STOP = frozenset(
     """api json http https url sql id uuid null true false get post put patch delete the
     user assistant system tool""".split()
@@ -135,6 +147,13 @@ def _person_spans(doc: Any) -> list[Span]:
         if not any(w[:1].isupper() and w[1:2].islower() for w in words):
             continue
         if all(w.lower().strip(".,:;") in _PERSON_STOP or w.lower() in _COMMON_CAPITALISED for w in words):
+            continue
+        # "ResearchDocs", "McDonald" aside: camel case is code or brands, not names.
+        if any(
+            _CAMEL.search(w) and not w.startswith(("Mc", "Mac", "De", "Di", "La", "Le", "O'")) for w in words
+        ):
+            continue
+        if len(words) > 1 and words[-1].lower().strip(".,'’") in _NOT_PERSON_HEADS:
             continue
         out.append(Span(start, end, "PERSON"))
     return out
@@ -346,6 +365,12 @@ class Scrubber:
 
     def _patterns(self, text: str) -> list[Span]:
         spans = detect_patterns(text, self._kinds)
+        if '":' in text or '" :' in text:
+            # JSON inside text (logs, tool results that did not parse): keys say what values are.
+            for m in _JSON_PAIR.finditer(text):
+                kind = self._key_kind(m.group(1), m.group(2))
+                if kind is not None:
+                    spans.append(Span(m.start(2), m.end(2), kind))
         if spans and _PLACEHOLDER.search(text):
             # Already scrubbed text: never redact inside a placeholder.
             marks = [(m.start(), m.end()) for m in _PLACEHOLDER.finditer(text)]
