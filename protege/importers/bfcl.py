@@ -735,7 +735,8 @@ def _multi_turn(category: str, entry: dict[str, Any], index: int, cfg: BfclImpor
         turn_calls = ground_truth[turn] if turn < len(ground_truth) else []
         executed: list[tuple[str, str]] = []
         for step, call_text in enumerate([*turn_calls, None]):
-            request: dict[str, Any] = {"model": cfg.model, "messages": copy.deepcopy(history), "tools": tools}
+            # Messages are never changed once appended: a shallow copy per call is enough.
+            request: dict[str, Any] = {"model": cfg.model, "messages": [dict(m) for m in history], "tools": tools}
             key = _digest(category, entry["id"], turn, step)
             if call_text is not None:
                 fname, args, kwargs = parse_call(call_text)
@@ -878,8 +879,7 @@ def exchange_to_trace(ex: Exchange, *, model: str, system_prompt: str, seed: int
         (250 + 0.02 * (usage.get("prompt_tokens") or 0) + 18 * (usage.get("completion_tokens") or 0))
         * (0.8 + 0.4 * jitter)
     )
-    meta = copy.deepcopy(ex.meta)
-    meta["import"] = {"source": "bfcl", "estimated": ["prompt_tokens", "completion_tokens", "latency_ms"]}
+    meta = {**ex.meta, "import": {"source": "bfcl", "estimated": ["prompt_tokens", "completion_tokens", "latency_ms"]}}
     return build_trace(
         ex.request,
         ex.response,
