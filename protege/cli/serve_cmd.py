@@ -67,4 +67,8 @@ def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_
     except ValueError as exc:
         raise UserError(str(exc)) from None
     click.echo(f"protege gateway on http://{host}:{port}/v1 -> {upstream} (store: {url.split('@')[-1]})", err=True)
-    run(cfg, app=app, log_level=log_level)
+    try:
+        run(cfg, app=app, log_level=log_level)
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the signal after its graceful shutdown (traces already flushed)
+    click.echo("protege gateway stopped; captured traces flushed", err=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 import time
 import zlib
@@ -44,7 +45,9 @@ def _example_value(schema: dict[str, Any], name: str, seed: str) -> Any:
         return [_example_value(schema.get("items") or {"type": "string"}, name, seed)]
     if kind == "object":
         return {k: _example_value(v, k, seed) for k, v in (schema.get("properties") or {}).items()}
-    return f"{name}-{seed[:24]}"
+    # A proper noun from the prompt makes a plausible argument ("Lisbon").
+    words = re.findall(r"\b[A-Z][a-z]+\b", seed)
+    return words[-1] if len(words) > 1 else words[0] if words else f"{name}-value"
 
 
 def _last_user_text(request: dict[str, Any]) -> str:
