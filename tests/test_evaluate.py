@@ -212,6 +212,28 @@ def test_bfcl_checker_agrees_with_exact_call_match_on_bfcl_examples():
     (d,) = cross_check(bfcl_rows("simple_python", 1), [pred])["disagreements"]
     assert d["protege"] is True and d["bfcl"] is False and "coerces" in d["explanation"]
 
+    # BFCL pairs parallel calls greedily: a right answer in an unlucky order fails there.
+    (row,) = [r for r in bfcl_rows("parallel", 179) if r["id"] == "parallel_178"]
+    order = [
+        ("Apple", "2022-02-01"),
+        ("Apple", "2022-01-01"),
+        ("Microsoft", "2022-02-01"),
+        ("Microsoft", "2022-01-01"),
+    ]
+    calls = [
+        {
+            "id": str(i),
+            "type": "function",
+            "function": {
+                "name": "get_stock_price",
+                "arguments": json.dumps({"company_name": c, "date": d, "exchange": "NASDAQ"}),
+            },
+        }
+        for i, (c, d) in enumerate(order)
+    ]
+    (d,) = cross_check([row], [{"role": "assistant", "content": None, "tool_calls": calls}])["disagreements"]
+    assert d["protege"] is True and d["bfcl"] is False and "greedily" in d["explanation"]
+
 
 def test_runner_with_bfcl_checker_reports_agreement(bfcl_task):
     store, rows = bfcl_task
@@ -390,3 +412,45 @@ def test_cli_eval_json_and_table(tiny_adapter, _isolated_home: Path):
     assert "exact_call_match" in res.output and "share of teacher quality" in res.output
     res = runner.invoke(cli, ["eval", "no-such-task", "--db", db])
     assert res.exit_code == 2 and "no dataset" in res.output and "Traceback" not in res.output
+
+
+def test_on_traces_from_the_bfcl_importer_and_a_built_dataset(store):
+    """The whole path: BFCL traces imported as an agent would have produced
+    them, a task dataset built from them, the student scored against the
+    teacher, the ground truth and BFCL's own checker."""
+    bfcl = pytest.importorskip("protege.importers.bfcl")
+    from protege.datasets import DatasetConfig, build_dataset
+
+    bfcl.import_bfcl(store, ["simple_python", "parallel", "irrelevance", "live_simple"], limit=30)
+    store.set_task_ids({t.id: "bfcl-mix" for t in store.iter_traces()})
+    build_dataset(store, "bfcl-mix", DatasetConfig(test_frac=0.3))
+
+    def student(row):
+        # Right, except that it calls a tool where none is wanted.
+        if row["completion"].get("tool_calls") or not row.get("tools"):
+            return copy.deepcopy(row["completion"])
+        name = row["tools"][0]["function"]["name"]
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "x", "type": "function", "function": {"name": name, "arguments": "{}"}}],
+        }
+
+    cfg = EvalConfig(n_resamples=200, checker="bfcl", store_result=False)
+    report = evaluate_task(
+        store,
+        "bfcl-mix",
+        predictors={"student": FunctionPredictor("student", student)},
+        baselines=False,
+        config=cfg,
+    )
+    assert report.output_type == "tool_call" and report.n_examples >= 10
+    assert report.share_basis == "ground_truth"
+    teacher_gt = report.systems["teacher"].vs_ground_truth["exact_call_match"].value
+    student_gt = report.systems["student"].vs_ground_truth["exact_call_match"].value
+    assert teacher_gt > 0.9 and student_gt < teacher_gt
+    assert report.systems["student"].metrics["correct_abstention"].value == 0.0
+    assert report.cost["teacher_per_1k"] > 0
+    if checker_status() is None:
+        assert report.bfcl["compared"] == report.n_examples
+        assert report.bfcl["agree"] == report.bfcl["compared"], report.bfcl["disagreements"]

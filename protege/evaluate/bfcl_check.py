@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import functools
 import importlib
+import itertools
 import json
 import re
 import sys
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,9 @@ def _bfcl_file(category: str, answers: bool) -> dict[str, dict[str, Any]]:
 
 
 def category_of(bfcl_id: str, meta: dict[str, Any] | None = None) -> str:
+    """BFCL's own category of an example (the importer may file it under another name)."""
+    if meta and meta.get("source_category"):
+        return str(meta["source_category"])
     if meta and meta.get("category"):
         return str(meta["category"])
     return re.sub(r"_\d+(?:-\d+)*$", "", bfcl_id)
@@ -152,10 +156,27 @@ def bfcl_functions(row: dict[str, Any]) -> list[dict[str, Any]] | None:
     return list(entry["function"]) if entry else None
 
 
+def is_call_ground_truth(gt: Any) -> bool:
+    """Single-turn AST ground truth: ``[{function: {arg: [acceptable values]}}]``
+    (multi-turn entries hold call strings per turn, agentic ones final answers)."""
+    return isinstance(gt, list) and all(
+        isinstance(e, dict) and len(e) == 1 and isinstance(next(iter(e.values())), dict) for e in gt
+    )
+
+
+def call_ground_truth(row: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The row's ground truth when it is in the single-turn AST form, else None."""
+    meta = bfcl_meta(row) or {}
+    gt = meta.get("ground_truth")
+    if gt is None or "multi_turn" in category_of(str(meta.get("id", "")), meta):
+        return None
+    return list(gt) if is_call_ground_truth(gt) else None
+
+
 def bfcl_ground_truth(row: dict[str, Any]) -> list[dict[str, Any]] | None:
     meta = bfcl_meta(row) or {}
     if meta.get("ground_truth") is not None:
-        return list(meta["ground_truth"])
+        return call_ground_truth(row)
     if not meta.get("id"):
         return None
     entry = _bfcl_file(category_of(meta["id"], meta), True).get(meta["id"])
@@ -170,7 +191,8 @@ def openai_name(name: str) -> str:
 def name_map_for(row: dict[str, Any]) -> dict[str, str]:
     """Original (BFCL) function name -> the tool name offered in the request."""
     meta = bfcl_meta(row) or {}
-    given = meta.get("name_map") or meta.get("names")
+    # The importer records {tool name: BFCL name} for renamed tools only.
+    given = meta.get("tool_names") or meta.get("name_map") or meta.get("names")
     offered = {((t or {}).get("function") or {}).get("name") for t in row.get("tools") or []}
     if isinstance(given, dict) and given:
         # Accept either direction: whichever side holds the offered names is the value.
@@ -206,43 +228,73 @@ def _standardize(s: str) -> str:
     return re.sub(r"[ \,\.\/\-\_\*\^]", "", s).lower().replace("'", '"')
 
 
+def _error_types(result: Any) -> set[str]:
+    """Every error type in a checker result, the parallel checker's per-call
+    sub-errors included."""
+    out: set[str] = set()
+    if isinstance(result, dict):
+        for key in ("error_type", "sub_error_type"):
+            if isinstance(result.get(key), str):
+                out.add(result[key])
+        for v in result.values():
+            if isinstance(v, dict | list):
+                out |= _error_types(v)
+    elif isinstance(result, list):
+        for v in result:
+            out |= _error_types(v)
+    return out
+
+
+def _lenient_string_hit(output: list[dict[str, Any]], gt: list[dict[str, Any]]) -> bool:
+    def strings(x: Any) -> list[str]:
+        if isinstance(x, str):
+            return [x]
+        if isinstance(x, dict):
+            return [s for v in x.values() for s in strings(v)]
+        if isinstance(x, list):
+            return [s for v in x for s in strings(v)]
+        return []
+
+    ours = set(strings(output))
+    accepted = {a for a in strings(gt) if a != ""}
+    return any(v != a and _standardize(v) == _standardize(a) for v in ours for a in accepted)
+
+
 def _explain(
-    ours: bool, result: dict[str, Any], output: list[dict[str, Any]], gt: list[dict[str, Any]]
+    ours: bool,
+    result: dict[str, Any],
+    output: list[dict[str, Any]],
+    gt: list[dict[str, Any]],
+    recheck: Callable[[list[dict[str, Any]]], bool],
 ) -> str:
-    etype = str(result.get("error_type") or "")
-    errors = "; ".join(map(str, result.get("error") or []))
+    types_ = _error_types(result)
+    errors = "; ".join(str(e) for e in result.get("error") or [] if isinstance(e, str))
     if not ours and result.get("valid"):
-        lenient = False
-        for call in output:
-            for args in call.values():
-                for v in args.values():
-                    for entry in gt:
-                        for accepted in entry.values():
-                            for vals in accepted.values():
-                                for a in vals:
-                                    if (
-                                        isinstance(v, str)
-                                        and isinstance(a, str)
-                                        and v != a
-                                        and a != ""
-                                        and _standardize(v) == _standardize(a)
-                                    ):
-                                        lenient = True
-        if lenient:
+        if _lenient_string_hit(output, gt):
             return (
                 "BFCL's lenient string matching: it ignores case, spaces and the characters ,./-_*^ "
                 "in string values; protege compares non-enum strings exactly"
             )
         return "BFCL accepts and protege does not (unclassified)"
     if ours and not result.get("valid"):
-        if etype.startswith("type_error"):
+        if any(t.startswith("type_error") for t in types_):
             return (
-                'protege coerces values to the parameter\'s schema type (e.g. "5" for an integer); '
+                'protege coerces values to the parameter\'s schema type ("5" or 5.0 for an integer); '
                 f"BFCL requires the exact Python type ({errors})"
             )
-        if "dict" in etype or "list_dict" in etype:
-            return f"BFCL compares nested objects key by key with its own rules ({errors})"
-        return f"protege accepts and BFCL does not: {etype} ({errors})"
+        if any("cannot_find_match" in t for t in types_) and 1 < len(output) <= 6:
+            if any(recheck(list(p)) for p in itertools.permutations(output)):
+                return (
+                    "BFCL pairs parallel calls greedily (the first acceptable call takes each answer) and "
+                    "misses the valid pairing that protege's optimal matching finds; the same calls in "
+                    "another order pass BFCL"
+                )
+        if "value_error:others" in types_:
+            return (
+                "the ground truth's value does not fit the tool's declared type; protege reads both "
+                f"sides through the schema, BFCL compares the raw values ({errors})"
+            )
+        return f"protege accepts and BFCL does not: {', '.join(sorted(types_))} ({errors})"
     return ""
 
 
@@ -291,6 +343,15 @@ def cross_check(rows: Sequence[dict[str, Any]], preds: Sequence[dict[str, Any] |
                     "error": [f"checker raised {type(exc).__name__}: {exc}"],
                     "error_type": "checker_exception",
                 }
+
+        def recheck(out: list[dict[str, Any]], functions=functions, gt=gt, category=category) -> bool:
+            try:
+                return bool(
+                    ast_checker(functions, out, gt, Language.PYTHON, category, model_name).get("valid")
+                )
+            except Exception:
+                return False
+
         compared += 1
         theirs = bool(result.get("valid"))
         bfcl_pass += theirs
@@ -304,7 +365,7 @@ def cross_check(rows: Sequence[dict[str, Any]], preds: Sequence[dict[str, Any] |
                     "protege": ours,
                     "bfcl": theirs,
                     "bfcl_error": result.get("error"),
-                    "explanation": _explain(ours, result, output, gt),
+                    "explanation": _explain(ours, result, output, gt, recheck),
                 }
             )
     return {

@@ -288,12 +288,11 @@ def resolve_adapter(store: Any, task_id: str, adapter: str | None) -> AdapterRef
 
 
 def _ground_truth(rows: Sequence[dict[str, Any]]) -> tuple[list[Any], list[dict[str, str] | None]]:
-    from protege.evaluate.bfcl_check import bfcl_meta, name_map_for
+    from protege.evaluate.bfcl_check import call_ground_truth, name_map_for
 
     gts, maps = [], []
     for r in rows:
-        meta = bfcl_meta(r)
-        gt = meta.get("ground_truth") if meta else None
+        gt = call_ground_truth(r)
         gts.append(gt)
         maps.append(name_map_for(r) if gt is not None else None)
     return gts, maps
