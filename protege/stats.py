@@ -2,9 +2,10 @@
 
 Payloads are never read (nor decrypted), so ``trace_stats`` stays fast on a
 large store and works without the encryption key. Percentiles are nearest
-rank on both engines: ``percentile_disc`` inside the GROUP BY on PostgreSQL;
-on SQLite, which has no percentile aggregate, one narrow read of the timing
-columns ranked in Python (faster there than window functions).
+rank on both engines: on PostgreSQL everything is one GROUP BY with
+``percentile_disc``; on SQLite, which has no percentile aggregate, one narrow
+sequential read of the extracted columns is aggregated in Python (faster
+there than window functions or several aggregate queries).
 """
 
 from __future__ import annotations
@@ -59,37 +60,77 @@ def _nearest_rank(values: list[float], p: int) -> float:
     return float(values[(len(values) * p + 99) // 100 - 1])
 
 
-def _percentiles_python(
-    conn: sa.Connection, key: Any, conds: list[Any]
-) -> tuple[dict[str, Any], dict[Any, dict[str, Any]]]:
-    """SQLite has no percentile aggregate: read the two timing columns (and the
-    group key) in one pass and rank in Python. Payloads are never touched."""
-    t = schema.traces
-    cols = [t.c.latency_ms, t.c.ttft_ms] + ([key] if key is not None else [])
-    q = sa.select(*cols).where(sa.or_(t.c.latency_ms.is_not(None), t.c.ttft_ms.is_not(None)), *conds)
-    lat_all: list[float] = []
-    ttft_all: list[float] = []
-    per: dict[Any, tuple[list[float], list[float]]] = {}
-    for row in conn.execute(q):
-        lat, ttft = row[0], row[1]
-        bucket = per.setdefault(row[2], ([], [])) if key is not None else None
-        if lat is not None:
-            lat_all.append(lat)
-            if bucket is not None:
-                bucket[0].append(lat)
-        if ttft is not None:
-            ttft_all.append(ttft)
-            if bucket is not None:
-                bucket[1].append(ttft)
+class _Acc:
+    __slots__ = ("count", "errors", "prompt", "completion", "cost", "first", "last", "lat", "ttft")
 
-    def figures(lat: list[float], ttft: list[float]) -> dict[str, Any]:
-        lat.sort()
-        ttft.sort()
-        out: dict[str, Any] = {f"lat_p{p}": _nearest_rank(lat, p) if lat else None for p in LATENCY_PERCENTILES}
-        out.update({f"ttft_p{p}": _nearest_rank(ttft, p) if ttft else None for p in TTFT_PERCENTILES})
+    def __init__(self) -> None:
+        self.count = self.errors = self.prompt = self.completion = 0
+        self.cost = 0.0
+        self.first: float | None = None
+        self.last: float | None = None
+        self.lat: list[float] = []
+        self.ttft: list[float] = []
+
+    def row(self) -> dict[str, Any]:
+        self.lat.sort()
+        self.ttft.sort()
+        out: dict[str, Any] = {
+            "count": self.count, "errors": self.errors, "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion, "cost_usd": self.cost, "first": self.first, "last": self.last,
+        }
+        out.update({f"lat_p{p}": _nearest_rank(self.lat, p) if self.lat else None for p in LATENCY_PERCENTILES})
+        out.update({f"ttft_p{p}": _nearest_rank(self.ttft, p) if self.ttft else None for p in TTFT_PERCENTILES})
         return out
 
-    return figures(lat_all, ttft_all), {k: figures(*v) for k, v in per.items()}
+
+def _stats_one_pass(
+    conn: sa.Connection, key: Any, conds: list[Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """SQLite: one narrow scan of the extracted columns, aggregated here.
+
+    SQLite has no percentile aggregate, and its GROUP BY walks the column's
+    index with a random row lookup each, so one sequential read of the eight
+    columns beats several aggregate queries; payloads are never read."""
+    t = schema.traces
+    cols = [t.c.status, t.c.prompt_tokens, t.c.completion_tokens, t.c.cost_usd, t.c.created_at,
+            t.c.latency_ms, t.c.ttft_ms, key if key is not None else sa.literal(None)]
+    groups: dict[Any, _Acc] = {}
+    for status, prompt, completion, cost, created, lat, ttft, k in conn.execute(sa.select(*cols).where(*conds)):
+        a = groups.get(k)
+        if a is None:
+            a = groups[k] = _Acc()
+        a.count += 1
+        if status == "error":
+            a.errors += 1
+        if prompt:
+            a.prompt += prompt
+        if completion:
+            a.completion += completion
+        if cost:
+            a.cost += cost
+        if a.first is None or created < a.first:
+            a.first = created
+        if a.last is None or created > a.last:
+            a.last = created
+        if lat is not None:
+            a.lat.append(lat)
+        if ttft is not None:
+            a.ttft.append(ttft)
+    # The total is the groups merged, not a second accumulation per row.
+    total = _Acc()
+    for a in groups.values():
+        total.count += a.count
+        total.errors += a.errors
+        total.prompt += a.prompt
+        total.completion += a.completion
+        total.cost += a.cost
+        total.first = a.first if total.first is None else min(total.first, a.first)  # type: ignore[type-var]
+        total.last = a.last if total.last is None else max(total.last, a.last)  # type: ignore[type-var]
+        total.lat += a.lat
+        total.ttft += a.ttft
+    if key is None:
+        return total.row(), []
+    return total.row(), [{"key": k, **a.row()} for k, a in groups.items()]
 
 
 def _percentile_columns() -> list[Any]:
@@ -149,20 +190,16 @@ def trace_stats(
         sa.func.min(t.c.created_at).label("first"),
         sa.func.max(t.c.created_at).label("last"),
     ]
-    in_sql = store.engine.dialect.name == "postgresql"
-    if in_sql:
-        cols += _percentile_columns()
     with store.engine.connect() as conn:
-        total_row = dict(conn.execute(sa.select(*cols).where(*conds)).one()._mapping)
-        group_rows = []
-        if key is not None:
-            q = sa.select(key.label("key"), *cols).where(*conds).group_by(key)
-            group_rows = [dict(r._mapping) for r in conn.execute(q)]
-        if not in_sql:
-            total_pct, group_pct = _percentiles_python(conn, key, conds)
-            total_row.update(total_pct)
-            for r in group_rows:
-                r.update(group_pct.get(r["key"], {}))
+        if store.engine.dialect.name != "postgresql":
+            total_row, group_rows = _stats_one_pass(conn, key, conds)
+        else:
+            cols += _percentile_columns()
+            total_row = dict(conn.execute(sa.select(*cols).where(*conds)).one()._mapping)
+            group_rows = []
+            if key is not None:
+                q = sa.select(key.label("key"), *cols).where(*conds).group_by(key)
+                group_rows = [dict(r._mapping) for r in conn.execute(q)]
     total = _figures(total_row, None)
     total.pop("key")
     groups = [_figures(r, r["key"]) for r in group_rows if r["count"]]
