@@ -177,6 +177,12 @@ def test_per_call_task_header_overrides_default(store, upstream):
     t2 = stored(store, second)
     assert (t2.task_tag, t2.session_id) == ("classify", "s-9")
     assert upstream.headers[1]["x-protege-task"] == "classify"  # headers still reach the upstream
+    client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "c"}], user="end-user-3",
+        metadata={"task": "from-metadata", "session_id": "s-meta"},
+    )
+    t3 = stored(store, client.last_trace_id)
+    assert (t3.task_tag, t3.session_id, t3.client_id) == ("from-metadata", "s-meta", "end-user-3")
 
 
 def test_streaming_parallel_tool_calls(store, upstream):

@@ -128,10 +128,18 @@ class _Call:
         self.created_at = time.time()
         self.t0 = time.perf_counter()
         headers = kwargs.get("extra_headers")
-        self.task = _header(headers, TASK_HEADER) or capture.task
-        self.session_id = _header(headers, SESSION_HEADER) or capture.session_id
-        self.client_id = _header(headers, CLIENT_HEADER) or capture.client_id
         self.request = _snapshot(kwargs)
+        # Same precedence as the gateway: header, then OpenAI's ``metadata`` /
+        # ``user`` body fields, then the wrapper's defaults.
+        meta = self.request.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
+        user = self.request.get("user")
+        self.task = _header(headers, TASK_HEADER) or meta.get("task") or meta.get("protege_task") or capture.task
+        self.session_id = _header(headers, SESSION_HEADER) or meta.get("session_id") or capture.session_id
+        self.client_id = (
+            _header(headers, CLIENT_HEADER) or meta.get("client_id") or (user if isinstance(user, str) else None)
+            or capture.client_id
+        )
         self.raw_body: bytes | None = None
         self.parsed: Any = None
         self.chunks: list[Any] | None = None
