@@ -233,3 +233,11 @@ def test_import_errors_are_one_line(db_url, tmp_path):
 def test_bad_db_url_is_one_line(tmp_path: Path):
     res = CliRunner().invoke(cli, ["logs", "list", "--db", "mysql://x/y"])
     assert res.exit_code == 2 and res.output.startswith("protege: error:") and "Traceback" not in res.output
+
+
+def test_every_grouping_is_offered():
+    from protege.cli.logs import stats
+    from protege.stats import GROUP_BY
+
+    [by] = [p for p in stats.params if p.name == "by"]
+    assert set(by.type.choices) == set(GROUP_BY)

@@ -269,7 +269,8 @@ def show(trace_id: str, db_url: str | None, as_json: bool) -> None:
 
 # -- stats -------------------------------------------------------------------------
 @logs.command("stats")
-@click.option("--by", type=click.Choice(["model", "client", "task", "task_id", "served_by", "status", "source"]),
+@click.option("--by", type=click.Choice(["model", "upstream_model", "client", "task", "task_id", "served_by", "status",
+                                       "source", "session"]),
               help="Break the figures down by this column.")
 @filter_options
 @db_option
