@@ -189,10 +189,12 @@ def tiny_adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from protege.models.tiny import build_tiny
 
     root = tmp_path_factory.mktemp("tiny")
-    base = build_tiny(root / "base")
-    model, _ = load_base(str(base))
-    cfg = LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False)
-    get_peft_model(model, cfg).save_pretrained(root / "adapter")
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before conftest's per-test env
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        base = build_tiny(root / "base")
+        model, _ = load_base(str(base))
+        cfg = LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False)
+        get_peft_model(model, cfg).save_pretrained(root / "adapter")
     return base, root / "adapter"
 
 

@@ -13,7 +13,9 @@ Users extend or override it with ``PROTEGE_HOME/catalog.json`` (or
 
 Entries merge by ``name``: fields given by the user replace the packaged ones,
 new names are added, ``"disabled": true`` hides an entry. ``path`` points at a
-local Hugging Face model directory, which makes the entry usable offline.
+local Hugging Face model directory, and ``"offline": {"kind": "gguf-file",
+"path": "/models/x.gguf"}`` at a local GGUF (de-quantised and cached on first
+use); either makes the entry usable offline.
 """
 
 from __future__ import annotations
@@ -66,7 +68,10 @@ class ModelSpec:
     qlora: bool = field(default=True, metadata={"help": "4-bit QLoRA (bitsandbytes) is known to work"})
     offline: dict[str, Any] | None = field(
         default=None,
-        metadata={"help": "Offline source: {kind: gguf-package|gguf-assemble, package, file}"},
+        metadata={
+            "help": "Offline source: {kind: gguf-package, package, file} (a GGUF inside a Python package), "
+            "{kind: gguf-assemble, package, file} (a package with assemble()), {kind: gguf-file, path}"
+        },
     )
     path: str | None = field(default=None, metadata={"help": "Local model directory (usable offline)"})
     memory_gb: dict[str, float] | None = field(
@@ -114,7 +119,7 @@ def _spec_of(entry: dict[str, Any], source: str) -> ModelSpec:
             f"{source}: model {entry['name']!r}: tool_call_format must be one of {', '.join(TOOL_CALL_FORMATS)}"
         )
     try:
-        kw["parameters"] = int(float(kw["parameters"]))
+        kw["parameters"] = parse_params(kw["parameters"])
         kw["context_window"] = int(kw["context_window"])
     except (TypeError, ValueError) as exc:
         raise CatalogError(f"{source}: model {entry['name']!r}: {exc}") from None

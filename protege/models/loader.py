@@ -73,6 +73,8 @@ def offline_source_present(spec: ModelSpec) -> bool:
         return (Path(spec.path).expanduser() / "config.json").exists()
     if not spec.offline:
         return False
+    if spec.offline["kind"] == "gguf-file":
+        return Path(spec.offline["path"]).expanduser().exists()
     pkg = _package_dir(spec.offline["package"])
     if pkg is None:
         return False
@@ -139,6 +141,8 @@ def _from_dir(path: Path, dtype: Any, device: str) -> tuple[Any, Any]:
 
 def _gguf_file(spec: ModelSpec, workdir: Path) -> Path:
     assert spec.offline is not None
+    if spec.offline["kind"] == "gguf-file":
+        return Path(spec.offline["path"]).expanduser()
     pkg = _package_dir(spec.offline["package"])
     if pkg is None:
         raise ModelUnavailable(f"{spec.name}: package {spec.offline['package']!r} is not installed")
@@ -154,23 +158,26 @@ def _gguf_file(spec: ModelSpec, workdir: Path) -> Path:
 
 
 def _chat_setup(spec: ModelSpec, tokenizer: Any, model: Any) -> None:
-    """Give the embedded models a tools-aware chat template and stop token."""
-    from protege.models.templates import CHATML_TOOLS, GEMMA_TOOLS, TURN_END
+    """Give a de-quantised model a tools-aware chat template (when its own has
+    none) and make generation stop at the end of the assistant's turn."""
+    from protege.models.templates import CHATML_TOOLS, CHATML_TOOLS_PLAIN, GEMMA_TOOLS, TURN_END
 
-    if spec.architecture.startswith("gemma"):
+    own = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
+    vocab = tokenizer.get_vocab()
+    if spec.architecture.startswith("gemma") or TURN_END["gemma"] in vocab:
         template, turn_end = GEMMA_TOOLS, TURN_END["gemma"]
-    elif "<|im_start|>" in (tokenizer.chat_template or "") or "<|im_start|>" in tokenizer.get_vocab():
-        template, turn_end = CHATML_TOOLS, TURN_END["chatml"]
+    elif TURN_END["chatml"] in vocab:
+        template = CHATML_TOOLS if spec.family == "smollm2" else CHATML_TOOLS_PLAIN
+        turn_end = TURN_END["chatml"]
     else:
         return
-    tokenizer.chat_template = template
-    end_id = tokenizer.convert_tokens_to_ids(turn_end)
-    if end_id is None or end_id == tokenizer.unk_token_id:
-        return
+    if "tools" not in own:
+        tokenizer.chat_template = template
+    end_id = vocab.get(turn_end)
     gen = model.generation_config
     eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
     ids = [eos] if isinstance(eos, int) else list(eos or [])
-    if end_id not in ids:
+    if end_id is not None and end_id not in ids:
         ids.append(end_id)
     gen.eos_token_id = ids
     if tokenizer.pad_token_id is None:
@@ -273,8 +280,11 @@ def _from_hub(hub_id: str, dtype: Any, device: str, catalog: Catalog) -> tuple[A
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(hub_id)
-        model = AutoModelForCausalLM.from_pretrained(hub_id, dtype=dtype)
+        # huggingface_hub reads HF_HUB_OFFLINE once, at import; read it now so
+        # an offline process never waits on network timeouts.
+        local = hub_offline()
+        tokenizer = AutoTokenizer.from_pretrained(hub_id, local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(hub_id, dtype=dtype, local_files_only=local)
     except (OSError, ValueError) as exc:
         usable = ", ".join(offline_models(catalog)) or ", ".join(EMBEDDED)
         where = "the hub is offline (HF_HUB_OFFLINE=1)" if hub_offline() else "it could not be fetched"

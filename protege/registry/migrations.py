@@ -45,6 +45,25 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX ix_adapter_events_task ON adapter_events (task_id, at)",
         ),
     ),
+    # Model selection results (`protege select`): kept so training can default
+    # to the best candidate and reports can show why it was chosen.
+    Migration(
+        401,
+        "model selections",
+        (
+            """CREATE TABLE model_selections (
+                id TEXT PRIMARY KEY,
+                task_id TEXT NOT NULL,
+                dataset_version TEXT,
+                created_at DOUBLE PRECISION NOT NULL,
+                best_model TEXT,
+                best_mode TEXT,
+                constraints TEXT,
+                results TEXT NOT NULL
+            )""",
+            "CREATE INDEX ix_model_selections_task ON model_selections (task_id, created_at)",
+        ),
+    ),
 ]
 
 adapters = sa.Table(
@@ -75,4 +94,17 @@ adapter_events = sa.Table(
     sa.Column("from_status", sa.Text),
     sa.Column("to_status", sa.Text, nullable=False),
     sa.Column("reason", sa.Text),
+)
+
+model_selections = sa.Table(
+    "model_selections",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("task_id", sa.Text, nullable=False),
+    sa.Column("dataset_version", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("best_model", sa.Text),
+    sa.Column("best_mode", sa.Text),
+    sa.Column("constraints", sa.Text),
+    sa.Column("results", sa.Text, nullable=False),
 )
