@@ -1,0 +1,205 @@
+"""From dataset rows to padded batches: tokenise, mask, prune, group by length."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class TokenizedExample:
+    """One training example: prompt ids then answer ids; only the answer carries loss."""
+
+    input_ids: list[int]
+    n_prompt: int
+    row_id: str = ""
+    synthetic: bool = False
+
+    @property
+    def n_answer(self) -> int:
+        return len(self.input_ids) - self.n_prompt
+
+    def labels(self) -> list[int]:
+        return [IGNORE_INDEX] * self.n_prompt + self.input_ids[self.n_prompt :]
+
+
+@dataclass
+class TokenizeReport:
+    kept: int = 0
+    skipped_too_long: int = 0
+    skipped_empty: int = 0
+    prompt_tokens: int = 0
+    answer_tokens: int = 0
+    skipped_ids: list[str] = field(default_factory=list)
+
+
+def tokenize_row(
+    row: dict[str, Any],
+    tokenizer: Any,
+    *,
+    prefix: dict[str, Any] | None = None,
+    drop_prefix: bool = False,
+) -> TokenizedExample:
+    """Prompt and answer are tokenised apart and concatenated: the split is
+    exact (no boundary merge) and matches serving, where the student continues
+    from the prompt's ids."""
+    from protege.models.toolcall import build_prompt, render_answer
+
+    prompt = build_prompt(
+        row.get("messages") or [], row.get("tools"), tokenizer, prefix=prefix, drop_prefix=drop_prefix
+    )
+    answer = render_answer(row.get("completion") or {}, tokenizer)
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    meta = row.get("meta") or {}
+    return TokenizedExample(
+        input_ids=list(p_ids) + list(a_ids),
+        n_prompt=len(p_ids),
+        row_id=str(row.get("id", "")),
+        synthetic=bool(meta.get("synthetic")),
+    )
+
+
+def tokenize_rows(
+    rows: Iterable[dict[str, Any]],
+    tokenizer: Any,
+    *,
+    prefix: dict[str, Any] | None = None,
+    drop_prefix: bool = False,
+    max_length: int = 2048,
+) -> tuple[list[TokenizedExample], TokenizeReport]:
+    """Tokenise a split. Over-long examples are skipped, not truncated: a cut
+    answer would teach the student to stop mid-call."""
+    out: list[TokenizedExample] = []
+    rep = TokenizeReport()
+    for row in rows:
+        ex = tokenize_row(row, tokenizer, prefix=prefix, drop_prefix=drop_prefix)
+        if ex.n_answer <= 0:
+            rep.skipped_empty += 1
+            rep.skipped_ids.append(ex.row_id)
+            continue
+        if len(ex.input_ids) > max_length:
+            rep.skipped_too_long += 1
+            rep.skipped_ids.append(ex.row_id)
+            continue
+        out.append(ex)
+        rep.kept += 1
+        rep.prompt_tokens += ex.n_prompt
+        rep.answer_tokens += ex.n_answer
+    return out, rep
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, *, seed: int, epoch: int, mega: int = 16
+) -> list[list[int]]:
+    """Batches of similar length, in a random but reproducible order.
+
+    Shuffle, cut into mega-batches of ``mega * batch_size``, sort each by
+    length and slice: padding nearly vanishes while batches stay mixed across
+    the data. Deterministic in (seed, epoch), so a resumed run replays the
+    same order.
+    """
+    rng = random.Random(seed * 100_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches: list[list[int]] = []
+    step = max(1, mega * batch_size)
+    for start in range(0, len(order), step):
+        chunk = sorted(order[start : start + step], key=lambda i: lengths[i])
+        batches.extend(chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, Any]:
+    """Right-pad to the longest example of the batch; padding carries no loss."""
+    import torch
+
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids, dtype=torch.long)
+        labels[i, :n] = torch.tensor(e.labels(), dtype=torch.long)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+# -- datasets --------------------------------------------------------------------
+
+
+@dataclass
+class TaskData:
+    """A task dataset in memory: the shape ``protege.datasets.load_dataset`` returns."""
+
+    manifest: dict[str, Any]
+    train: list[dict[str, Any]]
+    validation: list[dict[str, Any]]
+    test: list[dict[str, Any]] = field(default_factory=list)
+    path: Path | None = None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def read_dataset_dir(path: Path) -> TaskData:
+    """Read ``manifest.json`` and the split files of one dataset version."""
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    return TaskData(
+        manifest=manifest,
+        train=_read_jsonl(path / "train.jsonl"),
+        validation=_read_jsonl(path / "validation.jsonl"),
+        test=_read_jsonl(path / "test.jsonl"),
+        path=path,
+    )
+
+
+def load_task_dataset(task_id: str, version: str | None = None) -> Any:
+    """The task's dataset through ``protege.datasets``; reading the documented
+    artifact layout directly only when that stage is not installed."""
+    try:
+        from protege.datasets import load_dataset
+    except ImportError:
+        load_dataset = None
+    if load_dataset is not None:
+        return load_dataset(task_id, version=version)
+    from protege.config import artifacts_dir
+
+    root = artifacts_dir() / "datasets" / task_id
+    if not root.is_dir():
+        raise FileNotFoundError(f"no dataset for task {task_id!r} (build one with `protege dataset build`)")
+    if version is None:
+        versions = sorted((p for p in root.iterdir() if (p / "manifest.json").exists()), key=_version_key)
+        if not versions:
+            raise FileNotFoundError(f"no dataset version for task {task_id!r}")
+        return read_dataset_dir(versions[-1])
+    path = root / version
+    if not (path / "manifest.json").exists():
+        raise FileNotFoundError(f"no dataset version {version!r} for task {task_id!r}")
+    return read_dataset_dir(path)
+
+
+def _version_key(p: Path) -> tuple[int, str]:
+    digits = "".join(ch for ch in p.name if ch.isdigit())
+    return (int(digits) if digits else -1, p.name)
+
+
+def rows_of(split: Any) -> list[dict[str, Any]]:
+    """A split as a list of row dicts, whatever container the dataset uses."""
+    if split is None:
+        return []
+    if isinstance(split, list):
+        return split
+    return [dict(r) if not isinstance(r, dict) else r for r in split]

@@ -1,0 +1,797 @@
+"""LoRA SFT of a student on its task's teacher answers.
+
+A lean loop on PEFT rather than TRL's ``SFTTrainer``, for one measured
+reason and two practical ones:
+
+* the loss needs logits only where the answer is, yet a causal-LM forward
+  (and so ``SFTTrainer``/``Trainer``) projects every position through the
+  ~49k-word output layer first: a batch of 8 x 220 tokens builds a 350 MB
+  logits tensor and spends ~20% of the step in ``lm_head`` and its softmax.
+  Here the decoder runs once and only answer positions go through
+  ``lm_head`` (``AnswerLoss``); with bf16 autocast, LoRA on the top blocks and
+  length-grouped batches this is what makes CPU training fast enough
+  (bench/train.py measures it against a plain loop);
+* resuming must replay the exact batch order and RNG state so a resumed run
+  ends where an uninterrupted one would (tests/test_train.py checks it);
+* progress, early stopping and checkpoints fit in a page instead of
+  callbacks spread over Trainer, TRL and accelerate.
+
+Several GPUs still go through accelerate (launch with ``accelerate launch``),
+QLoRA through bitsandbytes, both imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import random
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from protege.train.config import TrainConfig, parse_layers
+from protege.train.data import (
+    TokenizedExample,
+    _read_jsonl,
+    collate,
+    length_grouped_batches,
+    load_task_dataset,
+    rows_of,
+    tokenize_rows,
+)
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+METADATA = "protege_adapter.json"
+SYNTHETIC = "synthetic.jsonl"
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped early (Ctrl-C or a callback); a checkpoint was saved."""
+
+    def __init__(self, message: str, run_dir: Path, step: int) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
+        self.step = step
+
+
+@dataclass
+class TrainResult:
+    task_id: str
+    version: int | str
+    adapter_dir: Path
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+    record: Any = None
+    stopped_early: bool = False
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint needs to carry on exactly where it stopped."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_val: float = math.inf
+    best_step: int = 0
+    bad_evals: int = 0
+    train_time_s: float = 0.0
+    tokens: int = 0
+    answer_tokens: int = 0
+    padded_tokens: int = 0
+    train_curve: list[list[float]] = field(default_factory=list)
+    val_curve: list[list[float]] = field(default_factory=list)
+    started_at: str = ""
+
+
+# -- hardware --------------------------------------------------------------------
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls (AVX512-BF16 or AMX); without them bf16 autocast is slower than fp32."""
+    import torch
+
+    try:
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
+    except Exception:
+        pass
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_device(spec: str) -> str:
+    import torch
+
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("CUDA requested but no GPU is available")
+    return spec
+
+
+def resolve_precision(spec: str, device: str) -> str:
+    import torch
+
+    if spec != "auto":
+        return spec
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def peak_rss_bytes() -> int:
+    # ru_maxrss is in KiB on Linux (bytes on macOS)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if os.uname().sysname == "Darwin" else rss * 1024)
+
+
+# -- the loss --------------------------------------------------------------------
+
+
+def _answer_loss_module():
+    import torch
+    import torch.nn.functional as F
+
+    class AnswerLoss(torch.nn.Module):
+        """Summed next-token loss over answer tokens, and their count.
+
+        Runs the decoder once and sends only the positions that predict an
+        answer token through ``lm_head``: the logits of prompt positions are
+        never built.
+        """
+
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model  # the PeftModel
+            base = model.get_base_model()
+            self.decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+            self.head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+            self.softcap = getattr(base.config, "final_logit_softcapping", None)
+
+        def forward(self, input_ids: Any, attention_mask: Any, labels: Any) -> tuple[Any, Any]:
+            target = labels[:, 1:]
+            keep = target != -100
+            count = keep.sum()
+            if self.decoder is None or self.head is None:  # unusual architectures: plain forward
+                logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+                loss = F.cross_entropy(logits[keep].float(), target[keep], reduction="sum")
+                return loss, count
+            hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            logits = self.head(hidden[:, :-1][keep])
+            if self.softcap:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+            loss = F.cross_entropy(logits.float(), target[keep], reduction="sum")
+            return loss, count
+
+    return AnswerLoss
+
+
+# -- LoRA --------------------------------------------------------------------------
+
+
+def _n_layers(model: Any) -> int:
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    n = getattr(cfg, "num_hidden_layers", None)
+    if not n:
+        raise ValueError("cannot tell how many blocks the base model has")
+    return int(n)
+
+
+def attach_lora(model: Any, cfg: TrainConfig) -> Any:
+    """Wrap ``model`` in a PeftModel with LoRA on the configured blocks (in place)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    present = {
+        name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)
+    }
+    targets = [t for t in cfg.target_modules if t in present]
+    if not targets:
+        raise ValueError(
+            f"none of the LoRA target modules {list(cfg.target_modules)} exist in the base model"
+        )
+    layers = parse_layers(cfg.layers, _n_layers(model))
+    lora = LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.resolved_alpha(),
+        lora_dropout=cfg.dropout,
+        target_modules=targets,
+        layers_to_transform=layers,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(cfg.seed)
+    return get_peft_model(model, lora)
+
+
+def lora_state(model: Any) -> dict[str, Any]:
+    """Trainable (LoRA) tensors, cloned to CPU."""
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_lora_state(model: Any, state: dict[str, Any]) -> None:
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value.to(params[name].device, params[name].dtype))
+
+
+# -- run directories -------------------------------------------------------------
+
+
+def adapters_root(task_id: str) -> Path:
+    from protege.config import artifacts_dir
+
+    return artifacts_dir() / "adapters" / task_id
+
+
+def _version_number(name: str) -> int:
+    name = name[1:] if name.startswith("v") else name
+    return int(name) if name.isdigit() else 0
+
+
+def new_run_dir(task_id: str, min_version: int = 1) -> Path:
+    """Claim the next version directory, ``artifacts/adapters/<task>/<N>/`` (the
+    registry's layout), atomically: two concurrent runs never share one."""
+    root = adapters_root(task_id)
+    root.mkdir(parents=True, exist_ok=True)
+    n = max([_version_number(p.name) for p in root.iterdir()] + [min_version - 1]) + 1
+    while True:
+        path = root / str(n)
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+def resumable_run(task_id: str) -> Path | None:
+    """The newest run of the task that has a checkpoint and no finished adapter."""
+    root = adapters_root(task_id)
+    if not root.is_dir():
+        return None
+    runs = sorted(
+        (p for p in root.iterdir() if (p / CHECKPOINT).exists() and not (p / METADATA).exists()),
+        key=lambda p: _version_number(p.name),
+    )
+    return runs[-1] if runs else None
+
+
+# -- the run ---------------------------------------------------------------------
+
+
+def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return f
+
+
+def _eval_sample(n: int, k: int, seed: int) -> list[int]:
+    idx = list(range(n))
+    random.Random(seed).shuffle(idx)
+    return sorted(idx[:k]) if k and k < n else idx
+
+
+def _progress(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+
+
+def _load_base(cfg: TrainConfig) -> tuple[Any, Any]:
+    try:
+        from protege.models.loader import load_base
+    except ImportError:
+        raise ValueError("no model loader available (protege.models.loader)") from None
+    return load_base(cfg.base)
+
+
+def _quantized(model: Any, cfg: TrainConfig, device: str) -> Any:
+    """Reload the base in 4-bit NF4 for QLoRA (CUDA + bitsandbytes)."""
+    if not device.startswith("cuda"):
+        raise ValueError("QLoRA (--quantization 4bit) needs a CUDA GPU")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ValueError("QLoRA needs bitsandbytes: pip install 'protege[gpu]'") from None
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    source = getattr(model.config, "_name_or_path", None) or cfg.base
+    qmodel = AutoModelForCausalLM.from_pretrained(
+        source,
+        quantization_config=BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        ),
+        device_map={"": device},
+    )
+    return prepare_model_for_kbit_training(
+        qmodel, use_gradient_checkpointing=bool(cfg.gradient_checkpointing)
+    )
+
+
+def train_adapter(
+    task_id: str | None = None,
+    *,
+    config: TrainConfig | None = None,
+    dataset: Any = None,
+    dataset_version: str | None = None,
+    model: Any = None,
+    tokenizer: Any = None,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    store: Any = None,
+    progress: bool = False,
+    on_step: Callable[[TrainState], None] | None = None,
+    augment: Any = None,
+    augment_client: Any = None,
+) -> TrainResult:
+    """Train a LoRA adapter for a task and write it under ``artifacts/adapters/<task>/<vN>/``.
+
+    ``dataset`` (anything with ``.manifest``, ``.train``, ``.validation``) and
+    ``model``/``tokenizer`` default to the task's latest dataset and the
+    configured base model; a passed ``model`` is modified in place (LoRA is
+    injected into it). ``resume`` continues the newest unfinished run of the
+    task (or ``run_dir``) from its last checkpoint, with its saved config.
+    ``on_step`` is called after every optimizer step; raising from it stops
+    training with a checkpoint saved. With ``store``, the adapter is
+    registered as a candidate. With ``augment`` (an ``AugmentConfig``) and
+    ``augment_client``, a small training split is grown with synthetic rows
+    (kept in the run directory, so a resumed run trains on the same data).
+    """
+    import torch
+
+    cfg = copy.deepcopy(config) if config is not None else TrainConfig()
+    ckpt: dict[str, Any] | None = None
+    if resume:
+        if run_dir is None:
+            if task_id is None:
+                raise ValueError("resume needs a task id or a run directory")
+            run_dir = resumable_run(task_id)
+            if run_dir is None:
+                raise ValueError(f"no unfinished training run of task {task_id!r} to resume")
+        if not (run_dir / CHECKPOINT).exists():
+            raise ValueError(f"no checkpoint in {run_dir}")
+        ckpt = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+        cfg = TrainConfig.from_dict(ckpt["config"])
+        dataset_version = dataset_version or ckpt.get("dataset_version")
+    cfg.validate()
+
+    if dataset is None:
+        if task_id is None:
+            raise ValueError("a task id or a dataset is required")
+        dataset = load_task_dataset(task_id, dataset_version)
+    manifest = dict(getattr(dataset, "manifest", {}) or {})
+    task_id = task_id or manifest.get("task_id") or "task"
+    train_rows = rows_of(getattr(dataset, "train", None))
+    val_rows = rows_of(getattr(dataset, "validation", None))
+    if not train_rows:
+        raise ValueError(f"task {task_id!r} has no training examples")
+    if run_dir is None and not resume:
+        run_dir = new_run_dir(task_id, _registry_next_version(store, task_id))
+    assert run_dir is not None
+    synthetic_file = run_dir / SYNTHETIC
+    if synthetic_file.exists():
+        train_rows = train_rows + rows_of(_read_jsonl(synthetic_file))
+    elif augment is not None and augment_client is not None and len(train_rows) < augment.target:
+        from protege.train.augment import augment_rows
+
+        extra = augment_rows(train_rows, augment_client, augment)
+        synthetic_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in extra))
+        train_rows = train_rows + extra
+    if ckpt and manifest.get("hash") and ckpt.get("dataset_hash") not in (None, manifest.get("hash")):
+        raise ValueError("the dataset changed since the checkpoint was written; start a new run")
+
+    prefix = manifest.get("prefix") or None
+    has_prefix = bool(prefix and (prefix.get("system") or prefix.get("tools")))
+    drop_prefix = has_prefix if cfg.drop_prefix is None else (cfg.drop_prefix and has_prefix)
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    if precision == "bf16" and device == "cpu" and not cpu_has_bf16():
+        log.warning("this CPU has no native bf16; bf16 autocast will be slow")
+    use_cuda = device.startswith("cuda")
+    if cfg.gradient_checkpointing is None:
+        cfg.gradient_checkpointing = use_cuda
+
+    if model is None or tokenizer is None:
+        model, tokenizer = _load_base(cfg)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    pad_id = int(tokenizer.pad_token_id)
+
+    train_ex, train_rep = tokenize_rows(
+        train_rows, tokenizer, prefix=prefix, drop_prefix=drop_prefix, max_length=cfg.max_length
+    )
+    val_all, _ = tokenize_rows(
+        val_rows, tokenizer, prefix=prefix, drop_prefix=drop_prefix, max_length=cfg.max_length
+    )
+    if not train_ex:
+        raise ValueError(f"no training example of task {task_id!r} fits in {cfg.max_length} tokens")
+    val_ex = [val_all[i] for i in _eval_sample(len(val_all), cfg.max_eval_examples, cfg.seed)]
+
+    # -- model
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    accelerator = None
+    if world > 1:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
+        device = str(accelerator.device)
+    if cfg.quantization == "4bit":
+        model = _quantized(model, cfg, device)
+    elif use_cuda:
+        # frozen base in bf16 halves GPU memory; PEFT keeps the adapter in fp32
+        model.to(device, dtype=torch.bfloat16 if precision == "bf16" else None)
+    if cfg.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "config"):
+        model.config.use_cache = False
+    peft_model = attach_lora(model, cfg)
+    peft_model.to(device)
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in trainable)
+    n_total = sum(p.numel() for p in peft_model.parameters())
+    loss_mod = _answer_loss_module()(peft_model)
+
+    # -- schedule
+    lengths = [len(e.input_ids) for e in train_ex]
+    steps_per_epoch = math.ceil(len(train_ex) / cfg.batch_size)
+    if world > 1:
+        steps_per_epoch = math.ceil(steps_per_epoch / world)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    warmup = int(cfg.warmup_ratio * total_steps)
+    eval_every = cfg.eval_every or max(1, total_steps // 8)
+    ckpt_every = cfg.checkpoint_every or eval_every
+
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup))
+    if accelerator is not None:
+        loss_mod, optimizer = accelerator.prepare(loss_mod, optimizer)
+
+    state = TrainState(started_at=_now())
+    best_lora: dict[str, Any] | None = None
+    if ckpt is not None:
+        load_lora_state(peft_model, ckpt["lora"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        state = TrainState(**ckpt["state"])
+        best_lora = ckpt.get("best_lora")
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        random.setstate(ckpt["rng"]["python"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    version: int | str = _version_number(run_dir.name) or run_dir.name
+    is_main = accelerator is None or accelerator.is_main_process
+
+    def amp() -> Any:
+        # accelerate autocasts inside the prepared module itself
+        if precision == "bf16" and accelerator is None:
+            return torch.autocast(device_type="cuda" if use_cuda else "cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def evaluate() -> float | None:
+        if not val_ex:
+            return None
+        peft_model.eval()
+        total, count = 0.0, 0
+        order = sorted(range(len(val_ex)), key=lambda i: len(val_ex[i].input_ids))
+        with torch.no_grad(), amp():
+            for j in range(0, len(order), cfg.batch_size):
+                batch = collate([val_ex[i] for i in order[j : j + cfg.batch_size]], pad_id)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                s, c = _unwrap(loss_mod)(**batch)
+                total += float(s)
+                count += int(c)
+        peft_model.train()
+        return total / max(1, count)
+
+    def save_checkpoint() -> None:
+        if not is_main:
+            return
+        payload = {
+            "lora": lora_state(peft_model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "state": state.__dict__,
+            "best_lora": best_lora,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+            "config": cfg.to_dict(),
+            "dataset_hash": manifest.get("hash"),
+            "dataset_version": manifest.get("version"),
+        }
+        tmp = run_dir / (CHECKPOINT + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, run_dir / CHECKPOINT)
+
+    bar = _progress(progress and is_main)
+    bar_task = None
+    if bar is not None:
+        bar.start()
+        bar_task = bar.add_task(f"train {task_id}", total=total_steps, completed=state.step, info="")
+
+    peft_model.train()
+    stop_reason = "completed"
+    t_mark = time.perf_counter()
+    try:
+        while state.step < total_steps and stop_reason == "completed":
+            batches = length_grouped_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=state.epoch)
+            if accelerator is not None:
+                batches = batches[accelerator.process_index :: world]
+            while (
+                state.batch_in_epoch < len(batches)
+                and state.step < total_steps
+                and stop_reason == "completed"
+            ):
+                examples = [train_ex[i] for i in batches[state.batch_in_epoch]]
+                loss_value = _train_step(
+                    examples, cfg, loss_mod, optimizer, scheduler, trainable, amp, accelerator, device, pad_id
+                )
+                state.batch_in_epoch += 1
+                state.step += 1
+                state.tokens += sum(len(e.input_ids) for e in examples)
+                state.answer_tokens += sum(e.n_answer for e in examples)
+                state.padded_tokens += len(examples) * max(len(e.input_ids) for e in examples)
+                now = time.perf_counter()
+                state.train_time_s += now - t_mark
+                state.train_curve.append([state.step, round(loss_value, 5)])
+                evaluated = False
+                if state.step % eval_every == 0 or state.step == total_steps:
+                    evaluated = True
+                    val = evaluate()
+                    if val is not None:
+                        state.val_curve.append([state.step, round(val, 5)])
+                        if val < state.best_val - cfg.min_delta:
+                            state.best_val, state.best_step, state.bad_evals = val, state.step, 0
+                            best_lora = lora_state(peft_model)
+                        else:
+                            state.bad_evals += 1
+                            if cfg.patience and state.bad_evals >= cfg.patience:
+                                stop_reason = "early_stopping"
+                if bar is not None:
+                    tps = state.tokens / max(state.train_time_s, 1e-9)
+                    info = f"loss {loss_value:.3f}"
+                    if state.val_curve:
+                        info += f" val {state.val_curve[-1][1]:.3f}"
+                    bar.update(bar_task, completed=state.step, info=f"{info}  {tps:.0f} tok/s")
+                epoch_done = state.batch_in_epoch >= len(batches)
+                if epoch_done:
+                    state.epoch += 1
+                    state.batch_in_epoch = 0
+                if (state.step % ckpt_every == 0 or evaluated) and state.step < total_steps:
+                    save_checkpoint()
+                if on_step is not None:
+                    on_step(state)
+                t_mark = time.perf_counter()  # validation and checkpoints are not training time
+                if epoch_done:
+                    break  # the next epoch has its own batch order
+    except BaseException as exc:
+        save_checkpoint()
+        if bar is not None:
+            bar.stop()
+        if isinstance(exc, KeyboardInterrupt):
+            raise TrainingInterrupted(
+                f"training interrupted at step {state.step}/{total_steps}; "
+                f"resume with `protege train {task_id} --resume`",
+                run_dir,
+                state.step,
+            ) from None
+        raise
+    if bar is not None:
+        bar.stop()
+
+    # -- the adapter: the best validated weights, else the last
+    if best_lora is not None:
+        load_lora_state(peft_model, best_lora)
+    finished = _now()
+    answer_lengths = [e.n_answer for e in train_ex]
+    metrics = {
+        "train_loss_curve": state.train_curve,
+        "val_loss_curve": state.val_curve,
+        "best_val_loss": None if math.isinf(state.best_val) else state.best_val,
+        "best_step": state.best_step,
+        "final_train_loss": state.train_curve[-1][1] if state.train_curve else None,
+        "steps": state.step,
+        "total_steps": total_steps,
+        "epochs_done": round(state.step / steps_per_epoch, 3),
+        "stop_reason": stop_reason,
+        "train_time_s": round(state.train_time_s, 3),
+        "tokens": state.tokens,
+        "answer_tokens": state.answer_tokens,
+        "padded_tokens": state.padded_tokens,
+        "tokens_per_s": round(state.tokens / max(state.train_time_s, 1e-9), 2),
+        "answer_tokens_per_s": round(state.answer_tokens / max(state.train_time_s, 1e-9), 2),
+        "padding_fraction": round(1 - state.tokens / max(1, state.padded_tokens), 4),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_cuda_bytes": int(torch.cuda.max_memory_allocated()) if use_cuda else None,
+        "trainable_params": n_trainable,
+        "total_params": n_total,
+        "train_examples": len(train_ex),
+        "val_examples_scored": len(val_ex),
+        "skipped_examples": train_rep.skipped_too_long + train_rep.skipped_empty,
+        "mean_prompt_tokens": round(train_rep.prompt_tokens / max(1, train_rep.kept), 1),
+        "mean_answer_tokens": round(train_rep.answer_tokens / max(1, train_rep.kept), 1),
+        "synthetic_examples": sum(e.synthetic for e in train_ex),
+    }
+    resolved = cfg.to_dict()
+    resolved.update(
+        drop_prefix=drop_prefix,
+        precision=precision,
+        device=device,
+        lora_layers=parse_layers(cfg.layers, _n_layers(peft_model.get_base_model())),
+        alpha=cfg.resolved_alpha(),
+        max_new_tokens=int(max(answer_lengths) * 1.5) + 16,
+        world_size=world,
+    )
+    meta = {
+        "format": 1,
+        "task_id": task_id,
+        "version": version,
+        "base_model": cfg.base,
+        "tool_call_format": "hermes",
+        "dataset": {
+            "task_id": manifest.get("task_id", task_id),
+            "version": manifest.get("version"),
+            "hash": manifest.get("hash"),
+            "id": manifest.get("id"),
+            "output_type": manifest.get("output_type"),
+            "path": str(getattr(dataset, "path", "") or "") or None,
+        },
+        "prefix": prefix,
+        "drop_prefix": drop_prefix,
+        "config": resolved,
+        "metrics": metrics,
+        "status": "candidate",
+        "started_at": state.started_at,
+        "finished_at": finished,
+        "created_at": finished,
+    }
+    if is_main:
+        peft_model.peft_config["default"].base_model_name_or_path = cfg.base
+        peft_model.save_pretrained(run_dir, save_embedding_layers=False)
+        tokenizer.save_pretrained(run_dir)
+        (run_dir / METADATA).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str))
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    record = register_adapter(store, meta, run_dir) if store is not None and is_main else None
+    return TrainResult(
+        task_id=task_id,
+        version=version,
+        adapter_dir=run_dir,
+        metrics=metrics,
+        config=resolved,
+        record=record,
+        stopped_early=stop_reason == "early_stopping",
+    )
+
+
+def _train_step(
+    examples: list[TokenizedExample],
+    cfg: TrainConfig,
+    loss_mod: Any,
+    optimizer: Any,
+    scheduler: Any,
+    trainable: list[Any],
+    amp: Callable[[], Any],
+    accelerator: Any,
+    device: str,
+    pad_id: int,
+) -> float:
+    """One optimizer step over ``examples``, split into ``grad_accum`` micro-batches.
+
+    The loss is the mean over every answer token of the step, whatever the
+    split: each micro-batch's summed loss is divided by the step's total.
+    """
+    import torch
+
+    n_answer = sum(max(0, e.n_answer) for e in examples) or 1
+    micro = math.ceil(len(examples) / cfg.grad_accum)
+    total = 0.0
+    for j in range(0, len(examples), micro):
+        batch = collate(examples[j : j + micro], pad_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with amp():
+            loss_sum, _ = loss_mod(**batch)
+        loss = loss_sum / n_answer
+        if accelerator is not None:
+            accelerator.backward(loss)
+        else:
+            loss.backward()
+        total += float(loss.detach())
+    if cfg.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+def _unwrap(module: Any) -> Any:
+    return getattr(module, "module", module)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# -- registry --------------------------------------------------------------------
+
+
+def _registry_next_version(store: Any, task_id: str) -> int:
+    if store is None:
+        return 1
+    try:
+        from protege.registry import Registry
+    except ImportError:
+        return 1
+    return Registry(store).next_version(task_id)
+
+
+def register_adapter(store: Any, meta: dict[str, Any], adapter_dir: Path) -> Any:
+    """Record the adapter in the registry as a candidate.
+
+    Returns None (with a log line) when ``protege.registry`` is not installed;
+    the adapter directory is complete either way and its
+    ``protege_adapter.json`` holds everything a later registration needs.
+    """
+    try:
+        from protege.registry import Registry
+    except ImportError:
+        log.warning("protege.registry is not available; adapter %s not registered", adapter_dir)
+        return None
+    version = meta["version"]
+    return Registry(store).register(
+        meta["task_id"],
+        version=version if isinstance(version, int) else None,
+        base_model=meta["base_model"],
+        path=str(adapter_dir),
+        dataset_id=meta["dataset"].get("id"),
+        dataset_hash=meta["dataset"]["hash"],
+        config=meta["config"],
+        metrics=meta["metrics"],
+    )
