@@ -350,26 +350,34 @@ def test_text_task_with_a_fake_judge(store):
 # ----------------------------------------------------------------- the real student path
 
 
-@pytest.fixture
-def tiny_adapter(_isolated_home: Path):
-    """A tiny Llama + a fresh LoRA adapter registered for a task."""
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """A tiny Llama and a fresh LoRA adapter on it, built once for the module."""
     pytest.importorskip("peft")
     from peft import LoraConfig, get_peft_model
 
     from protege.models.loader import load_base
     from protege.models.tiny import build_tiny
+
+    root = tmp_path_factory.mktemp("tiny")
+    base_dir = build_tiny(root / "base")
+    model, _ = load_base(str(base_dir))
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    adir = root / "adapter"
+    peft_model.save_pretrained(adir)
+    meta = {"base_model": str(base_dir), "drop_prefix": False, "config": {"max_new_tokens": 8}}
+    (adir / "protege_adapter.json").write_text(json.dumps(meta))
+    return base_dir, adir
+
+
+@pytest.fixture
+def tiny_adapter(tiny_base, _isolated_home: Path):
+    """The tiny adapter registered for a task with a 4-example test split."""
     from protege.registry import Registry
 
-    base_dir = build_tiny(_isolated_home / "tiny")
-    model, tok = load_base(str(base_dir))
-    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    adir = _isolated_home / "adapter"
-    peft_model.save_pretrained(adir)
-    (adir / "protege_adapter.json").write_text(
-        json.dumps({"base_model": str(base_dir), "drop_prefix": False, "config": {"max_new_tokens": 12}})
-    )
-    rows = bfcl_rows("simple_python", 6)
-    write_dataset(_isolated_home, "tiny-task", rows, bfcl_rows("simple_python", 8)[6:], "tool_call")
+    base_dir, adir = tiny_base
+    rows = bfcl_rows("simple_python", 4)
+    write_dataset(_isolated_home, "tiny-task", rows, bfcl_rows("simple_python", 6)[4:], "tool_call")
     store = open_store(f"sqlite:///{_isolated_home / 'p.db'}")
     rec = Registry(store).register("tiny-task", base_model=str(base_dir), path=adir)
     yield store, rec
@@ -379,7 +387,10 @@ def tiny_adapter(_isolated_home: Path):
 def test_real_student_and_base_baselines_generate(tiny_adapter):
     store, rec = tiny_adapter
     report = evaluate_task(
-        store, "tiny-task", adapter=f"v{rec.version}", config=EvalConfig(n_resamples=50, few_shot=1)
+        store,
+        "tiny-task",
+        adapter=f"v{rec.version}",
+        config=EvalConfig(n_resamples=50, few_shot=1, latency_samples=2),
     )
     assert report.adapter_id == rec.id
     assert set(report.systems) == {"student", "base_zero_shot", "base_few_shot", "teacher"}
@@ -400,13 +411,39 @@ def test_cli_eval_json_and_table(tiny_adapter, _isolated_home: Path):
     runner = CliRunner()
     res = runner.invoke(
         cli,
-        ["eval", "tiny-task", "--db", db, "--no-baselines", "--sample", "3", "--resamples", "50", "--json"],
+        [
+            "eval",
+            "tiny-task",
+            "--db",
+            db,
+            "--no-baselines",
+            "--sample",
+            "3",
+            "--resamples",
+            "50",
+            "--latency-samples",
+            "1",
+            "--json",
+        ],
     )
     assert res.exit_code == 0, res.output
     data = json.loads(res.output[res.output.index("{") :])
     assert data["n_examples"] == 3 and set(data["systems"]) == {"student", "teacher"}
     res = runner.invoke(
-        cli, ["eval", "tiny-task", "--db", db, "--no-baselines", "--sample", "3", "--resamples", "50"]
+        cli,
+        [
+            "eval",
+            "tiny-task",
+            "--db",
+            db,
+            "--no-baselines",
+            "--sample",
+            "2",
+            "--resamples",
+            "50",
+            "--latency-samples",
+            "0",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "exact_call_match" in res.output and "share of teacher quality" in res.output

@@ -136,6 +136,13 @@ def _fmt(x: float | None) -> str:
 @click.option("--resamples", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--usd-per-hour", type=float, default=None, help="Price of the student's hardware per hour.")
+@click.option(
+    "--latency-samples",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Examples answered alone to time latency.",
+)
 @db_option
 @json_option
 @friendly_errors
@@ -149,6 +156,7 @@ def eval_(
     resamples: int,
     seed: int,
     usd_per_hour: float | None,
+    latency_samples: int,
     db_url: str | None,
     as_json: bool,
 ) -> None:
@@ -166,6 +174,7 @@ def eval_(
         judge=judge,
         n_resamples=resamples,
         seed=seed,
+        latency_samples=latency_samples,
         cost=CostConfig(device_usd_per_hour=usd_per_hour),
     )
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
