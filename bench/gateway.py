@@ -132,6 +132,7 @@ class Cell:
     mode: str
     concurrency: int
     round: int
+    load: str = "closed"  # closed loop, or a fixed offered rate ("400/s")
     requests: int = 0
     errors: int = 0
     seconds: float = 0.0
@@ -163,7 +164,11 @@ def build_request(port: int, stream: bool, auth: str = "sk-bench") -> bytes:
 
 
 async def run_load(port: int, stream: bool, concurrency: int, duration: float, max_requests: int,
-                   target: str, mode: str, rnd: int, auth: str = "sk-bench") -> Cell:
+                   target: str, mode: str, rnd: int, auth: str = "sk-bench", rate: float | None = None) -> Cell:
+    """Closed loop (each worker sends again as soon as it has its answer), or
+    with ``rate`` a fixed schedule of ``rate`` requests/s spread over the
+    workers; then latency runs from the scheduled send time, so falling
+    behind shows up as latency instead of hiding (no coordinated omission)."""
     data = build_request(port, stream, auth)
     loop = asyncio.get_running_loop()
     clients = []
@@ -172,15 +177,26 @@ async def run_load(port: int, stream: bool, concurrency: int, duration: float, m
         clients.append(proto)
     latencies: list[float] = []
     ttfts: list[float] = []
-    cell = Cell(target=target, mode=mode, concurrency=concurrency, round=rnd)
+    cell = Cell(target=target, mode=mode, concurrency=concurrency, round=rnd,
+                load="closed" if rate is None else f"{rate:g}/s")
     budget = [max_requests]
-    stop_at = time.perf_counter() + duration
+    start = time.perf_counter()
+    stop_at = start + duration
+    period = concurrency / rate if rate else 0.0
 
-    async def worker(c: _Client) -> None:
+    async def worker(c: _Client, index: int) -> None:
+        k = 0
         while budget[0] > 0 and time.perf_counter() < stop_at:
             budget[0] -= 1
             cell.requests += 1
-            t = time.perf_counter()
+            if rate:
+                t = start + (index / concurrency + k) * period
+                k += 1
+                delay = t - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            else:
+                t = time.perf_counter()
             try:
                 status, tail = await c.request(data)
             except ConnectionError as exc:
@@ -199,7 +215,7 @@ async def run_load(port: int, stream: bool, concurrency: int, duration: float, m
                 ttfts.append(c.first - t)
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(worker(c) for c in clients))
+    await asyncio.gather(*(worker(c, i) for i, c in enumerate(clients)))
     cell.seconds = time.perf_counter() - t0
     for c in clients:
         if c.transport is not None:
@@ -270,9 +286,13 @@ def start_litellm(exe: Path, upstream_port: int, workdir: Path) -> tuple[subproc
         "  failure_callback: []\n"
         "  turn_off_message_logging: true\n"
         "  set_verbose: false\n"
+        # No gateway auth on either side (protege runs without gateway keys too).
+        "general_settings:\n"
+        "  dangerously_permit_weak_or_unset_master_key: true\n"
     )
     env = {**os.environ, "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR", "LITELLM_MODE": "PRODUCTION",
-           "DISABLE_SCHEMA_UPDATE": "true", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "NO_DOCS": "True"}
+           "DISABLE_SCHEMA_UPDATE": "true",
+           "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "NO_DOCS": "True"}
     for key in ("DATABASE_URL", "PROTEGE_DB_URL"):
         env.pop(key, None)
     log = open(workdir / "litellm.log", "w")  # noqa: SIM115 - closed with the process
@@ -296,11 +316,16 @@ def stop(proc: subprocess.Popen | None, timeout: float = 60) -> None:
 # -- main --------------------------------------------------------------------
 def summarize(cells: list[Cell], targets: list[str]) -> list[dict[str, Any]]:
     rows = []
-    keys = sorted({(c.mode, c.concurrency) for c in cells}, key=lambda k: (k[0] != "plain", k[1]))
-    for mode, conc in keys:
-        row: dict[str, Any] = {"mode": mode, "concurrency": conc}
-        rounds = sorted({c.round for c in cells if c.mode == mode and c.concurrency == conc})
-        by = {(c.target, c.round): c for c in cells if c.mode == mode and c.concurrency == conc}
+
+    def order(k: tuple[str, str, int]) -> tuple[int, int, float, int]:
+        mode, load, conc = k
+        return (load != "closed", mode != "plain", float(load[:-2]) if load != "closed" else 0.0, conc)
+
+    for mode, load, conc in sorted({(c.mode, c.load, c.concurrency) for c in cells}, key=order):
+        row: dict[str, Any] = {"mode": mode, "load": load, "concurrency": conc}
+        mine_all = [c for c in cells if c.mode == mode and c.load == load and c.concurrency == conc]
+        rounds = sorted({c.round for c in mine_all})
+        by = {(c.target, c.round): c for c in mine_all}
         for t in targets:
             mine = [by[(t, r)] for r in rounds if (t, r) in by]
             if not mine:
@@ -326,27 +351,28 @@ def print_table(rows: list[dict[str, Any]], targets: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="protege gateway vs direct vs LiteLLM (fake teacher on loopback; ms, req/s; medians over rounds)")
-    for col in ("mode", "conc", "direct p50/p99", "direct rps", "protege p50/p99", "+p50/+p99", "protege rps"):
+    table = Table(title="protege vs direct vs LiteLLM: fake teacher on loopback; latency ms p50/p99, "
+                        "added = target - direct (same round), medians over rounds")
+    for col in ("mode", "load", "conc", "direct", "rps", "protege", "added", "rps"):
         table.add_column(col, justify="right")
     if "litellm" in targets:
-        for col in ("litellm p50/p99", "+p50/+p99 ", "litellm rps", "rps x"):
+        for col in ("litellm", "added", "rps", "protege/litellm rps"):
             table.add_column(col, justify="right")
     for r in rows:
         d, p = r["direct"], r["protege"]
-        cells = [r["mode"], str(r["concurrency"]), f"{d['p50_ms']:.2f}/{d['p99_ms']:.2f}", f"{d['rps']:.0f}",
-                 f"{p['p50_ms']:.2f}/{p['p99_ms']:.2f}", f"{p['added_p50_ms']:+.2f}/{p['added_p99_ms']:+.2f}",
-                 f"{p['rps']:.0f}"]
+        cells = [r["mode"], r["load"], str(r["concurrency"]), f"{d['p50_ms']:.2f}/{d['p99_ms']:.2f}",
+                 f"{d['rps']:.0f}", f"{p['p50_ms']:.2f}/{p['p99_ms']:.2f}",
+                 f"{p['added_p50_ms']:+.2f}/{p['added_p99_ms']:+.2f}", f"{p['rps']:.0f}"]
         if "litellm" in targets:
             if "litellm" in r:
                 llm = r["litellm"]
-                cells += [f"{llm['p50_ms']:.2f}/{llm['p99_ms']:.2f}",
-                          f"{llm['added_p50_ms']:+.2f}/{llm['added_p99_ms']:+.2f}", f"{llm['rps']:.0f}",
-                          f"{r['rps_ratio_protege_vs_litellm']:.1f}"]
+                cells += [f"{llm['p50_ms']:.1f}/{llm['p99_ms']:.1f}",
+                          f"{llm['added_p50_ms']:+.1f}/{llm['added_p99_ms']:+.1f}", f"{llm['rps']:.0f}",
+                          f"{r['rps_ratio_protege_vs_litellm']:.1f}x"]
             else:
-                cells += ["-"] * 4
+                cells += ["over capacity", "", "", ""]
         table.add_row(*cells)
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 def main() -> None:
@@ -356,7 +382,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
     ap.add_argument("--max-requests", type=int, default=4000, help="requests per measurement at most")
     ap.add_argument("--rounds", type=int, default=3, help="turns of direct/protege/litellm per cell")
-    ap.add_argument("--warmup", type=int, default=100, help="unmeasured requests before each measurement")
+    ap.add_argument("--warmup", type=int, default=100, help="unmeasured requests (1 s at most) before each measurement")
+    ap.add_argument("--paced", default="25,400", help="fixed offered rates (req/s) measured at concurrency 16; '' for none")
+    ap.add_argument("--paced-rounds", type=int, default=2, help="rounds of the paced measurements")
     ap.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM comparison")
     ap.add_argument("--no-install", action="store_true", help="do not create .venv-bench when missing")
     ap.add_argument("--out", type=Path, default=None, help="write results JSON here")
@@ -391,19 +419,35 @@ def main() -> None:
                 ports["litellm"] = llm_port
                 targets.append("litellm")
         print(f"targets: {ports}; {len(modes)}x{len(concurrencies)} cells x {args.rounds} rounds", flush=True)
+        def measure(t: str, stream: bool, conc: int, rnd: int, mode: str, rate: float | None, secs: float) -> Cell:
+            warm = asyncio.run(run_load(ports[t], stream, min(conc, 16), 1.0, args.warmup, t, mode, rnd))
+            cell = asyncio.run(run_load(ports[t], stream, conc, secs, args.max_requests, t, mode, rnd, rate=rate))
+            if t == "protege":
+                sent["protege"] += warm.requests + cell.requests
+            cells.append(cell)
+            print(f"  {mode:6} {cell.load:7} c={conc:<3} r{rnd} {t:8} {cell.rps:8.0f} req/s  p50 {cell.p50_ms:8.2f} ms"
+                  f"  p99 {cell.p99_ms:8.2f} ms  errors {cell.errors}", flush=True)
+            return cell
+
+        capacity: dict[tuple[str, str], float] = {}
         for mode in modes:
             stream = mode == "stream"
             for conc in concurrencies:
                 for rnd in range(args.rounds):
                     for t in targets:
-                        warm = asyncio.run(run_load(ports[t], stream, min(conc, 16), 30, args.warmup, t, mode, rnd))
-                        cell = asyncio.run(run_load(ports[t], stream, conc, args.duration, args.max_requests,
-                                                    t, mode, rnd))
-                        if t == "protege":
-                            sent["protege"] += warm.requests + cell.requests
-                        cells.append(cell)
-                        print(f"  {mode:6} c={conc:<3} r{rnd} {t:8} {cell.rps:8.0f} req/s  p50 {cell.p50_ms:7.2f} ms"
-                              f"  p99 {cell.p99_ms:7.2f} ms  errors {cell.errors}", flush=True)
+                        cell = measure(t, stream, conc, rnd, mode, None, args.duration)
+                        if conc == 16:
+                            capacity[(t, mode)] = max(capacity.get((t, mode), 0.0), cell.rps)
+        rates = [float(x) for x in args.paced.split(",") if x.strip()]
+        for mode in modes:
+            stream = mode == "stream"
+            for rate in rates:
+                for rnd in range(args.paced_rounds):
+                    for t in targets:
+                        # A target offered more than it can serve only measures its queue.
+                        if t == "litellm" and rate > 0.8 * capacity.get((t, mode), float("inf")):
+                            continue
+                        measure(t, stream, 16, rnd, mode, rate, max(args.duration, 3.0))
         # Graceful stop flushes every pending trace into the store.
         stop(gw_proc)
         gw_proc = None
