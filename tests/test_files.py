@@ -194,6 +194,16 @@ def test_byte_order_mark_and_blank_lines(store, tmp_path):
     assert (result.read, result.imported) == (2, 2)
 
 
+def test_error_records_import():
+    rec = {"timestamp": 1_730_000_000, "request": {"model": "m", "messages": "oops"}, "response": None,
+           "status": "error", "http_status": 400, "error": "invalid request", "client_id": "c"}
+    trace, _ = record_to_trace(rec, line=1)
+    assert (trace.status, trace.http_status, trace.error, trace.response) == ("error", 400, "invalid request", None)
+    assert openai_record(trace) is None  # nothing to fine-tune on
+    with pytest.raises(RecordError, match="'response' is missing"):
+        record_to_trace({**rec, "request": {"messages": []}, "status": None, "error": None}, line=1)
+
+
 def test_missing_file(store, tmp_path):
     with pytest.raises(FileNotFoundError):
         import_jsonl(store, tmp_path / "absent.jsonl")

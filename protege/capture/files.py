@@ -122,9 +122,10 @@ def _flywheel_trace(record: dict[str, Any], line: int, source: str) -> Trace:
     response = record.get("response")
     if not isinstance(request, dict):
         raise RecordError(line, "'request' must be a JSON object (an OpenAI chat request)")
-    if not isinstance(request.get("messages"), list):
-        raise RecordError(line, "'request' has no 'messages' list")
     failed = record.get("status") == "error" or (response is None and record.get("error"))
+    if not isinstance(request.get("messages"), list) and not failed:
+        # A failed call may be a malformed request (the gateway keeps those too).
+        raise RecordError(line, "'request' has no 'messages' list")
     if response is None and not failed:
         raise RecordError(line, "'response' is missing (only an error record may leave it null)")
     if response is not None and (not isinstance(response, dict) or not isinstance(response.get("choices"), list)):
