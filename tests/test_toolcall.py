@@ -181,3 +181,13 @@ def test_tokenizer_without_template_falls_back_to_chatml(tok) -> None:
     bare.chat_template = None
     text = build_prompt([{"role": "user", "content": "hi"}], None, bare)
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_pruned_prompt_keeps_per_call_tools_compactly(tok) -> None:
+    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Time in Rome?"}]
+    prefix = {"system": SYSTEM, "tools": [WEATHER]}
+    full = build_prompt(msgs, [WEATHER, TIME], tok, prefix=prefix)
+    short = build_prompt(msgs, [WEATHER, TIME], tok, prefix=prefix, drop_prefix=True)
+    assert "get_weather" not in short and "You may call" not in short and SYSTEM not in short
+    assert '<tools>\n{"name":"get_time","parameters":{"type":"object"' in short
+    assert len(tok(short)["input_ids"]) * 3 < len(tok(full)["input_ids"])

@@ -11,6 +11,11 @@ them described in the system message, Hermes-style, and answers with
 
 one block per call (parallel calls are several blocks). Any free text comes
 before the blocks.
+
+A student trained without its task's static prefix (``drop_prefix``) sees a
+lean prompt: no shared system prompt, no shared tool schemas, and the tools
+particular to the call as compact JSON with no format instructions (it
+learned the format); ``build_prompt`` renders it the same way at serve time.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ __all__ = [
     "TOOL_CALL_OPEN",
     "answer_suffix",
     "build_prompt",
+    "compact_tools_text",
     "parse_completion",
     "prepare_messages",
     "render_answer",
@@ -99,6 +105,13 @@ def tools_system_text(tools: Sequence[dict[str, Any]]) -> str:
     """Hermes-style tool description for templates without tool support."""
     lines = [json.dumps(t, ensure_ascii=False) for t in tools]
     return _TOOLS_HEADER + "\n".join(lines) + _TOOLS_FOOTER
+
+
+def compact_tools_text(tools: Sequence[dict[str, Any]]) -> str:
+    """Per-call tool schemas for a pruned prompt: no instructions (the student
+    learned the format), compact JSON, one function per line."""
+    lines = [json.dumps(t.get("function", t), ensure_ascii=False, separators=(",", ":")) for t in tools]
+    return "<tools>\n" + "\n".join(lines) + "\n</tools>"
 
 
 def supports_tools(tokenizer: Any) -> bool:
@@ -181,6 +194,9 @@ def prepare_messages(
     if drop_prefix:
         messages, tools = strip_prefix(messages, tools, prefix)
     native = supports_tools(tokenizer)
+    compact = drop_prefix and bool(tools)
+    if compact:
+        native = False  # a pruned prompt keeps only the per-call schemas, without the template's preamble
     out: list[dict[str, Any]] = []
     for m in messages:
         role = m.get("role") or "user"
@@ -201,7 +217,7 @@ def prepare_messages(
         else:
             out.append({"role": role, "content": _text(m.get("content"))})
     if tools and not native:
-        desc = tools_system_text(tools)
+        desc = compact_tools_text(tools) if compact else tools_system_text(tools)
         if out and out[0]["role"] == "system":
             out[0] = {
                 "role": "system",
