@@ -93,8 +93,8 @@ def test_gate_fails_on_a_low_share_and_says_by_how_much(store):
     reasons = {x["name"]: x for x in stored["reasons"]["checks"]}
     assert reasons["share_of_teacher"]["ok"] is False
     assert reasons["share_of_teacher"]["gap"] == pytest.approx(c.gap)
-    # A lower threshold lets the same evaluation through.
-    assert gate(store, "t-share", rec.id, min_share=0.8).passed
+    # A lower threshold lets the same evaluation through; a version names the adapter too.
+    assert gate(store, "t-share", f"v{rec.version}", min_share=0.8).passed
 
 
 def test_gate_fails_on_validity_and_on_too_few_examples(store):

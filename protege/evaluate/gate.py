@@ -204,6 +204,8 @@ def gate(
         max_ci_width=max_ci_width,
         to=to,
     ).resolved()
+    if adapter_id and report is None:
+        adapter_id = _registry_id(store, task_id, adapter_id)
     if report is None:
         report = load_report(store, evaluation_id=evaluation_id, task_id=task_id, adapter_id=adapter_id)
     if report is not None and adapter_id is None:
@@ -222,6 +224,17 @@ def gate(
         decision.status = _set_registry_status(store, adapter_id, to, checks)
     save_decision(store, decision, report)
     return decision
+
+
+def _registry_id(store: Any, task_id: str, adapter: str) -> str:
+    """Evaluations are stored under the registry id; accept a version ("v2") too."""
+    from protege.evaluate.runner import resolve_adapter
+
+    try:
+        ref = resolve_adapter(store, task_id, adapter)
+    except ValueError:
+        return adapter
+    return ref.id if ref else adapter
 
 
 def _set_registry_status(store: Any, adapter_id: str, to: str, checks: list[Check]) -> str | None:
