@@ -1,0 +1,621 @@
+"""Everything the report shows, read from the store as one plain, JSON-ready dict.
+
+Traffic figures are aggregated in SQL on the extracted trace columns (payloads
+are never read, so the report works on a large or encrypted store). The other
+sources (tasks, evaluations and gate decisions, adapters, routes and shadow
+results) are stage tables that may not exist yet: each section is read on its
+own and a missing or unreadable source leaves that section empty, with the
+reason in ``sources``, instead of failing the whole report.
+
+Savings: a call served by a student would otherwise have gone to the teacher,
+so it saves the teacher's average cost per call on that task (its teacher and
+fallback traces' recorded ``cost_usd``; else the evaluation's teacher cost per
+1,000 calls; else the teacher's average over all tasks) minus what the student
+call cost (its own ``cost_usd``, zero where none was recorded). Fallbacks save
+nothing: the teacher answered them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from protege.store import schema
+
+log = logging.getLogger(__name__)
+
+SERVED_BY = ("teacher", "student", "fallback")
+SYSTEM_ORDER = ("student", "base_zero_shot", "base_few_shot", "teacher")
+UNASSIGNED = "(unassigned)"
+HOUR, DAY = 3600, 86400
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) or math.isinf(v) else v
+
+
+def _loads(text: Any) -> Any:
+    if text is None or isinstance(text, dict | list):
+        return text
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _has_table(store: Any, name: str) -> bool:
+    return sa.inspect(store.engine).has_table(name)
+
+
+def _task_key(task_id: str | None) -> str:
+    return task_id if task_id is not None else UNASSIGNED
+
+
+def _bucket_size(first: float | None, last: float | None) -> int:
+    """Hours while the data spans up to three days, days beyond."""
+    if first is None or last is None:
+        return HOUR
+    return HOUR if last - first <= 3 * DAY else DAY
+
+
+# --------------------------------------------------------------------------- traffic
+
+
+def _traffic(store: Any, since: float | None, until: float | None) -> dict[str, Any]:
+    t = schema.traces
+    conds = []
+    if since is not None:
+        conds.append(t.c.created_at >= since)
+    if until is not None:
+        conds.append(t.c.created_at < until)
+    with store.engine.connect() as conn:
+        span = conn.execute(
+            sa.select(sa.func.min(t.c.created_at), sa.func.max(t.c.created_at)).where(*conds)
+        ).one()
+        rows = conn.execute(
+            sa.select(
+                t.c.task_id,
+                t.c.served_by,
+                t.c.status,
+                sa.func.count().label("n"),
+                sa.func.sum(t.c.cost_usd).label("cost"),
+                sa.func.count(t.c.cost_usd).label("n_cost"),
+                sa.func.sum(t.c.latency_ms).label("latency_sum"),
+                sa.func.count(t.c.latency_ms).label("n_latency"),
+            )
+            .where(*conds)
+            .group_by(t.c.task_id, t.c.served_by, t.c.status)
+        ).all()
+        reasons = conn.execute(
+            sa.select(t.c.task_id, t.c.fallback_reason, sa.func.count().label("n"))
+            .where(t.c.fallback_reason.is_not(None), *conds)
+            .group_by(t.c.task_id, t.c.fallback_reason)
+        ).all()
+        bucket_s = _bucket_size(_num(span[0]), _num(span[1]))
+        # Integer division of the truncated epoch: the same bucket on both engines.
+        bucket = (sa.cast(t.c.created_at, sa.BigInteger) // sa.literal(bucket_s, sa.BigInteger)).label("b")
+        student_rows = conn.execute(
+            sa.select(
+                t.c.task_id, bucket, sa.func.count().label("n"), sa.func.sum(t.c.cost_usd).label("cost")
+            )
+            .where(t.c.served_by == "student", t.c.status == "ok", *conds)
+            .group_by(t.c.task_id, bucket)
+        ).all()
+    return {
+        "first": _num(span[0]),
+        "last": _num(span[1]),
+        "rows": [dict(r._mapping) for r in rows],
+        "reasons": [dict(r._mapping) for r in reasons],
+        "bucket_s": bucket_s,
+        "student_buckets": [dict(r._mapping) for r in student_rows],
+    }
+
+
+def _split_reasons(text: str) -> list[str]:
+    parts = [p.strip() for p in text.replace("\n", ";").split(";")]
+    return [p for p in parts if p] or [text]
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(":", 1)[0].strip() or reason
+
+
+# --------------------------------------------------------------------------- stage tables
+
+
+def _tasks_table(store: Any) -> dict[str, dict[str, Any]]:
+    """Labels and output types from the task stage's table, whatever its exact
+    columns (the stage owns it; only a few well-known names are read)."""
+    if not _has_table(store, "tasks"):
+        return {}
+    table = sa.Table("tasks", sa.MetaData(), autoload_with=store.engine)
+    cols = set(table.c.keys())
+    key = next((c for c in ("task_id", "id") if c in cols), None)
+    if key is None:
+        return {}
+    with store.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(sa.select(table))]
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        info: dict[str, Any] = {}
+        for name in ("label", "name", "title"):
+            if r.get(name):
+                info["label"] = str(r[name])
+                break
+        for name in ("output_type", "specialisation_score", "specialization_score", "status"):
+            if r.get(name) is not None:
+                info[name] = r[name]
+        meta = _loads(r.get("meta")) or _loads(r.get("stats")) or {}
+        if isinstance(meta, dict):
+            for name in ("label", "output_type"):
+                if name not in info and meta.get(name):
+                    info[name] = meta[name]
+        out[str(r[key])] = info
+    return out
+
+
+def _system_point(name: str, s: dict[str, Any], primary: str, basis: str | None) -> dict[str, Any] | None:
+    metrics = (s.get("vs_ground_truth") if basis == "ground_truth" else None) or s.get("metrics") or {}
+    iv = metrics.get(primary) or {}
+    value = _num(iv.get("value"))
+    if value is None:
+        return None
+    return {
+        "system": name,
+        "value": value,
+        "low": _num(iv.get("low")),
+        "high": _num(iv.get("high")),
+        "cost_per_1k": _num(s.get("cost_per_1k")),
+        "seconds_per_call": _num(s.get("seconds_per_call")),
+        "latency_ms": _num(s.get("latency_ms")),
+        "tokens_per_s": _num(s.get("tokens_per_s")),
+        "error": s.get("error"),
+    }
+
+
+def _evaluation(row: dict[str, Any]) -> dict[str, Any] | None:
+    rep = _loads(row.get("report"))
+    if not isinstance(rep, dict):
+        return None
+    primary = rep.get("primary_metric") or ""
+    basis = rep.get("share_basis")
+    systems_in = rep.get("systems") or {}
+    cost = rep.get("cost") or {}
+    rate = _num(cost.get("student_usd_per_hour"))
+    systems = []
+    for name in list(SYSTEM_ORDER) + sorted(set(systems_in) - set(SYSTEM_ORDER)):
+        if name not in systems_in:
+            continue
+        point = _system_point(name, systems_in[name], primary, basis)
+        if point is None:
+            continue
+        if point["cost_per_1k"] is None:
+            if name == "teacher":
+                point["cost_per_1k"] = _num(cost.get("teacher_per_1k"))
+            elif rate is not None and point["seconds_per_call"] is not None:
+                # The base model runs on the student's hardware: same price per second.
+                point["cost_per_1k"] = rate / 3600.0 * point["seconds_per_call"] * 1000.0
+        systems.append(point)
+    share = rep.get("share_of_teacher") or {}
+    return {
+        "id": row.get("id"),
+        "task_id": row.get("task_id"),
+        "adapter_id": row.get("adapter_id"),
+        "created_at": _num(row.get("created_at")),
+        "output_type": rep.get("output_type"),
+        "primary_metric": primary,
+        "validity_metric": rep.get("validity_metric"),
+        "basis": basis,
+        "n_examples": rep.get("n_examples"),
+        "dataset_version": rep.get("dataset_version"),
+        "systems": systems,
+        "share_of_teacher": {k: _num(share.get(k)) for k in ("value", "low", "high")} if share else None,
+        "cost": {
+            k: (_num(v) if k != "teacher_source" and k != "student_device" else v) for k, v in cost.items()
+        },
+    }
+
+
+def _evaluations(store: Any) -> list[dict[str, Any]]:
+    if not _has_table(store, "evaluations"):
+        return []
+    q = sa.text("SELECT id, task_id, adapter_id, created_at, report FROM evaluations ORDER BY created_at, id")
+    with store.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+    return [e for e in (_evaluation(r) for r in rows) if e is not None]
+
+
+def _gate_decisions(store: Any) -> list[dict[str, Any]]:
+    if not _has_table(store, "gate_decisions"):
+        return []
+    q = sa.text(
+        "SELECT id, task_id, adapter_id, evaluation_id, decision, reasons, thresholds, created_at "
+        "FROM gate_decisions ORDER BY created_at, id"
+    )
+    with store.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+    out = []
+    for r in rows:
+        evidence = _loads(r.get("reasons")) or {}
+        checks = evidence.get("checks") if isinstance(evidence, dict) else None
+        out.append(
+            {
+                "id": r["id"],
+                "task_id": r["task_id"],
+                "adapter_id": r.get("adapter_id"),
+                "evaluation_id": r.get("evaluation_id"),
+                "decision": r["decision"],
+                "status": evidence.get("status") if isinstance(evidence, dict) else None,
+                "checks": [
+                    {k: c.get(k) for k in ("name", "ok", "value", "threshold", "gap", "message")}
+                    for c in checks or []
+                    if isinstance(c, dict)
+                ],
+                "thresholds": _loads(r.get("thresholds")) or {},
+                "created_at": _num(r.get("created_at")),
+            }
+        )
+    return out
+
+
+def _adapters(store: Any) -> list[dict[str, Any]]:
+    if not _has_table(store, "adapters"):
+        return []
+    q = sa.text(
+        "SELECT id, task_id, version, base_model, status, status_reason, created_at, updated_at "
+        "FROM adapters ORDER BY task_id, version"
+    )
+    with store.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+    for r in rows:
+        r["ref"] = f"{r['task_id']}:v{r['version']}"
+        r["created_at"] = _num(r["created_at"])
+        r["updated_at"] = _num(r["updated_at"])
+    return rows
+
+
+def _routes(store: Any) -> dict[str, dict[str, Any]]:
+    if not _has_table(store, "routes"):
+        return {}
+    q = sa.text("SELECT task_id, mode, canary_pct, reason, updated_at FROM routes")
+    with store.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+    return {
+        r["task_id"]: {
+            "mode": r["mode"],
+            "canary_pct": _num(r["canary_pct"]),
+            "label": f"canary:{_num(r['canary_pct']) or 0:g}" if r["mode"] == "canary" else r["mode"],
+            "reason": r.get("reason"),
+            "updated_at": _num(r["updated_at"]),
+        }
+        for r in rows
+    }
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson interval of a proportion: sane at 0 and 1 and for small n."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _shadow(store: Any, since: float | None, until: float | None) -> list[dict[str, Any]]:
+    if not _has_table(store, "shadow_results"):
+        return []
+    where, params = [], {}
+    if since is not None:
+        where.append("created_at >= :since")
+        params["since"] = since
+    if until is not None:
+        where.append("created_at < :until")
+        params["until"] = until
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    q = sa.text(
+        "SELECT task_id, adapter, COUNT(*) AS n, SUM(valid) AS n_valid, COUNT(agree) AS n_compared, "
+        "SUM(agree) AS n_agree, AVG(latency_ms) AS latency_ms FROM shadow_results"
+        f"{clause} GROUP BY task_id, adapter ORDER BY task_id, adapter"
+    )
+    with store.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q, params)]
+    out = []
+    for r in rows:
+        n, compared = int(r["n"] or 0), int(r["n_compared"] or 0)
+        agreed, valid = int(r["n_agree"] or 0), int(r["n_valid"] or 0)
+        low, high = wilson(agreed, compared) if compared else (None, None)
+        out.append(
+            {
+                "task_id": _task_key(r["task_id"]),
+                "adapter": r["adapter"],
+                "n": n,
+                "compared": compared,
+                "agreed": agreed,
+                "agreement": agreed / compared if compared else None,
+                "agreement_low": low,
+                "agreement_high": high,
+                "valid_rate": valid / n if n else None,
+                "latency_ms": _num(r["latency_ms"]),
+            }
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+def _section(sources: dict[str, Any], name: str, fn: Callable[[], Any], empty: Any) -> Any:
+    try:
+        value = fn()
+    except Exception as exc:  # a stage table we cannot read must not sink the report
+        log.warning("report: %s unavailable: %s", name, exc)
+        sources[name] = {"available": False, "error": f"{type(exc).__name__}: {exc}"}
+        return empty
+    sources[name] = {"available": bool(value)}
+    return value
+
+
+def collect_report(store: Any, *, since: float | None = None, until: float | None = None) -> dict[str, Any]:
+    """The report's data: totals, per-task traffic, quality, frontier, fallback
+    reasons, savings over time, shadow agreement, gate decisions, adapters."""
+    sources: dict[str, Any] = {}
+    traffic = _section(sources, "traces", lambda: _traffic(store, since, until), None)
+    tasks_info = _section(sources, "tasks", lambda: _tasks_table(store), {})
+    evaluations = _section(sources, "evaluations", lambda: _evaluations(store), [])
+    decisions = _section(sources, "gate_decisions", lambda: _gate_decisions(store), [])
+    adapters = _section(sources, "adapters", lambda: _adapters(store), [])
+    routes = _section(sources, "routes", lambda: _routes(store), {})
+    shadow = _section(sources, "shadow_results", lambda: _shadow(store, since, until), [])
+    if traffic is not None:
+        sources["traces"]["available"] = bool(traffic["rows"])
+
+    per_task: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {
+            "calls": 0,
+            "errors": 0,
+            "cost_usd": 0.0,
+            "served": {k: 0 for k in SERVED_BY},
+            "teacher_cost": 0.0,
+            "teacher_cost_n": 0,
+            "latency_sum": {k: 0.0 for k in SERVED_BY},
+            "latency_n": {k: 0 for k in SERVED_BY},
+        }
+    )
+    for r in (traffic or {}).get("rows", []):
+        p = per_task[_task_key(r["task_id"])]
+        n = int(r["n"])
+        who = r["served_by"] if r["served_by"] in SERVED_BY else "teacher"
+        p["calls"] += n
+        p["served"][who] += n
+        if r["status"] != "ok":
+            p["errors"] += n
+        p["cost_usd"] += _num(r["cost"]) or 0.0
+        p["latency_sum"][who] += _num(r["latency_sum"]) or 0.0
+        p["latency_n"][who] += int(r["n_latency"] or 0)
+        if who in ("teacher", "fallback") and r["status"] == "ok" and r["n_cost"]:
+            p["teacher_cost"] += _num(r["cost"]) or 0.0
+            p["teacher_cost_n"] += int(r["n_cost"])
+
+    refs = {a["id"]: a["ref"] for a in adapters}
+    for item in [*evaluations, *decisions]:
+        item["adapter_ref"] = refs.get(item.get("adapter_id") or "")
+    latest_eval: dict[str, dict[str, Any]] = {}
+    for e in evaluations:
+        latest_eval[e["task_id"]] = e  # oldest first, so the last one wins
+    latest_gate: dict[str, dict[str, Any]] = {}
+    for d in decisions:
+        latest_gate[d["task_id"]] = d
+    promoted = {a["task_id"]: a["ref"] for a in adapters if a["status"] == "promoted"}
+    shadow_by_task: dict[str, dict[str, Any]] = {}
+    for s in shadow:
+        agg = shadow_by_task.setdefault(s["task_id"], {"n": 0, "compared": 0, "agreed": 0})
+        agg["n"] += s["n"]
+        agg["compared"] += s["compared"]
+        agg["agreed"] += s["agreed"]
+
+    total_calls = sum(p["calls"] for p in per_task.values())
+    total_cost = sum(p["cost_usd"] for p in per_task.values())
+    all_teacher_n = sum(p["teacher_cost_n"] for p in per_task.values())
+    global_teacher = (
+        sum(p["teacher_cost"] for p in per_task.values()) / all_teacher_n if all_teacher_n else None
+    )
+
+    def teacher_avg(task: str) -> tuple[float | None, str]:
+        p = per_task.get(task)
+        if p and p["teacher_cost_n"]:
+            return p["teacher_cost"] / p["teacher_cost_n"], "traces"
+        ev = latest_eval.get(task)
+        per_1k = _num((ev or {}).get("cost", {}).get("teacher_per_1k"))
+        if per_1k is not None:
+            return per_1k / 1000.0, "evaluation"
+        if global_teacher is not None:
+            return global_teacher, "all tasks"
+        return None, "unknown"
+
+    # Savings, bucketed in time.
+    bucket_s = (traffic or {}).get("bucket_s", HOUR)
+    saved_by_bucket: dict[int, dict[str, float]] = defaultdict(lambda: {"calls": 0, "saved_usd": 0.0})
+    saved_by_task: dict[str, float] = defaultdict(float)
+    unpriced = 0
+    for r in (traffic or {}).get("student_buckets", []):
+        task = _task_key(r["task_id"])
+        avg, _ = teacher_avg(task)
+        n = int(r["n"])
+        b = saved_by_bucket[int(r["b"])]
+        b["calls"] += n
+        if avg is None:
+            unpriced += n
+            continue
+        saved = n * avg - (_num(r["cost"]) or 0.0)
+        b["saved_usd"] += saved
+        saved_by_task[task] += saved
+    savings_series = []
+    cumulative = 0.0
+    for b in sorted(saved_by_bucket):
+        cumulative += saved_by_bucket[b]["saved_usd"]
+        savings_series.append(
+            {
+                "t": b * bucket_s,
+                "calls": int(saved_by_bucket[b]["calls"]),
+                "saved_usd": saved_by_bucket[b]["saved_usd"],
+                "cumulative_usd": cumulative,
+            }
+        )
+
+    # Fallback reasons: overall by kind, and the most frequent exact reasons.
+    by_kind: dict[str, int] = defaultdict(int)
+    by_reason: dict[str, int] = defaultdict(int)
+    by_task_kind: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in (traffic or {}).get("reasons", []):
+        n = int(r["n"])
+        for reason in _split_reasons(str(r["fallback_reason"])):
+            by_reason[reason] += n
+            by_kind[_reason_kind(reason)] += n
+            by_task_kind[_task_key(r["task_id"])][_reason_kind(reason)] += n
+
+    task_ids = sorted(
+        set(per_task) | set(latest_eval) | set(routes) | set(promoted) | set(shadow_by_task),
+        key=lambda k: (-per_task[k]["calls"] if k in per_task else 0, k),
+    )
+    tasks = []
+    for task in task_ids:
+        p = per_task[task] if task in per_task else None
+        info = tasks_info.get(task, {})
+        avg, avg_source = teacher_avg(task)
+        sh = shadow_by_task.get(task)
+        ev = latest_eval.get(task)
+        served = dict(p["served"]) if p else {k: 0 for k in SERVED_BY}
+        calls = p["calls"] if p else 0
+        student_system = next((s for s in (ev or {}).get("systems", []) if s["system"] == "student"), None)
+        tasks.append(
+            {
+                "task_id": task,
+                "label": info.get("label"),
+                "output_type": info.get("output_type") or (ev or {}).get("output_type"),
+                "calls": calls,
+                "traffic_share": calls / total_calls if total_calls else None,
+                "cost_usd": p["cost_usd"] if p else 0.0,
+                "cost_share": p["cost_usd"] / total_cost if p and total_cost else None,
+                "errors": p["errors"] if p else 0,
+                "served": served,
+                "student_share": served["student"] / calls if calls else None,
+                "latency_ms": {
+                    k: p["latency_sum"][k] / p["latency_n"][k] if p and p["latency_n"][k] else None
+                    for k in SERVED_BY
+                },
+                "teacher_cost_per_call": avg,
+                "teacher_cost_source": avg_source,
+                "saved_usd": saved_by_task.get(task, 0.0),
+                "fallback_reasons": dict(by_task_kind.get(task, {})),
+                "route": routes.get(task),
+                "promoted_adapter": promoted.get(task),
+                "shadow": {
+                    **sh,
+                    "agreement": sh["agreed"] / sh["compared"] if sh["compared"] else None,
+                }
+                if sh
+                else None,
+                "quality": {
+                    "evaluation_id": ev["id"],
+                    "adapter_id": ev["adapter_id"],
+                    "primary_metric": ev["primary_metric"],
+                    "student": student_system["value"] if student_system else None,
+                    "share_of_teacher": ev["share_of_teacher"],
+                }
+                if ev
+                else None,
+                "gate": latest_gate.get(task),
+            }
+        )
+
+    # Frontier: the newest evaluation of each (task, adapter); its student and,
+    # once per task, the baselines and the teacher.
+    newest: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for e in evaluations:
+        newest[(e["task_id"], e["adapter_id"])] = e
+    frontier = []
+    seen_reference: set[tuple[str, str]] = set()
+    for (task, adapter), e in sorted(newest.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        for s in e["systems"]:
+            cost_1k = s["cost_per_1k"]
+            if cost_1k is None and s["system"] == "teacher":
+                # No price in the evaluation (its test rows are not live traces): what the
+                # teacher costs on this task's live traffic.
+                avg, _ = teacher_avg(task)
+                cost_1k = None if avg is None else avg * 1000.0
+            if cost_1k is None:
+                continue
+            if s["system"] != "student":
+                key = (task, s["system"])
+                if key in seen_reference and e is not latest_eval.get(task):
+                    continue
+                seen_reference.add(key)
+            name = (
+                (refs.get(adapter or "", adapter) or "student") if s["system"] == "student" else s["system"]
+            )
+            frontier.append(
+                {
+                    "task_id": task,
+                    "system": s["system"],
+                    "name": name,
+                    "adapter_id": adapter if s["system"] == "student" else None,
+                    "cost_per_1k": cost_1k,
+                    "quality": s["value"],
+                    "low": s["low"],
+                    "high": s["high"],
+                    "metric": e["primary_metric"],
+                }
+            )
+
+    served_total = {k: sum(t["served"][k] for t in tasks) for k in SERVED_BY}
+    saved_total = sum(saved_by_task.values())
+    return {
+        "generated_at": time.time(),
+        "window": {"since": since, "until": until},
+        "store": getattr(store, "safe_url", None),
+        "sources": sources,
+        "totals": {
+            "calls": total_calls,
+            "served": served_total,
+            "student_share": served_total["student"] / total_calls if total_calls else None,
+            "errors": sum(t["errors"] for t in tasks),
+            "cost_usd": total_cost,
+            "saved_usd": saved_total,
+            "teacher_only_cost_usd": total_cost + saved_total,
+            "unpriced_student_calls": unpriced,
+            "first_call_at": (traffic or {}).get("first"),
+            "last_call_at": (traffic or {}).get("last"),
+            "tasks": sum(1 for t in tasks if t["task_id"] != UNASSIGNED),
+        },
+        "tasks": tasks,
+        "quality": [latest_eval[k] for k in sorted(latest_eval)],
+        "frontier": frontier,
+        "fallback_reasons": {
+            "by_kind": sorted(
+                ({"kind": k, "count": v} for k, v in by_kind.items()), key=lambda x: -x["count"]
+            ),
+            "top": sorted(
+                ({"reason": k, "count": v} for k, v in by_reason.items()), key=lambda x: -x["count"]
+            )[:20],
+            "total": sum(by_kind.values()),
+        },
+        "savings": {"bucket_s": bucket_s, "series": savings_series},
+        "shadow": shadow,
+        "gate_decisions": [latest_gate[k] for k in sorted(latest_gate)],
+        "adapters": adapters,
+    }
