@@ -320,10 +320,13 @@ def evaluate_task(
     data: TaskData | None = None,
     judge: Any = None,
     progress: Callable[[str], None] | None = None,
+    advance: Callable[[str, int, int], None] | None = None,
 ) -> EvalReport:
     """Evaluate the student (base + ``adapter``) and, with ``baselines``, the base
     model zero-shot and few-shot on the task's test split; the teacher is always
-    scored. ``predictors`` replaces any of the systems (tests, custom engines)."""
+    scored. ``predictors`` replaces any of the systems (tests, custom engines).
+    ``progress(message)`` hears of each step, ``advance(system, done, total)``
+    of each generated batch (for a progress bar)."""
     config = config or EvalConfig()
     say = progress or (lambda msg: log.info(msg))
     data = data or load_task_data(task_id, config.dataset_version)
@@ -363,6 +366,8 @@ def evaluate_task(
     all_preds: dict[str, list[M.Message]] = {}
     for name, predictor in systems.items():
         say(f"predicting: {name} ({len(rows)} examples)")
+        if advance is not None and hasattr(predictor, "progress"):
+            predictor.progress = lambda k, name=name: advance(name, k, len(rows))
         try:
             preds, wall, stats = _timed_predict(predictor, rows)
         except Exception as exc:  # one failing baseline must not sink the whole evaluation
