@@ -491,3 +491,33 @@ def test_on_traces_from_the_bfcl_importer_and_a_built_dataset(store):
     if checker_status() is None:
         assert report.bfcl["compared"] == report.n_examples
         assert report.bfcl["agree"] == report.bfcl["compared"], report.bfcl["disagreements"]
+
+
+@pytest.mark.slow
+def test_smollm2_student_end_to_end(_isolated_home: Path):
+    """SmolLM2-135M (packaged GGUF) with a fresh LoRA adapter, evaluated with
+    baselines on real BFCL examples: everything runs, answers parse."""
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
+    from protege.models.loader import load_base
+    from protege.registry import Registry
+
+    model, _ = load_base("smollm2-135m-instruct")
+    adir = _isolated_home / "adapter"
+    get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj", "v_proj"])).save_pretrained(adir)
+    meta = {"base_model": "smollm2-135m-instruct", "drop_prefix": False, "config": {"max_new_tokens": 48}}
+    (adir / "protege_adapter.json").write_text(json.dumps(meta))
+    write_dataset(
+        _isolated_home, "smol", bfcl_rows("simple_python", 6), bfcl_rows("simple_python", 9)[6:], "tool_call"
+    )
+    store = open_store(f"sqlite:///{_isolated_home / 'p.db'}")
+    try:
+        rec = Registry(store).register("smol", base_model="smollm2-135m-instruct", path=adir)
+        report = evaluate_task(store, "smol", adapter=rec.id, config=EvalConfig(n_resamples=100, few_shot=1))
+    finally:
+        store.close()
+    st = report.systems["student"]
+    assert st.tokens_per_s > 1 and st.latency_ms > 0
+    assert 0 <= st.metrics["exact_call_match"].value <= 1
+    assert report.systems["base_few_shot"].metrics
