@@ -241,3 +241,20 @@ def test_every_grouping_is_offered():
 
     [by] = [p for p in stats.params if p.name == "by"]
     assert set(by.type.choices) == set(GROUP_BY)
+
+
+def test_encrypted_store_lists_without_the_key(tmp_path, monkeypatch):
+    from protege.store import PayloadCipher
+
+    key = PayloadCipher.generate_key()
+    db = f"sqlite:///{tmp_path / 'enc.db'}"
+    with open_store(db, encryption_key=key) as s:
+        t = build_trace(_req("secret"), _resp("secret"), latency_ms=12.0)
+        s.add_trace(t)
+    # Listing and statistics read only the clear columns.
+    assert json.loads(run("logs", "list", "--db", db, "--json").output)[0]["id"] == t.id
+    assert json.loads(run("logs", "stats", "--db", db, "--json").output)["total"]["count"] == 1
+    res = CliRunner().invoke(cli, ["logs", "show", t.id, "--db", db])
+    assert res.exit_code == 2 and "PROTEGE_ENCRYPTION_KEY" in res.output and len(res.output.strip().splitlines()) == 1
+    monkeypatch.setenv("PROTEGE_ENCRYPTION_KEY", key)
+    assert "secret" in run("logs", "show", t.id, "--db", db).output
