@@ -140,6 +140,10 @@ def test_router_decisions():
     assert _router("live").decide(_req(n=2)).reason == "n_gt_1"
     small = StudentInfo("t1:v1", None, max_prompt_chars=5)
     assert _router("live", small).decide(_req()).reason == "context"
+    # An adapter not yet promoted runs in the background even on a live route.
+    only_shadow = StudentInfo("t1:v2", None, status="shadow")
+    d = _router("live", only_shadow).decide(_req())
+    assert (d.target, d.shadow) == ("teacher", True)
 
 
 def test_canary_split_is_close_to_the_percentage():

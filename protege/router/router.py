@@ -25,6 +25,7 @@ class StudentInfo:
     adapter: str  # "task_id:vN" or a registry id
     tools: frozenset[str] | None = None  # tool names it was trained on; None: any
     max_prompt_chars: int | None = None  # rough context fit without tokenising
+    status: str = "promoted"  # a "shadow" adapter only ever runs in the background
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Router:
             size = sum(len(str(m.get("content") or "")) for m in request.get("messages") or [])
             if size > student.max_prompt_chars:
                 return Decision("teacher", task_id, reason="context", confidence=conf)
-        if route.mode == "shadow":
+        if route.mode == "shadow" or student.status == "shadow":
             return Decision("teacher", task_id, student.adapter, shadow=True, reason="shadow", confidence=conf)
         if route.mode == "canary":
             bucket = zlib.crc32((key or str(time.perf_counter_ns())).encode()) % 10000 / 100.0
