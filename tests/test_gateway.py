@@ -281,6 +281,33 @@ def test_injected_transport_stream_breaks(tmp_path: Path, store_url: str) -> Non
     assert trace.response["choices"][0]["message"]["content"] == "Hello"
 
 
+def test_compressed_upstream_answer(tmp_path: Path, store_url: str) -> None:
+    """A teacher that gzips despite Accept-Encoding: identity: the client still
+    gets a readable answer and the trace holds the decoded completion."""
+    import gzip
+
+    class Body(httpx.AsyncByteStream):
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        async def __aiter__(self):  # type: ignore[override]
+            yield self.data[:10]
+            yield self.data[10:]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["accept-encoding"] == "identity"
+        body = gzip.compress(orjson.dumps(completion(orjson.loads(request.content))))
+        return httpx.Response(200, headers={"content-type": "application/json", "content-encoding": "gzip"},
+                              stream=Body(body))
+
+    cfg = _config(tmp_path, "http://teacher.invalid/v1", store_url)
+    with ServerThread(cfg, transport=httpx.MockTransport(handler)) as srv:
+        raw = _client(srv).chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+        assert raw.parse().choices[0].message.content == "Sure. You said: weather in Paris?"
+        trace = _stored(srv, store_url, raw.headers["x-protege-trace-id"])
+    assert trace.status == "ok" and trace.response["choices"][0]["message"]["content"].startswith("Sure.")
+
+
 def test_malformed_and_invalid_requests_are_400(gateway: ServerThread, upstream: FakeUpstreamThread,
                                                 store_url: str) -> None:
     before = upstream.server.requests
@@ -495,3 +522,56 @@ def test_store_on_both_engines(tmp_path: Path, upstream: FakeUpstreamThread, db_
         list(raw.parse())
         trace = _stored(srv, db_url, trace_id)
     assert trace.tools_called == ["get_weather", "get_time"] and trace.stream
+
+
+def test_capture_in_child_process(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str) -> None:
+    """`protege serve` builds and stores traces in a child process: same traces,
+    same counters, everything flushed at shutdown."""
+    cfg = _config(tmp_path, upstream.url, store_url, capture_process=True)
+    ids = []
+    with ServerThread(cfg) as srv:
+        client = _client(srv)
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=MESSAGES, tools=[WEATHER, CLOCK], stream=True,
+            extra_headers={"X-Protege-Task": "tools"})
+        list(raw.parse())
+        ids.append(raw.headers["x-protege-trace-id"])
+        with pytest.raises(openai.InternalServerError) as info:
+            client.chat.completions.create(model="fake-error-500", messages=MESSAGES)
+        ids.append(info.value.response.headers["x-protege-trace-id"])
+        writer = srv.app.writer
+        assert type(writer).__name__ == "ProcessCaptureWriter"
+        assert writer.flush(20)
+        assert writer.stats.written == 2 and writer.stats.submitted == 2
+        assert "protege_capture_written_total 2.0" in httpx.get(srv.url + "/metrics").text
+        tool_trace = _stored(srv, store_url, ids[0])
+        assert tool_trace.task_tag == "tools" and tool_trace.tools_called == ["get_weather", "get_time"]
+        # Submitted right before shutdown: the close must still deliver them.
+        for i in range(20):
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": f"late {i}"}])
+            ids.append(raw.headers["x-protege-trace-id"])
+    store = open_store(store_url)
+    try:
+        assert sorted(t.id for t in store.iter_traces()) == sorted(ids)
+    finally:
+        store.close()
+
+
+def test_child_process_death_falls_back_in_process(tmp_path: Path, upstream: FakeUpstreamThread,
+                                                   store_url: str) -> None:
+    import os
+    import signal
+
+    cfg = _config(tmp_path, upstream.url, store_url, capture_process=True)
+    with ServerThread(cfg) as srv:
+        writer = srv.app.writer
+        os.kill(writer._proc.pid, signal.SIGKILL)
+        writer._proc.join(5)
+        client = _client(srv)
+        ids = [client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"after {i}"}]).headers["x-protege-trace-id"]
+            for i in range(3)]
+        assert _wait(lambda: writer.flush(5) and writer.stats.written == 3)
+        for trace_id in ids:
+            assert _stored(srv, store_url, trace_id).status == "ok"

@@ -23,10 +23,13 @@ from protege.cli.common import UserError, db_option
               help="Upstream HTTP client.")
 @click.option("--spool", "spool_path", default=None, type=click.Path(dir_okay=False),
               help="Spool file for traces while the store is down (default PROTEGE_HOME/spool/traces.jsonl).")
+@click.option("--capture-thread", is_flag=True,
+              help="Build and store traces in a thread of the gateway process instead of a child process.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_env: str | None,
-          redact: str | None, timeout_s: float, client: str, spool_path: str | None, log_level: str) -> None:
+          redact: str | None, timeout_s: float, client: str, spool_path: str | None, capture_thread: bool,
+          log_level: str) -> None:
     """Run the OpenAI-compatible gateway: point an agent's base_url at
     http://HOST:PORT/v1 and every call it makes is captured to the store.
 
@@ -53,15 +56,15 @@ def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_
         load_redact(redact)
     except (ImportError, ValueError) as exc:
         raise UserError(f"--redact {redact}: {exc}") from None
-    store = None
     try:
-        store = open_store(url)
+        open_store(url).close()  # migrate now, and say early if the store is unreachable
     except StoreError as exc:
         # Serve anyway: traces spool to disk and are replayed when the store is back.
         logging.getLogger("protege.gateway").error("%s; capturing to the spool until it answers", exc)
     cfg = GatewayConfig(upstream=upstream, host=host, port=port, db_url=url, upstream_key_env=upstream_key_env,
-                        redact=redact, timeout_s=timeout_s, client=client,
+                        redact=redact, timeout_s=timeout_s, client=client, capture_process=not capture_thread,
                         capture=WriterConfig(spool_path=Path(spool_path) if spool_path else None))
+    store = None  # the gateway opens it (lazily, so an outage at start-up only spools)
     try:
         app = create_app(cfg, store=store)
     except ValueError as exc:

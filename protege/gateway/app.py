@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -43,6 +44,19 @@ _perf = time.perf_counter
 _CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 # Client headers not forwarded to the teacher (besides hop-by-hop ones).
 _DROP_REQUEST_HEADERS = HOP_BY_HOP | {"accept-encoding", "authorization", "x-protege-key", "content-type"}
+
+
+def _decoded(data: bytes, encoding: bytes | None) -> bytes:
+    """The body as JSON bytes, for capture only (the client gets it as sent)."""
+    if not encoding or encoding == b"identity":
+        return data
+    import zlib
+
+    if encoding in (b"gzip", b"x-gzip"):
+        return zlib.decompress(data, 16 + zlib.MAX_WBITS)
+    if encoding == b"deflate":
+        return zlib.decompress(data)
+    raise ValueError(f"cannot decode a {encoding.decode()} body")
 
 
 def load_redact(spec: str | None) -> Callable[[Trace], Trace] | None:
@@ -109,6 +123,79 @@ def _ids_from_body(req: dict[str, Any]) -> tuple[str | None, str | None, str | N
     return client, session, task
 
 
+# -- trace builders: run in the capture writer (a thread, or a child process,
+# which is why they are plain functions of picklable arguments) ----------------
+def _request_of(req: dict[str, Any] | bytes) -> dict[str, Any]:
+    return orjson.loads(req) if isinstance(req, bytes) else req
+
+
+def completion_trace(req: dict[str, Any] | bytes, data: bytes, status: int, trace_id: str, wall: float,
+                     latency: float, client: str | None, session: str | None, task: str | None,
+                     stream: bool, encoding: bytes | None = None) -> Trace:
+    """The trace of a whole (non-streamed, or refused) answer."""
+    request = _request_of(req)
+    b_client, b_session, b_task = _ids_from_body(request)
+    common: dict[str, Any] = dict(
+        id=trace_id, created_at=wall, source="gateway", client_id=client or b_client,
+        session_id=session or b_session, task_tag=task or b_task, http_status=status,
+        latency_ms=latency * 1000, stream=stream,
+    )
+    try:
+        data = _decoded(data, encoding)
+    except (ValueError, OSError) as exc:
+        return build_trace(request, None, status="error", error=f"undecodable upstream body: {exc}", **common)
+    if 200 <= status < 300:
+        try:
+            response = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            response = None
+        if isinstance(response, dict) and isinstance(response.get("choices"), list):
+            return build_trace(request, response, **common)
+        return build_trace(request, None, status="error", error="upstream answer is not a chat.completion",
+                           meta={"upstream_body": data[:65536].decode("utf-8", "replace")}, **common)
+    message, parsed = _error_message(data)
+    return build_trace(request, None, status="error", error=f"upstream {status}: {message}",
+                       meta={"upstream_body": parsed}, **common)
+
+
+def stream_trace(req: dict[str, Any] | bytes, parts: list[bytes], error: str | None, trace_id: str, wall: float,
+                 latency: float, ttft: float | None, client: str | None, session: str | None, task: str | None,
+                 encoding: bytes | None = None) -> Trace:
+    """The trace of a streamed answer: SSE chunks reassembled into one chat.completion."""
+    request = _request_of(req)
+    acc = StreamAccumulator()
+    try:
+        acc.feed_sse_bytes(_decoded(b"".join(parts), encoding))
+    except (ValueError, OSError) as exc:
+        acc.error = {"message": f"undecodable upstream stream: {exc}"}
+    response = acc.result() if acc.chunks else None
+    err = error
+    if err is None and acc.error is not None:
+        err = str(acc.error.get("message") or acc.error)
+    b_client, b_session, b_task = _ids_from_body(request)
+    meta: dict[str, Any] = {}
+    if acc.error is not None:
+        meta["stream_error"] = acc.error
+    return build_trace(
+        request, response, id=trace_id, created_at=wall, source="gateway",
+        client_id=client or b_client, session_id=session or b_session, task_tag=task or b_task,
+        status="error" if err else "ok", error=err, http_status=200,
+        latency_ms=latency * 1000, ttft_ms=ttft * 1000 if ttft is not None else None,
+        stream=True, meta=meta,
+    )
+
+
+def failure_trace(req: dict[str, Any], trace_id: str, wall: float, latency: float, status: int, error: str,
+                  client: str | None, session: str | None, task: str | None, stream: bool) -> Trace:
+    """A call the teacher never answered (invalid request, timeout, no connection)."""
+    b_client, b_session, b_task = _ids_from_body(req)
+    return build_trace(
+        req, None, id=trace_id, created_at=wall, source="gateway", client_id=client or b_client,
+        session_id=session or b_session, task_tag=task or b_task, status="error", error=error,
+        http_status=status, latency_ms=latency * 1000, stream=stream,
+    )
+
+
 class Gateway:
     """The ASGI app ``create_app`` returns. Attributes worth knowing:
     ``writer`` (CaptureWriter, after startup), ``metrics``, ``config``."""
@@ -132,6 +219,7 @@ class Gateway:
             self.upstream_auth = f"Bearer {key}"
         self.upstream: Any = None
         self.writer: CaptureWriter | None = None
+        self.ship_bytes = bool(config.capture_process and self.owns_store)
         self.started = False
         self._starlette = Starlette(
             routes=[
@@ -153,7 +241,12 @@ class Gateway:
             cfg.client, timeout_s=cfg.timeout_s, connect_timeout_s=cfg.connect_timeout_s,
             max_connections=cfg.max_connections, transport=self.transport,
         )
-        self.writer = CaptureWriter(self.store, cfg.capture, redact=self.redact)
+        if cfg.capture_process and self.owns_store:
+            from protege.gateway.capture_proc import ProcessCaptureWriter
+
+            self.writer = ProcessCaptureWriter(cfg.db_url, cfg.capture, redact=cfg.redact)  # type: ignore[assignment]
+        else:
+            self.writer = CaptureWriter(self.store, cfg.capture, redact=self.redact)
         self.started = True
 
     async def shutdown(self) -> None:
@@ -186,6 +279,11 @@ class Gateway:
             await self.chat(scope, receive, send)
             return
         await self._starlette(scope, receive, send)
+
+    def _req_arg(self, req: dict[str, Any], body: bytes) -> dict[str, Any] | bytes:
+        # A child process gets the client's bytes (cheaper to send than the
+        # parsed dict); the writer thread gets the dict already parsed.
+        return body if self.ship_bytes else req
 
     # -- auth -------------------------------------------------------------
     def _authorize(self, client_auth: bytes | None, protege_key: bytes | None) -> tuple[bool, str | None, bool]:
@@ -263,8 +361,9 @@ class Gateway:
             latency = _perf() - t0
             self.metrics.observe(400, "gateway", "chat", False, latency)
             bad = req if isinstance(req, dict) else {"raw": body[:65536].decode("utf-8", "replace")}
-            self._capture_failure(bad, trace_id, wall, latency, 400, f"invalid request: {msg}",
-                                  client or key_name, session, task)
+            self.writer.submit(partial(  # type: ignore[union-attr]
+                failure_trace, bad, trace_id, wall, latency, 400, f"invalid request: {msg}",
+                client or key_name, session, task, False))
             return
 
         assert isinstance(req, dict)
@@ -298,15 +397,18 @@ class Gateway:
             await send({"type": "http.response.body", "body": data, "more_body": False})
             latency = _perf() - t0
             self.metrics.observe(status, "teacher", "chat", stream, latency)
-            self.writer.submit(self._completion_capture(
-                req, data, status, trace_id, wall, latency, client, session, task, stream))  # type: ignore[union-attr]
+            self.writer.submit(partial(  # type: ignore[union-attr]
+                completion_trace, self._req_arg(req, body), data, status, trace_id, wall, latency,
+                client, session, task, stream, resp.content_encoding))
             return
 
-        await self._relay_stream(send, resp, req, trace_id, wall, t0, client, session, task)
+        await self._relay_stream(send, resp, req, body, trace_id, wall, t0, client, session, task)
 
-    async def _relay_stream(self, send: Any, resp: Any, req: dict[str, Any], trace_id: str, wall: float,
-                            t0: float, client: str | None, session: str | None, task: str | None) -> None:
+    async def _relay_stream(self, send: Any, resp: Any, req: dict[str, Any], body: bytes, trace_id: str,
+                            wall: float, t0: float, client: str | None, session: str | None,
+                            task: str | None) -> None:
         headers = resp.headers
+        encoding = resp.content_encoding
         headers.append((b"x-protege-trace-id", trace_id.encode()))
         headers.append((b"cache-control", b"no-cache"))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -328,7 +430,7 @@ class Gateway:
         finally:
             with contextlib.suppress(Exception):
                 await resp.close()
-        if error is None:
+        if error is None and (encoding is None or encoding == b"identity"):
             tail = (parts[-2][-16:] if len(parts) > 1 else b"") + (parts[-1] if parts else b"")
             if b"[DONE]" not in tail:
                 error = "upstream stream ended before [DONE]"
@@ -343,65 +445,9 @@ class Gateway:
         self.metrics.observe(200 if error is None else 502, "teacher", "chat", True, latency)
         if ttft is not None:
             self.metrics.ttft.observe(ttft)
-
-        def build() -> Trace:
-            acc = StreamAccumulator()
-            acc.feed_sse_bytes(b"".join(parts))
-            response = acc.result() if acc.chunks else None
-            err = error
-            if err is None and acc.error is not None:
-                err = str(acc.error.get("message") or acc.error)
-            b_client, b_session, b_task = _ids_from_body(req)
-            meta: dict[str, Any] = {}
-            if acc.error is not None:
-                meta["stream_error"] = acc.error
-            return build_trace(
-                req, response, id=trace_id, created_at=wall, source="gateway",
-                client_id=client or b_client, session_id=session or b_session, task_tag=task or b_task,
-                status="error" if err else "ok", error=err, http_status=200,
-                latency_ms=latency * 1000, ttft_ms=ttft * 1000 if ttft is not None else None,
-                stream=True, meta=meta,
-            )
-
-        self.writer.submit(build)  # type: ignore[union-attr]
-
-    def _completion_capture(self, req: dict[str, Any], data: bytes, status: int, trace_id: str, wall: float,
-                            latency: float, client: str | None, session: str | None,
-                            task: str | None, stream: bool) -> Callable[[], Trace]:
-        def build() -> Trace:
-            b_client, b_session, b_task = _ids_from_body(req)
-            common: dict[str, Any] = dict(
-                id=trace_id, created_at=wall, source="gateway", client_id=client or b_client,
-                session_id=session or b_session, task_tag=task or b_task, http_status=status,
-                latency_ms=latency * 1000, stream=stream,
-            )
-            if 200 <= status < 300:
-                try:
-                    response = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    response = None
-                if isinstance(response, dict) and isinstance(response.get("choices"), list):
-                    return build_trace(req, response, **common)
-                return build_trace(req, None, status="error", error="upstream answer is not a chat.completion",
-                                   meta={"upstream_body": data[:65536].decode("utf-8", "replace")}, **common)
-            message, parsed = _error_message(data)
-            return build_trace(req, None, status="error", error=f"upstream {status}: {message}",
-                               meta={"upstream_body": parsed}, **common)
-
-        return build
-
-    def _capture_failure(self, req: dict[str, Any], trace_id: str, wall: float, latency: float, status: int,
-                         error: str, client: str | None, session: str | None, task: str | None,
-                         stream: bool = False) -> None:
-        def build() -> Trace:
-            b_client, b_session, b_task = _ids_from_body(req)
-            return build_trace(
-                req, None, id=trace_id, created_at=wall, source="gateway", client_id=client or b_client,
-                session_id=session or b_session, task_tag=task or b_task, status="error", error=error,
-                http_status=status, latency_ms=latency * 1000, stream=stream,
-            )
-
-        self.writer.submit(build)  # type: ignore[union-attr]
+        self.writer.submit(partial(  # type: ignore[union-attr]
+            stream_trace, self._req_arg(req, body), parts, error, trace_id, wall, latency, ttft,
+            client, session, task, encoding))
 
     async def _upstream_failed(self, send: Any, exc: UpstreamError, req: dict[str, Any], trace_id: str,
                                wall: float, t0: float, client: str | None, session: str | None,
@@ -411,7 +457,8 @@ class Gateway:
         await self._send_json(send, exc.status, error_body(str(exc), "upstream_error", code=exc.code), trace_id)
         latency = _perf() - t0
         self.metrics.observe(exc.status, "teacher", "chat", stream, latency)
-        self._capture_failure(req, trace_id, wall, latency, exc.status, str(exc), client, session, task, stream)
+        self.writer.submit(partial(  # type: ignore[union-attr]
+            failure_trace, req, trace_id, wall, latency, exc.status, str(exc), client, session, task, stream))
 
     @staticmethod
     async def _send_json(send: Any, status: int, body: bytes, trace_id: str | None) -> None:

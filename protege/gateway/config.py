@@ -49,6 +49,13 @@ class GatewayConfig:
     keys_file: Path | None = field(
         default=None, metadata={"help": "hashed gateway keys file (default PROTEGE_HOME/gateway_keys.json)"}
     )
+    capture_process: bool = field(
+        default=False,
+        metadata={
+            "help": "build and store traces in a child process (protege serve turns it on) so capture "
+            "never competes with request handling for the GIL; needs db_url, not an injected store"
+        },
+    )
     capture: WriterConfig = field(
         default_factory=WriterConfig, metadata={"help": "capture queue, batching and spool settings"}
     )

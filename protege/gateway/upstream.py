@@ -12,11 +12,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-# Not forwarded in either direction: per-connection headers, and the ones the
-# gateway sets itself (length, encoding: it asks the teacher for identity).
+# Not forwarded in either direction: per-connection headers and the ones the
+# server side sets itself. Content-Encoding is kept: the gateway asks the teacher
+# for identity, but a teacher that compresses anyway must not corrupt the answer.
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-    "transfer-encoding", "upgrade", "content-length", "content-encoding", "host", "date", "server",
+    "transfer-encoding", "upgrade", "content-length", "host", "date", "server",
 })
 
 
@@ -42,6 +43,7 @@ class UpstreamResponse:
     status: int
     headers: list[tuple[bytes, bytes]]
     content_type: bytes
+    content_encoding: bytes | None = None
 
     async def read(self) -> bytes:  # pragma: no cover - interface
         raise NotImplementedError
@@ -53,9 +55,10 @@ class UpstreamResponse:
         raise NotImplementedError
 
 
-def _forwardable(pairs: Any) -> tuple[list[tuple[bytes, bytes]], bytes]:
+def _forwardable(pairs: Any) -> tuple[list[tuple[bytes, bytes]], bytes, bytes | None]:
     out = []
     ctype = b"application/json"
+    encoding = None
     for name, value in pairs:
         n = name.lower() if isinstance(name, bytes) else name.lower().encode("latin-1")
         if n.decode("latin-1") in HOP_BY_HOP:
@@ -63,8 +66,10 @@ def _forwardable(pairs: Any) -> tuple[list[tuple[bytes, bytes]], bytes]:
         v = value if isinstance(value, bytes) else value.encode("latin-1")
         if n == b"content-type":
             ctype = v
+        elif n == b"content-encoding":
+            encoding = v.strip().lower()
         out.append((n, v))
-    return out, ctype
+    return out, ctype, encoding
 
 
 # -- httpx ------------------------------------------------------------------
@@ -72,7 +77,7 @@ class _HttpxResponse(UpstreamResponse):
     def __init__(self, resp: Any) -> None:
         self._resp = resp
         self.status = resp.status_code
-        self.headers, self.content_type = _forwardable(resp.headers.raw)
+        self.headers, self.content_type, self.content_encoding = _forwardable(resp.headers.raw)
 
     async def read(self) -> bytes:
         import httpx
@@ -139,7 +144,7 @@ class _AiohttpResponse(UpstreamResponse):
         self._resp = resp
         self._aiohttp = aiohttp
         self.status = resp.status
-        self.headers, self.content_type = _forwardable(resp.raw_headers)
+        self.headers, self.content_type, self.content_encoding = _forwardable(resp.raw_headers)
 
     def _map(self, exc: BaseException) -> UpstreamError:
         if isinstance(exc, asyncio.TimeoutError | self._aiohttp.ServerTimeoutError):
