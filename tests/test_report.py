@@ -144,12 +144,13 @@ def seed(store: Any, *, evaluations: bool = True) -> dict[str, Any]:
     traces[-1].id = "01XSSTRACE0000000000000000"
     store.add_traces(traces)
     out: dict[str, Any] = {"start": start, "xss_id": traces[-1].id, "n": len(traces)}
+    out["shadowed"] = [t.id for t in traces if t.task_id == "weather" and t.served_by == "teacher"][:21]
     if evaluations:
-        out.update(_seed_stages(store))
+        out.update(_seed_stages(store, out["shadowed"]))
     return out
 
 
-def _seed_stages(store: Any) -> dict[str, Any]:
+def _seed_stages(store: Any, shadowed: list[str]) -> dict[str, Any]:
     from protege.evaluate import EvalConfig, FunctionPredictor, evaluate_task, gate
     from protege.evaluate.runner import TaskData
     from protege.registry import Registry
@@ -212,7 +213,7 @@ def _seed_stages(store: Any) -> dict[str, Any]:
     now = time.time()
     shadow_rows = [
         {
-            "trace_id": f"s{i}",
+            "trace_id": shadowed[i],
             "task_id": "weather",
             "adapter": "weather:v1",
             "agree": int(i % 4 != 0),
@@ -224,7 +225,16 @@ def _seed_stages(store: Any) -> dict[str, Any]:
         }
         for i in range(20)
     ]
-    shadow_rows.append({**shadow_rows[0], "trace_id": "s-none", "agree": None, "valid": 0})
+    shadow_rows[1]["student_response"] = json.dumps({"role": "assistant", "content": "<i>shadow answer</i>"})
+    shadow_rows.append(
+        {
+            **shadow_rows[0],
+            "trace_id": shadowed[20],
+            "agree": None,
+            "valid": 0,
+            "reasons": json.dumps(["arguments_not_json:get_weather"]),
+        }
+    )
     with store.engine.begin() as conn:
         conn.execute(shadow_results.insert(), shadow_rows)
     return {"reports": reports, "decision": decision, "adapters": {"v1": v1, "v2": v2}}
@@ -412,3 +422,119 @@ def test_cli_on_an_empty_store_and_bad_arguments(tmp_path):
         cli, ["report", "--db", url, "--out", str(tmp_path / "missing" / "dir" / "r.html")]
     )
     assert res.exit_code == 0 and (tmp_path / "missing" / "dir" / "r.html").exists()
+
+
+# --------------------------------------------------------------------------- live ui
+
+
+@pytest.fixture
+def ui(tmp_path):
+    """The UI mounted under /ui of a parent app, as the gateway mounts it."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    from protege.report.ui import create_ui_app
+
+    store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    seeded = seed(store)
+    app = Starlette(routes=[Mount("/ui", app=create_ui_app(store))])
+    with TestClient(app) as client:
+        yield client, store, seeded
+    store.close()
+
+
+def _trace_ids(text: str) -> list[str]:
+    import re
+
+    return re.findall(r'href="/ui/traces/([0-9A-Z]+)"', text)
+
+
+def test_ui_report_page_links_under_its_mount_point(ui):
+    client, store, _ = ui
+    r = client.get("/ui/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert "script-src" not in r.headers["content-security-policy"]  # default-src 'none': no script at all
+    assert ">Cost / quality frontier</h2>" in r.text and r.text.count("<svg") >= 6
+    assert (
+        'href="/ui/traces"' in r.text and 'href="/ui/traces?task_id=weather&amp;served_by=fallback"' in r.text
+    )
+    assert "<script" not in r.text
+    assert client.get("/ui/api/report").json()["totals"]["calls"] == store.count_traces()
+
+
+def test_ui_trace_browser_filters_and_paginates_on_the_server(ui):
+    client, store, seeded = ui
+    r = client.get("/ui/traces", params={"served_by": "student", "per_page": 25})
+    assert r.status_code == 200
+    assert len(_trace_ids(r.text)) == 25 and "page 1 of 3 · 60 traces" in r.text
+    last = client.get("/ui/traces", params={"served_by": "student", "per_page": 25, "page": 3})
+    ids3 = _trace_ids(last.text)
+    assert len(ids3) == 10 and not set(ids3) & set(_trace_ids(r.text))
+    assert "← newer" in last.text and "older →" not in last.text
+
+    api = client.get("/ui/api/traces", params={"served_by": "student", "task_id": "triage"}).json()
+    assert api["total"] == 10 and {t["task_id"] for t in api["traces"]} == {"triage"}
+    assert all(t["served_by"] == "student" for t in api["traces"]) and "request" not in api["traces"][0]
+    # Newest first.
+    times = [t["created_at"] for t in api["traces"]]
+    assert times == sorted(times, reverse=True)
+
+    errors = client.get("/ui/api/traces", params={"status": "error"}).json()
+    assert [t["id"] for t in errors["traces"]] == [seeded["xss_id"]]
+
+    # Time range: a duration, an ISO time (UTC) and epoch seconds agree with the store.
+    start = seeded["start"]
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + 10 * 3600))
+    for since in (iso, str(start + 10 * 3600)):
+        got = client.get("/ui/api/traces", params={"since": since, "until": str(start + 20 * 3600)}).json()
+        assert got["total"] == store.count_traces(since=start + 10 * 3600, until=start + 20 * 3600) == 30
+    assert client.get("/ui/api/traces", params={"since": "1s"}).json()["total"] == 0
+
+    bad = client.get("/ui/traces", params={"since": "<b>yesterday</b>"})
+    assert bad.status_code == 400 and "not a time" in bad.text and "<b>yesterday" not in bad.text
+    assert client.get("/ui/api/traces", params={"per_page": "x"}).status_code == 400
+
+
+def test_ui_trace_page_escapes_trace_content_and_pretty_prints_tool_calls(ui):
+    client, store, seeded = ui
+    r = client.get(f"/ui/traces/{seeded['xss_id']}")
+    assert r.status_code == 200
+    assert "<script" not in r.text
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in r.text  # content, error, arguments
+    assert r.text.count("&lt;script&gt;") >= 3
+    # Arguments pretty-printed, one key per line.
+    assert "{\n  &quot;city&quot;: &quot;&lt;script&gt;" in r.text
+    assert ">Error</h2>" in r.text and ">Request</h2>" in r.text and ">Response</h2>" in r.text
+
+    fallback = client.get("/ui/api/traces", params={"served_by": "fallback"}).json()["traces"]
+    with_markup = next(t for t in fallback if t["fallback_reason"] == XSS_REASON)
+    page = client.get(f"/ui/traces/{with_markup['id']}").text
+    assert ">Fallback reason</h2>" in page and "&lt;img src=x onerror=&quot;alert(2)&quot;&gt;" in page
+    assert "<img" not in page
+
+    shadow_page = client.get(f"/ui/traces/{seeded['shadowed'][1]}").text
+    assert ">Shadow student</h2>" in shadow_page and "&lt;i&gt;shadow answer&lt;/i&gt;" in shadow_page
+    full = client.get(f"/ui/api/traces/{seeded['xss_id']}").json()
+    assert full["request"]["messages"][0]["content"] == XSS and full["error"] == XSS
+
+    assert client.get("/ui/traces/NOPE").status_code == 404
+    assert client.get("/ui/api/traces/NOPE").status_code == 404
+
+
+def test_ui_on_an_encrypted_store_without_the_key_still_lists_traces(tmp_path):
+    from starlette.testclient import TestClient
+
+    from protege.report.ui import create_ui_app
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    with open_store(url, encryption_key="s3cret") as enc:
+        seed(enc, evaluations=False)
+    store = open_store(url)
+    client = TestClient(create_ui_app(store))
+    api = client.get("/api/traces", params={"per_page": 5}).json()
+    assert api["total"] > 100 and len(api["traces"]) == 5
+    page = client.get(f"/traces/{api['traces'][0]['id']}")
+    assert page.status_code == 200 and "PROTEGE_ENCRYPTION_KEY" in page.text
+    assert 'href="/traces/' in client.get("/traces").text  # at the root, links have no prefix
+    assert client.get("/").status_code == 200

@@ -549,9 +549,10 @@ def collect_report(store: Any, *, since: float | None = None, until: float | Non
     for e in evaluations:
         newest[(e["task_id"], e["adapter_id"])] = e
     frontier = []
-    seen_reference: set[tuple[str, str]] = set()
     for (task, adapter), e in sorted(newest.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
         for s in e["systems"]:
+            if s["system"] != "student" and e is not latest_eval.get(task):
+                continue  # baselines and teacher once per task, from its newest evaluation
             cost_1k = s["cost_per_1k"]
             if cost_1k is None and s["system"] == "teacher":
                 # No price in the evaluation (its test rows are not live traces): what the
@@ -560,11 +561,6 @@ def collect_report(store: Any, *, since: float | None = None, until: float | Non
                 cost_1k = None if avg is None else avg * 1000.0
             if cost_1k is None:
                 continue
-            if s["system"] != "student":
-                key = (task, s["system"])
-                if key in seen_reference and e is not latest_eval.get(task):
-                    continue
-                seen_reference.add(key)
             name = (
                 (refs.get(adapter or "", adapter) or "student") if s["system"] == "student" else s["system"]
             )

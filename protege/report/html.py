@@ -37,7 +37,7 @@ header h1 { font-size: 20px; margin: 0; }
 header .meta { color: #adb5bd; font-size: 12px; }
 header nav a { color: #dee2e6; margin-right: 14px; text-decoration: none; }
 header nav a:hover { text-decoration: underline; }
-main { padding: 16px 28px 40px; max-width: 1280px; }
+main { padding: 12px 20px 40px; max-width: 1600px; }
 section { background: #fff; border: 1px solid #dee2e6; border-radius: 6px; padding: 14px 18px;
   margin: 16px 0; }
 h2 { font-size: 17px; margin: 0 0 10px; }
@@ -96,7 +96,10 @@ def usd(x: float | None) -> str:
         return f"${x:,.0f}"
     if abs(x) >= 1:
         return f"${x:,.2f}"
-    return f"${x:.4g}"
+    if abs(x) >= 0.01:
+        text = f"{x:.3f}"
+        return "$" + (text[:-1] if text.endswith("0") else text)
+    return f"${x:.2g}"
 
 
 def num(x: float | None, digits: int = 3) -> str:
@@ -206,10 +209,10 @@ def _tasks(data: dict[str, Any], links: Links) -> str:
         rows.append(
             "<tr>"
             f"<td>{links.a(t['task_id'], links.traces(task_id=task_id) if task_id else None)}"
-            f"{'<br><span class=muted>' + esc(t['label']) + '</span>' if t.get('label') else ''}</td>"
-            f"<td>{esc(t.get('output_type') or '–')}</td>"
-            f'<td class="n">{t["calls"]:,}</td><td class="n">{pct(t["traffic_share"], 1)}</td>'
-            f'<td class="n">{usd(t["cost_usd"])}</td><td class="n">{pct(t["cost_share"], 1)}</td>'
+            f"{'<br><span class=muted>' + esc(t['label']) + '</span>' if t.get('label') else ''}"
+            f"{'<br><span class=muted>' + esc(t['output_type']) + '</span>' if t.get('output_type') else ''}</td>"
+            f'<td class="n">{t["calls"]:,}<br><span class=muted>{pct(t["traffic_share"], 1)}</span></td>'
+            f'<td class="n">{usd(t["cost_usd"])}<br><span class=muted>{pct(t["cost_share"], 1)}</span></td>'
             f"<td>{mini_served(t['served'])} <span class=muted>{pct(t['student_share'])} student</span></td>"
             f"<td>{esc(route.get('label') or '–')}"
             f"{'<br><span class=muted>' + esc(t['promoted_adapter']) + '</span>' if t.get('promoted_adapter') else ''}</td>"
@@ -223,9 +226,8 @@ def _tasks(data: dict[str, Any], links: Links) -> str:
             "</tr>"
         )
     head = (
-        "<tr><th>task</th><th>output</th><th class=n>calls</th><th class=n>traffic</th><th class=n>cost</th>"
-        "<th class=n>cost share</th><th>served by</th><th>route / promoted</th><th class=n>student quality</th>"
-        "<th class=n>share of teacher [95% CI]</th><th>gate</th><th class=n>shadow agreement</th>"
+        "<tr><th>task</th><th class=n>calls (share)</th><th class=n>cost (share)</th><th>served by</th><th>route</th><th class=n>quality</th>"
+        "<th class=n>share of teacher [95% CI]</th><th>gate</th><th class=n>shadow agree</th>"
         "<th class=n>saved</th></tr>"
     )
     return f'<section id="tasks"><h2>Tasks</h2><div class="scroll"><table>{head}{"".join(rows)}</table></div></section>'

@@ -258,7 +258,9 @@ def scatter(
             f'<text x="{left - 6}" y="{_f(py(t) + 4)}" text-anchor="end" fill="#495057">{esc(fmt_num(t))}</text>'
         )
     if use_log:
-        xticks = [10.0**e for e in range(math.floor(lo_x), math.ceil(hi_x) + 1) if lo_x <= e <= hi_x]
+        decades = [e for e in range(math.floor(lo_x), math.ceil(hi_x) + 1) if lo_x <= e <= hi_x]
+        every = max(1, math.ceil(len(decades) / 6))  # at most ~6 labels
+        xticks = [10.0**e for e in decades[::every]]
     else:
         xticks = [t for t in nice_ticks(lo_x, hi_x, 4) if lo_x <= t <= hi_x]
     for t in xticks:
@@ -290,7 +292,8 @@ def scatter(
         body.append(
             f'<g class="point"><title>{esc(tip)}</title>'
             f'<circle cx="{_f(cx)}" cy="{_f(cy)}" r="5" fill="{esc(p.color)}" stroke="#fff"/>'
-            f'<text x="{_f(cx + 7)}" y="{_f(cy - 6)}" fill="#212529">{esc(_clip(p.label, 22))}</text></g>'
+            f'<text x="{_f(cx + 7)}" y="{_f(cy - 6 if cy - 6 > top + 10 else cy + 14)}" fill="#212529">'
+            f"{esc(_clip(p.label, 22))}</text></g>"
         )
     return _svg(width, height, body, title, cls)
 
@@ -313,7 +316,7 @@ def line(
     cls: str = "line",
 ) -> str:
     """A value over time (x: epoch seconds, labelled in UTC)."""
-    left, right, top, bottom = 64, 20, 12, 40
+    left, right, top, bottom = 64, 50, 12, 40
     pw, ph = width - left - right, height - top - bottom
     xs = [x for x, _ in series] or [0.0]
     ys = [y for _, y in series] or [0.0]

@@ -383,7 +383,12 @@ def render_trace(
         ("session", esc(c.get("session_id"))),
         ("latency", "" if c.get("latency_ms") is None else f"{c['latency_ms']:.0f} ms"),
         ("first token", "" if c.get("ttft_ms") is None else f"{c['ttft_ms']:.0f} ms"),
-        ("tokens", f"{c.get('prompt_tokens') or 0} in / {c.get('completion_tokens') or 0} out"),
+        (
+            "tokens",
+            ""
+            if c.get("prompt_tokens") is None and c.get("completion_tokens") is None
+            else f"{c.get('prompt_tokens') or 0} in / {c.get('completion_tokens') or 0} out",
+        ),
         ("cost", esc(usd(c.get("cost_usd")))),
         ("finish reason", esc(c.get("finish_reason"))),
         ("stream", "yes" if c.get("stream") else ""),
