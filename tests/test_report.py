@@ -428,7 +428,7 @@ def test_cli_on_an_empty_store_and_bad_arguments(tmp_path):
 
 
 @pytest.fixture
-def ui(tmp_path):
+def ui(db_url):
     """The UI mounted under /ui of a parent app, as the gateway mounts it."""
     from starlette.applications import Starlette
     from starlette.routing import Mount
@@ -436,7 +436,7 @@ def ui(tmp_path):
 
     from protege.report.ui import create_ui_app
 
-    store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    store = open_store(db_url)
     seeded = seed(store)
     app = Starlette(routes=[Mount("/ui", app=create_ui_app(store))])
     with TestClient(app) as client:
@@ -461,6 +461,9 @@ def test_ui_report_page_links_under_its_mount_point(ui):
     )
     assert "<script" not in r.text
     assert client.get("/ui/api/report").json()["totals"]["calls"] == store.count_traces()
+    recent = client.get("/ui/api/report", params={"since": "1s"}).json()
+    assert recent["totals"]["calls"] == 0 and recent["quality"]  # evaluations are not traffic
+    assert client.get("/ui/", params={"until": "soon"}).status_code == 400
 
 
 def test_ui_trace_browser_filters_and_paginates_on_the_server(ui):

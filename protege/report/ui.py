@@ -1,7 +1,8 @@
 """The live report and trace browser: a small Starlette app the gateway mounts
 at ``/ui`` (``protege serve``), read from the store on every request.
 
-- ``/``: the report page, with links into the trace browser;
+- ``/``: the report page, with links into the trace browser (``?since=24h``
+  and ``until`` narrow the traffic it covers);
 - ``/traces``: traces filtered by task, who served them, status and time
   range, newest first, paginated on the server;
 - ``/traces/{id}``: one trace: its request messages, response, tool calls
@@ -480,11 +481,24 @@ def render_trace(
 def create_ui_app(store: Any) -> Starlette:
     """The live report and trace browser over ``store``, mountable at any prefix."""
 
+    def _window(request: Request) -> dict[str, float | None]:
+        q = request.query_params
+        return {"since": parse_time(q.get("since")), "until": parse_time(q.get("until"))}
+
     def report_page(request: Request) -> Response:
-        return _html(render_html(collect_report(store), base=_root(request)))
+        try:
+            window = _window(request)
+        except BadRequest as exc:
+            body = f'<section><h2>Bad request</h2><p class="error">{esc(exc)}</p></section>'
+            return _html(page("protege report", body, nav=_nav(_root(request))), 400)
+        return _html(render_html(collect_report(store, **window), base=_root(request)))
 
     def api_report(request: Request) -> Response:
-        return _json(collect_report(store))
+        try:
+            window = _window(request)
+        except BadRequest as exc:
+            return _json({"error": {"message": str(exc), "type": "invalid_request_error"}}, 400)
+        return _json(collect_report(store, **window))
 
     def traces_page(request: Request) -> Response:
         root = _root(request)
