@@ -403,6 +403,29 @@ def test_real_student_and_base_baselines_generate(tiny_adapter):
         assert iv.value == pytest.approx(zs[name].value, nan_ok=True), name
 
 
+def test_baselines_without_an_adapter_from_a_base_model(tiny_base, _isolated_home: Path):
+    base_dir, _ = tiny_base
+    store = open_store(f"sqlite:///{_isolated_home / 'p.db'}")
+    write_dataset(
+        _isolated_home,
+        "no-adapter",
+        bfcl_rows("simple_python", 3),
+        bfcl_rows("simple_python", 4)[3:],
+        "tool_call",
+    )
+    cfg = EvalConfig(n_resamples=50, base=str(base_dir), max_new_tokens=4, store_result=False)
+    report = evaluate_task(store, "no-adapter", config=cfg)
+    assert set(report.systems) == {"base_zero_shot", "base_few_shot", "teacher"}
+    assert report.share_of_teacher is None and report.adapter_id is None
+    assert report.systems["base_zero_shot"].tokens_per_s > 0
+    messages = []
+    report = evaluate_task(
+        store, "no-adapter", config=EvalConfig(n_resamples=50, store_result=False), progress=messages.append
+    )
+    assert set(report.systems) == {"teacher"}
+    assert any("teacher only" in m for m in messages)
+
+
 def test_cli_eval_json_and_table(tiny_adapter, _isolated_home: Path):
     from protege.cli.main import cli
 

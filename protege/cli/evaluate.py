@@ -129,6 +129,9 @@ def _fmt(x: float | None) -> str:
 )
 @click.option("--baselines/--no-baselines", default=True, show_default=True, help="Score the base model too.")
 @click.option(
+    "--base", default=None, metavar="MODEL", help="Base model for the baselines when no adapter exists."
+)
+@click.option(
     "--checker", type=click.Choice(["bfcl"]), default=None, help="Also score with BFCL's AST checker."
 )
 @click.option("--sample", type=int, default=None, metavar="N", help="Evaluate on N test examples only.")
@@ -150,6 +153,7 @@ def eval_(
     task: str,
     adapter: str | None,
     baselines: bool,
+    base: str | None,
     checker: str | None,
     sample: int | None,
     judge: bool,
@@ -170,6 +174,7 @@ def eval_(
     store = open_store_or_fail(db_url)
     config = EvalConfig(
         sample=sample,
+        base=base,
         checker=checker,
         judge=judge,
         n_resamples=resamples,

@@ -56,6 +56,12 @@ class EvalConfig:
         default=False, metadata={"help": "LLM judge through the upstream for free-text tasks"}
     )
     judge_model: str = field(default="gpt-4o-mini", metadata={"help": "model the judge runs on"})
+    base: str | None = field(
+        default=None,
+        metadata={
+            "help": "base model for the baselines when there is no student (catalog name, hub id, dir)"
+        },
+    )
     checker: str | None = field(default=None, metadata={"help": "'bfcl': also score with BFCL's AST checker"})
     dataset_version: str | None = field(default=None, metadata={"help": "dataset version (default: latest)"})
     latency_samples: int = field(
@@ -494,8 +500,25 @@ def _systems(
             out["_adapter_id"] = ref.id
     if baselines:
         need = [k for k in ("base_zero_shot", "base_few_shot") if k not in given]
-        if need and "student" in out and hasattr(out["student"], "model"):
-            _base_baselines(out, need, out["student"], data, config)
+        student = out.get("student")
+        if need and student is not None and hasattr(student, "model"):
+            _base_baselines(
+                out,
+                need,
+                _AdapterOff(student.model),
+                student.tokenizer,
+                data,
+                config,
+                getattr(student, "max_new_tokens", None),
+            )
+        elif need and config.base:
+            from protege.evaluate.predictors import load_base_model
+
+            say(f"loading base model {config.base}")
+            model, tokenizer = load_base_model(config.base)
+            _base_baselines(out, need, model, tokenizer, data, config, None)
+        elif need and student is None:
+            say(f"no adapter registered for {task_id!r} and no base model given: scoring the teacher only")
         for k in ("base_zero_shot", "base_few_shot"):
             if k in given:
                 out[k] = given[k]
@@ -506,33 +529,36 @@ def _systems(
 
 
 def _base_baselines(
-    out: dict[str, Any], need: list[str], student: Any, data: TaskData, config: EvalConfig
+    out: dict[str, Any],
+    need: list[str],
+    model: Any,
+    tokenizer: Any,
+    data: TaskData,
+    config: EvalConfig,
+    max_new_tokens: int | None,
 ) -> None:
-    """The base model without its adapter, zero-shot and with solved examples.
-    PEFT's ``disable_adapter`` would need a context around every generate, so
-    the baselines share the weights through a thin wrapper instead."""
+    """The base model zero-shot and with solved train examples in the prompt,
+    both with the task's full prompt (a base model needs the static prefix)."""
     from protege.evaluate.predictors import TransformersPredictor
 
-    base = _AdapterOff(student.model)
-    common = dict(
+    common: dict[str, Any] = dict(
         prefix=data.manifest.get("prefix"),
         drop_prefix=False,
         batch_size=config.batch_size,
-        max_new_tokens=getattr(student, "max_new_tokens", None) or config.max_new_tokens or 256,
+        max_new_tokens=max_new_tokens or config.max_new_tokens or 256,
     )
     if "base_zero_shot" in need:
-        out["base_zero_shot"] = TransformersPredictor("base_zero_shot", base, student.tokenizer, **common)
+        out["base_zero_shot"] = TransformersPredictor("base_zero_shot", model, tokenizer, **common)
     if "base_few_shot" in need and data.train and config.few_shot > 0:
         rng = np.random.default_rng(config.seed)
         idx = rng.choice(len(data.train), min(config.few_shot, len(data.train)), replace=False)
         shots = [data.train[i] for i in sorted(idx)]
-        out["base_few_shot"] = TransformersPredictor(
-            "base_few_shot", base, student.tokenizer, shots=shots, **common
-        )
+        out["base_few_shot"] = TransformersPredictor("base_few_shot", model, tokenizer, shots=shots, **common)
 
 
 class _AdapterOff:
-    """A PEFT model seen with its adapter disabled."""
+    """A PEFT model seen with its adapter disabled: the baselines share the
+    student's weights instead of loading the base model a second time."""
 
     def __init__(self, peft_model: Any) -> None:
         self._m = peft_model
