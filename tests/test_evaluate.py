@@ -424,6 +424,7 @@ def test_baselines_without_an_adapter_from_a_base_model(tiny_base, _isolated_hom
     )
     assert set(report.systems) == {"teacher"}
     assert any("teacher only" in m for m in messages)
+    store.close()
 
 
 def test_cli_eval_json_and_table(tiny_adapter, _isolated_home: Path):
