@@ -417,8 +417,9 @@ def evaluate_task(
             res.seconds_per_call = seconds / calls if calls else None
             tokens = stats.get("generated_tokens")
             res.tokens_per_s = tokens / seconds if tokens and seconds else None
+            # Baselines run on the student's hardware: the same price per second.
+            res.cost_per_1k = student_cost_per_1k(res.seconds_per_call, device, config.cost)
             if name == "student":
-                res.cost_per_1k = student_cost_per_1k(res.seconds_per_call, device, config.cost)
                 res.latency_ms = _latency_ms(predictor, rows, config.latency_samples)
         results[name] = res
 
