@@ -144,11 +144,22 @@ def test_near_dup_groups_near_copies_and_verifies_true_similarity():
     gb, _ = idx2.assign("b", dedup_text(req("convert 10 dollars to euros", system=big_system)))
     assert ga != gb
     # LSH candidates below the target are rejected by the exact Jaccard check.
-    idx3 = NearDupIndex(threshold=0.95, candidate_threshold=0.3)
+    # (true Jaccard 0.79 while the MinHash estimate says 0.83: the estimate alone would be wrong)
+    idx3 = NearDupIndex(threshold=0.82, candidate_threshold=0.3)
     idx3.assign("p", dedup_text(req(long_q)))
-    g, _ = idx3.assign("q", dedup_text(req(long_q.replace("northern", "southern").replace("three", "five"))))
+    g, _ = idx3.assign("q", dedup_text(req(long_q.replace("quarterly", "annual").replace("three", "five"))))
     assert g == "q"
-    assert idx3.candidates_checked >= 1 and idx3.candidates_accepted == 0
+    assert idx3.candidates_checked == 1 and idx3.candidates_accepted == 0
+
+
+def test_minhash_signatures_match_datasketch():
+    from datasketch import MinHash
+
+    idx = NearDupIndex()
+    sh = shingles("the quick brown fox jumps over the lazy dog, twice")
+    m = MinHash(num_perm=64, seed=1, hashfunc=int)
+    m.update_batch(sh.tolist())
+    assert (m.hashvalues.astype("uint32") == idx._hashvalues(sh)).all()
 
 
 def test_near_dup_bridge_merges_groups():

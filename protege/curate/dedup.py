@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -57,13 +56,22 @@ def dedup_text(request: dict[str, Any]) -> str:
     return " ".join(text.lower().split())
 
 
+_MULT = np.array([0x100000001B3**k % 2**64 for k in range(SHINGLE - 1, -1, -1)], dtype=np.uint64)
+
+
 def shingles(text: str) -> np.ndarray:
-    """Sorted unique CRC32 hashes of the character 5-grams of ``text``."""
-    if len(text) <= SHINGLE:
-        grams = {text}
-    else:
-        grams = {text[i : i + SHINGLE] for i in range(len(text) - SHINGLE + 1)}
-    return np.unique(np.fromiter((zlib.crc32(g.encode()) for g in grams), dtype=np.uint32, count=len(grams)))
+    """Sorted unique 32-bit hashes of the character 5-grams of ``text``
+    (a polynomial hash over code points, vectorised; stable across processes,
+    so signatures stored by one run are comparable in the next)."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    if codes.size < SHINGLE:
+        codes = np.concatenate([codes, np.zeros(SHINGLE - codes.size, dtype=np.uint64)])
+    n = codes.size - SHINGLE + 1
+    h = np.zeros(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(SHINGLE):
+            h += codes[j : j + n] * _MULT[j]
+    return np.unique(((h >> np.uint64(32)) ^ h).astype(np.uint32))
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -76,6 +84,13 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
 class NearDupIndex:
     """Assigns each text a near-duplicate group, incrementally.
 
+    Signatures are datasketch MinHashes; the LSH banding (bands and rows from
+    datasketch's optimiser for the candidate threshold) is kept here so each
+    bucket can be capped: templated traffic puts thousands of similar calls
+    in one bucket, and an uncapped index turns quadratic. Candidates are
+    ranked by their MinHash estimate and only the best ``max_checks`` pay
+    for the exact Jaccard check.
+
     ``load_shingles(key)`` recovers the shingles of an entry added with
     ``add_existing`` (a trace curated by an earlier run) when it turns out to
     be a candidate; entries added with ``assign`` keep theirs in memory.
@@ -87,9 +102,15 @@ class NearDupIndex:
         threshold: float = 0.9,
         candidate_threshold: float | None = None,
         num_perm: int = 64,
+        bucket_cap: int = 64,
+        max_checks: int = 8,
         load_shingles: Callable[[str], np.ndarray | None] | None = None,
     ) -> None:
-        from datasketch import MinHash, MinHashLSH
+        from datasketch import MinHash
+        from datasketch.lsh import _optimal_param
+        from datasketch.minhash import _fmix
+
+        self._fmix = _fmix  # datasketch's MurmurHash3 finalizer (the "affine32" pre-mix)
 
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
@@ -102,9 +123,14 @@ class NearDupIndex:
         self.num_perm = num_perm
         self._MinHash = MinHash
         self._perms = MinHash(num_perm=num_perm, seed=1, hashfunc=_identity).permutations
-        self.lsh = MinHashLSH(threshold=self.candidate_threshold, num_perm=num_perm)
+        self._a, self._b = (np.asarray(p, dtype=np.uint32) for p in self._perms)
+        self.bands, self.rows = _optimal_param(self.candidate_threshold, num_perm, 0.5, 0.5)
+        self._tables: list[dict[bytes, list[str]]] = [{} for _ in range(self.bands)]
+        self.bucket_cap = bucket_cap
+        self.max_checks = max_checks
         self.group: dict[str, str] = {}
         self._shingles: dict[str, np.ndarray] = {}
+        self._hv: dict[str, np.ndarray] = {}
         self._load = load_shingles
         self._parent: dict[str, str] = {}
         self.candidates_checked = 0
@@ -131,21 +157,42 @@ class NearDupIndex:
         """Group ids that were merged into another: old -> surviving id."""
         return {g: self.find(g) for g in self._parent if self.find(g) != g}
 
-    def _minhash(self, sh: np.ndarray) -> Any:
-        m = self._MinHash(
-            num_perm=self.num_perm, seed=1, hashfunc=_identity, permutations=self._perms, scheme=_SCHEME
-        )
-        if sh.size:
-            m.update_batch(sh.tolist())
-        return m
+    def _hashvalues(self, sh: np.ndarray) -> np.ndarray:
+        """datasketch's "affine32" MinHash of the shingle hashes, computed in one
+        numpy expression (``MinHash.update_batch`` loops in Python per shingle);
+        a test checks both agree."""
+        if not sh.size:
+            return np.full(self.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
+        hv = self._fmix(sh.astype(np.uint32).reshape(-1, 1), 32)
+        with np.errstate(over="ignore"):
+            return (hv * self._a + self._b).min(axis=0).astype(np.uint32)
 
     def signature(self, sh: np.ndarray) -> str:
-        return base64.b64encode(self._minhash(sh).hashvalues.astype(np.uint32).tobytes()).decode()
+        return base64.b64encode(self._hashvalues(sh).tobytes()).decode()
+
+    def _band_keys(self, hv: np.ndarray) -> list[bytes]:
+        r = self.rows
+        return [hv[i * r : (i + 1) * r].tobytes() for i in range(self.bands)]
+
+    def _insert(self, key: str, hv: np.ndarray) -> None:
+        for table, bk in zip(self._tables, self._band_keys(hv), strict=True):
+            bucket = table.get(bk)
+            if bucket is None:
+                table[bk] = [key]
+            elif len(bucket) < self.bucket_cap:
+                bucket.append(key)
+        self._hv[key] = hv
+
+    def _query(self, hv: np.ndarray) -> list[str]:
+        found: set[str] = set()
+        for table, bk in zip(self._tables, self._band_keys(hv), strict=True):
+            bucket = table.get(bk)
+            if bucket:
+                found.update(bucket)
+        return list(found)
 
     def add_existing(self, key: str, group: str, signature: str) -> None:
-        hv = np.frombuffer(base64.b64decode(signature), dtype=np.uint32).astype(np.uint64)
-        m = self._MinHash(num_perm=self.num_perm, seed=1, hashfunc=_identity, hashvalues=hv, scheme=_SCHEME)
-        self.lsh.insert(key, m, check_duplication=False)
+        self._insert(key, np.frombuffer(base64.b64decode(signature), dtype=np.uint32))
         self.group[key] = group
 
     def _shingles_of(self, key: str) -> np.ndarray | None:
@@ -160,27 +207,37 @@ class NearDupIndex:
         """(near_dup_group, signature) for a new text; the group is ``key`` itself
         when nothing close enough is indexed yet."""
         sh = shingles(text)
-        m = self._minhash(sh)
+        hv = self._hashvalues(sh)
         group = key
-        best = -1.0
-        for cand in self.lsh.query(m):
-            other = self._shingles_of(cand)
-            if other is None:
-                continue
-            self.candidates_checked += 1
-            sim = jaccard(sh, other)
-            if sim >= self.threshold:
-                self.candidates_accepted += 1
+        matched = False
+        cands = self._query(hv)
+        if cands:
+            # The MinHash estimate is nearly free; only likely matches pay for the exact check.
+            est = (np.stack([self._hv[c] for c in cands]) == hv).sum(axis=1)
+            order = np.argsort(-est, kind="stable")
+            # Estimates sit within ~0.1 of the truth at 64 permutations.
+            floor = max(self.candidate_threshold, self.threshold - 0.1) * self.num_perm
+            checks = 0
+            for i in order:
+                if est[i] < floor or checks >= self.max_checks:
+                    break
+                cand = cands[i]
                 g = self.find(self.group[cand])
-                if best < 0:
-                    group = g
-                else:
-                    group = self._union(group, g)
-                best = max(best, sim)
-        self.lsh.insert(key, m, check_duplication=False)
-        self.group[key] = group
+                if matched and g == self.find(group):
+                    continue
+                other = self._shingles_of(cand)
+                if other is None:
+                    continue
+                checks += 1
+                self.candidates_checked += 1
+                if jaccard(sh, other) >= self.threshold:
+                    self.candidates_accepted += 1
+                    group = self._union(group, g) if matched else g
+                    matched = True
+        self._insert(key, hv)
         self._shingles[key] = sh
-        return self.find(group), base64.b64encode(m.hashvalues.astype(np.uint32).tobytes()).decode()
+        self.group[key] = group
+        return self.find(group), base64.b64encode(hv.tobytes()).decode()
 
 
 def _identity(x: Any) -> int:

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 # Reasons, in the order the checks run.
 REASONS: tuple[str, ...] = (
     "error",
@@ -119,10 +121,10 @@ class SchemaCache:
     """Compiled validators, one per distinct tool schema (they repeat on every call)."""
 
     def __init__(self) -> None:
-        self._validators: dict[str, Any] = {}
+        self._validators: dict[bytes, Any] = {}
 
     def validator(self, parameters: Any) -> Any:
-        key = json.dumps(parameters, sort_keys=True, default=str)
+        key = orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
         got = self._validators.get(key)
         if got is None and key not in self._validators:
             from jsonschema import Draft202012Validator

@@ -29,6 +29,7 @@ from protege.curate.detectors import KINDS, SECRET_KINDS, Span, detect_patterns,
 _PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")
 _TITLE_WORD = re.compile(r"(?<![\w<])[A-Z][a-z]+(?:['’][a-z]+)?(?![\w>])")
 _IDENTIFIER = re.compile(r"^[\w./:@#-]+$")
+_ZERO_DIGITS = str.maketrans("123456789", "000000000")
 _JSON_PAIR = re.compile(r'"([A-Za-z_][\w-]{0,40})"\s*:\s*"((?:[^"\\\n]|\\.){1,200})"')
 
 # Capitalised words that start sentences and instructions far more often than names.
@@ -357,6 +358,10 @@ class Scrubber:
         self.config = dataclasses.replace(config or ScrubConfig(), **overrides)
         self._kinds = frozenset(self.config.kinds)
         self._cache: dict[str, tuple[Span, ...]] = {}
+        # NER results by text with digits zeroed: calls that differ only in numbers
+        # (order ids, amounts, dates) share one NER pass; offsets stay valid because
+        # lengths are equal, and names never contain digits.
+        self._ner_cache: dict[str, tuple[Span, ...]] = {}
         self.stats = {"strings": 0, "cache_hits": 0, "ner_runs": 0}
 
     # -- detection ----------------------------------------------------------
@@ -392,19 +397,30 @@ class Scrubber:
                 todo[t] = self._patterns(t)
         if not todo:
             return
-        ner_texts = [t for t in todo if needs_ner(t)] if self._use_ner() else []
-        if ner_texts:
-            nlp = load_ner()
-            self.stats["ner_runs"] += len(ner_texts)
-            for t, doc in zip(
-                ner_texts, nlp.pipe(ner_texts, batch_size=self.config.ner_batch_size), strict=True
-            ):
-                todo[t].extend(self._names(t, doc))
+        if self._use_ner():
+            run: dict[str, str] = {}
+            for t in todo:
+                if needs_ner(t):
+                    k = t.translate(_ZERO_DIGITS)
+                    if k not in self._ner_cache and k not in run:
+                        run[k] = t
+            if run:
+                nlp = load_ner()
+                self.stats["ner_runs"] += len(run)
+                texts_ = list(run.values())
+                docs = nlp.pipe(texts_, batch_size=self.config.ner_batch_size)
+                if len(self._ner_cache) >= self.config.cache_size:
+                    self._ner_cache.clear()
+                for k, doc in zip(run, docs, strict=True):
+                    self._ner_cache[k] = tuple(_person_spans(doc))
+            for t, spans in todo.items():
+                if needs_ner(t):
+                    spans.extend(self._names(t, self._ner_cache.get(t.translate(_ZERO_DIGITS), ())))
         for t, spans in todo.items():
             self._store(t, spans)
 
-    def _names(self, text: str, doc: Any) -> list[Span]:
-        spans = _person_spans(doc)
+    def _names(self, text: str, found: Iterable[Span]) -> list[Span]:
+        spans = list(found)
         if spans and _PLACEHOLDER.search(text):
             marks = [(m.start(), m.end()) for m in _PLACEHOLDER.finditer(text)]
             spans = [s for s in spans if all(s.end <= a or s.start >= b for a, b in marks)]
@@ -428,8 +444,15 @@ class Scrubber:
             return ()
         spans = self._patterns(text)
         if self._use_ner() and needs_ner(text):
-            self.stats["ner_runs"] += 1
-            spans.extend(self._names(text, load_ner()(text)))
+            k = text.translate(_ZERO_DIGITS)
+            found = self._ner_cache.get(k)
+            if found is None:
+                self.stats["ner_runs"] += 1
+                found = tuple(_person_spans(load_ner()(text)))
+                if len(self._ner_cache) >= self.config.cache_size:
+                    self._ner_cache.clear()
+                self._ner_cache[k] = found
+            spans.extend(self._names(text, found))
         return self._store(text, spans)
 
     def _key_kind(self, key: str, value: str) -> str | None:
