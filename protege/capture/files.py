@@ -30,6 +30,9 @@ from protege.ids import _ALPHABET, _encode
 from protege.store.records import Trace
 
 FORMATS = ("auto", "flywheel", "openai")
+# Files up to this size are parsed once (their checked traces kept in memory);
+# larger ones are read twice, checking then importing, so memory stays flat.
+KEEP_CHECKED_BYTES = 32 * 1024 * 1024
 EXPORT_FORMATS = ("raw", "openai")
 # Extracted columns an export carries that a re-import restores. ``task_id`` is
 # left out: it names a task in the store the trace came from.
@@ -68,7 +71,12 @@ class ImportResult:
 
 # -- ids -----------------------------------------------------------------------
 def _canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    import orjson
+
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # beyond orjson (e.g. integers over 64 bits): same record, same path
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def content_id(record: Any, created_at: float) -> str:
@@ -282,11 +290,17 @@ def import_jsonl(
     path = Path(path)
     _check_file(path)
     now = time.time()
+    checked: list[tuple[Trace, bool]] | None = None
     if not skip_invalid:
+        # A small file's checked traces are kept, so it is read only once.
+        keep = path.stat().st_size <= KEEP_CHECKED_BYTES
+        checked = [] if keep else None
         with open(path, "rb") as fh:
             for number, raw, size in _lines(fh):
                 if raw.strip():
-                    record_to_trace(_decode(number, raw), line=number, fmt=fmt, source=source, now=now)
+                    item = record_to_trace(_decode(number, raw), line=number, fmt=fmt, source=source, now=now)
+                    if checked is not None:
+                        checked.append(item)
                 if progress:
                     progress(size)
 
@@ -314,6 +328,17 @@ def import_jsonl(
         result.imported += len(fresh)
         result.duplicates += len(batch) - len(fresh)
         batch.clear()
+
+    if checked is not None:
+        for item in checked:
+            result.read += 1
+            batch.append(item)
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+        if progress:
+            progress(path.stat().st_size)
+        return result
 
     with open(path, "rb") as fh:
         for number, raw, size in _lines(fh):
