@@ -207,3 +207,18 @@ def test_error_records_import():
 def test_missing_file(store, tmp_path):
     with pytest.raises(FileNotFoundError):
         import_jsonl(store, tmp_path / "absent.jsonl")
+
+
+def test_large_file_path_reads_twice_with_same_result(store, tmp_path, monkeypatch):
+    from protege.capture import files
+
+    monkeypatch.setattr(files, "KEEP_CHECKED_BYTES", 0)  # as if the file were big
+    path = write_jsonl(tmp_path / "big.jsonl", [flywheel_record(i) for i in range(12)])
+    seen: list[int] = []
+    result = import_jsonl(store, path, batch_size=5, progress=seen.append)
+    assert (result.read, result.imported, result.duplicates) == (12, 12, 0)
+    assert sum(seen) == 2 * path.stat().st_size  # checked, then imported
+    bad = write_jsonl(tmp_path / "bad.jsonl", [flywheel_record(20), "nope"])
+    with pytest.raises(RecordError, match="line 2"):
+        import_jsonl(store, bad)
+    assert store.count_traces() == 12
