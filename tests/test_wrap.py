@@ -361,10 +361,14 @@ def test_spool_of_a_dead_process_is_replayed(tmp_path, upstream, _isolated_home)
     orphan = writer.spool_path.with_name(f"sdk-{key}-999999999-0.jsonl")
     lost = protege.build_trace({"model": "m", "messages": []}, None, status="error", error="x", source="sdk")
     orphan.write_text(json.dumps(lost.to_dict()) + "\n")
+    # ... and one that died in the middle of a replay.
+    half = writer.spool_path.with_name(f"sdk-{key}-999999998-0.replaying")
+    lost2 = protege.build_trace({"model": "m", "messages": []}, None, status="error", error="y", source="sdk")
+    half.write_text(json.dumps(lost2.to_dict()) + "\n")
     client = protege.wrap(sync_client(upstream), store=store)
     client.protege.writer.replay()
-    assert store.get_trace(lost.id) is not None
-    assert not orphan.exists()
+    assert store.get_trace(lost.id) is not None and store.get_trace(lost2.id) is not None
+    assert not orphan.exists() and not half.exists()
 
 
 def test_raw_streaming_response(store, upstream):

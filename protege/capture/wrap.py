@@ -477,15 +477,23 @@ def _writer_for(store: Any, redact: Callable[[Trace], Trace] | None) -> CaptureW
     spool_dir = protege_home() / "spool"
     spool_dir.mkdir(parents=True, exist_ok=True)
     spool = spool_dir / f"sdk-{key}-{os.getpid()}-{next(_writer_seq)}.jsonl"
-    for orphan in sorted(spool_dir.glob(f"sdk-{key}-*.jsonl")):
+    orphans = [*spool_dir.glob(f"sdk-{key}-*.replaying"), *spool_dir.glob(f"sdk-{key}-*.jsonl")]
+    for orphan in sorted(orphans):
         try:
             pid = int(orphan.name.split("-")[2])
         except (IndexError, ValueError):
             continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            with open(orphan, "rb") as src, open(spool, "ab") as dst:
-                dst.write(src.read())
-            orphan.unlink()
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        # Claim it by renaming first: of two processes starting at once, one wins.
+        claimed = orphan.with_name(f"{orphan.name}.claimed-{os.getpid()}")
+        try:
+            os.rename(orphan, claimed)
+        except OSError:
+            continue
+        with open(claimed, "rb") as src, open(spool, "ab") as dst:
+            dst.write(src.read())
+        claimed.unlink()
     return CaptureWriter(store, WriterConfig(spool_path=spool), redact=redact)
 
 
