@@ -277,7 +277,7 @@ def show(trace_id: str, db_url: str | None, as_json: bool) -> None:
 @json_option
 @friendly_errors
 def stats(by: str | None, since: str | None, db_url: str | None, as_json: bool, **kw: Any) -> None:
-    """Counts, error rate, tokens, cost, latency p50/p95/p99 and TTFT p50."""
+    """Counts, errors, tokens, cost, latency and TTFT percentiles."""
     from protege.stats import trace_stats
 
     store = open_store_or_fail(db_url)
