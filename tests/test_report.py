@@ -541,3 +541,30 @@ def test_ui_on_an_encrypted_store_without_the_key_still_lists_traces(tmp_path):
     assert page.status_code == 200 and "PROTEGE_ENCRYPTION_KEY" in page.text
     assert 'href="/traces/' in client.get("/traces").text  # at the root, links have no prefix
     assert client.get("/").status_code == 200
+
+
+def test_task_labels_come_from_the_task_stage_table(tmp_path):
+    import sqlalchemy as sa
+
+    store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    seed(store, evaluations=False)
+    if not sa.inspect(store.engine).has_table("tasks"):
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE tasks (id TEXT PRIMARY KEY, label TEXT, output_type TEXT)")
+    table = sa.Table("tasks", sa.MetaData(), autoload_with=store.engine)
+    key = "task_id" if "task_id" in table.c else "id"
+    label = next(c for c in ("label", "name", "title") if c in table.c)
+    row: dict[str, Any] = {}
+    for col in table.c:  # whatever else the stage requires, filled with plain values
+        if not col.nullable and col.default is None and col.server_default is None:
+            row[col.name] = 0 if isinstance(col.type, sa.Integer | sa.Float | sa.Numeric) else "x"
+    row.update({key: "weather", label: "<em>weather lookups</em>"})
+    if "output_type" in table.c:
+        row["output_type"] = "tool_call"
+    with store.engine.begin() as conn:
+        conn.execute(table.insert().values(**row))
+    data = collect_report(store)
+    weather = next(t for t in data["tasks"] if t["task_id"] == "weather")
+    assert weather["label"] == "<em>weather lookups</em>"
+    page = render_html(data)
+    assert "&lt;em&gt;weather lookups&lt;/em&gt;" in page and "<em>" not in page

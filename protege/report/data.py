@@ -75,6 +75,9 @@ def _bucket_size(first: float | None, last: float | None) -> int:
 
 
 def _traffic(store: Any, since: float | None, until: float | None) -> dict[str, Any]:
+    """One pass over the traces (SQLite keeps payloads inline, so every scan
+    reads the whole table): grouped by task, server, status, time bucket and
+    fallback reason; the sections are summed from those groups in Python."""
     t = schema.traces
     conds = []
     if since is not None:
@@ -82,14 +85,23 @@ def _traffic(store: Any, since: float | None, until: float | None) -> dict[str, 
     if until is not None:
         conds.append(t.c.created_at < until)
     with store.engine.connect() as conn:
+        # Answered from the created_at index.
         span = conn.execute(
             sa.select(sa.func.min(t.c.created_at), sa.func.max(t.c.created_at)).where(*conds)
         ).one()
-        rows = conn.execute(
+        bucket_s = _bucket_size(_num(span[0]), _num(span[1]))
+        if store.dialect == "postgresql":
+            bucket = sa.cast(sa.func.floor(t.c.created_at / bucket_s), sa.BigInteger)
+        else:  # SQLite's CAST truncates, which is floor for positive epochs
+            bucket = sa.cast(t.c.created_at / bucket_s, sa.Integer)
+        bucket = bucket.label("b")
+        groups = conn.execute(
             sa.select(
                 t.c.task_id,
                 t.c.served_by,
                 t.c.status,
+                bucket,
+                t.c.fallback_reason,
                 sa.func.count().label("n"),
                 sa.func.sum(t.c.cost_usd).label("cost"),
                 sa.func.count(t.c.cost_usd).label("n_cost"),
@@ -97,30 +109,46 @@ def _traffic(store: Any, since: float | None, until: float | None) -> dict[str, 
                 sa.func.count(t.c.latency_ms).label("n_latency"),
             )
             .where(*conds)
-            .group_by(t.c.task_id, t.c.served_by, t.c.status)
+            .group_by(t.c.task_id, t.c.served_by, t.c.status, bucket, t.c.fallback_reason)
         ).all()
-        reasons = conn.execute(
-            sa.select(t.c.task_id, t.c.fallback_reason, sa.func.count().label("n"))
-            .where(t.c.fallback_reason.is_not(None), *conds)
-            .group_by(t.c.task_id, t.c.fallback_reason)
-        ).all()
-        bucket_s = _bucket_size(_num(span[0]), _num(span[1]))
-        # Integer division of the truncated epoch: the same bucket on both engines.
-        bucket = (sa.cast(t.c.created_at, sa.BigInteger) // sa.literal(bucket_s, sa.BigInteger)).label("b")
-        student_rows = conn.execute(
-            sa.select(
-                t.c.task_id, bucket, sa.func.count().label("n"), sa.func.sum(t.c.cost_usd).label("cost")
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    reasons: dict[tuple[Any, ...], int] = defaultdict(int)
+    student: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for g in groups:
+        key = (g.task_id, g.served_by, g.status)
+        r = rows.setdefault(
+            key,
+            {
+                "task_id": g.task_id,
+                "served_by": g.served_by,
+                "status": g.status,
+                "n": 0,
+                "cost": 0.0,
+                "n_cost": 0,
+                "latency_sum": 0.0,
+                "n_latency": 0,
+            },
+        )
+        r["n"] += int(g.n)
+        r["cost"] += _num(g.cost) or 0.0
+        r["n_cost"] += int(g.n_cost or 0)
+        r["latency_sum"] += _num(g.latency_sum) or 0.0
+        r["n_latency"] += int(g.n_latency or 0)
+        if g.fallback_reason is not None:
+            reasons[(g.task_id, g.fallback_reason)] += int(g.n)
+        if g.served_by == "student" and g.status == "ok":
+            sb = student.setdefault(
+                (g.task_id, int(g.b)), {"task_id": g.task_id, "b": int(g.b), "n": 0, "cost": 0.0}
             )
-            .where(t.c.served_by == "student", t.c.status == "ok", *conds)
-            .group_by(t.c.task_id, bucket)
-        ).all()
+            sb["n"] += int(g.n)
+            sb["cost"] += _num(g.cost) or 0.0
     return {
         "first": _num(span[0]),
         "last": _num(span[1]),
-        "rows": [dict(r._mapping) for r in rows],
-        "reasons": [dict(r._mapping) for r in reasons],
+        "rows": list(rows.values()),
+        "reasons": [{"task_id": k[0], "fallback_reason": k[1], "n": n} for k, n in reasons.items()],
         "bucket_s": bucket_s,
-        "student_buckets": [dict(r._mapping) for r in student_rows],
+        "student_buckets": list(student.values()),
     }
 
 
