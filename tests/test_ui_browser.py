@@ -157,6 +157,7 @@ class Browser:
 def browser() -> Iterator[Browser]:
     import httpx
 
+    pytest.importorskip("websockets.sync.client", reason="the DevTools client needs websockets >= 13")
     profile = tempfile.mkdtemp(prefix="protege-chromium-")
     proc = subprocess.Popen(
         [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],

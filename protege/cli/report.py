@@ -56,7 +56,7 @@ def print_summary(data: dict[str, Any]) -> None:
     con.print(
         f"[bold]{tot['calls']:,}[/] calls · [green]{_pct(tot['student_share'])}[/] served by students · "
         f"spent [bold]{_usd(tot['cost_usd'])}[/] · saved [bold green]{_usd(tot['saved_usd'])}[/] "
-        f"(teacher-only {_usd(tot['teacher_only_cost_usd'])}) · {tot['errors']:,} errors"
+        f"(teacher-only {_usd(tot['teacher_only_cost_usd'])}) · errors: {tot['errors']:,}"
     )
     table = Table(title="Tasks", title_justify="left", header_style="bold")
     for name, justify in (
@@ -64,7 +64,7 @@ def print_summary(data: dict[str, Any]) -> None:
         ("calls", "right"),
         ("traffic", "right"),
         ("cost", "right"),
-        ("teacher/student/fallback", "right"),
+        ("served t/s/f", "right"),
         ("route", "left"),
         ("student quality", "right"),
         ("share of teacher [95% CI]", "right"),
