@@ -241,11 +241,16 @@ class Gateway:
             cfg.client, timeout_s=cfg.timeout_s, connect_timeout_s=cfg.connect_timeout_s,
             max_connections=cfg.max_connections, transport=self.transport,
         )
-        if cfg.capture_process and self.owns_store:
+        self.writer = None
+        if self.ship_bytes:
             from protege.gateway.capture_proc import ProcessCaptureWriter
 
-            self.writer = ProcessCaptureWriter(cfg.db_url, cfg.capture, redact=cfg.redact)  # type: ignore[assignment]
-        else:
+            try:
+                self.writer = ProcessCaptureWriter(cfg.db_url, cfg.capture, redact=cfg.redact)  # type: ignore[assignment]
+            except Exception as exc:  # e.g. spawn from an unguarded __main__ script
+                log.warning("protege: capture process unavailable (%s); capturing in a thread", exc)
+                self.ship_bytes = False
+        if self.writer is None:
             self.writer = CaptureWriter(self.store, cfg.capture, redact=self.redact)
         self.started = True
 
