@@ -575,3 +575,34 @@ def test_child_process_death_falls_back_in_process(tmp_path: Path, upstream: Fak
         assert _wait(lambda: writer.flush(5) and writer.stats.written == 3)
         for trace_id in ids:
             assert _stored(srv, store_url, trace_id).status == "ok"
+
+
+def test_client_disconnect_stops_the_teacher(tmp_path: Path, store_url: str) -> None:
+    """A client that hangs up mid-stream: the gateway drops the teacher's
+    connection (no paying for tokens nobody reads) and keeps the partial trace."""
+    with FakeUpstreamThread(chunk_delay_s=0.05) as slow, ServerThread(_config(tmp_path, slow.url, store_url)) as srv:
+        body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+        with httpx.stream("POST", srv.url + "/v1/chat/completions", json=body, timeout=10) as r:
+            trace_id = r.headers["x-protege-trace-id"]
+            for _ in r.iter_raw():
+                break  # read one chunk, then hang up
+        assert _wait(lambda: srv.app.writer.stats.submitted == 1, 5)
+        trace = _stored(srv, store_url, trace_id)
+    assert trace.status == "error" and "client disconnected" in trace.error
+    content = trace.response["choices"][0]["message"]["content"] or ""
+    assert content and not content.endswith("Paris?")  # only the part produced before the hang-up
+
+
+def test_teacher_ignoring_stream_flag(tmp_path: Path, store_url: str) -> None:
+    """A teacher that answers stream=true with plain JSON: relayed as JSON, captured."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "application/json"},
+                              json=completion(orjson.loads(request.content)))
+
+    with ServerThread(_config(tmp_path, "http://teacher.invalid/v1", store_url),
+                      transport=httpx.MockTransport(handler)) as srv:
+        r = httpx.post(srv.url + "/v1/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True})
+        assert r.status_code == 200 and r.json()["object"] == "chat.completion"
+        trace = _stored(srv, store_url, r.headers["x-protege-trace-id"])
+    assert trace.status == "ok" and trace.stream and trace.response["choices"][0]["message"]["content"]

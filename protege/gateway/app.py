@@ -11,6 +11,7 @@ feedback, health, metrics, other ``/v1`` paths) goes through Starlette.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import logging
@@ -110,6 +111,11 @@ def _error_message(body: bytes) -> tuple[str, Any]:
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
         return parsed["error"], parsed
     return body[:4000].decode("utf-8", "replace"), parsed
+
+
+async def _wait_disconnect(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _ids_from_body(req: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
@@ -387,8 +393,9 @@ class Gateway:
             await self._upstream_failed(send, exc, req, trace_id, wall, t0, client, session, task, stream)
             return
 
-        if not stream or resp.status != 200:
-            # A stream request refused up front gets the teacher's JSON error as is.
+        if not stream or resp.status != 200 or not resp.content_type.startswith(b"text/event-stream"):
+            # A stream request refused up front gets the teacher's JSON error as is (and a
+            # teacher that ignores stream=true, its whole JSON answer).
             try:
                 data = await resp.read()
             except UpstreamError as exc:
@@ -407,9 +414,9 @@ class Gateway:
                 client, session, task, stream, resp.content_encoding))
             return
 
-        await self._relay_stream(send, resp, req, body, trace_id, wall, t0, client, session, task)
+        await self._relay_stream(send, receive, resp, req, body, trace_id, wall, t0, client, session, task)
 
-    async def _relay_stream(self, send: Any, resp: Any, req: dict[str, Any], body: bytes, trace_id: str,
+    async def _relay_stream(self, send: Any, receive: Any, resp: Any, req: dict[str, Any], body: bytes, trace_id: str,
                             wall: float, t0: float, client: str | None, session: str | None,
                             task: str | None) -> None:
         headers = resp.headers
@@ -420,6 +427,9 @@ class Gateway:
         parts: list[bytes] = []
         ttft: float | None = None
         error: str | None = None
+        gone = False
+        # A client that hangs up must stop the teacher's generation too (it is paying for it).
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
         try:
             async for chunk in resp.chunks():
                 if not chunk:
@@ -427,19 +437,26 @@ class Gateway:
                 if ttft is None:
                     ttft = _perf() - t0
                 parts.append(chunk)
+                if watcher.done():
+                    gone = True
+                    error = "client disconnected before the end of the stream"
+                    break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
             error = str(exc)
         except Exception as exc:  # anything else still must not look like a clean end
             error = f"stream relay failed: {exc!r}"
         finally:
+            watcher.cancel()
             with contextlib.suppress(Exception):
                 await resp.close()
-        if error is None and (encoding is None or encoding == b"identity"):
+        if gone:
+            self.metrics.upstream_errors.labels("client_gone").inc()
+        elif error is None and (encoding is None or encoding == b"identity"):
             tail = (parts[-2][-16:] if len(parts) > 1 else b"") + (parts[-1] if parts else b"")
             if b"[DONE]" not in tail:
                 error = "upstream stream ended before [DONE]"
-        if error is not None:
+        if error is not None and not gone:
             self.metrics.upstream_errors.labels("stream_broken").inc()
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "more_body": False,
@@ -447,7 +464,8 @@ class Gateway:
         else:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         latency = _perf() - t0
-        self.metrics.observe(200 if error is None else 502, "teacher", "chat", True, latency)
+        # 499: the client closed the request (nginx's convention).
+        self.metrics.observe(200 if error is None else 499 if gone else 502, "teacher", "chat", True, latency)
         if ttft is not None:
             self.metrics.ttft.observe(ttft)
         self.writer.submit(partial(  # type: ignore[union-attr]

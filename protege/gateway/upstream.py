@@ -79,9 +79,25 @@ class _HttpxResponse(UpstreamResponse):
         self.status = resp.status_code
         self.headers, self.content_type, self.content_encoding = _forwardable(resp.headers.raw)
 
+    def _already_read(self) -> bytes | None:
+        # Responses built in memory (httpx.MockTransport with content=) arrive read.
+        import httpx
+
+        try:
+            content = self._resp.content
+        except httpx.ResponseNotRead:
+            return None
+        # httpx decoded it already: it no longer has a content encoding.
+        self.content_encoding = None
+        self.headers = [(k, v) for k, v in self.headers if k != b"content-encoding"]
+        return content
+
     async def read(self) -> bytes:
         import httpx
 
+        done = self._already_read()
+        if done is not None:
+            return done
         try:
             return b"".join([c async for c in self._resp.aiter_raw()])
         except httpx.TimeoutException as exc:
@@ -94,6 +110,10 @@ class _HttpxResponse(UpstreamResponse):
     async def chunks(self) -> AsyncIterator[bytes]:
         import httpx
 
+        done = self._already_read()
+        if done is not None:
+            yield done
+            return
         try:
             async for chunk in self._resp.aiter_raw():
                 yield chunk
