@@ -277,6 +277,7 @@ def test_injected_transport_stream_breaks(tmp_path: Path, store_url: str) -> Non
         assert srv.app.writer.flush(10)
         [trace] = traces.list_traces()
     assert str(seen[0].url) == "http://teacher.invalid/v1/chat/completions"
+    assert seen[0].headers["authorization"] == "Bearer sk-client-key"
     assert trace.status == "error" and "connection reset" in trace.error
     assert trace.response["choices"][0]["message"]["content"] == "Hello"
 
@@ -596,13 +597,18 @@ def test_client_disconnect_stops_the_teacher(tmp_path: Path, store_url: str) -> 
 def test_teacher_ignoring_stream_flag(tmp_path: Path, store_url: str) -> None:
     """A teacher that answers stream=true with plain JSON: relayed as JSON, captured."""
 
+    seen: list[httpx.Request] = []
+
     def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
         return httpx.Response(200, headers={"content-type": "application/json"},
                               json=completion(orjson.loads(request.content)))
 
     with ServerThread(_config(tmp_path, "http://teacher.invalid/v1", store_url),
                       transport=httpx.MockTransport(handler)) as srv:
-        r = httpx.post(srv.url + "/v1/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True})
+        r = httpx.post(srv.url + "/v1/chat/completions?api-version=2024-06-01",
+                       json={"model": "m", "messages": MESSAGES, "stream": True})
         assert r.status_code == 200 and r.json()["object"] == "chat.completion"
+        assert str(seen[0].url) == "http://teacher.invalid/v1/chat/completions?api-version=2024-06-01"
         trace = _stored(srv, store_url, r.headers["x-protege-trace-id"])
     assert trace.status == "ok" and trace.stream and trace.response["choices"][0]["message"]["content"]

@@ -388,7 +388,9 @@ class Gateway:
         stream = req.get("stream") is True
 
         try:
-            resp = await self.upstream.request("POST", self.chat_url, fwd, body)
+            qs = scope.get("query_string")
+            url = self.chat_url + "?" + qs.decode("latin-1") if qs else self.chat_url  # e.g. ?api-version=
+            resp = await self.upstream.request("POST", url, fwd, body)
         except UpstreamError as exc:
             await self._upstream_failed(send, exc, req, trace_id, wall, t0, client, session, task, stream)
             return
