@@ -612,3 +612,18 @@ def test_teacher_ignoring_stream_flag(tmp_path: Path, store_url: str) -> None:
         assert str(seen[0].url) == "http://teacher.invalid/v1/chat/completions?api-version=2024-06-01"
         trace = _stored(srv, store_url, r.headers["x-protege-trace-id"])
     assert trace.status == "ok" and trace.stream and trace.response["choices"][0]["message"]["content"]
+
+
+def test_full_spool_is_loud(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str,
+                            caplog: pytest.LogCaptureFixture) -> None:
+    flaky = FlakyStore(store_url)
+    flaky.down = True
+    capture = WriterConfig(spool_path=tmp_path / "spool.jsonl", spool_max_bytes=200, flush_interval_s=0.01)
+    with ServerThread(_config(tmp_path, upstream.url, store_url, capture=capture), store=flaky) as srv:
+        for _ in range(3):
+            _client(srv).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert srv.app.writer.flush(10)
+        health = httpx.get(srv.url + "/health").json()
+        assert health["status"] == "degraded" and health["capture"]["dropped"] == 3
+        assert "protege_capture_dropped_total 3.0" in httpx.get(srv.url + "/metrics").text
+    assert any(r.levelname == "CRITICAL" and "SPOOL FULL" in r.getMessage() for r in caplog.records)

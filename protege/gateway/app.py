@@ -576,8 +576,10 @@ class Gateway:
         writer = self.writer
         stats = writer.stats if writer is not None else None
         store_ok = stats.store_ok if stats is not None else True
+        lost = bool(stats and (stats.dropped or stats.build_errors))
         return JSONResponse({
-            "status": "ok" if store_ok else "degraded",
+            # Degraded: the store is down (spooling), or some traces could not be kept.
+            "status": "ok" if store_ok and not lost else "degraded",
             "upstream": self.base,
             "store": "ok" if store_ok else "down (spooling)",
             "capture": {
@@ -587,6 +589,7 @@ class Gateway:
                 "spooled": stats.spooled if stats else 0,
                 "replayed": stats.replayed if stats else 0,
                 "dropped": stats.dropped if stats else 0,
+                "build_errors": stats.build_errors if stats else 0,
             },
         })
 
