@@ -227,9 +227,13 @@ def quality(repeats: int) -> None:
 
 # -- throughput ---------------------------------------------------------------
 _FIRST = (
-    "Olivia Liam Emma Noah Ava Elijah Sophia Lucas Mia Mateo Amara Kenji Priya Omar Ingrid Tomasz".split()
-)
-_LAST = "Nguyen Okafor Schmidt Rossi Tanaka Haddad Kowalski Fernandez Larsen Dubois Mehta Walsh".split()
+    "Olivia Liam Emma Noah Ava Elijah Sophia Lucas Mia Mateo Amara Kenji Priya Omar Ingrid Tomasz Chloe Arjun "
+    "Fatima Diego Hana Ibrahim Zoe Nikolai Leila Pablo Greta Jamal Yara Felix Anika Tariq Elena Kofi Saoirse Ravi"
+).split()
+# Surnames from syllables: hundreds of distinct names, so most support messages
+# are unique strings and pay for NER (the cache cannot help).
+_LAST_HEAD = "Berg Hol Mar Ok Ands Kow Fern Dub Tan Had Lar Nak Vel Rom Sand Whit Ash Cal Dor Eng".split()
+_LAST_TAIL = "son strom ovic ez ani afor alski andez ois aka dad sen amura asquez ero ers ley ford ton".split()
 _CITIES = "Paris Rome Denver Osaka Lagos Lima Oslo Austin Porto Hanoi Dublin Quito".split()
 
 
@@ -308,7 +312,7 @@ def synthetic_traces(n: int, seed: int = 0) -> list[Any]:
             }
             finish = "tool_calls"
         elif site < 0.85:
-            name = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
+            name = f"{rng.choice(_FIRST)} {rng.choice(_LAST_HEAD)}{rng.choice(_LAST_TAIL)}"
             email = f"{name.split()[0].lower()}.{rng.randint(1, 999)}@example.com"
             q = (
                 f"Customer {name} ({email}, +1 415 555 {rng.randint(100, 199):04d}) writes: my order "

@@ -368,6 +368,30 @@ _INTRO_NAME = _simple(
     group=1,
 )
 
+# Role nouns and greetings before a name ("Customer Hana Tanton", "Dear Maria,"):
+# support traffic is full of them, and the small NER model often calls the
+# whole phrase an organisation.
+_NOT_NAME_WORDS = frozenset(
+    """team support service services manager managers customer customers all everyone there
+    world sir madam friend friends folks colleague colleagues hiring admin administrator
+    department office desk portal account accounts settings page profile name user users
+    the a an and or of for to in on at by with from""".split()
+)
+
+
+def _name_words_ok(v: str, m: re.Match[str], text: str) -> bool:
+    return not any(w.lower().strip(".,'’") in _NOT_NAME_WORDS for w in v.split())
+
+
+_ROLE_NAME = _simple(
+    "PERSON",
+    r"(?i:\b(?:customer|client|patient|employee|applicant|candidate|tenant|guest|passenger|member|"
+    r"caller|buyer|seller|contact|attn\.?|attention|dear|hi|hello|hey)\s*[:,]?\s+)"
+    r"([A-Z][a-z'’-]+(?:\s+[A-Z][a-z'’-]+){1,2}|[A-Z][a-z'’-]+(?=\s*,))",
+    group=1,
+    check=_name_words_ok,
+)
+
 
 @dataclass(frozen=True)
 class Detector:
@@ -382,8 +406,11 @@ def _has(*subs: str) -> Callable[[str], bool]:
     return lambda t: any(s in t for s in subs)
 
 
+_DIGIT = re.compile(r"\d")
+
+
 def _has_digit(t: str) -> bool:
-    return any(c.isdigit() for c in t)
+    return _DIGIT.search(t) is not None
 
 
 _KV_GATE = re.compile(r"(?i)pass|pwd|secret|key|token|pin")
@@ -418,14 +445,18 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("ADDRESS", _ADDRESS_EU, _has_digit),
     Detector("PERSON", _TITLE_NAME, lambda t: True),
     Detector("PERSON", _INTRO_NAME, lambda t: True),
+    Detector("PERSON", _ROLE_NAME, lambda t: True),
 )
 
 
 def detect_patterns(text: str, kinds: frozenset[str] | None = None) -> list[Span]:
     """Every pattern detection in ``text`` (overlaps not yet resolved)."""
     out: list[Span] = []
+    digit = _has_digit(text)  # most detectors need one; test it once
     for d in DETECTORS:
-        if (kinds is None or d.kind in kinds) and d.gate(text):
+        if kinds is not None and d.kind not in kinds:
+            continue
+        if digit if d.gate is _has_digit else d.gate(text):
             out.extend(d.find(text))
     return out
 
