@@ -318,3 +318,16 @@ def test_cli_curate_needs_key_for_encrypted_store(tmp_path, monkeypatch):
     res = CliRunner().invoke(cli, ["curate", "--db", url, "--no-ner"])
     assert res.exit_code == 2
     assert "PROTEGE_ENCRYPTION_KEY" in res.output and "Traceback" not in res.output
+
+
+def test_near_dup_work_stays_bounded_on_templated_traffic():
+    # Thousands of calls from one template land in the same LSH buckets; capped
+    # buckets and a cap on exact checks keep the work per call constant.
+    idx = NearDupIndex(threshold=0.9, bucket_cap=32, max_checks=4)
+    for i in range(3000):
+        idx.assign(f"k{i:05d}", f"what's the weather in paris for the next {i % 7} days? ref {i * 7919 % 100000}")
+    assert idx.candidates_checked <= 4 * 3000
+    assert all(len(b) <= 32 for table in idx._tables for b in table.values())
+    # Exact copies of the template still find each other.
+    g, _ = idx.assign("copy", "what's the weather in paris for the next 3 days? ref 23757")
+    assert g != "copy"

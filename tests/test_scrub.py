@@ -204,3 +204,17 @@ def test_cli_scrub_bad_jsonl_is_one_line():
     assert res.exit_code == 2
     assert res.output.strip().splitlines()[-1].startswith("protege: error: line 2: not JSON")
     assert "Traceback" not in res.output
+
+
+def test_redact_trace_as_capture_hook(tmp_path):
+    from protege.capture import CaptureWriter, WriterConfig
+    from protege.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'cap.db'}")
+    writer = CaptureWriter(store, WriterConfig(spool_path=tmp_path / "spool.jsonl"), redact=redact_trace)
+    t = build_trace({"model": "m", "messages": [{"role": "user", "content": "my key is sk-ant-api03-abcdefghijklmnopqrstuvwx"}]}, None)
+    writer.submit(t)
+    writer.close()
+    got = store.get_trace(t.id)
+    store.close()
+    assert got.request["messages"][0]["content"] == "my key is <API_KEY_1>"
