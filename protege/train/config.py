@@ -74,7 +74,9 @@ class TrainConfig:
         default=None, metadata={"help": "Recompute activations in backward; default: on for CUDA only"}
     )
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda' or 'cuda:N'"})
-    threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (default: all cores)"})
+    threads: int | None = field(
+        default=None, metadata={"help": "CPU threads for torch (default: the cores not busy with other work)"}
+    )
     eval_every: int = field(
         default=0, metadata={"help": "Validate every N steps (0: about 8 times per run, and at the end)"}
     )

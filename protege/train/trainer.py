@@ -134,6 +134,22 @@ def resolve_precision(spec: str, device: str) -> str:
     return "bf16" if cpu_has_bf16() else "fp32"
 
 
+def auto_threads() -> int:
+    """Torch threads for a CPU run: the cores not already busy.
+
+    OpenMP threads wait for each other at every op; on a machine shared with
+    other work, a thread that waits for a busy core stalls all of them (two
+    threads ran one SmolLM2 step 3-4x slower than one thread here under
+    load), so busy cores are left out.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, min(cores, round(cores - busy)))
+
+
 def peak_rss_bytes() -> int:
     # ru_maxrss is in KiB on Linux (bytes on macOS)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -409,18 +425,14 @@ def train_adapter(
     val_rows = rows_of(getattr(dataset, "validation", None))
     if not train_rows:
         raise ValueError(f"task {task_id!r} has no training examples")
-    if run_dir is None and not resume:
-        run_dir = new_run_dir(task_id, _registry_next_version(store, task_id))
-    assert run_dir is not None
-    synthetic_file = run_dir / SYNTHETIC
-    if synthetic_file.exists():
-        train_rows = train_rows + rows_of(_read_jsonl(synthetic_file))
+    synthetic: list[dict[str, Any]] = []
+    if run_dir is not None and (run_dir / SYNTHETIC).exists():
+        train_rows = train_rows + rows_of(_read_jsonl(run_dir / SYNTHETIC))
     elif augment is not None and augment_client is not None and len(train_rows) < augment.target:
         from protege.train.augment import augment_rows
 
-        extra = augment_rows(train_rows, augment_client, augment)
-        synthetic_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in extra))
-        train_rows = train_rows + extra
+        synthetic = augment_rows(train_rows, augment_client, augment)
+        train_rows = train_rows + synthetic
     if ckpt and manifest.get("hash") and ckpt.get("dataset_hash") not in (None, manifest.get("hash")):
         raise ValueError("the dataset changed since the checkpoint was written; start a new run")
 
@@ -430,6 +442,8 @@ def train_adapter(
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    elif not torch.cuda.is_available():
+        torch.set_num_threads(auto_threads())
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
@@ -505,7 +519,12 @@ def train_adapter(
         best_lora = ckpt.get("best_lora")
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(ckpt["rng"]["python"])
+    # the version directory is claimed only once everything above succeeded
+    if run_dir is None:
+        run_dir = new_run_dir(task_id, _registry_next_version(store, task_id))
     run_dir.mkdir(parents=True, exist_ok=True)
+    if synthetic:
+        (run_dir / SYNTHETIC).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in synthetic))
     version: int | str = _version_number(run_dir.name) or run_dir.name
     is_main = accelerator is None or accelerator.is_main_process
 
