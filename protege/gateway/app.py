@@ -430,31 +430,41 @@ class Gateway:
         ttft: float | None = None
         error: str | None = None
         gone = False
+        finished = False  # the client already has the last event and the end of the body
         # A client that hangs up must stop the teacher's generation too (it is paying for it).
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
         try:
             async for chunk in resp.chunks():
                 if not chunk:
                     continue
+                parts.append(chunk)
+                if finished:
+                    continue  # after [DONE]: read to the end only so the connection is reused
                 if ttft is None:
                     ttft = _perf() - t0
-                parts.append(chunk)
                 if watcher.done():
                     gone = True
                     error = "client disconnected before the end of the stream"
                     break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if chunk.endswith(b"data: [DONE]\n\n") and encoding is None:
+                    # The last event and the end of the body in one write.
+                    finished = True
+                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                else:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
-            error = str(exc)
+            if not finished:
+                error = str(exc)
         except Exception as exc:  # anything else still must not look like a clean end
-            error = f"stream relay failed: {exc!r}"
+            if not finished:
+                error = f"stream relay failed: {exc!r}"
         finally:
             watcher.cancel()
             with contextlib.suppress(Exception):
                 await resp.close()
         if gone:
             self.metrics.upstream_errors.labels("client_gone").inc()
-        elif error is None and (encoding is None or encoding == b"identity"):
+        elif error is None and not finished and (encoding is None or encoding == b"identity"):
             tail = (parts[-2][-16:] if len(parts) > 1 else b"") + (parts[-1] if parts else b"")
             if b"[DONE]" not in tail:
                 error = "upstream stream ended before [DONE]"
@@ -463,7 +473,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "more_body": False,
                             "body": sse_error_event(error, "server_error", code="upstream_stream_error")})
-        else:
+        elif not finished:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         latency = _perf() - t0
         # 499: the client closed the request (nginx's convention).
