@@ -2,6 +2,10 @@
 directly, its requests/s, and traces stored against requests sent; the
 LiteLLM proxy under the same load, side by side.
 
+Besides latency and throughput it reports CPU microseconds per request used
+by each target's own processes (the gateway and its capture child; LiteLLM's
+server): on a shared machine that cost is steadier than latency.
+
 Every target sits in front of the same fake teacher (a raw asyncio server on
 loopback, bench/fake_upstream.py) and gets the same requests from the same
 load generator (a lean keep-alive HTTP/1.1 client, one connection per
@@ -141,6 +145,7 @@ class Cell:
     mean_ms: float = 0.0
     rps: float = 0.0
     ttft_p50_ms: float | None = None
+    cpu_us_per_req: float | None = None  # CPU of the target's processes per request (upstream excluded)
     error_samples: list[str] = field(default_factory=list)
 
 
@@ -227,6 +232,24 @@ async def run_load(port: int, stream: bool, concurrency: int, duration: float, m
     if stream and ttfts:
         cell.ttft_p50_ms = _pct([x * 1000 for x in ttfts], 0.5)
     return cell
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its descendants:
+    a cost per request that the other tenants of a shared machine do not blur."""
+    total = 0.0
+    stack = [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while stack:
+        p = stack.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return total
 
 
 # -- the targets -------------------------------------------------------------
@@ -334,6 +357,7 @@ def summarize(cells: list[Cell], targets: list[str]) -> list[dict[str, Any]]:
                 "p50_ms": statistics.median(c.p50_ms for c in mine),
                 "p99_ms": statistics.median(c.p99_ms for c in mine),
                 "rps": statistics.median(c.rps for c in mine),
+                "cpu_us_per_req": statistics.median(c.cpu_us_per_req or 0.0 for c in mine),
                 "requests": sum(c.requests for c in mine),
                 "errors": sum(c.errors for c in mine),
             }
@@ -353,24 +377,25 @@ def print_table(rows: list[dict[str, Any]], targets: list[str]) -> None:
 
     table = Table(title="protege vs direct vs LiteLLM: fake teacher on loopback; latency ms p50/p99, "
                         "added = target - direct (same round), medians over rounds")
-    for col in ("mode", "load", "conc", "direct", "rps", "protege", "added", "rps"):
+    for col in ("mode", "load", "conc", "direct", "rps", "protege", "added", "rps", "cpu us/req"):
         table.add_column(col, justify="right")
     if "litellm" in targets:
-        for col in ("litellm", "added", "rps", "protege/litellm rps"):
+        for col in ("litellm", "added", "rps", "cpu us/req", "protege/litellm rps"):
             table.add_column(col, justify="right")
     for r in rows:
         d, p = r["direct"], r["protege"]
         cells = [r["mode"], r["load"], str(r["concurrency"]), f"{d['p50_ms']:.2f}/{d['p99_ms']:.2f}",
                  f"{d['rps']:.0f}", f"{p['p50_ms']:.2f}/{p['p99_ms']:.2f}",
-                 f"{p['added_p50_ms']:+.2f}/{p['added_p99_ms']:+.2f}", f"{p['rps']:.0f}"]
+                 f"{p['added_p50_ms']:+.2f}/{p['added_p99_ms']:+.2f}", f"{p['rps']:.0f}",
+                 f"{p['cpu_us_per_req']:.0f}"]
         if "litellm" in targets:
             if "litellm" in r:
                 llm = r["litellm"]
                 cells += [f"{llm['p50_ms']:.1f}/{llm['p99_ms']:.1f}",
                           f"{llm['added_p50_ms']:+.1f}/{llm['added_p99_ms']:+.1f}", f"{llm['rps']:.0f}",
-                          f"{r['rps_ratio_protege_vs_litellm']:.1f}x"]
+                          f"{llm['cpu_us_per_req']:.0f}", f"{r['rps_ratio_protege_vs_litellm']:.1f}x"]
             else:
-                cells += ["over capacity", "", "", ""]
+                cells += ["over capacity", "", "", "", ""]
         table.add_row(*cells)
     Console(width=200).print(table)
 
@@ -407,6 +432,7 @@ def main() -> None:
         up_proc, up_port = start_upstream(env)
         gw_proc, gw_port, db_url = start_protege(up_port, workdir, env)
         ports = {"direct": up_port, "protege": gw_port}
+        pids = {"direct": up_proc.pid, "protege": gw_proc.pid}
         targets = ["direct", "protege"]
         if not args.no_litellm:
             exe = ensure_litellm(not args.no_install)
@@ -417,16 +443,21 @@ def main() -> None:
                 print("starting LiteLLM proxy ...", flush=True)
                 llm_proc, llm_port = start_litellm(exe, up_port, workdir)
                 ports["litellm"] = llm_port
+                pids["litellm"] = llm_proc.pid
                 targets.append("litellm")
         print(f"targets: {ports}; {len(modes)}x{len(concurrencies)} cells x {args.rounds} rounds", flush=True)
         def measure(t: str, stream: bool, conc: int, rnd: int, mode: str, rate: float | None, secs: float) -> Cell:
             warm = asyncio.run(run_load(ports[t], stream, min(conc, 16), 1.0, args.warmup, t, mode, rnd))
+            cpu0 = tree_cpu_s(pids[t])
             cell = asyncio.run(run_load(ports[t], stream, conc, secs, args.max_requests, t, mode, rnd, rate=rate))
+            if cell.requests:
+                cell.cpu_us_per_req = (tree_cpu_s(pids[t]) - cpu0) / cell.requests * 1e6
             if t == "protege":
                 sent["protege"] += warm.requests + cell.requests
             cells.append(cell)
             print(f"  {mode:6} {cell.load:7} c={conc:<3} r{rnd} {t:8} {cell.rps:8.0f} req/s  p50 {cell.p50_ms:8.2f} ms"
-                  f"  p99 {cell.p99_ms:8.2f} ms  errors {cell.errors}", flush=True)
+                  f"  p99 {cell.p99_ms:8.2f} ms  cpu {cell.cpu_us_per_req or 0:7.0f} us/req  errors {cell.errors}",
+                  flush=True)
             return cell
 
         capacity: dict[tuple[str, str], float] = {}
