@@ -244,8 +244,11 @@ def test_iter_curated_filters_by_task_and_reads_encrypted_payloads(db_url):
         store.set_task_ids({a.id: "weather", b.id: "other"})
         curate(store, CurateConfig(ner=False))
         with store.engine.connect() as conn:
-            payload = conn.execute(sa.text("SELECT request FROM curated WHERE kept = 1 LIMIT 1")).scalar_one()
-        assert payload.startswith("fernet:") and "Oslo" not in payload
+            stored = dict(conn.execute(sa.text("SELECT trace_id, request FROM curated")).all())
+        assert stored[a.id].startswith("fernet:") and "Oslo" not in stored[a.id]
+        # Nothing to scrub, nothing stored twice: the curated trace is the raw one.
+        assert stored[b.id] is None
+        assert [t.request for t in iter_curated(store, task_id="other")] == [b.request]
         got = list(iter_curated(store, task_id="weather"))
         assert [t.id for t in got] == [a.id]
         assert "<CREDIT_CARD_1>" in got[0].request["messages"][1]["content"]

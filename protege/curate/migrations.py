@@ -1,5 +1,11 @@
 """Curate's tables (ids 100-199): the curated view beside the raw traces,
-and one row per curation run."""
+and one row per curation run.
+
+``curated.request`` holds only the top-level request keys that scrubbing
+changed (usually ``messages``), NULL when nothing changed; ``curated.response``
+the scrubbed response, NULL when unchanged. The curated trace is the raw one
+overlaid with them (``iter_curated``), so tool schemas, the bulk of a request,
+are not stored twice."""
 
 from __future__ import annotations
 

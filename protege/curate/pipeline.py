@@ -163,13 +163,24 @@ def curate(
     total = len(ids)
 
     def load_shingles(key: str) -> Any:
+        t = schema.traces
         with store.engine.connect() as conn:
             row = conn.execute(
-                sa.select(curated.c.request, curated.c.encrypted).where(curated.c.trace_id == key)
+                sa.select(
+                    t.c.request,
+                    t.c.encrypted,
+                    curated.c.request.label("delta"),
+                    curated.c.encrypted.label("delta_encrypted"),
+                )
+                .select_from(curated.join(t, t.c.id == curated.c.trace_id))
+                .where(curated.c.trace_id == key)
             ).first()
-        if row is None or row.request is None:
+        if row is None:
             return None
-        return shingles(dedup_text(_decode(store, row.request, row.encrypted)))
+        request = _decode(store, row.request, row.encrypted)
+        if row.delta is not None:
+            request = {**request, **_decode(store, row.delta, row.delta_encrypted)}
+        return shingles(dedup_text(request))
 
     index = NearDupIndex(
         threshold=cfg.near_dup_threshold,
@@ -228,12 +239,17 @@ def curate(
             scrubber.prime(strings)
         for t in passing:
             request, response = t.request, t.response
+            req_delta: dict[str, Any] | None = None
+            resp_out: dict[str, Any] | None = None
             if scrubber is not None:
                 red = scrubber.redactor()
                 request = scrubber.scrub_request(request, red)
                 response = scrubber.scrub_response(response, red)
-                for kind, _ in red.mapping:
-                    scrubbed[kind] += 1
+                if red.mapping:
+                    for kind, _ in red.mapping:
+                        scrubbed[kind] += 1
+                    req_delta = _delta(t.request, request)
+                    resp_out = response if response != t.response else None
             h = exact_hash(request)
             if h in seen_hashes:
                 rows.append(
@@ -261,8 +277,8 @@ def curate(
                     exact_hash=h,
                     group=group,
                     minhash=signature,
-                    request=_encode(store, request),
-                    response=_encode(store, response),
+                    request=_encode(store, req_delta),
+                    response=_encode(store, resp_out),
                     encrypted=1 if store.cipher is not None else 0,
                 )
             )
@@ -338,6 +354,18 @@ def _row(
 _LIST_COLUMNS = ("tools_offered", "tools_called")
 
 
+def _delta(raw: dict[str, Any], scrubbed: dict[str, Any]) -> dict[str, Any] | None:
+    """The top-level request keys scrubbing changed (tools never change, and
+    they are most of a request's size: storing them twice would double the store)."""
+    out = {
+        k: v for k, v in scrubbed.items() if k in _SCRUBBED_KEYS and raw.get(k) is not v and raw.get(k) != v
+    }
+    return out or None
+
+
+_SCRUBBED_KEYS = frozenset({"messages", "user", "metadata", "prompt", "input"})
+
+
 def _read_traces(store: Any, ids: list[str]) -> list[Trace]:
     """Raw traces by id, oldest first: one query, orjson decoding (the store's
     reader is built for browsing; curation reads every trace)."""
@@ -362,12 +390,11 @@ def iter_curated(store: Any, *, task_id: str | None = None, batch_size: int = 10
     """Kept traces, scrubbed, oldest first, with the raw trace's id and columns;
     ``meta["curate"]`` holds ``near_dup_group`` and ``exact_hash``."""
     t = schema.traces
-    cols = [c for c in t.c if c.name not in ("request", "response", "encrypted")]
     last: str | None = None
     while True:
         q = (
             sa.select(
-                *cols,
+                t,
                 curated.c.request.label("c_request"),
                 curated.c.response.label("c_response"),
                 curated.c.encrypted.label("c_encrypted"),
@@ -390,9 +417,16 @@ def iter_curated(store: Any, *, task_id: str | None = None, batch_size: int = 10
             meta = orjson.loads(m["meta"]) if m["meta"] else {}
             meta["curate"] = {"near_dup_group": m.pop("near_dup_group"), "exact_hash": m.pop("exact_hash")}
             m["meta"] = meta
-            enc = m.pop("c_encrypted")
-            m["request"] = _decode(store, m.pop("c_request"), enc)
-            m["response"] = _decode(store, m.pop("c_response"), enc)
+            raw_enc, enc = m.pop("encrypted"), m.pop("c_encrypted")
+            request = _decode(store, m["request"], raw_enc)
+            delta = _decode(store, m.pop("c_request"), enc)
+            m["request"] = {**request, **delta} if delta else request
+            scrubbed_response = m.pop("c_response")
+            m["response"] = _decode(
+                store,
+                scrubbed_response if scrubbed_response is not None else m["response"],
+                enc if scrubbed_response is not None else raw_enc,
+            )
             m["stream"] = bool(m["stream"])
             for c in _LIST_COLUMNS:
                 m[c] = orjson.loads(m[c]) if m[c] else []

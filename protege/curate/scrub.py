@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protege.curate.detectors import KINDS, SECRET_KINDS, Span, detect_patterns, resolve
+from protege.curate.detectors import KINDS, Span, detect_patterns, resolve
 
 _PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")
 _TITLE_WORD = re.compile(r"(?<![\w<])[A-Z][a-z]+(?:['’][a-z]+)?(?![\w>])")
@@ -60,6 +60,10 @@ _NOT_PERSON_HEADS = frozenset(
     building house studio studios records games""".split()
 )
 _CAMEL = re.compile(r"[a-z][A-Z]")
+_LEADING_CUE = re.compile(
+    r"(?i)^(?:(?:customer|client|patient|employee|applicant|candidate|tenant|guest|passenger|member|caller|"
+    r"contact|dear|hi|hello|hey|thanks|mr|mrs|ms|mx|miss|dr|prof|sir|madam|user|agent)\.?,?\s+)+"
+)
 _PERSON_STOP = frozenset(
     """api json http https url sql id uuid null true false get post put patch delete the
     user assistant system tool""".split()
@@ -142,6 +146,11 @@ def _person_spans(doc: Any) -> list[Span]:
         if text.endswith(("'s", "’s")):
             end -= 2
             text = text[:-2]
+        # "Customer Greta Calley", "Dear Maria": the role or greeting is not the name.
+        m = _LEADING_CUE.match(text)
+        if m:
+            start += m.end()
+            text = text[m.end() :]
         words = text.split()
         if not words or any(any(c.isdigit() or c in "_/@<>{}()[]=" for c in w) for w in words):
             continue
@@ -605,9 +614,6 @@ class Scrubber:
                 kinds[kind] = kinds.get(kind, 0) + 1
             meta["scrub"] = {"values": kinds}
         return dataclasses.replace(trace, request=request, response=response, error=error, meta=meta)
-
-    def is_secret(self, kind: str) -> bool:
-        return kind in SECRET_KINDS
 
 
 _DEFAULT: Scrubber | None = None
