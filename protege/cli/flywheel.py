@@ -1,0 +1,130 @@
+"""`protege flywheel`: the curate-train-evaluate-promote loop."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import click
+
+from protege.cli.common import (
+    UserError,
+    console,
+    db_option,
+    json_option,
+    open_store_or_fail,
+    parse_duration,
+    print_json,
+)
+
+
+@click.group()
+def flywheel() -> None:
+    """Turn captured traffic into students and move traffic to them, again as it changes."""
+
+
+def _print_report(rep: Any) -> None:
+    from rich.table import Table
+
+    c = console()
+    c.print(f"[bold]flywheel run {rep.run_id}[/]: {rep.status} in {rep.seconds:.0f}s"
+            + (" (resumed)" if rep.resumed else ""))
+    if rep.error:
+        c.print(f"[red]{rep.error}[/]")
+    table = Table("task", "action", "adapter", "share of teacher", "why")
+    for task_id, t in sorted(rep.tasks.items()):
+        ev = t.get("evaluation") or {}
+        share = ev.get("share_of_teacher") or {}
+        s = (f"{share['value']:.2f} [{share['low']:.2f}, {share['high']:.2f}]"
+             if share.get("value") is not None and share.get("low") is not None else "")
+        table.add_row(task_id, str(t.get("action", "")), str(t.get("adapter") or ""), s, str(t.get("reason") or ""))
+    c.print(table if rep.tasks else "no tasks yet: send traffic through the gateway first")
+
+
+@flywheel.command("run")
+@click.option("--once", "once", is_flag=True, help="One pass, then exit (the default).")
+@click.option("--every", default=None, metavar="DURATION", help="Run again every DURATION (e.g. 1h, 30m).")
+@click.option("--approve", is_flag=True, help="Stop before promotion; promote with `protege adapters promote`.")
+@click.option("--base", default=None, help="Base model of new students (catalog name or path).")
+@click.option("--min-examples", type=int, default=None, help="Curated examples a task needs for a student.")
+@click.option("--max-tasks", type=int, default=None, help="Tasks trained per run.")
+@click.option("--task", "tasks", multiple=True, help="Only this task (repeatable).")
+@click.option("--max-steps", type=int, default=None, help="Cap on training steps per task.")
+@click.option("--no-shadow", is_flag=True, help="Promote as soon as the gate passes (no shadow phase).")
+@click.option("--promote-mode", default=None, help="Route after promotion: live or canary:PCT.")
+@click.option("--no-resume", is_flag=True, help="Start afresh even if the last run crashed.")
+@db_option
+@json_option
+def run_cmd(once: bool, every: str | None, approve: bool, base: str | None, min_examples: int | None,
+            max_tasks: int | None, tasks: tuple[str, ...], max_steps: int | None, no_shadow: bool,
+            promote_mode: str | None, no_resume: bool, db_url: str | None, as_json: bool) -> None:
+    """Curate new traces, find tasks, train, evaluate and gate students, shadow, promote."""
+    from protege.flywheel import FlywheelConfig, run_flywheel
+
+    if once and every:
+        raise UserError("--once and --every exclude each other")
+    cfg = FlywheelConfig(approve=approve)
+    if base:
+        cfg.base = base
+    if min_examples is not None:
+        cfg.min_examples = min_examples
+    if max_tasks is not None:
+        cfg.max_tasks = max_tasks
+    if tasks:
+        cfg.tasks = tuple(tasks)
+    if max_steps is not None:
+        cfg.train.max_steps = max_steps
+    if no_shadow:
+        cfg.shadow = False
+    if promote_mode:
+        cfg.promote_mode = promote_mode
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    period = parse_duration(every) if every else None
+    store = open_store_or_fail(db_url)
+    c = console()
+    while True:
+        with c.status("flywheel ...") as status:
+            rep = run_flywheel(store, cfg, resume=not no_resume, progress=lambda m: status.update(f"flywheel: {m}"),
+                               train_progress=not as_json)
+        if as_json:
+            print_json(rep.to_dict())
+        else:
+            _print_report(rep)
+        if period is None:
+            if rep.status == "failed":
+                raise SystemExit(1)
+            return
+        c.print(f"next run in {every} (Ctrl-C to stop)")
+        time.sleep(period)
+
+
+@flywheel.command("status")
+@click.option("--runs", type=int, default=5, help="How many recent runs to show.")
+@db_option
+@json_option
+def status_cmd(runs: int, db_url: str | None, as_json: bool) -> None:
+    """Recent flywheel runs, their steps, and each task's state."""
+    from rich.table import Table
+
+    from protege.flywheel import run_status
+
+    st = run_status(open_store_or_fail(db_url), limit=runs)
+    if as_json:
+        print_json(st)
+        return
+    c = console()
+    t = Table("run", "status", "started", "steps", "failed step")
+    for r in st["runs"]:
+        failed = next((s["step"] for s in r["steps"] if s["status"] == "failed"), "")
+        started = dt.datetime.fromtimestamp(r["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
+        t.add_row(r["id"], r["status"], started, str(len(r["steps"])), failed)
+    c.print(t if st["runs"] else "no flywheel runs yet: `protege flywheel run`")
+    tt = Table("task", "state", "adapter", "trained on", "reason")
+    for task_id, s in sorted(st["tasks"].items()):
+        tt.add_row(task_id, s["state"], s.get("adapter_id") or "", str(s["trained_on"]), s.get("reason") or "")
+    if st["tasks"]:
+        c.print(tt)

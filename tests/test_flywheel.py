@@ -1,0 +1,314 @@
+"""The flywheel end to end on a tiny model and a small synthetic store."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from protege.capture.extract import build_trace
+from protege.flywheel import FlywheelConfig, run_flywheel, run_status
+from protege.flywheel.migrations import runs_table, steps_table, tasks_state_table
+from protege.flywheel.run import fingerprint_task_id
+
+CITIES = ["Paris", "Berlin", "Madrid", "Rome", "Vienna", "Oslo", "Lisbon", "Prague", "Dublin", "Athens",
+          "Warsaw", "Zurich", "Brussels", "Helsinki", "Stockholm", "Budapest", "Amsterdam", "Copenhagen"]
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+SYSTEM = "You are a weather assistant. Call get_weather for the city the user asks about."
+
+
+def weather_trace(i: int, *, system: str = SYSTEM, served_by: str = "teacher", task_id: str | None = None,
+                  created_at: float | None = None) -> Any:
+    city = CITIES[i % len(CITIES)]
+    asks = ["What is the weather in {}?", "How warm is it in {} today?", "Is it raining in {}?",
+            "Weather report for {} please", "Do I need a coat in {}?"]
+    request = {"model": "gpt-4o", "tools": TOOLS, "messages": [
+        {"role": "system", "content": system},
+        {"role": "user", "content": asks[(i // len(CITIES)) % len(asks)].format(city) + f" (#{i})"}]}
+    call = {"id": f"call_{i}", "type": "function",
+            "function": {"name": "get_weather", "arguments": json.dumps({"city": city})}}
+    response = {"id": f"cmpl-{i}", "object": "chatcmpl", "created": 0, "model": "gpt-4o",
+                "choices": [{"index": 0, "finish_reason": "tool_calls",
+                             "message": {"role": "assistant", "content": None, "tool_calls": [call]}}],
+                "usage": {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52}}
+    fields: dict[str, Any] = {"session_id": f"s{i}", "served_by": served_by}
+    if task_id:
+        fields["task_id"] = task_id
+    if created_at is not None:
+        fields["created_at"] = created_at
+    return build_trace(request, response, **fields)
+
+
+def long_tail(i: int) -> Any:
+    request = {"model": "gpt-4o", "messages": [{"role": "system", "content": f"Translator number {i}: {'x' * i}"},
+                                                {"role": "user", "content": "Say hi"}],
+               "tools": [{"type": "function", "function": {"name": f"tool_{i}", "parameters": {"type": "object"}}}]}
+    response = {"id": f"t-{i}", "object": "chat.completion", "created": 0, "model": "gpt-4o",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}]}
+    return build_trace(request, response)
+
+
+def fill(store: Any, n: int = 90, start: int = 0) -> None:
+    store.add_traces([weather_trace(i) for i in range(start, start + n)] + [long_tail(i) for i in range(3)])
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from _smol import smol_tokenizer
+
+    return smol_tokenizer()
+
+
+def tiny_model(tok):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, vocab_size=len(tok), max_position_embeddings=1024,
+                      tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    return LlamaForCausalLM(cfg).eval()
+
+
+class TinyTrainer:
+    """train_adapter on a one-block model: the real trainer, registry and files, in a second."""
+
+    def __init__(self, tok: Any, fail_once: bool = False) -> None:
+        self.tok = tok
+        self.fail_once = fail_once
+        self.calls: list[str] = []
+
+    def __call__(self, task_id: str, *, config: Any, dataset: Any, store: Any, progress: bool) -> Any:
+        from protege.train import train_adapter
+
+        self.calls.append(task_id)
+        if self.fail_once:
+            self.fail_once = False
+            raise RuntimeError("simulated crash while training")
+        config.max_steps, config.batch_size, config.threads = 2, 4, 1
+        config.layers, config.max_length, config.eval_every = "all", 256, 0
+        config.base = "tiny-llama"
+        return train_adapter(task_id, config=config, dataset=dataset, store=store, model=tiny_model(self.tok),
+                             tokenizer=self.tok)
+
+
+def oracle() -> dict[str, Any]:
+    # Evaluation is the evaluate stage's job (tested there); here a student that
+    # answers like the teacher makes the gate pass so the rest of the loop runs.
+    from protege.evaluate import FunctionPredictor
+
+    return {"student": FunctionPredictor("student", lambda row: row["completion"])}
+
+
+def config(**kw: Any) -> FlywheelConfig:
+    base = {"curate_ner": False, "discover": False, "min_examples": 40, "min_test_examples": 10,
+            "retrain_min_new": 30, "retrain_min_new_frac": 0.25,
+            "shadow_min_results": 10, "drift_min_traces": 10}
+    base.update(kw)
+    return FlywheelConfig(**base)
+
+
+def steps_of(store: Any, run_id: str) -> list[Any]:
+    with store.engine.connect() as conn:
+        return conn.execute(
+            sa.select(steps_table).where(steps_table.c.run_id == run_id).order_by(steps_table.c.seq)
+        ).all()
+
+
+def state_of(store: Any, task_id: str) -> Any:
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(tasks_state_table).where(tasks_state_table.c.task_id == task_id)).first()
+
+
+def add_shadow(store: Any, task_id: str, adapter: str, n: int, agree: int) -> None:
+    from protege.router.migrations import shadow_results
+
+    now = time.time()
+    with store.engine.begin() as conn:
+        for i in range(n):
+            conn.execute(shadow_results.insert().values(
+                trace_id=f"sh-{adapter}-{i}-{now}", task_id=task_id, adapter=adapter, agree=int(i < agree),
+                valid=1, reasons=None, student_response=None, latency_ms=5.0, created_at=now))
+
+
+TASK = fingerprint_task_id(weather_trace(0).request)
+
+
+def test_steps_run_in_order_and_are_stored(store: Any, tok: Any) -> None:
+    from protege.registry import Registry
+    from protege.router.routes import list_routes
+
+    fill(store)
+    trainer = TinyTrainer(tok)
+    rep = run_flywheel(store, config(), train_fn=trainer, predictors=oracle())
+    assert rep.status == "done", rep.error
+    assert trainer.calls == [TASK]  # the long tail (one call per site) gets no student
+    rows = steps_of(store, rep.run_id)
+    assert [r.step for r in rows] == ["curate", "tasks", "plan", f"dataset:{TASK}", f"train:{TASK}",
+                                      f"evaluate:{TASK}", f"gate:{TASK}"]
+    assert all(r.status == "done" and r.finished_at >= r.started_at for r in rows)
+    gate = json.loads(rows[-1].outcome)
+    assert gate["decision"] == "pass" and gate["action"] == "shadow"
+    adapter = Registry(store).resolve(json.loads(rows[4].outcome)["adapter_id"])
+    assert adapter.status == "shadow" and Path(adapter.path).exists()
+    assert {r.task_id: r.label for r in list_routes(store)} == {TASK: "shadow"}
+    st = state_of(store, TASK)
+    assert st.state == "shadow" and st.trained_on == 90 and json.loads(st.fingerprints)
+    status = run_status(store)
+    assert status["runs"][0]["status"] == "done" and status["tasks"][TASK]["state"] == "shadow"
+
+
+def test_crashed_run_resumes_from_last_finished_step(tmp_path: Path, tok: Any) -> None:
+    from protege.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    fill(store)
+    trainer = TinyTrainer(tok, fail_once=True)
+    first = run_flywheel(store, config(), train_fn=trainer, predictors=oracle())
+    assert first.status == "failed" and "simulated crash" in first.error
+    failed = {r.step: r.status for r in steps_of(store, first.run_id)}
+    assert failed[f"train:{TASK}"] == "failed" and failed[f"dataset:{TASK}"] == "done"
+
+    second = run_flywheel(store, config(), train_fn=trainer, predictors=oracle())
+    assert second.run_id == first.run_id and second.resumed and second.status == "done"
+    resumed = {s["step"]: s.get("resumed") for s in second.steps}
+    assert resumed["curate"] and resumed["tasks"] and resumed[f"dataset:{TASK}"]
+    assert resumed[f"train:{TASK}"] is False and trainer.calls == [TASK, TASK]
+    with store.engine.connect() as conn:
+        run = conn.execute(sa.select(runs_table)).one()
+    assert run.status == "done" and run.resumed == 1
+    store.close()
+
+
+def test_second_run_without_new_data_trains_nothing_then_new_data_retrains(tmp_path: Path, tok: Any) -> None:
+    from protege.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    fill(store)
+    trainer = TinyTrainer(tok)
+    run_flywheel(store, config(), train_fn=trainer, predictors=oracle())
+    # The shadow phase ends: the student is promoted and goes live.
+    add_shadow(store, TASK, state_of(store, TASK).adapter_id, 12, 12)
+    from protege.registry import Registry
+
+    Registry(store).resolve(state_of(store, TASK).adapter_id)
+    second = run_flywheel(store, config(), train_fn=trainer, predictors=oracle())
+    assert second.trained() == [] and trainer.calls == [TASK]
+    assert second.tasks[TASK]["action"] == "promoted"
+    third = run_flywheel(store, config(), train_fn=trainer, predictors=oracle())
+    assert third.trained() == [] and "new examples" in third.tasks[TASK]["reason"]
+
+    store.add_traces([weather_trace(i) for i in range(1000, 1040)])
+    fourth = run_flywheel(store, config(), train_fn=trainer, predictors=oracle())
+    assert fourth.trained() == [TASK] and "40 new examples" in fourth.tasks[TASK]["why"]
+    # A student already serves the task: the new one that passes the gate replaces it.
+    assert fourth.tasks[TASK]["action"] == "promoted"
+    store.close()
+
+
+def _promoted(tmp_path: Path, tok: Any) -> Any:
+    from protege.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    fill(store)
+    run_flywheel(store, config(shadow=False), train_fn=TinyTrainer(tok), predictors=oracle())
+    assert state_of(store, TASK).state == "promoted"
+    return store
+
+
+def test_falling_validation_rate_demotes_with_reason(tmp_path: Path, tok: Any) -> None:
+    from protege.registry import Registry
+    from protege.router.routes import list_routes
+
+    store = _promoted(tmp_path, tok)
+    adapter = state_of(store, TASK).adapter_id
+    now = time.time() + 1
+    store.add_traces([weather_trace(2000 + i, served_by="fallback" if i % 2 else "student", task_id=TASK,
+                                    created_at=now) for i in range(20)])
+    trainer = TinyTrainer(tok)
+    rep = run_flywheel(store, config(), train_fn=trainer, predictors=oracle())
+    drift = next(s for s in rep.steps if s["name"] == "drift")
+    assert drift["outcome"]["action"] == "demote" and "fell back" in drift["reason"]
+    stored = {r.step: r for r in steps_of(store, rep.run_id)}[f"drift:{TASK}"]
+    assert "live validation rate fell" in stored.reason
+    assert Registry(store).resolve(adapter).status == "retired"
+    assert "live validation rate" in Registry(store).resolve(adapter).status_reason
+    assert trainer.calls == [TASK]  # and it is retrained at once
+    assert {r.task_id: r.label for r in list_routes(store)}[TASK] in ("shadow", "off")
+    store.close()
+
+
+def test_input_shift_triggers_retraining_with_reason(tmp_path: Path, tok: Any) -> None:
+    store = _promoted(tmp_path, tok)
+    now = time.time() + 1
+    # The same task, now called from a new prompt template: a call site unseen in training.
+    store.add_traces([weather_trace(3000 + i, system="Reply in French. You forecast weather for travellers.",
+                                    task_id=TASK, created_at=now) for i in range(15)])
+    trainer = TinyTrainer(tok)
+    rep = run_flywheel(store, config(), train_fn=trainer, predictors=oracle())
+    drift = next(s for s in rep.steps if s["name"] == "drift")
+    assert drift["outcome"]["action"] == "retrain"
+    assert "unseen in training" in drift["reason"]
+    assert trainer.calls == [TASK] and rep.tasks[TASK]["why"].startswith("drift:")
+    store.close()
+
+
+def test_approve_stops_before_promotion(tmp_path: Path, tok: Any) -> None:
+    from protege.registry import Registry
+    from protege.router.routes import list_routes
+    from protege.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    fill(store)
+    run_flywheel(store, config(approve=True), train_fn=TinyTrainer(tok), predictors=oracle())
+    adapter = state_of(store, TASK).adapter_id
+    add_shadow(store, TASK, adapter, 12, 12)
+    rep = run_flywheel(store, config(approve=True), train_fn=TinyTrainer(tok), predictors=oracle())
+    assert rep.status == "waiting_approval" and rep.tasks[TASK]["action"] == "awaiting_approval"
+    assert "protege adapters promote" in rep.tasks[TASK]["reason"]
+    assert Registry(store).resolve(adapter).status == "shadow"
+    assert {r.task_id: r.label for r in list_routes(store)}[TASK] == "shadow"
+
+    Registry(store).promote(adapter, "approved by a person")
+    rep = run_flywheel(store, config(approve=True), train_fn=TinyTrainer(tok), predictors=oracle())
+    assert rep.tasks[TASK]["action"] == "promoted"
+    assert {r.task_id: r.label for r in list_routes(store)}[TASK] == "live"
+    store.close()
+
+
+def test_low_shadow_agreement_retires(tmp_path: Path, tok: Any) -> None:
+    from protege.registry import Registry
+    from protege.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    fill(store)
+    run_flywheel(store, config(), train_fn=TinyTrainer(tok), predictors=oracle())
+    adapter = state_of(store, TASK).adapter_id
+    add_shadow(store, TASK, adapter, 12, 6)
+    rep = run_flywheel(store, config(), train_fn=TinyTrainer(tok), predictors=oracle())
+    assert rep.tasks[TASK]["action"] == "retired" and "below" in rep.tasks[TASK]["reason"]
+    assert Registry(store).resolve(adapter).status == "retired"
+    store.close()
+
+
+def test_cli_status_and_run(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from protege.cli.main import cli as main
+
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    runner = CliRunner()
+    res = runner.invoke(main, ["flywheel", "run", "--once", "--min-examples", "1000", "--db", db, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    assert out["status"] == "done"
+    res = runner.invoke(main, ["flywheel", "status", "--db", db])
+    assert res.exit_code == 0 and "done" in res.output
+    res = runner.invoke(main, ["flywheel", "run", "--once", "--every", "1h", "--db", db])
+    assert res.exit_code == 2 and "exclude" in res.output
