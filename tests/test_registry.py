@@ -282,3 +282,33 @@ def test_cli_export_and_bad_format_errors(tmp_path: Path, tiny_adapter):
     broken = Registry(open_store(url)).register("other", base_model="x", path=tmp_path / "nothing")
     out = run(cli, ["adapters", "export", broken.id, "--out", str(tmp_path / "b"), "--db", url])
     assert out.exit_code == 2 and "adapter_config.json missing" in out.output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_export_gguf_of_smollm2_with_adapter(tmp_path: Path):
+    """The real embedded model: LoRA on SmolLM2-135M, exported as GGUF, read back."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from protege.models.loader import load_base
+    from protege.registry.export import export, merged_model
+    from protege.store import open_store
+
+    model, _ = load_base("smollm2-135m-instruct")
+    cfg = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, cfg).save_pretrained(tmp_path / "adapter")
+    rec = Registry(open_store(f"sqlite:///{tmp_path / 'p.db'}")).register(
+        "weather", base_model="smollm2-135m-instruct", path=tmp_path / "adapter"
+    )
+    path = export(rec, "gguf", tmp_path / "gguf", outtype="f16")
+    back = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
+    back_tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    merged, tok = merged_model(rec)
+    text = 'What is the weather in Paris? <tool_call>\n{"name": "get_weather"}</tool_call>'
+    assert back_tok(text)["input_ids"] == tok(text)["input_ids"]
+    assert back_tok.chat_template == tok.chat_template
+    a, b = _logits(back, tok, text), _logits(merged, tok, text)
+    assert torch.equal(a.argmax(-1), b.argmax(-1))
+    assert (a - b).abs().max().item() < 0.1 * a.abs().max().item()

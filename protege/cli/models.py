@@ -164,17 +164,20 @@ def select(
     from rich.table import Table
 
     c = console()
-    table = Table(title=f"{task_id}: {len(sel)} run(s) on {sample} validation rows ({sel.output_type})")
-    for col in ("#", "model", "params", "mode", "quality", "name acc", "parse", "ms/call", "tok/s", "RSS MB", "note"):
-        table.add_column(col, justify="right" if col not in ("model", "mode", "note") else "left")
+    metric = next((r.primary_metric for r in sel if r.primary_metric), "quality")
+    table = Table(title=f"{task_id}: {len(sel)} run(s) on {sample} validation rows; quality = {metric}")
+    for col in ("#", "model", "params", "mode", "quality", "name acc", "parse", "ms/call", "tok/s", "weights MB",
+                "RSS MB", "note"):
+        table.add_column(col, justify="left" if col in ("model", "mode", "note") else "right",
+                         no_wrap=col == "model")
     for r in sel:
         m = r.metrics
         table.add_row(
             str(r.rank), r.model, human_params(r.parameters), r.mode,
-            f"{r.quality:.3f} {r.primary_metric}" if r.error is None else "-",
+            f"{r.quality:.3f}" if r.error is None else "-",
             f"{m['tool_name_accuracy']:.3f}" if "tool_name_accuracy" in m else "-",
             f"{m['parse_rate']:.2f}" if "parse_rate" in m else "-",
-            f"{r.latency_ms:.0f}", f"{r.tokens_per_s:.1f}", f"{r.rss_mb:.0f}",
+            f"{r.latency_ms:.0f}", f"{r.tokens_per_s:.1f}", f"{r.param_mb:.0f}", f"{r.rss_mb:.0f}",
             r.error or (f"{r.over_context} over context" if r.over_context else ""),
         )
     c.print(table)
