@@ -627,3 +627,35 @@ def test_full_spool_is_loud(tmp_path: Path, upstream: FakeUpstreamThread, store_
         assert health["status"] == "degraded" and health["capture"]["dropped"] == 3
         assert "protege_capture_dropped_total 3.0" in httpx.get(srv.url + "/metrics").text
     assert any(r.levelname == "CRITICAL" and "SPOOL FULL" in r.getMessage() for r in caplog.records)
+
+
+async def test_concurrent_async_clients_no_crosstalk(gateway: ServerThread, store_url: str) -> None:
+    """Forty concurrent calls (AsyncOpenAI, half streamed): each trace holds its
+    own request and its own answer."""
+    import asyncio
+
+    client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="sk-async", max_retries=0, timeout=20)
+
+    async def one(i: int) -> tuple[str, str]:
+        messages = [{"role": "user", "content": f"question number {i}"}]
+        if i % 2:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=messages, stream=True)
+            text = "".join([c.choices[0].delta.content or "" async for c in raw.parse() if c.choices])
+        else:
+            raw = await client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages)
+            text = raw.parse().choices[0].message.content
+        return raw.headers["x-protege-trace-id"], text
+
+    results = await asyncio.gather(*(one(i) for i in range(40)))
+    await client.close()
+    assert gateway.app.writer.flush(10)
+    store = open_store(store_url)
+    try:
+        for i, (trace_id, text) in enumerate(results):
+            assert text == f"Sure. You said: question number {i}"
+            trace = store.get_trace(trace_id)
+            assert trace.request["messages"][0]["content"] == f"question number {i}"
+            assert trace.response["choices"][0]["message"]["content"] == text and trace.stream == bool(i % 2)
+    finally:
+        store.close()
