@@ -227,7 +227,7 @@ def bench_agreement(quick: bool) -> None:
     print(f"unclassified disagreements: {unclassified}")
 
 
-def bench_student(quick: bool) -> None:
+def bench_student(quick: bool, threads: int | None = None) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -235,15 +235,17 @@ def bench_student(quick: bool) -> None:
     from protege.models.loader import load_base
 
     print("\n== 3. student generation: SmolLM2-135M + LoRA, greedy ==")
-    torch.set_num_threads(2)
+    if threads:
+        # On a machine shared with other jobs, 2 threads can run slower than 1.
+        torch.set_num_threads(threads)
     t0 = time.perf_counter()
     model, tok = load_base("smollm2-135m-instruct")
-    print(f"loaded in {time.perf_counter() - t0:.1f}s")
+    print(f"loaded in {time.perf_counter() - t0:.1f}s; torch threads {torch.get_num_threads()}")
     model = get_peft_model(model, LoraConfig(r=16, target_modules="all-linear"))
     rows = bfcl_rows("simple_python", 8 if quick else 16)
     out = {}
     for label, bs in (("one request at a time", 1), ("protege batches of 8 (length-sorted)", 8)):
-        p = TransformersPredictor("student", model, tok, batch_size=bs, max_new_tokens=48)
+        p = TransformersPredictor("student", model, tok, batch_size=bs, max_new_tokens=32)
         t0 = time.perf_counter()
         preds = p.predict(rows)
         wall = time.perf_counter() - t0
@@ -265,11 +267,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--student", action="store_true", help="also time SmolLM2-135M generation (slow)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for --student")
     args = ap.parse_args()
     bench_bootstrap(args.quick)
     bench_agreement(args.quick)
     if args.student:
-        bench_student(args.quick)
+        bench_student(args.quick, args.threads)
 
 
 if __name__ == "__main__":
