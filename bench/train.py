@@ -1,6 +1,6 @@
 """LoRA training benchmark: protege's trainer against a naive loop, interleaved step by step.
 
-    .venv/bin/python bench/train.py --quick        # ~48 examples, a few steps each side
+    .venv/bin/python bench/train.py --quick        # 32 examples, 4 steps of 4 each side
     .venv/bin/python bench/train.py                # a 500-example task, one epoch
 
 Task: BFCL ``simple_python`` + ``live_simple`` rendered as agent traffic by
@@ -256,8 +256,8 @@ def time_to(curve: list[tuple[int, float, float]], target: float) -> float | Non
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small task, few steps")
-    ap.add_argument("--train", type=int, default=None, help="training examples (500; quick 48)")
-    ap.add_argument("--val", type=int, default=None, help="validation examples (48; quick 16)")
+    ap.add_argument("--train", type=int, default=None, help="training examples (500; quick 32)")
+    ap.add_argument("--val", type=int, default=None, help="validation examples (48; quick 8)")
     ap.add_argument("--epochs", type=float, default=1.0, help="protege epochs over the training split")
     ap.add_argument(
         "--baseline-steps",
@@ -266,7 +266,7 @@ def main() -> None:
         help="naive steps, interleaved with the first protege steps (all; full run: 24)",
     )
     ap.add_argument("--eval-every", type=int, default=None, help="validate both sides every N steps")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=None, help="examples per step (8; quick 4)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument(
         "--threads", type=int, default=None, help="torch threads for both sides (default: idle cores)"
@@ -284,12 +284,13 @@ def main() -> None:
     # one thread count for both sides (the trainer would otherwise pick its own)
     threads = args.threads or auto_threads()
     torch.set_num_threads(threads)
-    n_train = args.train or (48 if args.quick else 500)
-    n_val = args.val or (16 if args.quick else 48)
+    args.batch_size = args.batch_size or (4 if args.quick else 8)
+    n_train = args.train or (32 if args.quick else 500)
+    n_val = args.val or (8 if args.quick else 48)
     data = bfcl_task(n_train, n_val, args.seed)
     steps = max(1, math.ceil(args.epochs * math.ceil(n_train / args.batch_size)))
     if args.quick:
-        steps = min(steps, 6)
+        steps = min(steps, 4)
     base_steps = min(steps, args.baseline_steps or (steps if args.quick else 24))
     eval_every = args.eval_every or max(1, min(base_steps, steps) // 3)
 
@@ -380,7 +381,7 @@ def main() -> None:
             f"{precision}, LoRA r16 top8, grouped, answer-only, prefix pruned",
             "fp32, LoRA r16 all 30 blocks, random+pad, whole-sequence loss, prefix kept",
         ),
-        ("steps (batch 8)", f"{m['steps']}", f"{naive.steps}"),
+        (f"steps (batch {args.batch_size})", f"{m['steps']}", f"{naive.steps}"),
         ("train time", f"{m['train_time_s']:.1f} s", f"{naive.train_time:.1f} s"),
         (
             "mean prompt + answer tokens",

