@@ -1,0 +1,221 @@
+"""Task discovery benchmark: recover BFCL-derived call sites from mixed traffic.
+
+    .venv/bin/python bench/tasks.py            # ARI, both settings, + 100k timing
+    .venv/bin/python bench/tasks.py --quick    # ARI only
+
+A mixture of call sites built from the Berkeley Function Calling Leaderboard
+data shipped in ``bfcl_eval``: seven multi-turn agents (file system, trading,
+travel, vehicle, messaging, social posting, support tickets; one trace per LLM
+call of the agent loop, final text answers included) and two single-turn API
+sites (python science/maths functions, java/javascript library calls) whose
+requests each offer their own functions. Two settings:
+
+  (a) each site has its own system prompt (with per-user variable spans) and tools;
+  (b) one generic system prompt offers every site's tools.
+
+Discovery is compared with the naive baseline "MiniLM on the instruction +
+KMeans with k from silhouette", measured in the same run.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# Run as a script, this folder comes first on sys.path, and its sibling
+# benchmarks (bench/datasets.py, ...) would shadow real packages.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from protege.capture.extract import build_trace  # noqa: E402
+from protege.store.records import Trace  # noqa: E402
+
+MULTI_SITES = {
+    "files": ("gorilla_file_system", "the file-management assistant: you work in the user's workspace"),
+    "trading": ("trading_bot", "the brokerage assistant: you manage the user's stock trading account"),
+    "travel": ("travel_booking", "the travel desk: you book flights and manage the user's trips"),
+    "vehicle": ("vehicle_control", "the in-car assistant: you control the user's vehicle"),
+    "messaging": ("message_api", "the workplace messenger: you send and read messages for the user"),
+    "social": ("posting_api", "the social media manager: you post and manage the user's posts"),
+    "tickets": ("ticket_api", "the support desk: you open and manage support tickets"),
+}
+SINGLE_SITES = {
+    "python_api": (("simple_python",), "the science and maths helper: you call the right library function"),
+    "code_api": (("simple_java", "simple_javascript"), "the code assistant: you call the right API for the user's program"),
+}
+FIRST = ["Alice", "Bruno", "Chen", "Dana", "Emeka", "Fatima", "Giulia", "Hiro", "Ines", "Jonas", "Kemal", "Lena"]
+LAST = ["Smith", "Okafor", "Rossi", "Tanaka", "Novak", "Silva", "Meyer", "Haddad", "Kowalski", "Park"]
+COMPANY = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay"]
+JSON_TYPES = {"dict": "object", "float": "number", "tuple": "array", "any": "string"}
+
+
+def _data_dir() -> Path:
+    import bfcl_eval
+
+    return Path(bfcl_eval.__file__).parent / "data"
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _schema(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {k: _schema(v) for k, v in node.items() if k not in ("optional",)}
+        if isinstance(out.get("type"), str):
+            t = out["type"]
+            out["type"] = JSON_TYPES.get(t, t) if t in JSON_TYPES else t
+            if t not in ("string", "integer", "number", "boolean", "array", "object", "null") and t not in JSON_TYPES:
+                out["type"] = "string"
+        return out
+    if isinstance(node, list):
+        return [_schema(v) for v in node]
+    return node
+
+
+def _tool(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": doc["name"],
+            "description": doc.get("description", ""),
+            "parameters": _schema(doc.get("parameters") or {"type": "object", "properties": {}}),
+        },
+    }
+
+
+def _parse_call(text: str, docs: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    call = ast.parse(text.strip(), mode="eval").body
+    assert isinstance(call, ast.Call)
+    name = ast.unparse(call.func)
+    args: dict[str, Any] = {}
+    params = list(((docs.get(name) or {}).get("parameters") or {}).get("properties") or {})
+    for i, a in enumerate(call.args):
+        key = params[i] if i < len(params) else f"arg{i}"
+        args[key] = ast.literal_eval(a)
+    for kw in call.keywords:
+        args[kw.arg or "kwargs"] = ast.literal_eval(kw.value)
+    return name, args
+
+
+def _completion(model: str, content: str | None, calls: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        msg["tool_calls"] = [
+            {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+             "function": {"name": n, "arguments": json.dumps(a)}}
+            for n, a in calls
+        ]
+    prompt_tokens = 0  # set by the caller
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls" if calls else "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 0, "total_tokens": 0},
+    }
+
+
+class Mixture:
+    """Exchanges (request messages, tools, answer) per site, settings applied later."""
+
+    def __init__(self) -> None:
+        d = _data_dir()
+        self.class_docs: dict[str, list[dict[str, Any]]] = {}
+        for site, (cls, _) in MULTI_SITES.items():
+            self.class_docs[site] = _lines(d / "multi_turn_func_doc" / f"{cls}.json")
+        owner = {doc["name"]: site for site, docs in self.class_docs.items() for doc in docs}
+        all_docs = {doc["name"]: doc for docs in self.class_docs.values() for doc in docs}
+        # (site, session, messages-so-far, calls, text) per LLM call
+        self.calls: list[dict[str, Any]] = []
+        qs = _lines(d / "BFCL_v4_multi_turn_base.json")
+        answers = {a["id"]: a["ground_truth"] for a in _lines(d / "possible_answer" / "BFCL_v4_multi_turn_base.json")}
+        for q in qs:
+            history: dict[str, list[dict[str, Any]]] = {}
+            for turn, gt in zip(q["question"], answers[q["id"]], strict=False):
+                if not turn or not gt:
+                    continue
+                parsed = [_parse_call(c, all_docs) for c in gt]
+                sites = {owner.get(n) for n, _ in parsed}
+                if len(sites) != 1 or None in sites:
+                    continue
+                site = sites.pop()
+                msgs = history.setdefault(site, [])
+                msgs.extend(turn)
+                for name, args in parsed:
+                    self.calls.append({"site": site, "session": f"{q['id']}:{site}", "messages": list(msgs),
+                                       "calls": [(name, args)], "text": None, "tools": None})
+                    cid = f"call_{uuid.uuid4().hex[:10]}"
+                    msgs.append({"role": "assistant", "content": None, "tool_calls": [
+                        {"id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]})
+                    msgs.append({"role": "tool", "tool_call_id": cid, "content": json.dumps({"status": "ok"})})
+                done = ", ".join(dict.fromkeys(n.replace("_", " ") for n, _ in parsed))
+                self.calls.append({"site": site, "session": f"{q['id']}:{site}", "messages": list(msgs),
+                                   "calls": [], "text": f"Done: {done}.", "tools": None})
+                msgs.append({"role": "assistant", "content": f"Done: {done}."})
+        for site, (cats, _) in SINGLE_SITES.items():
+            for cat in cats:
+                gts = {a["id"]: a["ground_truth"] for a in _lines(d / "possible_answer" / f"BFCL_v4_{cat}.json")}
+                for q in _lines(d / f"BFCL_v4_{cat}.json"):
+                    calls = []
+                    for entry in gts[q["id"]]:
+                        for name, params in entry.items():
+                            args = {k: v[0] for k, v in params.items() if v and v[0] not in ("", None)}
+                            calls.append((name, args))
+                    self.calls.append({"site": site, "session": q["id"], "messages": list(q["question"][0]),
+                                       "calls": calls, "text": None, "tools": [_tool(f) for f in q["function"]]})
+        self.sites = list(MULTI_SITES) + list(SINGLE_SITES)
+        self.all_multi_tools = [_tool(doc) for docs in self.class_docs.values() for doc in docs]
+
+    def system_prompt(self, site: str, setting: str, rng: random.Random) -> str:
+        name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+        company = rng.choice(COMPANY)
+        day = f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        if setting == "generic":
+            return (f"You are Nova, the assistant of {company}. The current user is {name} "
+                    f"(account {uuid.UUID(int=rng.getrandbits(128))}). Today is {day}. "
+                    "Use the tools when they help and answer briefly.")
+        role = (MULTI_SITES.get(site) or SINGLE_SITES[site])[1]
+        return (f"You are {role}. You work for {company} and assist {name} "
+                f"(account {uuid.UUID(int=rng.getrandbits(128))}). Today is {day}. Be precise.")
+
+    def traces(self, setting: str, *, n: int | None = None, seed: int = 0) -> Iterator[tuple[Trace, str]]:
+        """(trace, true site) for every call once, or ``n`` calls drawn with replacement."""
+        rng = random.Random(seed)
+        picks: Any = self.calls if n is None else (rng.choice(self.calls) for _ in range(n))
+        prompts: dict[str, str] = {}
+        for c in picks:
+            site = c["site"]
+            key = f"{c['session']}:{rng.randint(0, 3) if n else 0}"
+            if key not in prompts:
+                prompts[key] = self.system_prompt(site, setting, rng)
+            if setting == "generic":
+                tools = self.all_multi_tools + (c["tools"] or [])
+            else:
+                tools = c["tools"] or [_tool(doc) for doc in self.class_docs[site]]
+            request = {"model": "gpt-4o", "messages": [{"role": "system", "content": prompts[key]}, *c["messages"]],
+                       "tools": tools}
+            response = _completion("gpt-4o", c["text"], c["calls"])
+            p = sum(len(json.dumps(m)) for m in request["messages"]) // 4 + 20 * len(tools)
+            comp = max(1, len(json.dumps(response["choices"][0]["message"])) // 4)
+            response["usage"] = {"prompt_tokens": p, "completion_tokens": comp, "total_tokens": p + comp}
+            yield build_trace(request, response, source="import", session_id=key,
+                              created_at=time.time(), meta={"bench_site": site}), site
+
+
+def main() -> None:  # filled in below
+    pass
+
+
+if __name__ == "__main__":
+    main()

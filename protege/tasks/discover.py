@@ -1,0 +1,392 @@
+"""``discover_tasks``: read traces, cluster them into tasks, describe and
+persist the tasks, and write each trace's ``task_id``."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from protege.store.records import Trace
+from protege.tasks.cluster import ClusterConfig, cluster_calls
+from protege.tasks.embed import EmbedConfig, Embedder
+from protege.tasks.features import CallFeatures, extract
+from protege.tasks.label import (
+    ctfidf_keywords,
+    determinism,
+    output_type,
+    specialisation,
+    token_stats,
+)
+from protege.tasks.migrations import tasks_table
+
+ACTIVE = "active"
+
+
+@dataclass(kw_only=True)
+class DiscoverConfig:
+    source: str = field(
+        default="auto",
+        metadata={"help": "auto (curated view when it has rows, else raw ok traces) | curated | raw"},
+    )
+    since: float | None = field(default=None, metadata={"help": "only traces created after (epoch s)"})
+    min_task_size: int = field(
+        default=3, metadata={"help": "smaller clusters are left unassigned (task_id NULL)"}
+    )
+    cluster: ClusterConfig = field(default_factory=ClusterConfig, metadata={"help": "clustering"})
+    embed: EmbedConfig = field(default_factory=EmbedConfig, metadata={"help": "embedding model"})
+
+
+@dataclass(kw_only=True)
+class Task:
+    id: str
+    label: str
+    name: str | None = None
+    output_type: str = "text"
+    fingerprints: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    tool_set: list[str] = field(default_factory=list)
+    centroid: np.ndarray | None = None
+    n_traces: int = 0
+    traffic_share: float = 0.0
+    cost_share: float = 0.0
+    token_stats: dict[str, float] = field(default_factory=dict)
+    specialisation_score: float = 0.0
+    score_parts: dict[str, Any] = field(default_factory=dict)
+    keywords: list[str] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)
+    status: str = ACTIVE
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.label
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.display_name,
+            "label": self.label,
+            "output_type": self.output_type,
+            "n_traces": self.n_traces,
+            "traffic_share": round(self.traffic_share, 4),
+            "cost_share": round(self.cost_share, 4),
+            "token_stats": self.token_stats,
+            "specialisation_score": self.specialisation_score,
+            "score_parts": self.score_parts,
+            "tool_set": self.tool_set,
+            "keywords": self.keywords,
+            "tags": self.tags,
+            "fingerprints": self.fingerprints[:20],
+            "n_fingerprints": len(self.fingerprints),
+            "examples": self.examples,
+            "status": self.status,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    # -- storage ------------------------------------------------------------
+    def to_row(self) -> dict[str, Any]:
+        centroid = None
+        if self.centroid is not None:
+            centroid = base64.b64encode(np.asarray(self.centroid, dtype=np.float32).tobytes()).decode()
+        return {
+            "id": self.id,
+            "label": self.label,
+            "name": self.name,
+            "output_type": self.output_type,
+            "fingerprints": json.dumps({"fingerprints": self.fingerprints, "templates": self.templates}),
+            "tags": json.dumps(self.tags),
+            "tool_set": json.dumps(self.tool_set),
+            "centroid": centroid,
+            "n_traces": self.n_traces,
+            "traffic_share": self.traffic_share,
+            "cost_share": self.cost_share,
+            "token_stats": json.dumps(self.token_stats),
+            "specialisation_score": self.specialisation_score,
+            "score_parts": json.dumps(self.score_parts),
+            "keywords": json.dumps(self.keywords),
+            "examples": json.dumps(self.examples),
+            "status": self.status,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_row(cls, row: Any) -> Task:
+        m = dict(row._mapping)
+        fps = json.loads(m["fingerprints"] or "{}")
+        centroid = None
+        if m["centroid"]:
+            centroid = np.frombuffer(base64.b64decode(m["centroid"]), dtype=np.float32)
+        return cls(
+            id=m["id"],
+            label=m["label"],
+            name=m["name"],
+            output_type=m["output_type"],
+            fingerprints=fps.get("fingerprints", []),
+            templates=fps.get("templates", []),
+            tags=json.loads(m["tags"] or "[]"),
+            tool_set=json.loads(m["tool_set"] or "[]"),
+            centroid=centroid,
+            n_traces=m["n_traces"],
+            traffic_share=m["traffic_share"],
+            cost_share=m["cost_share"],
+            token_stats=json.loads(m["token_stats"] or "{}"),
+            specialisation_score=m["specialisation_score"],
+            score_parts=json.loads(m["score_parts"] or "{}"),
+            keywords=json.loads(m["keywords"] or "[]"),
+            examples=json.loads(m["examples"] or "[]"),
+            status=m["status"],
+            created_at=m["created_at"],
+            updated_at=m["updated_at"],
+        )
+
+
+@dataclass
+class Discovery:
+    tasks: list[Task]
+    n_traces: int
+    n_unassigned: int
+    source: str
+    seconds: float
+    embedded: int
+
+
+# -- reading -------------------------------------------------------------------
+def read_traces(store: Any, source: str = "auto", since: float | None = None) -> tuple[Iterable[Trace], str]:
+    """The curated view when it exists and has rows (``auto``), else raw ok traces."""
+    if source in ("auto", "curated"):
+        try:
+            from protege.curate import iter_curated  # type: ignore[attr-defined]
+        except ImportError:
+            iter_curated = None
+        if iter_curated is not None:
+            it = iter(iter_curated(store))
+            first = next(it, None)
+            if first is not None:
+                def chain() -> Iterable[Trace]:
+                    yield first
+                    yield from it
+
+                return (t for t in chain() if since is None or t.created_at >= since), "curated"
+        if source == "curated":
+            raise ValueError("no curated traces: run `protege curate` first")
+    return store.iter_traces(status="ok", since=since), "raw"
+
+
+# -- describing ------------------------------------------------------------------
+def _task_id(seed: str) -> str:
+    return "task_" + hashlib.blake2b(seed.encode(), digest_size=5).hexdigest()
+
+
+def describe(
+    feats: Sequence[CallFeatures],
+    *,
+    total_n: int,
+    total_cost: float,
+    keywords: list[str],
+    centroid: np.ndarray | None,
+    task_id: str | None = None,
+) -> Task:
+    kind = output_type(feats)
+    tools = Counter(n for f in feats for n in f.called)
+    fps = Counter(f.fp for f in feats)
+    templates = Counter(f.template for f in feats)
+    tags = sorted({f.tag for f in feats if f.tag})
+    cost = sum(f.cost_usd or 0.0 for f in feats)
+    cost_share = cost / total_cost if total_cost > 0 else 0.0
+    det, how = determinism(feats, kind)
+    score, parts = specialisation(len(feats), det, cost_share)
+    parts["determinism_basis"] = how
+    top_tools = [n for n, _ in tools.most_common(3)]
+    words = " ".join(keywords[:4]) or "misc"
+    label = f"{kind}: {words}" + (f" [{', '.join(top_tools)}]" if top_tools else "")
+    if tags:
+        label = f"{tags[0]} ({label})"
+    examples = list(dict.fromkeys(f.instruction[:160] for f in feats if f.instruction))[:3]
+    tid = task_id or _task_id(
+        (tags[0] if tags else "") + "|" + "|".join(sorted(fps)[:5]) + "|" + ",".join(sorted(tools)) + words
+    )
+    return Task(
+        id=tid,
+        label=label,
+        output_type=kind,
+        fingerprints=[f for f, _ in fps.most_common(2000)],
+        templates=[t for t, _ in templates.most_common(50)],
+        tags=tags,
+        tool_set=sorted(tools),
+        centroid=centroid,
+        n_traces=len(feats),
+        traffic_share=len(feats) / total_n if total_n else 0.0,
+        cost_share=cost_share,
+        token_stats=token_stats(feats),
+        specialisation_score=score,
+        score_parts=parts,
+        keywords=keywords,
+        examples=examples,
+    )
+
+
+def build_tasks(
+    feats: Sequence[CallFeatures],
+    docs: dict[str, str],
+    embedder: Embedder,
+    cfg: DiscoverConfig,
+) -> tuple[list[Task], list[int], int]:
+    """Cluster (tags first) and describe. Returns tasks, the task index of
+    each call (-1 unassigned) and how many texts were embedded."""
+    labels = [-1] * len(feats)
+    groups: list[list[int]] = []
+    by_tag: dict[str, list[int]] = defaultdict(list)
+    untagged: list[int] = []
+    for i, f in enumerate(feats):
+        (by_tag[f.tag] if f.tag else untagged).append(i)
+    for members in by_tag.values():
+        groups.append(members)
+    centroids: list[np.ndarray | None] = [None] * len(groups)
+    embedded = 0
+    if untagged:
+        sub = [feats[i] for i in untagged]
+        result = cluster_calls(sub, docs, embedder, cfg.cluster)
+        embedded = result.embedded
+        clusters: list[list[int]] = [[] for _ in range(result.n_clusters)]
+        for j, lab in enumerate(result.labels):
+            clusters[lab].append(untagged[j])
+        for c, members in enumerate(clusters):
+            if members:
+                groups.append(members)
+                centroids.append(result.centroids[c])
+    # Tag groups get a centroid from a few of their instructions, so new
+    # untagged calls can still be matched to them.
+    for g, members in enumerate(groups):
+        if centroids[g] is None:
+            texts = list(dict.fromkeys(feats[i].instruction for i in members[:200]))[:8]
+            if texts:
+                v = embedder.encode(texts).mean(0)
+                centroids[g] = v / max(float(np.linalg.norm(v)), 1e-9)
+    keep = [g for g, m in enumerate(groups) if len(m) >= cfg.min_task_size or feats[m[0]].tag]
+    kws = ctfidf_keywords([[feats[i].instruction for i in groups[g][:500]] for g in keep])
+    total_n = len(feats)
+    total_cost = sum(f.cost_usd or 0.0 for f in feats)
+    tasks = []
+    for t, (g, words) in enumerate(zip(keep, kws, strict=True)):
+        tasks.append(
+            describe(
+                [feats[i] for i in groups[g]],
+                total_n=total_n,
+                total_cost=total_cost,
+                keywords=words,
+                centroid=centroids[g],
+            )
+        )
+        for i in groups[g]:
+            labels[i] = t
+    return tasks, labels, embedded
+
+
+# -- persisting ------------------------------------------------------------------
+def load_tasks(store: Any, *, status: str | None = ACTIVE) -> list[Task]:
+    q = sa.select(tasks_table)
+    if status:
+        q = q.where(tasks_table.c.status == status)
+    with store.engine.connect() as conn:
+        rows = conn.execute(q.order_by(tasks_table.c.n_traces.desc(), tasks_table.c.id)).all()
+    return [Task.from_row(r) for r in rows]
+
+
+def save_tasks(store: Any, tasks: Sequence[Task]) -> None:
+    """Insert or replace tasks by id."""
+    if not tasks:
+        return
+    with store.engine.begin() as conn:
+        conn.execute(tasks_table.delete().where(tasks_table.c.id.in_([t.id for t in tasks])))
+        conn.execute(tasks_table.insert(), [t.to_row() for t in tasks])
+
+
+def _reuse_ids(store: Any, tasks: list[Task], members: list[list[str]]) -> None:
+    """Keep the id (and user-given name) of an existing task when most of a
+    new task's traces already belonged to it, so datasets and adapters keep
+    pointing at the same job across re-discovery."""
+    ids = [i for m in members for i in m]
+    previous: dict[str, str] = {}
+    t = sa.table("traces", sa.column("id"), sa.column("task_id"))
+    with store.engine.connect() as conn:
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start : start + 5000]
+            q = sa.select(t.c.id, t.c.task_id).where(t.c.id.in_(chunk), t.c.task_id.is_not(None))
+            previous.update({r.id: r.task_id for r in conn.execute(q)})
+    old = {task.id: task for task in load_tasks(store, status=None)}
+    taken: set[str] = set()
+    order = sorted(range(len(tasks)), key=lambda k: -len(members[k]))
+    for k in order:
+        votes = Counter(previous[i] for i in members[k] if i in previous)
+        for prev_id, n in votes.most_common(3):
+            if prev_id in taken or n * 2 < len(members[k]):
+                continue
+            taken.add(prev_id)
+            tasks[k].id = prev_id
+            if prev_id in old:
+                tasks[k].name = old[prev_id].name
+                tasks[k].created_at = old[prev_id].created_at
+            break
+    # Fresh ids must not collide with ids in use.
+    used = set(old) | taken
+    for k in order:
+        if tasks[k].id in used and tasks[k].id not in taken:
+            tasks[k].id = _task_id(tasks[k].id + str(time.time()) + str(k))
+
+
+def discover_tasks(
+    store: Any,
+    cfg: DiscoverConfig | None = None,
+    *,
+    embedder: Embedder | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Discovery:
+    """Discover tasks among the store's traces, persist them and write each
+    trace's ``task_id``. Earlier tasks that no longer match are retired."""
+    cfg = cfg or DiscoverConfig()
+    t0 = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    traces, source = read_traces(store, cfg.source, cfg.since)
+    docs: dict[str, str] = {}
+    say(f"reading {source} traces")
+    feats = [extract(t, docs) for t in traces]
+    say(f"clustering {len(feats)} calls")
+    embedder = embedder or Embedder(cfg.embed)
+    tasks, labels, embedded = build_tasks(feats, docs, embedder, cfg)
+    members: list[list[str]] = [[] for _ in tasks]
+    for f, lab in zip(feats, labels, strict=True):
+        if lab >= 0:
+            members[lab].append(f.id)
+    _reuse_ids(store, tasks, members)
+    now = time.time()
+    for task in tasks:
+        task.updated_at = now
+    say("saving tasks")
+    new_ids = {t.id for t in tasks}
+    with store.engine.begin() as conn:
+        conn.execute(
+            tasks_table.update()
+            .where(tasks_table.c.status == ACTIVE, tasks_table.c.id.not_in(list(new_ids) or [""]))
+            .values(status="retired", updated_at=now)
+        )
+    save_tasks(store, tasks)
+    assignments: dict[str, str | None] = {f.id: None for f in feats}
+    for task, ids in zip(tasks, members, strict=True):
+        for i in ids:
+            assignments[i] = task.id
+    store.set_task_ids(assignments)
+    unassigned = sum(1 for v in assignments.values() if v is None)
+    return Discovery(tasks, len(feats), unassigned, source, time.perf_counter() - t0, embedded)

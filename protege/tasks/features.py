@@ -1,0 +1,133 @@
+"""What discovery looks at in one trace: cheap to extract, no model involved."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from protege.store.records import Trace
+from protege.tasks.fingerprint import _text_of, combine, fingerprint_parts, template_of
+
+
+@dataclass(slots=True)
+class CallFeatures:
+    id: str
+    tag: str | None
+    fp: str  # call-site fingerprint
+    template: str  # system-prompt template hash (part of the fingerprint)
+    instruction: str  # last user message
+    instruction_key: str  # the instruction with its variable spans masked
+    called: tuple[str, ...]  # tools called in the answer, sorted, distinct
+    history: tuple[str, ...]  # tools called earlier in this tool loop (since the last user message)
+    output_type: str  # tool_call | json | text (label is decided per task)
+    answer: str  # canonical answer, to measure determinism
+    input_key: str  # hash of the input side, to find identical inputs
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+
+
+def last_user_message(request: dict[str, Any]) -> str:
+    for msg in reversed(request.get("messages") or ()):
+        if isinstance(msg, dict) and msg.get("role") == "user":
+            return _text_of(msg.get("content"))
+    return ""
+
+
+def _history_tools(request: dict[str, Any]) -> tuple[str, ...]:
+    """Tools the agent already called since the last user message (the
+    earlier steps of the tool loop this call is part of)."""
+    names: set[str] = set()
+    for msg in reversed(request.get("messages") or ()):
+        if not isinstance(msg, dict):
+            continue
+        if msg.get("role") == "user":
+            break
+        if msg.get("role") == "assistant" and msg.get("tool_calls"):
+            names.update((tc.get("function") or {}).get("name") or "" for tc in msg["tool_calls"])
+    names.discard("")
+    return tuple(sorted(names))
+
+
+def _message(response: dict[str, Any] | None) -> dict[str, Any]:
+    choices = (response or {}).get("choices") or []
+    return (choices[0].get("message") or {}) if choices else {}
+
+
+def answer_of(response: dict[str, Any] | None) -> tuple[str, str, tuple[str, ...]]:
+    """(output type, canonical answer, called tool names)."""
+    msg = _message(response)
+    calls = msg.get("tool_calls") or []
+    if calls:
+        canon = []
+        for tc in calls:
+            fn = tc.get("function") or {}
+            args = fn.get("arguments")
+            try:
+                args = json.loads(args) if isinstance(args, str) else args
+            except ValueError:
+                pass
+            canon.append([fn.get("name"), args])
+        names = tuple(sorted({c[0] for c in canon if c[0]}))
+        return "tool_call", json.dumps(canon, sort_keys=True, default=str), names
+    content = _text_of(msg.get("content")).strip()
+    if content[:1] in "{[":
+        try:
+            value = json.loads(content)
+            return "json", json.dumps(value, sort_keys=True), ()
+        except ValueError:
+            pass
+    return "text", content, ()
+
+
+def tool_docs(request: dict[str, Any]) -> dict[str, str]:
+    """name -> 'name words: description' for each offered tool."""
+    out = {}
+    for tool in request.get("tools") or ():
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(fn, dict) and fn.get("name"):
+            words = fn["name"].replace("_", " ").replace(".", " ")
+            out[fn["name"]] = f"{words}: {fn.get('description') or ''}"[:400]
+    return out
+
+
+def extract(trace: Trace, docs: dict[str, str] | None = None) -> CallFeatures:
+    """Features of one trace; ``docs`` collects the descriptions of the tools
+    it calls (first description seen wins)."""
+    req = trace.request or {}
+    t, s, r = fingerprint_parts(req)
+    fp = combine(t, s, r)
+    out_type, answer, called = answer_of(trace.response)
+    if req.get("response_format") and out_type == "text":
+        out_type = "json" if "json" in str(req["response_format"].get("type", "")) else out_type
+    history = _history_tools(req)
+    if docs is not None:
+        wanted = [n for n in called + history if n not in docs]
+        if wanted:
+            offered = tool_docs(req)
+            for n in wanted:
+                docs[n] = offered.get(n, n.replace("_", " "))
+    instruction = last_user_message(req)
+    input_text = json.dumps(
+        [m for m in req.get("messages") or () if not (isinstance(m, dict) and m.get("role") == "system")],
+        sort_keys=True,
+        default=str,
+    )
+    return CallFeatures(
+        id=trace.id,
+        tag=trace.task_tag,
+        fp=fp,
+        template=t,
+        instruction=instruction,
+        instruction_key=template_of(instruction[:2000]),
+        called=called,
+        history=history,
+        output_type=out_type,
+        answer=answer,
+        input_key=hashlib.blake2b(input_text.encode(), digest_size=8).hexdigest(),
+        prompt_tokens=trace.prompt_tokens,
+        completion_tokens=trace.completion_tokens,
+        cost_usd=trace.cost_usd,
+    )

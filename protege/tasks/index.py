@@ -1,0 +1,124 @@
+"""``TaskIndex``: which known task does a new call belong to? No re-clustering.
+
+Lookup order, cheapest first: the explicit call-site tag; the fingerprint when
+it belongs to one task; the tools the answer called (when the answer is known)
+among that site's tasks; finally the nearest task centroid by instruction
+embedding, accepted above a similarity threshold. The first three are dict
+lookups (microseconds, fine on the gateway's hot path); the last embeds one
+instruction (milliseconds) and only runs for call sites that mix several tasks.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from protege.tasks.discover import Task, load_tasks
+from protege.tasks.embed import Embedder
+from protege.tasks.features import answer_of, last_user_message
+from protege.tasks.fingerprint import fingerprint, fingerprint_parts
+
+
+class TaskIndex:
+    def __init__(self, tasks: Iterable[Task], *, threshold: float = 0.5, embedder: Embedder | None = None):
+        self.tasks = {t.id: t for t in tasks}
+        self.threshold = threshold
+        self._embedder = embedder
+        self.by_tag: dict[str, str] = {}
+        by_fp: dict[str, set[str]] = defaultdict(set)
+        by_template: dict[str, set[str]] = defaultdict(set)
+        for t in self.tasks.values():
+            for tag in t.tags:
+                self.by_tag[tag] = t.id
+            for fp in t.fingerprints:
+                by_fp[fp].add(t.id)
+            for tmpl in t.templates:
+                by_template[tmpl].add(t.id)
+        self.by_fp = {k: sorted(v) for k, v in by_fp.items()}
+        self.by_template = {k: sorted(v) for k, v in by_template.items()}
+        self.tool_owner: dict[str, set[str]] = defaultdict(set)
+        for t in self.tasks.values():
+            for name in t.tool_set:
+                self.tool_owner[name].add(t.id)
+        ids = [t.id for t in self.tasks.values() if t.centroid is not None]
+        self._ids = np.array(ids)
+        self._centroids = (
+            np.stack([self.tasks[i].centroid for i in ids]).astype(np.float32) if ids else np.zeros((0, 384))
+        )
+        self._embed_one = lru_cache(maxsize=4096)(self._embed_uncached)
+
+    @classmethod
+    def load(cls, store: Any, **kwargs: Any) -> TaskIndex:
+        return cls(load_tasks(store), **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def _embed_uncached(self, text: str) -> np.ndarray:
+        if self._embedder is None:
+            self._embedder = Embedder()
+        return self._embedder.encode([text])[0]
+
+    def nearest(self, text: str, candidates: list[str] | None = None) -> tuple[str | None, float]:
+        if not len(self._ids) or not text:
+            return None, 0.0
+        sims = self._centroids @ self._embed_one(text[:2000])
+        if candidates:
+            mask = np.isin(self._ids, candidates)
+            if mask.any():
+                sims = np.where(mask, sims, -2.0)
+        best = int(np.argmax(sims))
+        score = float(sims[best])
+        return (str(self._ids[best]) if score >= self.threshold else None), score
+
+    def assign(
+        self,
+        request: dict[str, Any],
+        *,
+        task_tag: str | None = None,
+        response: dict[str, Any] | None = None,
+    ) -> tuple[str | None, float]:
+        """(task id or None for "unassigned", confidence in [0, 1])."""
+        if task_tag and task_tag in self.by_tag:
+            return self.by_tag[task_tag], 1.0
+        candidates = self.by_fp.get(fingerprint(request))
+        if candidates is None:
+            # A new tool set behind a known prompt template (tools chosen per call).
+            template = fingerprint_parts(request)[0]
+            candidates = self.by_template.get(template)
+        if candidates and len(candidates) == 1:
+            return candidates[0], 1.0
+        if response is not None:
+            _, _, called = answer_of(response)
+            owners = set.intersection(*(self.tool_owner.get(n, set()) for n in called)) if called else set()
+            if candidates:
+                owners &= set(candidates)
+            if len(owners) == 1:
+                return owners.pop(), 0.9
+        return self.nearest(last_user_message(request), candidates)
+
+
+def assign_unassigned(store: Any, *, index: TaskIndex | None = None, threshold: float = 0.5) -> dict[str, int]:
+    """Give every ok trace without a task the task the index finds for it
+    (no re-clustering). Returns counts: assigned, unassigned."""
+    index = index or TaskIndex.load(store, threshold=threshold)
+    out: dict[str, str | None] = {}
+    counts = {"assigned": 0, "unassigned": 0}
+    if not len(index):
+        return counts
+    # iter_traces filters on equality; NULL needs its own query.
+    t = sa.table("traces", sa.column("id"), sa.column("task_id"), sa.column("status"))
+    with store.engine.connect() as conn:
+        ids = [r.id for r in conn.execute(sa.select(t.c.id).where(t.c.task_id.is_(None), t.c.status == "ok"))]
+    for start in range(0, len(ids), 1000):
+        for trace in store.iter_traces(ids=ids[start : start + 1000]):
+            task_id, _ = index.assign(trace.request, task_tag=trace.task_tag, response=trace.response)
+            out[trace.id] = task_id
+            counts["assigned" if task_id else "unassigned"] += 1
+    store.set_task_ids({k: v for k, v in out.items() if v})
+    return counts
