@@ -239,7 +239,7 @@ def parse_params(text: str | int | float) -> int:
 
 
 def human_params(n: int) -> str:
-    if n >= 1e9:
+    if n >= 0.995e9:  # 999.9M reads better as 1B
         return f"{n / 1e9:.2f}B".replace(".00B", "B")
     return f"{n / 1e6:.0f}M"
 

@@ -236,8 +236,12 @@ def materialise_gguf(spec: ModelSpec) -> Path:
         if target.exists():
             if (target / CACHE_MARKER).exists():  # another process won the race
                 return target
-            shutil.rmtree(target)
-        os.replace(out, target)
+            shutil.rmtree(target)  # left half-written by a crash
+        try:
+            os.replace(out, target)
+        except OSError:
+            if not (target / CACHE_MARKER).exists():  # not a concurrent writer finishing first
+                raise
     log.info("cached %s at %s in %.1fs", spec.name, target, time.perf_counter() - t0)
     return target
 

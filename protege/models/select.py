@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -365,7 +366,7 @@ def select_models(
     if not all_rows:
         raise ValueError(f"the dataset of task {task_id!r} has no rows")
     longest = max(estimate_tokens(r) for r in all_rows)
-    cons = Constraints(**{k: getattr(constraints, k) for k in Constraints.__dataclass_fields__}) if constraints else Constraints()
+    cons = dataclasses.replace(constraints) if constraints else Constraints()
     if cons.min_context is None:
         cons.min_context = longest
     evaluation = list(dataset.validation or dataset.test or dataset.train)

@@ -266,8 +266,6 @@ class Registry:
             why = reason or "rollback"
             if current is not None:
                 self._write_status(conn, current, "retired", f"{ROLLED_BACK} to {previous.ref}: {why}", now)
-            if previous.status == "promoted":  # nothing promoted now, it is already live
-                return previous
             return self._write_status(
                 conn, previous, "promoted", f"rollback from {current.ref if current else 'none'}: {why}", now
             )
