@@ -59,19 +59,26 @@ def fill(store: Any, n: int = 90, start: int = 0) -> None:
 
 
 @pytest.fixture(scope="module")
-def tok():
-    from _smol import smol_tokenizer
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from protege.models.tiny import build_tiny
 
-    return smol_tokenizer()
+    return build_tiny(tmp_path_factory.mktemp("tiny"), hidden_size=32, layers=1)
 
 
-def tiny_model(tok):
+@pytest.fixture(scope="module")
+def tok(tiny: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny))
+
+
+def tiny_model(tok: Any) -> Any:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, vocab_size=len(tok), max_position_embeddings=1024,
+                      num_key_value_heads=1, vocab_size=len(tok), max_position_embeddings=2048,
                       tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     return LlamaForCausalLM(cfg).eval()
 
@@ -312,3 +319,18 @@ def test_cli_status_and_run(tmp_path: Path) -> None:
     assert res.exit_code == 0 and "done" in res.output
     res = runner.invoke(main, ["flywheel", "run", "--once", "--every", "1h", "--db", db])
     assert res.exit_code == 2 and "exclude" in res.output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    """The real demo: BFCL traffic through the gateway, SmolLM2-135M students, unseen traffic."""
+    from protege.flywheel.demo import run_demo
+
+    s = run_demo(tmp_path / "demo", max_steps=10, max_tasks=1)
+    assert s["seen"]["success"] > 0.9  # the replay teacher answers its own ground truth
+    assert s["flywheel"]["status"] == "done", s["flywheel"]["error"]
+    trained = [t for t in s["flywheel"]["tasks"].values() if t.get("adapter")]
+    assert len(trained) == 1 and trained[0]["evaluation"]["n"] > 0
+    assert s["serving"]["calls"] > 0 and s["teacher_only"]["entries"] == s["with_students"]["entries"]
+    assert (tmp_path / "demo" / "report.html").read_text().count("Demo: unseen traffic") == 1
