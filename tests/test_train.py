@@ -506,3 +506,15 @@ def test_smollm2_trains_a_few_steps() -> None:
     val = [v for _, v in res.metrics["val_loss_curve"]]
     assert val[-1] < val[0]
     assert res.config["lora_layers"] == list(range(22, 30))
+
+
+def test_cli_unknown_model_is_one_line(_isolated_home: Path) -> None:
+    from click.testing import CliRunner
+
+    from protege.cli.main import cli
+
+    _write_dataset(_isolated_home, make_dataset(4, 0))
+    r = CliRunner().invoke(cli, ["train", "weather", "--base", "no-such/model-xyz", "--no-register"])
+    assert r.exit_code == 2 and "no-such/model-xyz" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert not (_isolated_home / "artifacts/adapters/weather").exists()  # no empty version left behind
