@@ -124,6 +124,35 @@ def load_ner() -> Any:
     return _NLP
 
 
+# Sentence ends and line breaks, but not after a title or common abbreviation.
+_SEGMENT_BREAK = re.compile(
+    r"\n+|(?<![A-Z])(?<!\bDr)(?<!\bMr)(?<!\bMs)(?<!\bMrs)(?<!\bMx)(?<!\bSt)(?<!\bJr)(?<!\bSr)"
+    r"(?<!\bProf)(?<!\bvs)(?<!\betc)(?<!e\.g)(?<!i\.e)[.!?;]\s+"
+)
+
+
+_MIN_SEGMENT = 160
+
+
+def _segments(text: str) -> list[tuple[int, str]]:
+    """(offset, segment) for each run of sentences or lines of ``text``, at least
+    ``_MIN_SEGMENT`` characters where the text allows (NER needs some context),
+    that can hold a name."""
+    out = []
+    pos = 0
+    for m in _SEGMENT_BREAK.finditer(text):
+        end = m.start() + (0 if text[m.start()] == "\n" else 1)
+        if end - pos < _MIN_SEGMENT or len(text) - m.end() < _MIN_SEGMENT // 2:
+            continue
+        seg = text[pos:end]
+        if needs_ner(seg):
+            out.append((pos, seg))
+        pos = m.end()
+    if pos < len(text) and needs_ner(text[pos:]):
+        out.append((pos, text[pos:]))
+    return out
+
+
 def needs_ner(text: str) -> bool:
     """Whether ``text`` can contain a name: a capitalised word that is not a
     common sentence opener, in text that is not an identifier or a number."""
@@ -407,26 +436,45 @@ class Scrubber:
         if not todo:
             return
         if self._use_ner():
-            run: dict[str, str] = {}
-            for t in todo:
-                if needs_ner(t):
-                    k = t.translate(_ZERO_DIGITS)
-                    if k not in self._ner_cache and k not in run:
-                        run[k] = t
-            if run:
-                nlp = load_ner()
-                self.stats["ner_runs"] += len(run)
-                texts_ = list(run.values())
-                docs = nlp.pipe(texts_, batch_size=self.config.ner_batch_size)
-                if len(self._ner_cache) >= self.config.cache_size:
-                    self._ner_cache.clear()
-                for k, doc in zip(run, docs, strict=True):
-                    self._ner_cache[k] = tuple(_person_spans(doc))
-            for t, spans in todo.items():
-                if needs_ner(t):
-                    spans.extend(self._names(t, self._ner_cache.get(t.translate(_ZERO_DIGITS), ())))
+            names = self._ner_many([t for t in todo if needs_ner(t)])
+            for t, found in names.items():
+                todo[t].extend(found)
         for t, spans in todo.items():
             self._store(t, spans)
+
+    def _ner_many(self, texts: list[str]) -> dict[str, list[Span]]:
+        """Person names in each text. NER runs per segment (sentence or line)
+        that can hold a name, never on the rest, and segments are cached with
+        their digits zeroed: templated prompts differ in a sentence or two,
+        and calls that differ only in numbers share one NER pass (offsets
+        stay valid because lengths are equal; names never contain digits)."""
+        plan: dict[str, list[tuple[int, str]]] = {}
+        run: dict[str, str] = {}
+        for t in texts:
+            segs = []
+            for off, seg in _segments(t):
+                k = seg.translate(_ZERO_DIGITS)
+                segs.append((off, k))
+                if k not in self._ner_cache and k not in run:
+                    run[k] = seg
+            plan[t] = segs
+        if run:
+            nlp = load_ner()
+            self.stats["ner_runs"] += len(run)
+            if len(self._ner_cache) + len(run) > self.config.cache_size:
+                self._ner_cache.clear()
+            docs = nlp.pipe(list(run.values()), batch_size=self.config.ner_batch_size)
+            for k, doc in zip(run, docs, strict=True):
+                self._ner_cache[k] = tuple(_person_spans(doc))
+        out: dict[str, list[Span]] = {}
+        for t, segs in plan.items():
+            found = [
+                Span(off + sp.start, off + sp.end, sp.kind)
+                for off, k in segs
+                for sp in self._ner_cache.get(k, ())
+            ]
+            out[t] = self._names(t, found)
+        return out
 
     def _names(self, text: str, found: Iterable[Span]) -> list[Span]:
         spans = list(found)
@@ -453,15 +501,7 @@ class Scrubber:
             return ()
         spans = self._patterns(text)
         if self._use_ner() and needs_ner(text):
-            k = text.translate(_ZERO_DIGITS)
-            found = self._ner_cache.get(k)
-            if found is None:
-                self.stats["ner_runs"] += 1
-                found = tuple(_person_spans(load_ner()(text)))
-                if len(self._ner_cache) >= self.config.cache_size:
-                    self._ner_cache.clear()
-                self._ner_cache[k] = found
-            spans.extend(self._names(text, found))
+            spans.extend(self._ner_many([text])[text])
         return self._store(text, spans)
 
     def _key_kind(self, key: str, value: str) -> str | None:
