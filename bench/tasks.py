@@ -19,6 +19,7 @@ KMeans with k from silhouette", measured in the same run.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import os
@@ -213,8 +214,81 @@ class Mixture:
                               created_at=time.time(), meta={"bench_site": site}), site
 
 
-def main() -> None:  # filled in below
-    pass
+def baseline_labels(instructions: list[str], embedder: Any, max_k: int = 15) -> list[int]:
+    """Naive baseline: MiniLM on the instruction, KMeans with k by silhouette."""
+    import numpy as np
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    distinct = list(dict.fromkeys(instructions))
+    x = embedder.encode(distinct)
+    best: tuple[float, Any] | None = None
+    for k in range(2, max_k + 1):
+        labels = KMeans(k, n_init=3, random_state=0).fit_predict(x)
+        score = silhouette_score(x, labels, sample_size=min(3000, len(distinct)), random_state=0)
+        if best is None or score > best[0]:
+            best = (score, labels)
+    assert best is not None
+    pos = {t: i for i, t in enumerate(distinct)}
+    return [int(best[1][pos[t]]) for t in np.asarray(instructions, dtype=object)]
+
+
+def ours(pairs: list[tuple[Trace, str]], embedder: Any) -> tuple[list[str], int, float]:
+    from protege.tasks.discover import DiscoverConfig, build_tasks
+    from protege.tasks.features import extract
+
+    t0 = time.perf_counter()
+    docs: dict[str, str] = {}
+    feats = [extract(t, docs) for t, _ in pairs]
+    tasks, labels, _ = build_tasks(feats, docs, embedder, DiscoverConfig())
+    seconds = time.perf_counter() - t0
+    return [tasks[lab].id if lab >= 0 else "unassigned" for lab in labels], len(tasks), seconds
+
+
+def main() -> None:
+    from sklearn.metrics import adjusted_rand_score
+
+    from protege.tasks.embed import Embedder
+    from protege.tasks.features import last_user_message
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="ARI only, skip the 100k timing")
+    ap.add_argument("--n", type=int, default=100_000, help="traces for the timing run")
+    args = ap.parse_args()
+    mix = Mixture()
+    print(f"mixture: {len(mix.calls)} calls from {len(mix.sites)} call sites: {', '.join(mix.sites)}")
+    Embedder().encode(["load the model once, outside the timings"])
+    print(f"{'setting':<10} {'baseline ARI':>12} {'k':>3} {'s':>6}   {'protege ARI':>11} {'k':>3} {'s':>6}")
+    for setting in ("site", "generic"):
+        pairs = list(mix.traces(setting))
+        truth = [site for _, site in pairs]
+        base_emb = Embedder()
+        t0 = time.perf_counter()
+        base = baseline_labels([last_user_message(t.request) for t, _ in pairs], base_emb)
+        base_s = time.perf_counter() - t0
+        pred, k, our_s = ours(pairs, Embedder())
+        print(f"{setting:<10} {adjusted_rand_score(truth, base):>12.3f} {len(set(base)):>3} {base_s:>6.1f}   "
+              f"{adjusted_rand_score(truth, pred):>11.3f} {k:>3} {our_s:>6.1f}")
+    if args.quick:
+        return
+    from protege.tasks.discover import DiscoverConfig, build_tasks
+    from protege.tasks.features import extract
+
+    print(f"\ntiming: {args.n} traces (generic setting, drawn with replacement; curation not included)")
+    pairs = list(mix.traces("generic", n=args.n, seed=1))
+    t0 = time.perf_counter()
+    docs: dict[str, str] = {}
+    feats = [extract(t, docs) for t, _ in pairs]
+    t1 = time.perf_counter()
+    tasks, labels, embedded = build_tasks(feats, docs, Embedder(), DiscoverConfig())
+    t2 = time.perf_counter()
+    truth = [site for _, site in pairs]
+    ari = adjusted_rand_score(truth, [str(lab) for lab in labels])
+    # Baseline cost at this size: every distinct instruction through MiniLM.
+    distinct = len({f.instruction for f in feats})
+    print(f"features {t1 - t0:.1f}s, clustering {t2 - t1:.1f}s ({embedded} texts embedded), "
+          f"total {t2 - t0:.1f}s, {len(tasks)} tasks, ARI {ari:.3f}; "
+          f"the baseline would embed {distinct} distinct instructions")
 
 
 if __name__ == "__main__":

@@ -33,13 +33,19 @@ def _pct(x: float) -> str:
 @click.option("--k", type=int, default=None, help="Number of tasks among untagged calls (default: automatic).")
 @click.option("--max-embed", type=int, default=None, help="Most instructions embedded (speed/quality).")
 @click.option("--min-size", type=int, default=3, show_default=True, help="Smaller clusters stay unassigned.")
+@click.option("--embedder", default=None, metavar="MODEL",
+              help="sentence-transformers model path/id, or 'hashing' (no model; fast, coarser). "
+              "Default: the packaged all-MiniLM-L6-v2.")
 @friendly_errors
 def discover(db_url: str | None, as_json: bool, source: str, k: int | None, max_embed: int | None,
-             min_size: int) -> None:
+             min_size: int, embedder: str | None) -> None:
     """Cluster traces into tasks and write each trace's task_id."""
     from protege.tasks.discover import DiscoverConfig, discover_tasks
+    from protege.tasks.embed import EmbedConfig
 
     cfg = DiscoverConfig(source=source, min_task_size=min_size)
+    if embedder:
+        cfg.embed = EmbedConfig(model=embedder)
     cfg.cluster.k = k
     if max_embed is not None:
         cfg.cluster.max_embed = max_embed

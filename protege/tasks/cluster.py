@@ -56,6 +56,12 @@ class ClusterConfig:
     max_embed: int = field(
         default=4000, metadata={"help": "most instructions embedded in one run (the slow part)"}
     )
+    small_merge_distance: float = field(
+        default=0.35, metadata={"help": "with fewer than 4 atoms, merge those closer than this"}
+    )
+    small_min_similarity: float = field(
+        default=0.3, metadata={"help": "with fewer than 10 stray atoms, instruction similarity that joins them"}
+    )
     min_silhouette_leftover: float = field(
         default=0.08, metadata={"help": "silhouette needed to split calls whose actions never recur"}
     )
@@ -109,6 +115,10 @@ def _choose_cut(
     if n == 1:
         return np.zeros(1, dtype=int), None, 0.0
     tree = linkage(squareform(dist, checks=False), method="average")
+    if n < 4 and cfg.k is None:
+        # Too few atoms for a silhouette: keep apart what is clearly apart.
+        labels = fcluster(tree, t=cfg.small_merge_distance, criterion="distance") - 1
+        return labels, None, cfg.small_merge_distance
     if cfg.k is not None:
         k = min(cfg.k, n)
         return fcluster(tree, t=k, criterion="maxclust") - 1, None, _height(tree, k)
@@ -143,7 +153,15 @@ def _kmeans_auto(x: np.ndarray, cfg: ClusterConfig, max_k: int = 10) -> np.ndarr
 
     n = x.shape[0]
     if n < 10:
-        return np.zeros(n, dtype=int)
+        if n < 2:
+            return np.zeros(n, dtype=int)
+        from scipy.cluster.hierarchy import fcluster, linkage
+        from scipy.spatial.distance import squareform
+
+        dist = np.clip(1.0 - x @ x.T, 0.0, 2.0)
+        np.fill_diagonal(dist, 0.0)
+        tree = linkage(squareform(dist, checks=False), method="average")
+        return fcluster(tree, t=1.0 - cfg.small_min_similarity, criterion="distance") - 1
     best: tuple[float, np.ndarray] | None = None
     for k in range(2, min(max_k, n - 1) + 1):
         labels = KMeans(k, n_init=3, random_state=cfg.seed).fit_predict(x)
@@ -184,10 +202,13 @@ def cluster_calls(
     distinct_n: list[int] = []
     for atom in rest:
         distinct: dict[str, str] = {}
+        raw: set[str] = set()
         for i in atom.members:
             distinct.setdefault(feats[i].instruction_key, feats[i].instruction)
+            if len(raw) < cfg.min_distinct:
+                raw.add(feats[i].instruction)
         texts = list(distinct.values())
-        distinct_n.append(len(texts))
+        distinct_n.append(len(raw))
         sample.append(rng.sample(texts, per_atom) if len(texts) > per_atom else texts)
     loose_texts: dict[str, str] = {}
     for atom in loose:
@@ -278,7 +299,15 @@ def cluster_calls(
             sim = similarity(stray, core)
             owner = {id(a): g for g, members in enumerate(groups) for a in members}
             cols = np.array([owner[id(a)] for a in core])
+            tmpl_groups: dict[str, set[int]] = defaultdict(set)
+            for g, members in enumerate(groups):
+                tmpl_groups.update({a.key[0]: tmpl_groups[a.key[0]] | {g} for a in members})
             for si, atom in enumerate(stray):
+                own = tmpl_groups.get(atom.key[0], set())
+                if len(own) == 1:
+                    # The call site has one task so far: a rare action there is part of it.
+                    groups[next(iter(own))].append(atom)
+                    continue
                 avg = np.array([sim[si, cols == g].mean() for g in range(len(groups))])
                 g = int(np.argmax(avg))
                 if 1.0 - avg[g] <= cut:

@@ -41,6 +41,12 @@ class DiscoverConfig:
     min_task_size: int = field(
         default=3, metadata={"help": "smaller clusters are left unassigned (task_id NULL)"}
     )
+    min_task_share: float = field(
+        default=0.01, metadata={"help": "clusters under this share of calls try to join a bigger task"}
+    )
+    join_similarity: float = field(
+        default=0.3, metadata={"help": "instruction similarity at which a too-small cluster joins a task"}
+    )
     cluster: ClusterConfig = field(default_factory=ClusterConfig, metadata={"help": "clustering"})
     embed: EmbedConfig = field(default_factory=EmbedConfig, metadata={"help": "embedding model"})
 
@@ -275,7 +281,26 @@ def build_tasks(
             if texts:
                 v = embedder.encode(texts).mean(0)
                 centroids[g] = v / max(float(np.linalg.norm(v)), 1e-9)
-    keep = [g for g, m in enumerate(groups) if len(m) >= cfg.min_task_size or feats[m[0]].tag]
+    floor = max(cfg.min_task_size, int(cfg.min_task_share * len(feats)))
+    big = [g for g, m in enumerate(groups) if len(m) >= floor or feats[m[0]].tag]
+    # Fragments (under 1% of traffic by default) join the nearest bigger task
+    # when alike; else they stay a task if not tiny, or unassigned.
+    kept_c = [(g, centroids[g]) for g in big if centroids[g] is not None and not feats[groups[g][0]].tag]
+    keep = list(big)
+    for g, members in enumerate(groups):
+        if g in big:
+            continue
+        if centroids[g] is None or not kept_c:
+            if len(members) >= cfg.min_task_size:
+                keep.append(g)
+            continue
+        sims = [float(c @ centroids[g]) for _, c in kept_c]
+        best = int(np.argmax(sims))
+        if sims[best] >= cfg.join_similarity:
+            groups[kept_c[best][0]].extend(members)
+        elif len(members) >= cfg.min_task_size:
+            keep.append(g)
+    keep.sort()
     kws = ctfidf_keywords([[feats[i].instruction for i in groups[g][:500]] for g in keep])
     total_n = len(feats)
     total_cost = sum(f.cost_usd or 0.0 for f in feats)

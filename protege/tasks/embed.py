@@ -56,6 +56,7 @@ def load_model(cfg: EmbedConfig | None = None) -> Any:
 
 
 HASHING = "hashing"
+HASHING_DIM = 512
 
 
 def _hashing_encode(texts: list[str], dim: int) -> np.ndarray:
@@ -75,7 +76,7 @@ class Embedder:
     def __init__(self, cfg: EmbedConfig | None = None) -> None:
         self.cfg = cfg or EmbedConfig()
         self._cache: dict[str, np.ndarray] = {}
-        self.dim = 512 if self.cfg.model == HASHING else 384
+        self.dim = HASHING_DIM if self.cfg.model == HASHING else 384
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         todo = list(dict.fromkeys(t for t in texts if t not in self._cache))

@@ -19,7 +19,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from protege.tasks.discover import Task, load_tasks
-from protege.tasks.embed import Embedder
+from protege.tasks.embed import HASHING, HASHING_DIM, EmbedConfig, Embedder
 from protege.tasks.features import answer_of, last_user_message
 from protege.tasks.fingerprint import fingerprint, fingerprint_parts
 
@@ -61,7 +61,9 @@ class TaskIndex:
 
     def _embed_uncached(self, text: str) -> np.ndarray:
         if self._embedder is None:
-            self._embedder = Embedder()
+            # Centroids made with the model-free hashing vectoriser have its width.
+            hashing = self._centroids.shape[1] == HASHING_DIM
+            self._embedder = Embedder(EmbedConfig(model=HASHING) if hashing else None)
         return self._embedder.encode([text])[0]
 
     def nearest(self, text: str, candidates: list[str] | None = None) -> tuple[str | None, float]:

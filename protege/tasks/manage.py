@@ -55,6 +55,15 @@ def _features(store: Any, task_ids: list[str]) -> tuple[list[CallFeatures], dict
     return feats, docs
 
 
+def _embedder_like(task: Task) -> Embedder:
+    """An embedder of the kind that made the task's centroid."""
+    from protege.tasks.embed import HASHING, HASHING_DIM, EmbedConfig
+
+    if task.centroid is not None and task.centroid.shape[0] == HASHING_DIM:
+        return Embedder(EmbedConfig(model=HASHING))
+    return Embedder()
+
+
 def _centroid(embedder: Embedder, feats: list[CallFeatures]) -> np.ndarray | None:
     texts = list(dict.fromkeys(f.instruction for f in feats if f.instruction))[:32]
     if not texts:
@@ -73,7 +82,7 @@ def merge_tasks(store: Any, refs: list[str], *, embedder: Embedder | None = None
         store.set_task_ids({tr.id: keep.id for tr in store.iter_traces(task_id=other.id)})
     feats, _ = _features(store, [keep.id])
     n, cost = _totals(store)
-    embedder = embedder or Embedder()
+    embedder = embedder or _embedder_like(keep)
     words = ctfidf_keywords([[f.instruction for f in feats[:500]]])[0]
     merged = describe(feats, total_n=n, total_cost=cost, keywords=words,
                       centroid=_centroid(embedder, feats), task_id=keep.id)
@@ -98,7 +107,7 @@ def split_task(
     feats, docs = _features(store, [task.id])
     if len(feats) < 2:
         raise ValueError(f"task {task.id} has {len(feats)} trace(s): nothing to split")
-    embedder = embedder or Embedder()
+    embedder = embedder or _embedder_like(task)
     cfg = ClusterConfig(k=k, min_silhouette=0.0, min_silhouette_leftover=0.0)
     # Inside one task the call-site features are shared: let instructions and
     # actions decide.
