@@ -188,7 +188,8 @@ def curate(
         num_perm=cfg.num_perm,
         load_shingles=load_shingles,
     )
-    seen_hashes: dict[str, str] = {}
+    seen_hashes: dict[str, str] = {}  # scrubbed input hash -> near-dup group, kept traces
+    raw_seen: dict[str, str] = {}  # raw input hash -> scrubbed input hash, this run
     if not cfg.full and total:
         with store.engine.connect() as conn:
             rows = conn.execute(
@@ -232,12 +233,23 @@ def curate(
                 passing.append(t)
             else:
                 rows.append(_row(report.run_id, t, now, kept=0, reason=reason))
-        if scrubber is not None and passing:
+        # A request seen verbatim earlier in this run is an exact duplicate whatever
+        # scrubbing would make of it: skip the scrubbing.
+        fresh: list[tuple[Trace, str]] = []
+        repeats: list[tuple[Trace, str]] = []
+        for t in passing:
+            rh = exact_hash(t.request)
+            if rh in raw_seen:
+                repeats.append((t, rh))
+            else:
+                raw_seen[rh] = ""  # claimed; the scrubbed hash is filled in below
+                fresh.append((t, rh))
+        if scrubber is not None and fresh:
             strings: list[str] = []
-            for t in passing:
+            for t, _ in fresh:
                 strings.extend(scrubber.record_strings(t.request, t.response))
             scrubber.prime(strings)
-        for t in passing:
+        for t, rh in fresh:
             request, response = t.request, t.response
             req_delta: dict[str, Any] | None = None
             resp_out: dict[str, Any] | None = None
@@ -250,7 +262,8 @@ def curate(
                         scrubbed[kind] += 1
                     req_delta = _delta(t.request, request)
                     resp_out = response if response != t.response else None
-            h = exact_hash(request)
+            h = rh if req_delta is None else exact_hash(request)
+            raw_seen[rh] = h
             if h in seen_hashes:
                 rows.append(
                     _row(
@@ -280,6 +293,19 @@ def curate(
                     request=_encode(store, req_delta),
                     response=_encode(store, resp_out),
                     encrypted=1 if store.cipher is not None else 0,
+                )
+            )
+        for t, rh in repeats:
+            h0 = raw_seen[rh]
+            rows.append(
+                _row(
+                    report.run_id,
+                    t,
+                    now,
+                    kept=0,
+                    reason="exact_duplicate",
+                    exact_hash=h0,
+                    group=index.find(seen_hashes[h0]),
                 )
             )
         for r in rows:
