@@ -545,3 +545,20 @@ def test_smollm2_student_end_to_end(_isolated_home: Path):
     assert st.tokens_per_s > 1 and st.latency_ms > 0
     assert 0 <= st.metrics["exact_call_match"].value <= 1
     assert report.systems["base_few_shot"].metrics
+
+
+def test_teacher_cost_from_recorded_cost_or_the_price_table():
+    from protege.evaluate.cost import saving, student_cost_per_1k, teacher_cost_per_1k
+
+    recorded = [Trace(request={}, cost_usd=0.001), Trace(request={}, cost_usd=0.003)]
+    assert teacher_cost_per_1k(recorded) == (pytest.approx(2.0), "recorded")
+    priced = [Trace(request={}, model="gpt-4o", prompt_tokens=1000, completion_tokens=100)]
+    cost, source = teacher_cost_per_1k(priced)
+    assert source == "price table" and cost > 0
+    assert teacher_cost_per_1k([Trace(request={}, model="no-such-model", prompt_tokens=5)]) == (
+        None,
+        "unknown",
+    )
+    # $3.60/h and 0.5 s per call: $0.0005 per call, $0.50 per 1,000.
+    assert student_cost_per_1k(0.5, "cuda:0", CostConfig(device_usd_per_hour=3.6)) == pytest.approx(0.5)
+    assert saving(0.5, 2.0) == pytest.approx(0.75)

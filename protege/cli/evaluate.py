@@ -136,6 +136,7 @@ def _fmt(x: float | None) -> str:
 )
 @click.option("--sample", type=int, default=None, metavar="N", help="Evaluate on N test examples only.")
 @click.option("--judge", is_flag=True, help="Free-text tasks: LLM judge through the upstream.")
+@click.option("--judge-model", default="gpt-4o-mini", show_default=True, help="Model the judge runs on.")
 @click.option("--resamples", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--usd-per-hour", type=float, default=None, help="Price of the student's hardware per hour.")
@@ -157,6 +158,7 @@ def eval_(
     checker: str | None,
     sample: int | None,
     judge: bool,
+    judge_model: str,
     resamples: int,
     seed: int,
     usd_per_hour: float | None,
@@ -177,6 +179,7 @@ def eval_(
         base=base,
         checker=checker,
         judge=judge,
+        judge_model=judge_model,
         n_resamples=resamples,
         seed=seed,
         latency_samples=latency_samples,
