@@ -34,7 +34,9 @@ def _cell(iv: Any, pct: bool = True) -> str:
 
 
 def _money(x: float | None) -> str:
-    return "-" if x is None else f"${x:.4f}"
+    if x is None:
+        return "-"
+    return f"${x:.4f}" if x >= 0.01 or x == 0 else f"${x:.2g}"
 
 
 def render_report(report: Any) -> None:
@@ -75,7 +77,7 @@ def render_report(report: Any) -> None:
     table.add_row(
         "latency ms (1 call alone)",
         *[
-            "-" if report.systems[n].latency_ms is None else f"{report.systems[n].latency_ms:.0f}"
+            "-" if report.systems[n].latency_ms is None else f"{report.systems[n].latency_ms:.1f}"
             for n in names
         ],
     )
