@@ -157,12 +157,13 @@ def test_steps_run_in_order_and_are_stored(store: Any, tok: Any) -> None:
     assert rep.status == "done", rep.error
     assert trainer.calls == [TASK]  # the long tail (one call per site) gets no student
     rows = steps_of(store, rep.run_id)
-    assert [r.step for r in rows] == ["curate", "tasks", "plan", f"dataset:{TASK}", f"train:{TASK}",
+    assert [r.step for r in rows] == ["curate", "tasks", "plan", f"dataset:{TASK}", f"select:{TASK}",
+                                      f"train:{TASK}",
                                       f"evaluate:{TASK}", f"gate:{TASK}"]
     assert all(r.status == "done" and r.finished_at >= r.started_at for r in rows)
     gate = json.loads(rows[-1].outcome)
     assert gate["decision"] == "pass" and gate["action"] == "shadow"
-    adapter = Registry(store).resolve(json.loads(rows[4].outcome)["adapter_id"])
+    adapter = Registry(store).resolve(json.loads(rows[5].outcome)["adapter_id"])
     assert adapter.status == "shadow" and Path(adapter.path).exists()
     assert {r.task_id: r.label for r in list_routes(store)} == {TASK: "shadow"}
     st = state_of(store, TASK)
@@ -301,6 +302,48 @@ def test_low_shadow_agreement_retires(tmp_path: Path, tok: Any) -> None:
     rep = run_flywheel(store, config(), train_fn=TinyTrainer(tok), predictors=oracle())
     assert rep.tasks[TASK]["action"] == "retired" and "below" in rep.tasks[TASK]["reason"]
     assert Registry(store).resolve(adapter).status == "retired"
+    store.close()
+
+
+def currency_trace(i: int) -> Any:
+    request = {"model": "gpt-4o", "messages": [
+        {"role": "system", "content": "You convert money for shoppers. Use the convert tool."},
+        {"role": "user", "content": f"How much is {10 + i} dollars in euros?"}],
+        "tools": [{"type": "function", "function": {"name": "convert", "parameters": {
+            "type": "object", "properties": {"amount": {"type": "number"}}, "required": ["amount"]}}}]}
+    call = {"id": f"cc{i}", "type": "function", "function": {"name": "convert", "arguments": json.dumps({"amount": 10 + i})}}
+    response = {"id": f"cur-{i}", "object": "chat.completion", "created": 0, "model": "gpt-4o",
+                "choices": [{"index": 0, "finish_reason": "tool_calls",
+                             "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}
+    return build_trace(request, response, session_id=f"cur{i}")
+
+
+def test_tasks_from_discovery_and_rediscovery_on_new_call_sites(tmp_path: Path, tok: Any) -> None:
+    from protege.store import open_store
+    from protege.tasks import TaskIndex
+
+    store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    fill(store)
+    trainer = TinyTrainer(tok)
+    cfg = config(discover=True, embed_model="hashing")
+    first = run_flywheel(store, cfg, train_fn=trainer, predictors=oracle())
+    assert first.status == "done", first.error
+    tasks = next(s for s in first.steps if s["name"] == "tasks")["outcome"]
+    assert tasks["how"] == "discovery" and "discovered" in tasks
+    (weather,) = trainer.calls
+    assert not weather.startswith("fp-")  # the tasks stage's id: the gateway's index routes to it
+    assert TaskIndex.load(store).assign(weather_trace(5000).request)[0] == weather
+
+    store.add_traces([weather_trace(i) for i in range(100, 110)])
+    second = run_flywheel(store, cfg, train_fn=trainer, predictors=oracle())
+    tasks = next(s for s in second.steps if s["name"] == "tasks")["outcome"]
+    assert tasks["assign"]["assigned"] == 10 and "discovered" not in tasks  # known call site: assigned only
+
+    store.add_traces([currency_trace(i) for i in range(60)])
+    third = run_flywheel(store, cfg, train_fn=trainer, predictors=oracle())
+    tasks = next(s for s in third.steps if s["name"] == "tasks")["outcome"]
+    assert "new call sites" in tasks["reason"] and "discovered" in tasks
+    assert len(trainer.calls) == 2 and trainer.calls[1] != weather
     store.close()
 
 

@@ -22,7 +22,10 @@ class FlywheelConfig:
 
     base: str = field(
         default="smollm2-135m-instruct",
-        metadata={"help": "base model of new students (catalog name or path); 'auto' asks `protege select`"},
+        metadata={
+            "help": "base model of new students (catalog name or path); 'auto' takes the best of "
+            "`protege select` per task (the embedded gateway engine serves one base: keep it fixed there)"
+        },
     )
     curate: bool = field(default=True, metadata={"help": "curate new traces first (protege curate)"})
     curate_ner: bool = field(
@@ -34,6 +37,16 @@ class FlywheelConfig:
             "help": "run task discovery when the tasks stage is installed; traces it leaves unassigned "
             "are grouped by call-site fingerprint"
         },
+    )
+    embed_model: str | None = field(
+        default=None,
+        metadata={"help": "embedding model of task discovery ('hashing': model-free); None: the tasks default"},
+    )
+    min_task_size: int = field(
+        default=3, metadata={"help": "calls a call site needs to become a task (smaller: the long tail)"}
+    )
+    rediscover_min_calls: int = field(
+        default=20, metadata={"help": "calls from call sites no task covers that trigger rediscovery"}
     )
     min_examples: int = field(
         default=100, metadata={"help": "curated examples a task needs before it gets a student"}
@@ -49,6 +62,7 @@ class FlywheelConfig:
     max_examples: int | None = field(
         default=400, metadata={"help": "cap on a task's dataset rows (whole sessions kept together)"}
     )
+    test_frac: float = field(default=0.2, metadata={"help": "share of a task's dataset held out for the gate"})
     retrain_min_new: int = field(
         default=100, metadata={"help": "new examples since the last training that trigger a retrain"}
     )

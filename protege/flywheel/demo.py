@@ -21,6 +21,7 @@ captured workload and the trained students (the flywheel is incremental).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -171,7 +172,7 @@ def _served_quality(store: Any, since: float, index: Any, until: float | None = 
     }
 
 
-def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 40, max_tasks: int = 2,
+def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 16, max_tasks: int = 2,
              base: str = "smollm2-135m-instruct") -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -216,7 +217,9 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 40, max_task
         gw_cfg.upstream = teacher.url + "/v1"
         # 1. the seen workload (captured once; a second run reuses it)
         if not state.get("seen_done"):
-            with ServerThread(gw_cfg) as gw, Progress(*prog_cols, console=con) as progress:
+            # No student exists yet: this gateway captures only.
+            plain = dataclasses.replace(gw_cfg, students=False) if students else gw_cfg
+            with ServerThread(plain) as gw, Progress(*prog_cols, console=con) as progress:
                 seen = drive(_client(gw.url + "/v1", tag), work["seen"], "agent workload (seen)", progress)
             state["seen_done"] = True
             state["seen"] = _success(seen)
@@ -226,10 +229,15 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 40, max_task
 
         # 2. the flywheel
         fcfg = FlywheelConfig(base=base, curate_ner=False, min_examples=60, max_tasks=max_tasks,
-                              max_examples=300, shadow=False, eval_sample=60, min_test_examples=30)
+                              max_examples=300, shadow=False, eval_sample=30, min_test_examples=30,
+                              test_frac=0.3)
+        # Two busy CPU cores: a few optimizer steps of four conversations each,
+        # conversations over 768 tokens skipped (the tools prefix is dropped).
         fcfg.train.max_steps = max_steps
-        fcfg.train.max_length = 1024
-        fcfg.train.eval_every = max(10, max_steps // 2)
+        fcfg.train.batch_size = 4
+        fcfg.train.max_length = 768
+        fcfg.train.eval_every = max_steps
+        fcfg.train.max_eval_examples = 8
         with con.status("flywheel ...") as st:
             rep = run_flywheel(store, fcfg, progress=lambda m: st.update(f"flywheel: {m}"))
         summary["flywheel"] = {"status": rep.status, "error": rep.error, "seconds": round(rep.seconds, 1),
@@ -242,10 +250,30 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 40, max_task
             t.add_row(task_id, str(info.get("action")), str(info.get("adapter") or ""), s,
                       str(info.get("reason") or info.get("why") or "")[:90])
         con.print(t)
+        if rep.status == "failed":
+            # Stop before the unseen traffic: run again and the flywheel resumes.
+            con.print(f"[red]the flywheel failed: {rep.error}[/]")
+            store.close()
+            return summary
 
-        # 3. unseen traffic: teacher only, then with the students
+        # 3. unseen traffic: teacher only, then with the students. It is captured
+        # in a store of its own, so the training store (and a second run's
+        # flywheel) never sees the held-out entries.
+        eval_db = home / "unseen.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(eval_db) + suffix).unlink(missing_ok=True)
+        eval_cfg = dataclasses.replace(gw_cfg, db_url=f"sqlite:///{eval_db}")
         live = {r.task_id: r.label for r in list_routes(store) if r.mode in ("live", "canary")}
-        with ServerThread(gw_cfg) as gw, Progress(*prog_cols, console=con) as progress:
+        app = None
+        if students and live:
+            from protege.gateway.app import build_student_path, create_app
+
+            # Loading the base model takes longer than a server start may: load it first.
+            # Routes, tasks and adapters come from the training store.
+            with con.status(f"loading the student engine ({base}) ..."):
+                app = create_app(eval_cfg, students=build_student_path(eval_cfg, store))
+        serving_cfg = eval_cfg if app is not None or not students else dataclasses.replace(eval_cfg, students=False)
+        with ServerThread(serving_cfg, app=app) as gw, Progress(*prog_cols, console=con) as progress:
             client = _client(gw.url + "/v1", tag)
             for task_id in live:
                 set_route(store, task_id, "off", reason="demo: teacher-only baseline")
@@ -259,8 +287,10 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 40, max_task
             stud_res = drive(client, work["unseen"], "unseen traffic, with students", progress)
         summary["teacher_only"] = _success(base_res)
         summary["with_students"] = _success(stud_res)
-        summary["serving"] = _served_quality(store, t1, index)
-        summary["teacher_serving"] = _served_quality(store, t0, index, until=t1)
+        eval_store = open_store(eval_cfg.db_url)
+        summary["serving"] = _served_quality(eval_store, t1, index)
+        summary["teacher_serving"] = _served_quality(eval_store, t0, index, until=t1)
+        eval_store.close()
     summary["seconds"] = round(time.perf_counter() - t_start, 1)
     summary["within_time"] = summary["seconds"] <= minutes * 60
     _print(con, summary)
@@ -313,7 +343,7 @@ def _write_html(store: Any, home: Path, s: dict[str, Any]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description="protege's offline end-to-end demo (BFCL, SmolLM2-135M students)")
     ap.add_argument("--home", type=Path, default=Path.cwd() / ".protege-demo", help="state directory (reused)")
-    ap.add_argument("--max-steps", type=int, default=40, help="training steps per student")
+    ap.add_argument("--max-steps", type=int, default=16, help="training steps per student")
     ap.add_argument("--max-tasks", type=int, default=2, help="students trained")
     ap.add_argument("--base", default="smollm2-135m-instruct", help="student base model")
     ap.add_argument("--fresh", action="store_true", help="forget the cached state first")

@@ -196,21 +196,51 @@ def _curate(store: Any, cfg: FlywheelConfig) -> dict[str, Any]:
     return {"seen": rep.seen, "kept": rep.kept, "dropped": rep.dropped, "seconds": round(rep.elapsed_s, 2)}
 
 
-def _discover(store: Any) -> str | None:
-    """Run the tasks stage's discovery when it is installed; returns how."""
+def _discover(store: Any, cfg: FlywheelConfig) -> dict[str, Any] | None:
+    """Tasks from the tasks stage when it is installed: new calls are assigned
+    to the known tasks (fast); discovery (re-clustering) runs when there are no
+    tasks yet or when enough calls come from call sites no task covers
+    (new fingerprints). None when the stage is not installed."""
     try:
-        import protege.tasks as tasks_mod
+        from protege.tasks import DiscoverConfig, TaskIndex, discover_tasks
+        from protege.tasks.index import assign_unassigned
     except ImportError:
         return None
-    fn = getattr(tasks_mod, "discover", None) or getattr(tasks_mod, "discover_tasks", None)
-    if fn is None:
-        return None
-    try:
-        fn(store)
-    except Exception as exc:  # discovery is an improvement, not a requirement
-        log.warning("flywheel: task discovery failed (%s); grouping by call-site fingerprint", exc)
-        return None
-    return "discovery"
+    from protege.tasks.fingerprint import fingerprint
+
+    index = TaskIndex.load(store)
+    out: dict[str, Any] = {"how": "discovery"}
+    if len(index):
+        out["assign"] = assign_unassigned(store, index=index)
+        new_fps: Counter[str] = Counter()
+        for t in _unassigned(store):
+            fp = fingerprint(t.request)
+            if fp not in index.by_fp:
+                new_fps[fp] += 1
+        recurring = {fp: n for fp, n in new_fps.items() if n >= 2}
+        if sum(recurring.values()) < cfg.rediscover_min_calls:
+            return out
+        out["reason"] = (f"{sum(recurring.values())} calls from {len(recurring)} new call sites: "
+                         "tasks rediscovered")
+    dcfg = DiscoverConfig(min_task_size=max(3, cfg.min_task_size))
+    if cfg.embed_model:
+        from protege.tasks.embed import EmbedConfig
+
+        dcfg.embed = EmbedConfig(model=cfg.embed_model)
+    disc = discover_tasks(store, dcfg)
+    out["discovered"] = {"tasks": len(disc.tasks), "unassigned": disc.n_unassigned,
+                         "seconds": round(disc.seconds, 1)}
+    return out
+
+
+def _unassigned(store: Any) -> Any:
+    from protege.store.schema import traces
+
+    with store.engine.connect() as conn:
+        ids = [r.id for r in conn.execute(
+            sa.select(traces.c.id).where(traces.c.task_id.is_(None), traces.c.status == "ok"))]
+    for start in range(0, len(ids), 1000):
+        yield from store.iter_traces(ids=ids[start : start + 1000])
 
 
 def _curated_task_counts(store: Any) -> dict[str, int]:
@@ -230,19 +260,18 @@ def _curated_task_counts(store: Any) -> dict[str, int]:
 def _assign(store: Any, cfg: FlywheelConfig) -> dict[str, Any]:
     """Give every recurring call site a task: discovery first, then fingerprints
     for what it left (a call site seen once is the long tail: it stays unassigned)."""
-    how = _discover(store) if cfg.discover else None
-    from protege.store.schema import traces
-
+    found = _discover(store, cfg) if cfg.discover else None
+    if found is not None:
+        found["tasks"] = _curated_task_counts(store)
+        return found
     groups: dict[str, list[str]] = {}
-    for t in store.iter_traces(status="ok"):
-        if t.task_id is None and t.served_by != "student":
+    for t in _unassigned(store):
+        if t.served_by != "student":
             groups.setdefault(fingerprint_task_id(t.request), []).append(t.id)
-    assigned = {tid: task for task, ids in groups.items() if len(ids) >= 2 for tid in ids}
+    assigned = {tid: task for task, ids in groups.items() if len(ids) >= cfg.min_task_size for tid in ids}
     if assigned:
         store.set_task_ids(assigned)
-    del traces
-    counts = _curated_task_counts(store)
-    return {"how": how or "fingerprint", "assigned": len(assigned), "tasks": counts}
+    return {"how": "fingerprint", "assigned": len(assigned), "tasks": _curated_task_counts(store)}
 
 
 def _scores(store: Any, counts: dict[str, int]) -> dict[str, float]:
@@ -333,19 +362,35 @@ def _shadow_check(store: Any, cfg: FlywheelConfig, task_id: str, state: dict[str
 def _dataset(store: Any, cfg: FlywheelConfig, task_id: str) -> dict[str, Any]:
     from protege.datasets import DatasetConfig, build_dataset
 
-    ds = build_dataset(store, task_id, DatasetConfig(max_examples=cfg.max_examples, seed=cfg.seed))
+    ds = build_dataset(store, task_id, DatasetConfig(max_examples=cfg.max_examples, seed=cfg.seed, test_frac=cfg.test_frac))
     return {"version": ds.version, "hash": ds.hash, "counts": ds.manifest.get("counts"),
             "output_type": ds.manifest.get("output_type"), "reused": ds.reused, "path": str(ds.path)}
 
 
+def _select(store: Any, cfg: FlywheelConfig, task_id: str, ds_info: dict[str, Any]) -> dict[str, Any]:
+    """The base model of the task's student: ``cfg.base``, or with 'auto' the
+    best of `protege select`'s ranking on the task's dataset."""
+    if cfg.base != "auto":
+        return {"base": cfg.base, "how": "configured"}
+    from protege.datasets import load_dataset
+    from protege.models.select import record_selection, select_models
+
+    sel = select_models(store, task_id, dataset=load_dataset(task_id, ds_info["version"]))
+    record_selection(store, sel)
+    best = sel.best()
+    if best is None:
+        raise RuntimeError(f"no base model could run task {task_id}")
+    return {"base": best.model, "how": "select", "quality": best.quality, "latency_ms": best.latency_ms}
+
+
 def _train(store: Any, cfg: FlywheelConfig, task_id: str, ds_info: dict[str, Any],
-           train_fn: Callable[..., Any] | None, progress: bool) -> dict[str, Any]:
+           train_fn: Callable[..., Any] | None, progress: bool, base: str) -> dict[str, Any]:
     import copy
 
     from protege.datasets import load_dataset
 
     tcfg = copy.deepcopy(cfg.train)
-    tcfg.base = cfg.base
+    tcfg.base = base
     tcfg.seed = cfg.seed
     ds = load_dataset(task_id, ds_info["version"])
     if train_fn is None:
@@ -515,8 +560,9 @@ def _run_steps(run: _Run, store: Any, cfg: FlywheelConfig, say: Progress, train_
         if st.get("dataset_hash") == ds["hash"] and st.get("state") in ("promoted", "shadow", "gated_out"):
             t.update(action="skip", reason="same dataset as the last training")
             continue
+        base = run.step("select", task_id, lambda tid=task_id, d=ds: _select(store, cfg, tid, d))["base"]
         tr = run.step("train", task_id,
-                      lambda tid=task_id, d=ds: _train(store, cfg, tid, d, train_fn, train_progress))
+                      lambda tid=task_id, d=ds, b=base: _train(store, cfg, tid, d, train_fn, train_progress, b))
         ev = run.step("evaluate", task_id,
                       lambda tid=task_id, a=tr["adapter_id"], v=ds["version"]:
                       _evaluate(store, cfg, tid, a, v, predictors))
