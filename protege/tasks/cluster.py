@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,16 +51,21 @@ class ClusterConfig:
         default=0.12, metadata={"help": "below this best silhouette, keep everything as one task"}
     )
     sample_per_atom: int = field(
-        default=12, metadata={"help": "distinct instructions embedded per atom for its centroid"}
+        default=8, metadata={"help": "distinct instructions embedded per atom for its centroid"}
     )
     max_embed: int = field(
-        default=4000, metadata={"help": "most instructions embedded in one run (the slow part)"}
+        default=3000, metadata={"help": "most instructions embedded in one run (the slow part)"}
     )
     small_merge_distance: float = field(
         default=0.35, metadata={"help": "with fewer than 4 atoms, merge those closer than this"}
     )
     small_min_similarity: float = field(
         default=0.3, metadata={"help": "with fewer than 10 stray atoms, instruction similarity that joins them"}
+    )
+    loop_merge_share: float = field(
+        default=0.1,
+        metadata={"help": "join two tasks when calls counting this share of the bigger one's calls follow the other's tools "
+                  "in one tool loop (0: off)"},
     )
     min_silhouette_leftover: float = field(
         default=0.08, metadata={"help": "silhouette needed to split calls whose actions never recur"}
@@ -328,6 +333,8 @@ def cluster_calls(
         for a, lab in zip(members, labels, strict=True):
             groups[start + lab].append(a)
 
+    groups = _merge_by_tool_loops(groups, feats, cfg.loop_merge_share)
+
     labels = [-1] * len(feats)
     k = len(groups)
     centroids = np.zeros((max(k, 1), dim), dtype=np.float32)
@@ -355,6 +362,48 @@ def cluster_calls(
                     continue
                 labels[i] = allowed[int(np.argmax(sub @ vecs[index[text]]))]
     return Clustering(labels, k, centroids[:k], silhouette, len(texts))
+
+
+def _merge_by_tool_loops(groups: list[list[Atom]], feats: Sequence[CallFeatures], share: float) -> list[list[Atom]]:
+    """Join tasks whose tools follow each other inside one tool loop: the
+    agent working on one instruction is doing one job, whichever tools it uses."""
+    if share <= 0 or len(groups) < 2:
+        return groups
+    owner_votes: dict[str, Counter[int]] = defaultdict(Counter)
+    size = [0] * len(groups)
+    for g, members in enumerate(groups):
+        for a in members:
+            size[g] += len(a.members)
+            for name in a.key[1]:
+                if name != NO_ACTION:
+                    owner_votes[name][g] += len(a.members)
+    owner = {name: votes.most_common(1)[0][0] for name, votes in owner_votes.items()}
+    links: Counter[tuple[int, int]] = Counter()
+    for g, members in enumerate(groups):
+        for a in members:
+            for i in a.members:
+                f = feats[i]
+                if not f.called:
+                    continue
+                others = {owner[h] for h in f.history if h in owner} - {g}
+                for o in others:
+                    links[(min(g, o), max(g, o))] += 1
+    parent = list(range(len(groups)))
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for (a, b), n in links.items():
+        # Relative to the bigger task, so a small mixed cluster cannot bridge two jobs.
+        if n >= max(2, share * max(size[a], size[b])):
+            parent[root(a)] = root(b)
+    merged: dict[int, list[Atom]] = defaultdict(list)
+    for g, members in enumerate(groups):
+        merged[root(g)].extend(members)
+    return list(merged.values())
 
 
 def _main_fp(feats: Sequence[CallFeatures], atom: Atom) -> str:

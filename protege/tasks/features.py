@@ -29,6 +29,15 @@ class CallFeatures:
     cost_usd: float | None = None
 
 
+def _canonical(value: Any) -> bytes:
+    try:
+        import orjson
+
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (ImportError, TypeError):
+        return json.dumps(value, sort_keys=True, default=str).encode()
+
+
 def last_user_message(request: dict[str, Any]) -> str:
     for msg in reversed(request.get("messages") or ()):
         if isinstance(msg, dict) and msg.get("role") == "user":
@@ -110,10 +119,8 @@ def extract(trace: Trace, docs: dict[str, str] | None = None) -> CallFeatures:
             for n in wanted:
                 docs[n] = offered.get(n, n.replace("_", " "))
     instruction = last_user_message(req)
-    input_text = json.dumps(
-        [m for m in req.get("messages") or () if not (isinstance(m, dict) and m.get("role") == "system")],
-        sort_keys=True,
-        default=str,
+    input_text = _canonical(
+        [m for m in req.get("messages") or () if not (isinstance(m, dict) and m.get("role") == "system")]
     )
     return CallFeatures(
         id=trace.id,
@@ -126,7 +133,7 @@ def extract(trace: Trace, docs: dict[str, str] | None = None) -> CallFeatures:
         history=history,
         output_type=out_type,
         answer=answer,
-        input_key=hashlib.blake2b(input_text.encode(), digest_size=8).hexdigest(),
+        input_key=hashlib.blake2b(input_text, digest_size=8).hexdigest(),
         prompt_tokens=trace.prompt_tokens,
         completion_tokens=trace.completion_tokens,
         cost_usd=trace.cost_usd,
