@@ -70,12 +70,13 @@ def _table(items: list[Any]) -> None:
     from rich.table import Table
 
     table = Table()
-    for col in ("id", "name", "output", "traces", "traffic", "cost", "score", "tools"):
-        table.add_column(col)
+    table.add_column("id", no_wrap=True)
+    table.add_column("name", max_width=48, overflow="ellipsis", no_wrap=True)
+    for col in ("output", "traces", "traffic", "cost", "score", "tools"):
+        table.add_column(col, no_wrap=True, justify="left" if col == "output" else "right")
     for t in items:
-        tools = ", ".join(t.tool_set[:4]) + (" …" if len(t.tool_set) > 4 else "")
         table.add_row(t.id, t.display_name, t.output_type, str(t.n_traces), _pct(t.traffic_share),
-                      _pct(t.cost_share), f"{t.specialisation_score:.2f}", tools)
+                      _pct(t.cost_share), f"{t.specialisation_score:.2f}", str(len(t.tool_set)))
     console().print(table)
 
 

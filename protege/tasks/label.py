@@ -54,7 +54,7 @@ def output_type(feats: Sequence[CallFeatures]) -> str:
     answers = [f.answer.strip().lower() for f in feats if f.output_type == "text"]
     distinct = set(answers)
     short = sum(len(a.split()) <= 4 for a in answers) >= 0.9 * len(answers)
-    if answers and short and len(distinct) <= max(2, min(30, len(answers) // 5)):
+    if len(answers) >= 5 and short and len(distinct) <= max(2, min(30, len(answers) // 5)):
         return "label"
     return "text"
 

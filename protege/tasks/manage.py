@@ -117,6 +117,15 @@ def split_task(
     for f, lab in zip(feats, result.labels, strict=True):
         groups[lab].append(f)
     groups = [g for g in groups if g]
+    if k is not None and len(groups) > k:
+        # Calls the clustering set apart (rare actions, abstentions) go to the
+        # nearest of the k biggest groups, so the split gives exactly k tasks.
+        groups.sort(key=len, reverse=True)
+        centres = [_centroid(embedder, g) for g in groups]
+        for extra, centre in zip(groups[k:], centres[k:], strict=True):
+            sims = [float(c @ centre) if c is not None and centre is not None else -1.0 for c in centres[:k]]
+            groups[int(np.argmax(sims))].extend(extra)
+        groups = groups[:k]
     if len(groups) < 2:
         raise ValueError(f"task {task.id} does not split: its calls form one group")
     n, cost = _totals(store)
