@@ -61,10 +61,12 @@ def scrub(jsonl: bool, surrogates: bool, no_ner: bool) -> None:
         out.flush()
         batch.clear()
 
+    # Interactive input is answered line by line; piped input in batches.
+    per_batch = 1 if sys.stdin.isatty() else 256
     for lineno, raw in enumerate(sys.stdin, start=1):
         batch.append((lineno, raw.rstrip("\n").rstrip("\r")))
         # Batches let NER run over many lines at once; flush often enough for pipes.
-        if len(batch) >= 256:
+        if len(batch) >= per_batch:
             flush()
     flush()
 
