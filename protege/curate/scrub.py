@@ -48,7 +48,8 @@ _COMMON_CAPITALISED = frozenset(
     one two three four five six seven eight nine ten first second third next last new old
     good great best important required optional default value values data file files name
     number total price date time year years day days week month hour hours minutes order
-    email mail message subject reply welcome""".split()
+    email mail message subject reply welcome customer client patient guest passenger member
+    caller contact attn attention""".split()
 )
 # Last words that make an entity a place, work or thing rather than a person.
 _NOT_PERSON_HEADS = frozenset(
@@ -134,23 +135,37 @@ _SEGMENT_BREAK = re.compile(
 _MIN_SEGMENT = 160
 
 
-def _segments(text: str) -> list[tuple[int, str]]:
+def _segments(text: str, gate: str | None = None) -> list[tuple[int, str]]:
     """(offset, segment) for each run of sentences or lines of ``text``, at least
     ``_MIN_SEGMENT`` characters where the text allows (NER needs some context),
-    that can hold a name."""
+    that can hold a name. ``gate`` is ``text`` with the names patterns already
+    found blanked out: a segment whose only candidates are those needs no NER."""
+    gate = text if gate is None else gate
     out = []
     pos = 0
     for m in _SEGMENT_BREAK.finditer(text):
         end = m.start() + (0 if text[m.start()] == "\n" else 1)
         if end - pos < _MIN_SEGMENT or len(text) - m.end() < _MIN_SEGMENT // 2:
             continue
-        seg = text[pos:end]
-        if needs_ner(seg):
-            out.append((pos, seg))
+        if needs_ner(gate[pos:end]):
+            out.append((pos, text[pos:end]))
         pos = m.end()
-    if pos < len(text) and needs_ner(text[pos:]):
+    if pos < len(text) and needs_ner(gate[pos:]):
         out.append((pos, text[pos:]))
     return out
+
+
+def _blank(text: str, spans: Iterable[Span]) -> str:
+    """``text`` with the given spans replaced by spaces (same length)."""
+    parts, pos = [], 0
+    for sp in sorted(spans, key=lambda s: s.start):
+        if sp.start < pos:
+            continue
+        parts.append(text[pos : sp.start])
+        parts.append(" " * (sp.end - sp.start))
+        pos = sp.end
+    parts.append(text[pos:])
+    return "".join(parts)
 
 
 def needs_ner(text: str) -> bool:
@@ -436,13 +451,13 @@ class Scrubber:
         if not todo:
             return
         if self._use_ner():
-            names = self._ner_many([t for t in todo if needs_ner(t)])
+            names = self._ner_many({t: found for t, found in todo.items() if needs_ner(t)})
             for t, found in names.items():
                 todo[t].extend(found)
         for t, spans in todo.items():
             self._store(t, spans)
 
-    def _ner_many(self, texts: list[str]) -> dict[str, list[Span]]:
+    def _ner_many(self, texts: dict[str, list[Span]]) -> dict[str, list[Span]]:
         """Person names in each text. NER runs per segment (sentence or line)
         that can hold a name, never on the rest, and segments are cached with
         their digits zeroed: templated prompts differ in a sentence or two,
@@ -450,9 +465,10 @@ class Scrubber:
         stay valid because lengths are equal; names never contain digits)."""
         plan: dict[str, list[tuple[int, str]]] = {}
         run: dict[str, str] = {}
-        for t in texts:
+        for t, found in texts.items():
             segs = []
-            for off, seg in _segments(t):
+            gate = _blank(t, [sp for sp in found if sp.kind == "PERSON"]) if found else t
+            for off, seg in _segments(t, gate):
                 k = seg.translate(_ZERO_DIGITS)
                 segs.append((off, k))
                 if k not in self._ner_cache and k not in run:
@@ -468,12 +484,12 @@ class Scrubber:
                 self._ner_cache[k] = tuple(_person_spans(doc))
         out: dict[str, list[Span]] = {}
         for t, segs in plan.items():
-            found = [
+            names = [
                 Span(off + sp.start, off + sp.end, sp.kind)
                 for off, k in segs
                 for sp in self._ner_cache.get(k, ())
             ]
-            out[t] = self._names(t, found)
+            out[t] = self._names(t, names)
         return out
 
     def _names(self, text: str, found: Iterable[Span]) -> list[Span]:
@@ -501,7 +517,7 @@ class Scrubber:
             return ()
         spans = self._patterns(text)
         if self._use_ner() and needs_ner(text):
-            spans.extend(self._ner_many([text])[text])
+            spans.extend(self._ner_many({text: spans})[text])
         return self._store(text, spans)
 
     def _key_kind(self, key: str, value: str) -> str | None:
