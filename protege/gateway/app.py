@@ -26,7 +26,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from protege.capture.extract import build_trace
 from protege.capture.stream import StreamAccumulator
@@ -137,14 +137,15 @@ def _request_of(req: dict[str, Any] | bytes) -> dict[str, Any]:
 
 def completion_trace(req: dict[str, Any] | bytes, data: bytes, status: int, trace_id: str, wall: float,
                      latency: float, client: str | None, session: str | None, task: str | None,
-                     stream: bool, encoding: bytes | None = None) -> Trace:
-    """The trace of a whole (non-streamed, or refused) answer."""
+                     stream: bool, encoding: bytes | None = None, routing: dict[str, Any] | None = None) -> Trace:
+    """The trace of a whole (non-streamed, or refused) answer. ``routing`` holds
+    what the router decided (served_by, fallback_reason, task_id, adapter)."""
     request = _request_of(req)
     b_client, b_session, b_task = _ids_from_body(request)
     common: dict[str, Any] = dict(
         id=trace_id, created_at=wall, source="gateway", client_id=client or b_client,
         session_id=session or b_session, task_tag=task or b_task, http_status=status,
-        latency_ms=latency * 1000, stream=stream,
+        latency_ms=latency * 1000, stream=stream, **(routing or {}),
     )
     try:
         data = _decoded(data, encoding)
@@ -166,7 +167,7 @@ def completion_trace(req: dict[str, Any] | bytes, data: bytes, status: int, trac
 
 def stream_trace(req: dict[str, Any] | bytes, parts: list[bytes], error: str | None, trace_id: str, wall: float,
                  latency: float, ttft: float | None, client: str | None, session: str | None, task: str | None,
-                 encoding: bytes | None = None) -> Trace:
+                 encoding: bytes | None = None, routing: dict[str, Any] | None = None) -> Trace:
     """The trace of a streamed answer: SSE chunks reassembled into one chat.completion."""
     request = _request_of(req)
     acc = StreamAccumulator()
@@ -187,18 +188,32 @@ def stream_trace(req: dict[str, Any] | bytes, parts: list[bytes], error: str | N
         client_id=client or b_client, session_id=session or b_session, task_tag=task or b_task,
         status="error" if err else "ok", error=err, http_status=200,
         latency_ms=latency * 1000, ttft_ms=ttft * 1000 if ttft is not None else None,
-        stream=True, meta=meta,
+        stream=True, meta=meta, **(routing or {}),
     )
 
 
 def failure_trace(req: dict[str, Any], trace_id: str, wall: float, latency: float, status: int, error: str,
-                  client: str | None, session: str | None, task: str | None, stream: bool) -> Trace:
+                  client: str | None, session: str | None, task: str | None, stream: bool,
+                  routing: dict[str, Any] | None = None) -> Trace:
     """A call the teacher never answered (invalid request, timeout, no connection)."""
     b_client, b_session, b_task = _ids_from_body(req)
     return build_trace(
         req, None, id=trace_id, created_at=wall, source="gateway", client_id=client or b_client,
         session_id=session or b_session, task_tag=task or b_task, status="error", error=error,
-        http_status=status, latency_ms=latency * 1000, stream=stream,
+        http_status=status, latency_ms=latency * 1000, stream=stream, **(routing or {}),
+    )
+
+
+def student_trace(req: dict[str, Any] | bytes, completion: dict[str, Any], trace_id: str, wall: float,
+                  latency: float, client: str | None, session: str | None, task: str | None, stream: bool,
+                  routing: dict[str, Any]) -> Trace:
+    """The trace of an answer a student served (already validated)."""
+    request = _request_of(req)
+    b_client, b_session, b_task = _ids_from_body(request)
+    return build_trace(
+        request, completion, id=trace_id, created_at=wall, source="gateway", client_id=client or b_client,
+        session_id=session or b_session, task_tag=task or b_task, http_status=200,
+        latency_ms=latency * 1000, ttft_ms=latency * 1000 if stream else None, stream=stream, **routing,
     )
 
 
@@ -206,8 +221,11 @@ class Gateway:
     """The ASGI app ``create_app`` returns. Attributes worth knowing:
     ``writer`` (CaptureWriter, after startup), ``metrics``, ``config``."""
 
-    def __init__(self, config: GatewayConfig, *, store: Any = None, transport: Any = None) -> None:
+    def __init__(self, config: GatewayConfig, *, store: Any = None, transport: Any = None,
+                 students: Any = None) -> None:
         self.config = config
+        # StudentPath (protege.gateway.student): routes calls to promoted students.
+        self.students = students
         self.owns_store = store is None
         self.store = store if store is not None else _LazyStore(config.db_url)
         self.transport = transport
@@ -234,6 +252,7 @@ class Gateway:
                 Route("/v1/feedback", self.feedback, methods=["POST"]),
                 Route("/feedback", self.feedback, methods=["POST"]),
                 Route("/v1/{path:path}", self.passthrough, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
+                Mount("/ui", app=_LazyUI(self)),
             ],
             lifespan=self._lifespan,
         )
@@ -258,6 +277,9 @@ class Gateway:
                 self.ship_bytes = False
         if self.writer is None:
             self.writer = CaptureWriter(self.store, cfg.capture, redact=self.redact)
+        if self.students is None and cfg.students:
+            # Loading a model takes seconds: off the event loop.
+            self.students = await run_in_threadpool(build_student_path, cfg, self.store)
         self.started = True
 
     async def shutdown(self) -> None:
@@ -266,6 +288,9 @@ class Gateway:
         self.started = False
         with contextlib.suppress(Exception):
             await self.upstream.aclose()
+        if self.students is not None:
+            with contextlib.suppress(Exception):
+                self.students.close()
         writer = self.writer
         if writer is not None:
             # Flushes the queue and replays the spool one last time.
@@ -387,12 +412,29 @@ class Gateway:
         client = client or key_name
         stream = req.get("stream") is True
 
+        routing: dict[str, Any] | None = None
+        decision = None
+        if self.students is not None:
+            decision = self.students.decide(req, tag=task or _ids_from_body(req)[2], key=session or trace_id)
+            self.metrics.decision_time.observe(decision.decision_us / 1e6)
+            self.metrics.decisions.labels(decision.target, decision.reason).inc()
+            routing = {"task_id": decision.task_id} if decision.task_id else None
+            if decision.target == "student":
+                reason = await self._serve_student(send, req, body, decision, trace_id, wall, t0, client,
+                                                   session, task, stream)
+                if reason is None:
+                    return
+                self.metrics.fallbacks.labels(reason.split(":", 1)[0]).inc()
+                routing = {"task_id": decision.task_id, "served_by": "fallback", "adapter": decision.adapter,
+                           "fallback_reason": reason}
+        served_by = (routing or {}).get("served_by", "teacher")
+
         try:
             qs = scope.get("query_string")
             url = self.chat_url + "?" + qs.decode("latin-1") if qs else self.chat_url  # e.g. ?api-version=
             resp = await self.upstream.request("POST", url, fwd, body)
         except UpstreamError as exc:
-            await self._upstream_failed(send, exc, req, trace_id, wall, t0, client, session, task, stream)
+            await self._upstream_failed(send, exc, req, trace_id, wall, t0, client, session, task, stream, routing)
             return
 
         if not stream or resp.status != 200 or not resp.content_type.startswith(b"text/event-stream"):
@@ -401,29 +443,36 @@ class Gateway:
             try:
                 data = await resp.read()
             except UpstreamError as exc:
-                await self._upstream_failed(send, exc, req, trace_id, wall, t0, client, session, task, stream)
+                await self._upstream_failed(send, exc, req, trace_id, wall, t0, client, session, task, stream,
+                                            routing)
                 return
             status = resp.status
             headers = resp.headers
             headers.append((b"x-protege-trace-id", trace_id.encode()))
+            headers.append((b"x-protege-served-by", served_by.encode()))
             headers.append((b"content-length", str(len(data)).encode()))
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": data, "more_body": False})
             latency = _perf() - t0
-            self.metrics.observe(status, "teacher", "chat", stream, latency)
+            self.metrics.observe(status, served_by, "chat", stream, latency)
             self.writer.submit(partial(  # type: ignore[union-attr]
                 completion_trace, self._req_arg(req, body), data, status, trace_id, wall, latency,
-                client, session, task, stream, resp.content_encoding))
+                client, session, task, stream, resp.content_encoding, routing))
+            if decision is not None and decision.shadow and status == 200 and resp.content_encoding is None:
+                self.students.shadow(req, decision, data, trace_id)  # type: ignore[union-attr]
             return
 
-        await self._relay_stream(send, receive, resp, req, body, trace_id, wall, t0, client, session, task)
+        await self._relay_stream(send, receive, resp, req, body, trace_id, wall, t0, client, session, task,
+                                 routing, decision)
 
     async def _relay_stream(self, send: Any, receive: Any, resp: Any, req: dict[str, Any], body: bytes, trace_id: str,
                             wall: float, t0: float, client: str | None, session: str | None,
-                            task: str | None) -> None:
+                            task: str | None, routing: dict[str, Any] | None = None, decision: Any = None) -> None:
         headers = resp.headers
         encoding = resp.content_encoding
+        served_by = (routing or {}).get("served_by", "teacher")
         headers.append((b"x-protege-trace-id", trace_id.encode()))
+        headers.append((b"x-protege-served-by", served_by.encode()))
         headers.append((b"cache-control", b"no-cache"))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         parts: list[bytes] = []
@@ -477,23 +526,65 @@ class Gateway:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         latency = _perf() - t0
         # 499: the client closed the request (nginx's convention).
-        self.metrics.observe(200 if error is None else 499 if gone else 502, "teacher", "chat", True, latency)
+        self.metrics.observe(200 if error is None else 499 if gone else 502, served_by, "chat", True, latency)
         if ttft is not None:
             self.metrics.ttft.observe(ttft)
         self.writer.submit(partial(  # type: ignore[union-attr]
             stream_trace, self._req_arg(req, body), parts, error, trace_id, wall, latency, ttft,
-            client, session, task, encoding))
+            client, session, task, encoding, routing))
+        if decision is not None and decision.shadow and error is None and encoding is None:
+            acc = StreamAccumulator()
+            acc.feed_sse_bytes(b"".join(parts))
+            self.students.shadow(req, decision, orjson.dumps(acc.result()), trace_id)  # type: ignore[union-attr]
 
     async def _upstream_failed(self, send: Any, exc: UpstreamError, req: dict[str, Any], trace_id: str,
                                wall: float, t0: float, client: str | None, session: str | None,
-                               task: str | None, stream: bool) -> None:
+                               task: str | None, stream: bool, routing: dict[str, Any] | None = None) -> None:
         kind = "timeout" if exc.status == 504 else "connect" if exc.code == "upstream_connect_error" else "broken"
         self.metrics.upstream_errors.labels(kind).inc()
         await self._send_json(send, exc.status, error_body(str(exc), "upstream_error", code=exc.code), trace_id)
         latency = _perf() - t0
-        self.metrics.observe(exc.status, "teacher", "chat", stream, latency)
+        self.metrics.observe(exc.status, (routing or {}).get("served_by", "teacher"), "chat", stream, latency)
         self.writer.submit(partial(  # type: ignore[union-attr]
-            failure_trace, req, trace_id, wall, latency, exc.status, str(exc), client, session, task, stream))
+            failure_trace, req, trace_id, wall, latency, exc.status, str(exc), client, session, task, stream,
+            routing))
+
+    async def _serve_student(self, send: Any, req: dict[str, Any], body: bytes, decision: Any, trace_id: str,
+                             wall: float, t0: float, client: str | None, session: str | None, task: str | None,
+                             stream: bool) -> str | None:
+        """Answer with the student when its answer validates; else return why not
+        (nothing has been sent then, so the teacher can answer transparently)."""
+        from protege.gateway.student import student_completion
+        from protege.router.sse import completion_to_sse
+
+        students = self.students
+        answer, reasons = await students.answer(req, decision)  # type: ignore[union-attr]
+        if answer is not None:
+            self.metrics.student_latency.observe(answer.latency_ms / 1000)
+        if reasons:
+            return ";".join(reasons)[:500]
+        assert answer is not None
+        completion = student_completion(answer, adapter=decision.adapter, completion_id="chatcmpl-" + trace_id)
+        extra = [(b"x-protege-trace-id", trace_id.encode()), (b"x-protege-served-by", b"student")]
+        if stream:
+            include = bool((req.get("stream_options") or {}).get("include_usage"))
+            payload = b"".join(completion_to_sse(completion, include_usage=include))
+            headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"), *extra]
+        else:
+            payload = orjson.dumps(completion)
+            headers = [*JSON_HEADERS, *extra]
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        latency = _perf() - t0
+        self.metrics.observe(200, "student", "chat", stream, latency)
+        self.metrics.tokens.labels("student", "completion").inc(answer.completion_tokens)
+        routing = {"served_by": "student", "adapter": decision.adapter, "task_id": decision.task_id,
+                   "meta": {"router": {"reason": decision.reason, "decision_us": round(decision.decision_us, 1)}}}
+        self.writer.submit(partial(  # type: ignore[union-attr]
+            student_trace, self._req_arg(req, body), completion, trace_id, wall, latency, client, session,
+            task, stream, routing))
+        return None
 
     @staticmethod
     async def _send_json(send: Any, status: int, body: bytes, trace_id: str | None) -> None:
@@ -609,9 +700,61 @@ class Gateway:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(config: GatewayConfig | None = None, *, store: Any = None, transport: Any = None) -> Gateway:
+class _LazyUI:
+    """The live report at /ui, built on first visit (it imports the report package)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._app: Any = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self._app is None:
+            from protege.report.ui import create_ui_app
+
+            store = self.gateway.store
+            self._app = create_ui_app(store._get() if isinstance(store, _LazyStore) else store)
+        await self._app(scope, receive, send)
+
+
+def _tokenizer_for(base: str) -> Any:
+    """The base model's tokenizer alone (an external engine holds the weights)."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from protege.models.catalog import load_catalog
+    from protege.models.loader import ensure_cached
+
+    if Path(base).is_dir():
+        return AutoTokenizer.from_pretrained(base)
+    spec = load_catalog().find(base)
+    if spec is not None and spec.offline:
+        return AutoTokenizer.from_pretrained(str(ensure_cached(spec.name)))
+    return AutoTokenizer.from_pretrained(spec.hub_id if spec is not None else base)
+
+
+def build_student_path(cfg: GatewayConfig, store: Any) -> Any:
+    """The student engine and router for ``cfg`` (loads the base model)."""
+    from protege.gateway.student import StudentPath
+    from protege.serve.engine import EmbeddedEngine, OpenAICompatEngine
+
+    real_store = store._get() if isinstance(store, _LazyStore) else store
+    if cfg.engine == "embedded":
+        engine: Any = EmbeddedEngine(cfg.base_model, max_batch=cfg.max_batch)
+    elif cfg.engine == "openai":
+        if not cfg.engine_url:
+            raise ValueError("engine 'openai' needs engine_url (the student server's /v1 base URL)")
+        engine = OpenAICompatEngine(cfg.engine_url.removesuffix("/v1"), _tokenizer_for(cfg.base_model),
+                                    vllm=cfg.engine_vllm)
+    else:
+        raise ValueError(f"unknown student engine {cfg.engine!r}: use embedded or openai")
+    return StudentPath(real_store, engine, poll_s=cfg.route_poll_s)
+
+
+def create_app(config: GatewayConfig | None = None, *, store: Any = None, transport: Any = None,
+               students: Any = None) -> Gateway:
     """The gateway as an ASGI app. ``store``: a TraceStore (or anything with
     ``add_traces``/``add_feedback``); default opens ``config.db_url`` lazily.
     ``transport``: an httpx transport standing in for the network (tests)."""
-    return Gateway(config or GatewayConfig(), store=store, transport=transport)
+    return Gateway(config or GatewayConfig(), store=store, transport=transport, students=students)
 

@@ -56,6 +56,32 @@ class GatewayConfig:
             "never competes with request handling for the GIL; needs db_url, not an injected store"
         },
     )
+    students: bool = field(
+        default=False,
+        metadata={
+            "help": "serve promoted students: route each call to its task's adapter when the task's route "
+            "says so, validate the answer, fall back to the teacher (needs the ml extra)"
+        },
+    )
+    base_model: str = field(
+        default="smollm2-135m-instruct",
+        metadata={"help": "base model the students' adapters were trained on (catalog name, hub id or path)"},
+    )
+    engine: str = field(
+        default="embedded",
+        metadata={"help": "student engine: embedded (transformers + PEFT in this process) or openai (vLLM, "
+                  "llama.cpp or Ollama at engine_url)"},
+    )
+    engine_url: str | None = field(
+        default=None, metadata={"help": "base URL of the OpenAI-compatible student server (engine=openai)"}
+    )
+    engine_vllm: bool = field(
+        default=False, metadata={"help": "the student server is vLLM: load adapters through its LoRA API"}
+    )
+    max_batch: int = field(default=8, metadata={"help": "embedded engine: requests generated together"})
+    route_poll_s: float = field(
+        default=2.0, metadata={"help": "seconds between reads of routes and promoted adapters from the store"}
+    )
     capture: WriterConfig = field(
         default_factory=WriterConfig, metadata={"help": "capture queue, batching and spool settings"}
     )

@@ -56,6 +56,25 @@ class GatewayMetrics:
         self.upstream_errors = Counter(
             "protege_gateway_upstream_errors", "Upstream failures by kind", ["kind"], registry=self.registry,
         )
+        self.fallbacks = Counter(
+            "protege_gateway_fallbacks", "Student answers replaced by the teacher's, by reason",
+            ["reason"], registry=self.registry,
+        )
+        self.decisions = Counter(
+            "protege_router_decisions", "Router decisions by target and reason", ["target", "reason"],
+            registry=self.registry,
+        )
+        self.decision_time = Histogram(
+            "protege_router_decision_seconds", "Time the router takes to pick a model",
+            buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 5e-3, 1e-2, 5e-2), registry=self.registry,
+        )
+        self.student_latency = Histogram(
+            "protege_student_latency_seconds", "Student generation time (validated or not)",
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.tokens = Counter(
+            "protege_tokens", "Tokens by who produced them and kind", ["served_by", "kind"], registry=self.registry,
+        )
         # Pre-create the hot label sets so the first requests do not pay for it.
         self._children: dict[tuple[int, str, str], Any] = {}
         self._lat = {True: self.latency.labels("true"), False: self.latency.labels("false")}

@@ -1,0 +1,208 @@
+"""Students behind the gateway, end to end with the official openai SDK: a
+promoted tiny-model adapter serves its task, an invalid student answer falls
+back to the teacher, shadow mode stores agreement, a rollback takes effect
+without a restart, and streaming with tool calls works from both sides."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import sqlalchemy as sa
+
+torch = pytest.importorskip("torch")
+
+from protege.capture.writer import WriterConfig  # noqa: E402
+from protege.gateway.config import GatewayConfig  # noqa: E402
+from protege.gateway.fake_upstream import FakeUpstreamThread  # noqa: E402
+from protege.gateway.server import ServerThread  # noqa: E402
+from protege.gateway.student import StudentPath, agree  # noqa: E402
+from protege.registry import Registry  # noqa: E402
+from protege.router.migrations import shadow_results  # noqa: E402
+from protege.router.routes import set_route  # noqa: E402
+from protege.serve.engine import EmbeddedEngine  # noqa: E402
+from protege.store import open_store  # noqa: E402
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+MESSAGES = [{"role": "user", "content": "weather in Paris?"}]
+
+
+def _train_adapter(base_dir: Path, out: Path, answer: dict[str, Any], seed: int) -> Path:
+    """Overfit a LoRA adapter on one example so the tiny model reliably says ``answer``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from protege.models.toolcall import build_prompt, render_answer
+
+    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]))
+    prompt = tok(build_prompt(MESSAGES, [WEATHER], tok), add_special_tokens=False)["input_ids"]
+    target = tok(render_answer(answer, tok), add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt + target])
+    labels = torch.tensor([[-100] * len(prompt) + target])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    # The tiny model's logits stay flat (small tied embeddings), so the loss
+    # stays high; what matters is that greedy decoding now says ``answer``.
+    for _ in range(120):
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        out_ids = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=len(target), do_sample=False)
+    assert out_ids[0, len(prompt):].tolist() == target, "the tiny adapter did not learn its answer"
+    model.save_pretrained(str(out))
+    (out / "protege_adapter.json").write_text(json.dumps({"tools": ["get_weather"], "config": {"max_new_tokens": 48}}))
+    return out
+
+
+def _call(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {"role": "assistant", "content": None,
+            "tool_calls": [{"id": "c", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]}
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from protege.models.tiny import build_tiny
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model trains faster without thread hand-offs
+    root = tmp_path_factory.mktemp("students")
+    base = build_tiny(root / "base", hidden_size=64, layers=2)
+    good = _train_adapter(base, root / "good", _call("get_weather", {"city": "Paris"}), 0)
+    bad = _train_adapter(base, root / "bad", _call("delete_everything", {"city": "Paris"}), 1)
+    torch.set_num_threads(threads)
+    return {"base": base, "good": good, "bad": bad}
+
+
+@pytest.fixture
+def stack(tmp_path: Path, adapters: dict[str, Path]):
+    from protege.models.loader import load_base
+
+    db = f"sqlite:///{tmp_path / 'gw.db'}"
+    store = open_store(db)
+    reg = Registry(store)
+    good = reg.register("weather", base_model="tiny", path=adapters["good"])
+    reg.promote(good.id, "test")
+    set_route(store, "weather", "live")
+    engine = EmbeddedEngine(load_base(str(adapters["base"])), max_batch=4, max_wait_ms=2, max_new_tokens=48)
+    students = StudentPath(store, engine, poll_s=0.1, assign=lambda req, tag: (tag, 1.0) if tag else (None, None))
+    with FakeUpstreamThread() as up:
+        cfg = GatewayConfig(upstream=up.url, db_url=db, gateway_keys=[], keys_file=tmp_path / "k.json",
+                            capture=WriterConfig(spool_path=tmp_path / "spool.jsonl", flush_interval_s=0.01))
+        from protege.gateway.app import create_app
+
+        with ServerThread(app=create_app(cfg, store=store, students=students)) as srv:
+            client = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-x", max_retries=0, timeout=30)
+            yield {"client": client, "store": store, "reg": reg, "srv": srv, "good": good, "adapters": adapters,
+                   "students": students}
+    students.close()
+    engine.close()
+
+
+def _ask(client: openai.OpenAI, **kw: Any) -> Any:
+    return client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, tools=[WEATHER], extra_headers={"X-Protege-Task": "weather"}, **kw
+    )
+
+
+def _trace(stack: dict[str, Any], raw: Any) -> Any:
+    assert stack["srv"].app.writer.flush(10)
+    return stack["store"].get_trace(raw.headers["x-protege-trace-id"])
+
+
+def _wait(cond, timeout: float = 10.0) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_promoted_student_serves_and_streams(stack):
+    raw = _ask(stack["client"])
+    assert raw.headers["x-protege-served-by"] == "student"
+    msg = raw.parse().choices[0].message
+    assert msg.tool_calls[0].function.name == "get_weather"
+    assert json.loads(msg.tool_calls[0].function.arguments) == {"city": "Paris"}
+    t = _trace(stack, raw)
+    assert (t.served_by, t.task_id, t.adapter) == ("student", "weather", stack["good"].ref)
+    # Streaming: held until validated, then sent as proper SSE tool-call deltas.
+    chunks = list(stack["client"].chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, tools=[WEATHER], stream=True,
+        extra_headers={"X-Protege-Task": "weather"}))
+    name = "".join(c.choices[0].delta.tool_calls[0].function.name or "" for c in chunks
+                   if c.choices and c.choices[0].delta.tool_calls)
+    args = "".join(c.choices[0].delta.tool_calls[0].function.arguments or "" for c in chunks
+                   if c.choices and c.choices[0].delta.tool_calls)
+    assert name == "get_weather" and json.loads(args) == {"city": "Paris"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_invalid_student_answer_falls_back_and_rollback_restores(stack):
+    reg, adapters = stack["reg"], stack["adapters"]
+    bad = reg.register("weather", base_model="tiny", path=adapters["bad"])
+    reg.promote(bad.id, "test")
+    _wait(lambda: stack["students"].router.promoted("weather").adapter == bad.ref)
+    raw = _ask(stack["client"])
+    assert raw.headers["x-protege-served-by"] == "fallback"
+    # The client got the teacher's answer, transparently.
+    assert raw.parse().choices[0].message.tool_calls[0].function.name == "get_weather"
+    t = _trace(stack, raw)
+    assert t.served_by == "fallback" and "unknown_tool:delete_everything" in t.fallback_reason
+    # The teacher's stream passes straight through on fallback too.
+    chunks = list(stack["client"].chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, tools=[WEATHER], stream=True,
+        extra_headers={"X-Protege-Task": "weather"}))
+    assert any(c.choices and c.choices[0].delta.tool_calls for c in chunks)
+    # Rollback: the previous adapter serves again, no restart.
+    reg.rollback("weather", "bad answers")
+    _wait(lambda: stack["students"].router.promoted("weather").adapter == stack["good"].ref)
+    assert _ask(stack["client"]).headers["x-protege-served-by"] == "student"
+    metrics = stack["client"]._client.get(str(stack["client"].base_url).replace("/v1/", "/metrics")).text
+    assert 'protege_gateway_fallbacks_total{reason="unknown_tool' in metrics
+    assert "protege_router_decision_seconds" in metrics
+
+
+def test_shadow_mode_stores_agreement_and_route_off(stack):
+    set_route(stack["store"], "weather", "shadow")
+    _wait(lambda: stack["students"].routes.get("weather").mode == "shadow")
+    raw = _ask(stack["client"])
+    assert raw.headers["x-protege-served-by"] == "teacher"
+    trace_id = raw.headers["x-protege-trace-id"]
+
+    def stored() -> Any:
+        with stack["store"].engine.connect() as conn:
+            return conn.execute(sa.select(shadow_results).where(shadow_results.c.trace_id == trace_id)).first()
+
+    _wait(lambda: stored() is not None)
+    row = stored()
+    assert row.valid == 1 and row.agree in (0, 1) and row.task_id == "weather"
+    teacher = raw.parse().choices[0].message.model_dump()
+    assert row.agree == int(agree(json.loads(row.student_response), teacher))
+    set_route(stack["store"], "weather", "off")
+    _wait(lambda: stack["students"].routes.get("weather").mode == "off")
+    assert _ask(stack["client"]).headers["x-protege-served-by"] == "teacher"
+
+
+def test_agree():
+    a = _call("f", {"x": 1, "y": 2})
+    b = _call("f", {"y": 2, "x": 1})
+    assert agree(a, b) and not agree(a, _call("f", {"x": 2}))
+    assert agree({"content": " Hello  World"}, {"content": "hello world"})
+    assert agree({"content": '{"a": 1}'}, {"content": '{ "a" : 1 }'})
