@@ -103,3 +103,29 @@ def test_openai_compat_engine_uses_completions_with_rendered_prompt(tokenizer):
     assert seen["model"] == "t1:v2" and seen["max_tokens"] == 64 and "hello there" in seen["prompt"]
     assert ans.finish_reason == "tool_calls"
     assert ans.message["tool_calls"][0]["function"] == {"name": "f", "arguments": '{"x": 1}'}
+
+
+def test_vllm_adapter_loading_and_missing_vllm(tokenizer, tmp_path, monkeypatch):
+    import httpx
+
+    from protege.serve import engine as eng_mod
+    from protege.serve.engine import AdapterSpec, OpenAICompatEngine
+    from protege.serve.vllm import VllmError, start_vllm, vllm_command
+
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append((request.url.path, json.loads(request.content or b"{}")))
+        return httpx.Response(200, json={})
+
+    engine = OpenAICompatEngine("http://vllm.local", tokenizer, vllm=True)
+    engine._sync = httpx.Client(base_url="http://vllm.local", transport=httpx.MockTransport(handler))
+    engine.load_adapter(AdapterSpec(name="t1", path=tmp_path))
+    assert ("/v1/load_lora_adapter", {"lora_name": "t1", "lora_path": str(tmp_path)}) in calls
+    engine.unload_adapter("t1")
+    assert calls[-1] == ("/v1/unload_lora_adapter", {"lora_name": "t1"})
+    assert engine.adapters() == []
+    assert "--enable-lora" in vllm_command("m", 9000)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "vllm" else eng_mod)
+    with pytest.raises(VllmError, match="optional extra"):
+        start_vllm("smollm2-135m-instruct")

@@ -25,11 +25,21 @@ from protege.cli.common import UserError, db_option
               help="Spool file for traces while the store is down (default PROTEGE_HOME/spool/traces.jsonl).")
 @click.option("--capture-thread", is_flag=True,
               help="Build and store traces in a thread of the gateway process instead of a child process.")
+@click.option("--students/--no-students", default=False, show_default=True,
+              help="Serve promoted students (route per task, validate, fall back to the teacher).")
+@click.option("--base-model", default="smollm2-135m-instruct", show_default=True,
+              help="Base model of the students' adapters (catalog name, hub id or directory).")
+@click.option("--engine", type=click.Choice(["embedded", "vllm", "openai"]), default="embedded", show_default=True,
+              help="Student engine: embedded (transformers + PEFT here), vllm (start or use a vLLM server "
+                   "with --enable-lora), openai (any OpenAI-compatible server: llama.cpp, Ollama).")
+@click.option("--engine-url", default=None, metavar="URL",
+              help="Base URL of the student server for --engine vllm/openai; with vllm and no URL, "
+                   "protege starts one.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_env: str | None,
           redact: str | None, timeout_s: float, client: str, spool_path: str | None, capture_thread: bool,
-          log_level: str) -> None:
+          students: bool, base_model: str, engine: str, engine_url: str | None, log_level: str) -> None:
     """Run the OpenAI-compatible gateway: point an agent's base_url at
     http://HOST:PORT/v1 and every call it makes is captured to the store.
 
@@ -63,7 +73,20 @@ def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_
         logging.getLogger("protege.gateway").error("%s; capturing to the spool until it answers", exc)
     cfg = GatewayConfig(upstream=upstream, host=host, port=port, db_url=url, upstream_key_env=upstream_key_env,
                         redact=redact, timeout_s=timeout_s, client=client, capture_process=not capture_thread,
-                        capture=WriterConfig(spool_path=Path(spool_path) if spool_path else None))
+                        capture=WriterConfig(spool_path=Path(spool_path) if spool_path else None),
+                        students=students, base_model=base_model,
+                        engine="embedded" if engine == "embedded" else "openai",
+                        engine_url=engine_url, engine_vllm=engine == "vllm")
+    vllm_proc = None
+    if students and engine == "vllm" and not engine_url:
+        from protege.serve.vllm import VllmError, start_vllm
+
+        try:
+            vllm_proc, cfg.engine_url = start_vllm(base_model)
+        except VllmError as exc:
+            raise UserError(str(exc)) from None
+    elif students and engine != "embedded" and not engine_url:
+        raise UserError(f"--engine {engine} needs --engine-url")
     store = None  # the gateway opens it (lazily, so an outage at start-up only spools)
     try:
         app = create_app(cfg, store=store)
@@ -74,4 +97,7 @@ def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_
         run(cfg, app=app, log_level=log_level)
     except KeyboardInterrupt:
         pass  # uvicorn re-raises the signal after its graceful shutdown (traces already flushed)
+    finally:
+        if vllm_proc is not None:
+            vllm_proc.terminate()
     click.echo("protege gateway stopped; captured traces flushed", err=True)
