@@ -18,6 +18,7 @@ against a naive curation of a sample that scrubs each trace on its own
 
     .venv/bin/python bench/pii.py
     .venv/bin/python bench/pii.py --curate-throughput 20000
+    .venv/bin/python bench/pii.py --bfcl-mixture 20000   # bench/tasks.py's traffic
 """
 
 from __future__ import annotations
@@ -233,7 +234,9 @@ _FIRST = (
 # Surnames from syllables: hundreds of distinct names, so most support messages
 # are unique strings and pay for NER (the cache cannot help).
 _LAST_HEAD = "Berg Hol Mar Ok Ands Kow Fern Dub Tan Had Lar Nak Vel Rom Sand Whit Ash Cal Dor Eng".split()
-_LAST_TAIL = "son strom ovic ez ani afor alski andez ois aka dad sen amura asquez ero ers ley ford ton".split()
+_LAST_TAIL = (
+    "son strom ovic ez ani afor alski andez ois aka dad sen amura asquez ero ers ley ford ton".split()
+)
 _CITIES = "Paris Rome Denver Osaka Lagos Lima Oslo Austin Porto Hanoi Dublin Quito".split()
 
 
@@ -413,6 +416,45 @@ def throughput(n: int, sample: int) -> None:
     )
 
 
+def bfcl_mixture(n: int, setting: str) -> None:
+    """Curation of the task-discovery benchmark's BFCL mixture (bench/tasks.py):
+    real BFCL conversations, per-session system prompts with names, tool lists."""
+    try:
+        from tasks import Mixture  # type: ignore[import-not-found]
+    except ImportError as exc:
+        print(f"BFCL mixture unavailable ({exc})")
+        return
+    from protege.curate import curate, iter_curated
+    from protege.curate.pipeline import CurateConfig
+    from protege.curate.scrub import load_ner
+    from protege.store import open_store
+
+    traces = [t for t, _ in Mixture().traces(setting, n=n, seed=1)]
+    load_ner()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(f"sqlite:///{tmp}/mix.db")
+        for i in range(0, len(traces), 2000):
+            store.add_traces(traces[i : i + 2000])
+        size = sum(len(json.dumps(t.request)) for t in traces[:200]) // 200
+        print(f"BFCL mixture ({setting} setting): {n} traces, ~{size // 1000} kB per request")
+        for label, cfg in [
+            ("curate (scrub with NER)", CurateConfig(full=True)),
+            ("curate --no-ner", CurateConfig(full=True, ner=False)),
+            ("curate --no-scrub", CurateConfig(full=True, scrub=False)),
+        ]:
+            rep = curate(store, cfg)
+            print(
+                f"{label:28} wall {rep.elapsed_s:6.1f}s  cpu {rep.cpu_s:6.1f}s  {rep.seen / max(rep.cpu_s, 1e-9):6.0f} "
+                f"traces per cpu s  kept {rep.kept}  {rep.dropped}"
+            )
+        t0, c0 = time.perf_counter(), time.process_time()
+        kept = sum(1 for _ in iter_curated(store))
+        print(
+            f"iter_curated: {kept} traces, wall {time.perf_counter() - t0:.1f}s, cpu {time.process_time() - c0:.1f}s"
+        )
+        store.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per system (median reported)")
@@ -424,11 +466,22 @@ def main() -> None:
         help="also time curation of N synthetic traces",
     )
     ap.add_argument("--naive-sample", type=int, default=1000, help="traces scrubbed by the naive baseline")
+    ap.add_argument(
+        "--bfcl-mixture",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time curation of N traces of bench/tasks.py's BFCL mixture",
+    )
+    ap.add_argument("--setting", default="generic", help="BFCL mixture setting: generic or site")
     args = ap.parse_args()
     quality(args.repeats)
     if args.curate_throughput:
         print()
         throughput(args.curate_throughput, args.naive_sample)
+    if args.bfcl_mixture:
+        print()
+        bfcl_mixture(args.bfcl_mixture, args.setting)
 
 
 if __name__ == "__main__":
