@@ -204,5 +204,8 @@ def test_cli_json(store):
     assert "determinism" in text.output and "volume" in text.output
     renamed = json.loads(runner.invoke(cli, ["tasks", "rename", tid, "triage", "--db", store.url, "--json"]).output)
     assert renamed["name"] == "triage"
+    exported = runner.invoke(cli, ["logs", "export", "--format", "raw", "--db", store.url])
+    rows = [json.loads(line) for line in exported.output.splitlines() if line.startswith("{")]
+    assert len(rows) == 18 and {r["task_id"] for r in rows} == {t["id"] for t in data["tasks"]}
     bad = runner.invoke(cli, ["tasks", "show", "nope", "--db", store.url])
     assert bad.exit_code == 2 and "no task" in bad.output and "Traceback" not in bad.output
