@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from protege.tasks.discover import Task, load_tasks
 from protege.tasks.embed import HASHING, HASHING_DIM, EmbedConfig, Embedder
-from protege.tasks.features import answer_of, last_user_message
+from protege.tasks.features import _history_tools, answer_of, last_user_message
 from protege.tasks.fingerprint import fingerprint, fingerprint_parts
 
 
@@ -66,7 +66,9 @@ class TaskIndex:
             self._embedder = Embedder(EmbedConfig(model=HASHING) if hashing else None)
         return self._embedder.encode([text])[0]
 
-    def nearest(self, text: str, candidates: list[str] | None = None) -> tuple[str | None, float]:
+    def nearest(
+        self, text: str, candidates: list[str] | None = None, *, threshold: float | None = None
+    ) -> tuple[str | None, float]:
         if not len(self._ids) or not text:
             return None, 0.0
         sims = self._centroids @ self._embed_one(text[:2000])
@@ -76,7 +78,8 @@ class TaskIndex:
                 sims = np.where(mask, sims, -2.0)
         best = int(np.argmax(sims))
         score = float(sims[best])
-        return (str(self._ids[best]) if score >= self.threshold else None), score
+        limit = self.threshold if threshold is None else threshold
+        return (str(self._ids[best]) if score >= limit else None), score
 
     def assign(
         self,
@@ -95,14 +98,24 @@ class TaskIndex:
             candidates = self.by_template.get(template)
         if candidates and len(candidates) == 1:
             return candidates[0], 1.0
-        if response is not None:
-            _, _, called = answer_of(response)
-            owners = set.intersection(*(self.tool_owner.get(n, set()) for n in called)) if called else set()
+        # Tools tell the task apart inside a site that mixes several: the ones
+        # the answer calls, else the ones earlier steps of this tool loop called.
+        called = answer_of(response)[2] if response is not None else ()
+        for names, confidence in ((called, 0.9), (_history_tools(request), 0.8)):
+            if not names:
+                continue
+            owned = [self.tool_owner[n] for n in names if n in self.tool_owner]
+            owners = set.intersection(*owned) if owned else set()
             if candidates:
                 owners &= set(candidates)
             if len(owners) == 1:
-                return owners.pop(), 0.9
-        return self.nearest(last_user_message(request), candidates)
+                return owners.pop(), confidence
+        task_id, score = self.nearest(last_user_message(request), candidates)
+        if task_id is None and candidates and score > 0:
+            # A known call site: pick its closest task even below the threshold,
+            # which guards against calls from sites never seen.
+            return self.nearest(last_user_message(request), candidates, threshold=-1.0)
+        return task_id, score
 
 
 def assign_unassigned(store: Any, *, index: TaskIndex | None = None, threshold: float = 0.5) -> dict[str, int]:
