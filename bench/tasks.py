@@ -334,8 +334,7 @@ def main() -> None:
         pred, k, our_s = ours(pairs, Embedder())
         print(f"{setting:<10} {adjusted_rand_score(truth, base):>12.3f} {len(set(base)):>3} {base_s:>6.1f}   "
               f"{adjusted_rand_score(truth, pred):>11.3f} {k:>3} {our_s:>6.1f}")
-        if setting == "generic":
-            held_out(pairs)
+        held_out(pairs)
     if args.quick:
         return
     from protege.tasks.discover import DiscoverConfig, build_tasks
