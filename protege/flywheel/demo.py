@@ -243,12 +243,16 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 16, max_task
         summary["flywheel"] = {"status": rep.status, "error": rep.error, "seconds": round(rep.seconds, 1),
                                "tasks": rep.tasks}
         t = Table("task", "action", "adapter", "student/teacher (eval)", "why")
+        for col in t.columns[:4]:
+            col.no_wrap = True
+        t.columns[4].overflow = "ellipsis"
+        t.columns[4].no_wrap = True
         for task_id, info in sorted(rep.tasks.items()):
             ev = info.get("evaluation") or {}
             sh = ev.get("share_of_teacher") or {}
             s = f"{sh['value']:.2f} [{sh['low']:.2f}, {sh['high']:.2f}]" if sh.get("low") is not None else ""
             t.add_row(task_id, str(info.get("action")), str(info.get("adapter") or ""), s,
-                      str(info.get("reason") or info.get("why") or "")[:90])
+                      str(info.get("reason") or info.get("why") or "").split(";")[0][:70])
         con.print(t)
         if rep.status == "failed":
             # Stop before the unseen traffic: run again and the flywheel resumes.
@@ -319,8 +323,12 @@ def _print(con: Any, s: dict[str, Any]) -> None:
     t.add_row("agent task success, with students", f"{b:.1%}" if b is not None else "n/a", "within 5 points")
     lat = sv["latency_ms_p50"]
     t.add_row("latency p50 (ms) student / teacher", f"{lat['student']} / {lat['teacher']}", "")
-    saved = share  # every student call is a teacher call not paid for
-    t.add_row("estimated teacher cost saved", f"{saved:.1%} of calls", "")
+    # Every student call is a teacher call not paid for: priced at the teacher-only run's mean.
+    base_cost = s["teacher_serving"]["teacher_cost_usd"]
+    per_call = base_cost / s["teacher_serving"]["calls"] if s["teacher_serving"]["calls"] else 0.0
+    saved = per_call * sv["served_by"].get("student", 0)
+    s["estimated_saving_usd"] = saved
+    t.add_row("estimated teacher cost saved", f"${saved:.3f} of ${base_cost:.3f} ({share:.1%} of calls)", "")
     t.add_row("students in the gateway", str(s["students_in_gateway"]), "")
     t.add_row("wall time", f"{s['seconds']:.0f} s", "<= 1800 s")
     con.print(t)
