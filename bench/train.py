@@ -347,7 +347,7 @@ def main() -> None:
         while naive.steps < min(state.step, base_steps):
             naive.step()
         sampler.switch(None)
-        if naive.steps == state.step and (state.step % eval_every == 0):
+        if naive.steps == state.step and (state.step % eval_every == 0 or state.step == base_steps):
             naive.curve.append((naive.steps, naive.train_time, naive.evaluate()))
         print(
             f"  step {state.step}/{steps}: protege {state.train_time_s:.0f} s"
