@@ -53,18 +53,19 @@ def _print_report(rep: Any) -> None:
 @click.option("--max-steps", type=int, default=None, help="Cap on training steps per task.")
 @click.option("--no-shadow", is_flag=True, help="Promote as soon as the gate passes (no shadow phase).")
 @click.option("--promote-mode", default=None, help="Route after promotion: live or canary:PCT.")
+@click.option("--force", is_flag=True, help="Retrain every eligible task even without new data.")
 @click.option("--no-resume", is_flag=True, help="Start afresh even if the last run crashed.")
 @db_option
 @json_option
 def run_cmd(once: bool, every: str | None, approve: bool, base: str | None, min_examples: int | None,
             max_tasks: int | None, tasks: tuple[str, ...], max_steps: int | None, no_shadow: bool,
-            promote_mode: str | None, no_resume: bool, db_url: str | None, as_json: bool) -> None:
+            promote_mode: str | None, force: bool, no_resume: bool, db_url: str | None, as_json: bool) -> None:
     """Curate new traces, find tasks, train, evaluate and gate students, shadow, promote."""
     from protege.flywheel import FlywheelConfig, run_flywheel
 
     if once and every:
         raise UserError("--once and --every exclude each other")
-    cfg = FlywheelConfig(approve=approve)
+    cfg = FlywheelConfig(approve=approve, force=force)
     if base:
         cfg.base = base
     if min_examples is not None:

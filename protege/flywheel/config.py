@@ -69,6 +69,9 @@ class FlywheelConfig:
     retrain_min_new_frac: float = field(
         default=0.5, metadata={"help": "...or this share of what the adapter was trained on"}
     )
+    force: bool = field(
+        default=False, metadata={"help": "retrain every eligible task, new data or not (the non-incremental loop)"}
+    )
     train: TrainConfig = field(default_factory=_small_train, metadata={"help": "training settings"})
     eval_sample: int | None = field(
         default=None, metadata={"help": "evaluate on at most this many test examples (None: all)"}

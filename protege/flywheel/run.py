@@ -557,7 +557,7 @@ def _run_steps(run: _Run, store: Any, cfg: FlywheelConfig, say: Progress, train_
         if ds["output_type"] not in cfg.output_types:
             t.update(action="skip", reason=f"output type {ds['output_type']} is not trained")
             continue
-        if st.get("dataset_hash") == ds["hash"] and st.get("state") in ("promoted", "shadow", "gated_out"):
+        if not cfg.force and st.get("dataset_hash") == ds["hash"] and st.get("state") in ("promoted", "shadow", "gated_out"):
             t.update(action="skip", reason="same dataset as the last training")
             continue
         base = run.step("select", task_id, lambda tid=task_id, d=ds: _select(store, cfg, tid, d))["base"]
@@ -610,6 +610,9 @@ def _plan(store: Any, cfg: FlywheelConfig, counts: dict[str, int], retrain: dict
             continue
         if st is None or st["state"] == "new":
             want.append((score, task_id, f"new task with {n} examples"))
+            continue
+        if cfg.force and st["state"] not in ("shadow", "awaiting_approval"):
+            want.append((score, task_id, "forced retraining"))
             continue
         if st["state"] in ("shadow", "awaiting_approval"):
             skip[task_id] = f"student in {st['state']}"
