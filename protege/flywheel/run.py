@@ -293,9 +293,9 @@ def _scores(store: Any, counts: dict[str, int]) -> dict[str, float]:
 def _adapter_refs(store: Any, task_id: str) -> tuple[str, ...]:
     from protege.registry import Registry
 
-    return tuple(r.ref for r in Registry(store).list(task_id) if r.status in ("promoted", "shadow")) + tuple(
-        r.id for r in Registry(store).list(task_id) if r.status in ("promoted", "shadow")
-    )
+    # Shadow results name the adapter by its ref (task:vN) or its registry id.
+    recs = [r for r in Registry(store).list(task_id) if r.status in ("promoted", "shadow")]
+    return tuple(r.ref for r in recs) + tuple(r.id for r in recs)
 
 
 def _demote(store: Any, task_id: str, adapter_id: str | None, reason: str) -> None:
