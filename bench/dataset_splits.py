@@ -1,7 +1,7 @@
 """BFCL import and dataset split benchmark, each against a naive baseline in the same run.
 
-    .venv/bin/python bench/datasets.py            # full (all multi-turn + single-turn categories)
-    .venv/bin/python bench/datasets.py --quick    # fewer entries
+    .venv/bin/python bench/dataset_splits.py            # full (all multi-turn + single-turn categories)
+    .venv/bin/python bench/dataset_splits.py --quick    # fewer entries
 
 1. Import throughput: ``import_bfcl`` (batched, existence pre-check) against a
    naive loop that stores each trace with ``add_trace``; same exchanges,
