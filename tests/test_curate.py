@@ -103,7 +103,13 @@ def test_bfcl_schema_types_are_mapped_leniently():
     assert not v.is_valid({"x": "3"})
     assert not v.is_valid({"x": 1.5, "opts": {"deep": "yes"}})
     # A schema that is not valid JSON Schema constrains nothing rather than failing the trace.
-    assert SchemaCache().validator({"type": "object", "properties": {"a": {"minimum": "zero"}}}) is None
+    broken = SchemaCache().validator({"type": "object", "properties": {"a": {"minimum": "zero"}}})
+    assert broken.is_valid({"a": 3}) and broken.is_valid({"a": "x"})
+    # Rejected only by a keyword that is itself invalid (a negative length): kept too.
+    odd = SchemaCache().validator({"type": "object", "properties": {"a": {"type": "string", "maxLength": -1}}})
+    assert odd.is_valid({"a": "abc"})
+    unknown = SchemaCache().validator({"type": "object", "properties": {"a": {"type": ["string", "mystery"]}}})
+    assert unknown.is_valid({"a": 1})
 
 
 def test_feedback_filter_uses_trace_then_session_feedback():
@@ -334,3 +340,28 @@ def test_near_dup_work_stays_bounded_on_templated_traffic():
     # Exact copies of the template still find each other.
     g, _ = idx.assign("copy", "what's the weather in paris for the next 3 days? ref 23757")
     assert g != "copy"
+
+
+def test_request_decoder_matches_plain_decoding_and_shares_tools():
+    from protege.curate.parts import RequestDecoder, tools_digest
+
+    big = [WEATHER_TOOL] * 8  # over the decoder's size floor
+    layouts = [
+        {"model": "m", "messages": [{"role": "user", "content": "hi ] there"}], "tools": big},
+        {"model": "m", "tools": big, "messages": [{"role": "user", "content": "x"}], "stop": ["]"], "user": "u"},
+        {"messages": [{"role": "user", "content": '"tools":[1]'}], "metadata": {"tools": [1, 2]}, "tools": big},
+        {"messages": [{"role": "user", "content": "no tools"}], "metadata": {"tools": [1] * 300}},
+        {"messages": [], "tools": "not a list " * 100},
+        {"messages": [], "tools": big, "tool_choice": "auto"},
+    ]
+    dec = RequestDecoder()
+    for r in layouts + layouts:
+        text = json.dumps(r, ensure_ascii=False, separators=(",", ":"))
+        got, digest = dec.decode(text)
+        assert got == json.loads(text)
+        assert digest == tools_digest(r.get("tools"))
+        assert exact_hash(got, digest) == exact_hash(r)
+    a, _ = dec.decode(json.dumps(layouts[0]))
+    b, _ = dec.decode(json.dumps({**layouts[0], "messages": [{"role": "user", "content": "other"}]}))
+    assert a["tools"] is b["tools"]  # decoded once, shared
+    assert dec.stats["hits"] > 0

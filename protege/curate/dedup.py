@@ -25,9 +25,17 @@ SHINGLE = 5
 _SCHEME = "affine32"
 
 
-def exact_hash(request: dict[str, Any]) -> str:
-    """Hash of the canonical JSON of the request's input side."""
-    canon = {k: request.get(k) for k in INPUT_KEYS}
+def exact_hash(request: dict[str, Any], tools_digest: str | None | bool = False) -> str:
+    """Hash of the canonical JSON of the request's input side, with the tools
+    list stood for by its own digest (``parts.tools_digest``): a caller that
+    already has it (one per distinct tools list) need not serialise the
+    tools, which are most of an agent's request, again for every call."""
+    if tools_digest is False:
+        from protege.curate.parts import tools_digest as digest
+
+        tools_digest = digest(request.get("tools"))
+    canon = {k: request.get(k) for k in INPUT_KEYS if k != "tools"}
+    canon["tools"] = tools_digest
     blob = orjson.dumps(canon, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     return hashlib.sha256(blob).hexdigest()[:32]
 

@@ -120,24 +120,70 @@ class FilterConfig:
 class SchemaCache:
     """Compiled validators, one per distinct tool schema (they repeat on every call)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_ids: int = 4096) -> None:
         self._validators: dict[bytes, Any] = {}
+        # By object identity: curation shares one parsed tools list between every
+        # request that carries it (parts.RequestDecoder), so the offered-tools map
+        # and each schema's key are computed once per list, not once per call. The
+        # object is kept beside its result so its id cannot be reused meanwhile.
+        self._offered: dict[int, tuple[Any, dict[str, Any] | None]] = {}
+        self._keys: dict[int, tuple[Any, bytes]] = {}
+        self.max_ids = max_ids
+
+    def offered(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        tools = request.get("tools")
+        if not isinstance(tools, list) or request.get("functions"):
+            return _offered(request)
+        got = self._offered.get(id(tools))
+        if got is None or got[0] is not tools:
+            if len(self._offered) >= self.max_ids:
+                self._offered.clear()
+            got = (tools, _offered(request))
+            self._offered[id(tools)] = got
+        return got[1]
 
     def validator(self, parameters: Any) -> Any:
-        key = orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+        known = self._keys.get(id(parameters))
+        if known is not None and known[0] is parameters:
+            key = known[1]
+        else:
+            key = orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+            if len(self._keys) >= self.max_ids:
+                self._keys.clear()
+            self._keys[id(parameters)] = (parameters, key)
         got = self._validators.get(key)
         if got is None and key not in self._validators:
-            from jsonschema import Draft202012Validator
-            from jsonschema.exceptions import SchemaError
-
-            schema = normalize_schema(parameters)
-            try:
-                Draft202012Validator.check_schema(schema)
-                got = Draft202012Validator(schema)
-            except SchemaError:
-                got = None  # a schema we cannot read constrains nothing
+            got = _LenientValidator(normalize_schema(parameters))
             self._validators[key] = got
         return got
+
+
+class _LenientValidator:
+    """A JSON Schema validator for which a schema it cannot read constrains
+    nothing. The schema itself is checked against the meta-schema (several ms
+    per schema, and an agent offers hundreds) only when it rejects a value."""
+
+    def __init__(self, schema: Any) -> None:
+        from jsonschema import Draft202012Validator
+
+        self._validator = Draft202012Validator(schema)
+        self._sound: bool | None = None
+
+    def is_valid(self, value: Any) -> bool:
+        try:
+            if self._validator.is_valid(value):
+                return True
+        except Exception:  # a broken schema (unknown type, bad keyword value) fails while validating
+            return True
+        if self._sound is None:
+            from jsonschema.exceptions import SchemaError
+
+            try:
+                type(self._validator).check_schema(self._validator.schema)
+                self._sound = True
+            except SchemaError:
+                self._sound = False
+        return not self._sound
 
 
 def _offered(request: dict[str, Any]) -> dict[str, Any] | None:
@@ -201,7 +247,7 @@ def check_trace(trace: Any, config: FilterConfig, schemas: SchemaCache, feedback
     if not calls and not _has_content(msg.get("content")):
         return "empty"
     if calls:
-        offered = _offered(trace.request) or {}
+        offered = schemas.offered(trace.request) or {}
         for call in calls:
             name = call.get("name")
             if not isinstance(name, str) or name not in offered:

@@ -146,6 +146,7 @@ def curate(
     with ``config.dry_run`` nothing is written.
     """
     from protege.curate.dedup import NearDupIndex, dedup_text, exact_hash, shingles
+    from protege.curate.parts import RequestDecoder
 
     cfg = config or CurateConfig()
     started = time.time()
@@ -217,13 +218,14 @@ def curate(
             fb = [dict(r._mapping) for r in conn.execute(sa.select(schema.feedback))]
         by_trace, by_session = feedback_index(fb)
     schemas = SchemaCache()
+    decoder = RequestDecoder()
     dropped: Counter[str] = Counter()
     scrubbed: Counter[str] = Counter()
 
     for lo in range(0, total, cfg.batch_size):
         chunk = ids[lo : lo + cfg.batch_size]
-        traces = _read_traces(store, chunk)
-        passing: list[Trace] = []
+        traces = _read_raw(store, chunk, decoder)
+        passing: list[_Raw] = []
         rows: list[dict[str, Any]] = []
         now = time.time()
         for t in traces:
@@ -235,10 +237,10 @@ def curate(
                 rows.append(_row(report.run_id, t, now, kept=0, reason=reason))
         # A request seen verbatim earlier in this run is an exact duplicate whatever
         # scrubbing would make of it: skip the scrubbing.
-        fresh: list[tuple[Trace, str]] = []
-        repeats: list[tuple[Trace, str]] = []
+        fresh: list[tuple[_Raw, str]] = []
+        repeats: list[tuple[_Raw, str]] = []
         for t in passing:
-            rh = exact_hash(t.request)
+            rh = exact_hash(t.request, t.tools_digest)
             if rh in raw_seen:
                 repeats.append((t, rh))
             else:
@@ -262,7 +264,7 @@ def curate(
                         scrubbed[kind] += 1
                     req_delta = _delta(t.request, request)
                     resp_out = response if response != t.response else None
-            h = rh if req_delta is None else exact_hash(request)
+            h = rh if req_delta is None else exact_hash(request, t.tools_digest)
             raw_seen[rh] = h
             if h in seen_hashes:
                 rows.append(
@@ -349,7 +351,7 @@ def curate(
 
 def _row(
     run_id: str,
-    t: Trace,
+    t: _Raw,
     now: float,
     *,
     kept: int,
@@ -392,24 +394,54 @@ def _delta(raw: dict[str, Any], scrubbed: dict[str, Any]) -> dict[str, Any] | No
 _SCRUBBED_KEYS = frozenset({"messages", "user", "metadata", "prompt", "input"})
 
 
-def _read_traces(store: Any, ids: list[str]) -> list[Trace]:
-    """Raw traces by id, oldest first: one query, orjson decoding (the store's
-    reader is built for browsing; curation reads every trace)."""
+@dataclass(slots=True)
+class _Raw:
+    """The columns of a raw trace that curation reads."""
+
+    id: str
+    created_at: float
+    session_id: str | None
+    status: str
+    finish_reason: str | None
+    request: dict[str, Any]
+    response: Any
+    tools_digest: str | None
+
+
+def _read_raw(store: Any, ids: list[str], decoder: Any) -> list[_Raw]:
+    """Raw traces by id, oldest first, only the columns curation needs; the
+    request's tools list is decoded once per distinct value (``RequestDecoder``)."""
     t = schema.traces
+    cols = (t.c.id, t.c.created_at, t.c.session_id, t.c.status, t.c.finish_reason, t.c.request, t.c.response)
     with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(t).where(t.c.id.in_(ids)).order_by(t.c.id)).all()
+        rows = conn.execute(sa.select(*cols, t.c.encrypted).where(t.c.id.in_(ids)).order_by(t.c.id)).all()
     out = []
-    for row in rows:
-        m = dict(row._mapping)
-        enc = m.pop("encrypted")
-        m["request"] = _decode(store, m["request"], enc)
-        m["response"] = _decode(store, m["response"], enc)
-        m["stream"] = bool(m["stream"])
-        for c in _LIST_COLUMNS:
-            m[c] = orjson.loads(m[c]) if m[c] else []
-        m["meta"] = orjson.loads(m["meta"]) if m["meta"] else {}
-        out.append(Trace.from_dict(m))
+    for r in rows:
+        text = r.request
+        if r.encrypted:
+            text = _plain(store, text)
+        request, digest = decoder.decode(text)
+        out.append(
+            _Raw(
+                r.id,
+                r.created_at,
+                r.session_id,
+                r.status,
+                r.finish_reason,
+                request,
+                _decode(store, r.response, r.encrypted),
+                digest,
+            )
+        )
     return out
+
+
+def _plain(store: Any, text: str) -> str:
+    from protege.store import EncryptionError
+
+    if store.cipher is None:
+        raise EncryptionError("trace payloads are encrypted: set PROTEGE_ENCRYPTION_KEY to read them")
+    return store.cipher.decrypt(text)
 
 
 def iter_curated(store: Any, *, task_id: str | None = None, batch_size: int = 1000) -> Iterator[Trace]:
