@@ -218,3 +218,24 @@ def test_redact_trace_as_capture_hook(tmp_path):
     got = store.get_trace(t.id)
     store.close()
     assert got.request["messages"][0]["content"] == "my key is <API_KEY_1>"
+
+
+def test_ner_templates_reuse_confirmed_answers_only():
+    from protege.curate.scrub import Scrubber
+
+    firsts = ["Maria Garcia", "John Peters", "Aisha Khan", "Pedro Alvarez", "Greta Calley", "Tomasz Nowak"]
+    prompts = [
+        f"You are the assistant of the support desk. The current user is {n} and they may ask about orders, "
+        f"refunds and deliveries; answer politely and keep every reply short and precise."
+        for n in firsts
+    ]
+    full = Scrubber(template_confirmations=0)
+    full.prime(prompts)
+    templ = Scrubber(template_confirmations=2)
+    templ.prime(prompts[:3])
+    templ.prime(prompts[3:])
+    assert templ.stats["template_hits"] >= 1
+    assert templ.stats["ner_runs"] < full.stats["ner_runs"]
+    for p, n in zip(prompts, firsts, strict=True):
+        assert n not in templ.scrub_text(p)
+        assert templ.scrub_text(p) == full.scrub_text(p)

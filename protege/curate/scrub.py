@@ -105,6 +105,13 @@ class ScrubConfig:
         default=200_000, metadata={"help": "Distinct strings whose detections are remembered"}
     )
     ner_batch_size: int = field(default=128, metadata={"help": "Strings per spaCy batch"})
+    template_confirmations: int = field(
+        default=3,
+        metadata={
+            "help": "Segments of one template (text up to its capitalised words) that NER must label "
+            "alike before the rest reuse the answer; 0 runs NER on every distinct segment"
+        },
+    )
 
 
 # -- NER --------------------------------------------------------------------
@@ -153,6 +160,23 @@ def _segments(text: str, gate: str | None = None) -> list[tuple[int, str]]:
     if pos < len(text) and needs_ner(gate[pos:]):
         out.append((pos, text[pos:]))
     return out
+
+
+def _template(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """``text`` with each capitalised word that could be a name replaced by a
+    hole, and the (start, end) of those words."""
+    holes: list[tuple[int, int]] = []
+    parts: list[str] = []
+    pos = 0
+    for m in _TITLE_WORD.finditer(text):
+        if m.group().lower() in _COMMON_CAPITALISED:
+            continue
+        parts.append(text[pos : m.start()])
+        parts.append("\x00")
+        holes.append((m.start(), m.end()))
+        pos = m.end()
+    parts.append(text[pos:])
+    return "".join(parts), holes
 
 
 def _blank(text: str, spans: Iterable[Span]) -> str:
@@ -415,7 +439,10 @@ class Scrubber:
         # (order ids, amounts, dates) share one NER pass; offsets stay valid because
         # lengths are equal, and names never contain digits.
         self._ner_cache: dict[str, tuple[Span, ...]] = {}
-        self.stats = {"strings": 0, "cache_hits": 0, "ner_runs": 0}
+        # Template (segment with its capitalised words as holes) -> (segments NER
+        # labelled, hole runs that were names, or None once they disagreed).
+        self._templates: dict[str, tuple[int, tuple[tuple[int, int], ...] | None]] = {}
+        self.stats = {"strings": 0, "cache_hits": 0, "ner_runs": 0, "template_hits": 0}
 
     # -- detection ----------------------------------------------------------
     def _use_ner(self) -> bool:
@@ -475,13 +502,9 @@ class Scrubber:
                     run[k] = seg
             plan[t] = segs
         if run:
-            nlp = load_ner()
-            self.stats["ner_runs"] += len(run)
             if len(self._ner_cache) + len(run) > self.config.cache_size:
                 self._ner_cache.clear()
-            docs = nlp.pipe(list(run.values()), batch_size=self.config.ner_batch_size)
-            for k, doc in zip(run, docs, strict=True):
-                self._ner_cache[k] = tuple(_person_spans(doc))
+            self._ner_run(run)
         out: dict[str, list[Span]] = {}
         for t, segs in plan.items():
             names = [
@@ -491,6 +514,85 @@ class Scrubber:
             ]
             out[t] = self._names(t, names)
         return out
+
+    def _ner_run(self, run: dict[str, str]) -> None:
+        """NER over the segments of ``run`` (digit-zeroed key -> segment) into
+        ``_ner_cache``, except where a learned template answers.
+
+        Templated text (a system prompt naming the current user, a greeting
+        line) differs between calls only in its capitalised words. A segment's
+        template is its text with those words as holes; once NER has labelled
+        ``template_confirmations`` segments of a template and every time the
+        same holes, and only whole holes, were the names, the other segments
+        of that template take that answer without NER. A template whose
+        segments disagree, or whose names are not whole holes, always runs NER.
+        """
+        need = self.config.template_confirmations
+        groups: dict[str, list[tuple[str, list[tuple[int, int]]]]] = {}
+        first: dict[str, str] = {}
+        later: list[tuple[str, str, list[tuple[int, int]]]] = []
+        for k, seg in run.items():
+            tkey, holes = _template(k)
+            if need <= 0 or not holes:
+                first[k] = seg
+                continue
+            got = self._templates.get(tkey)
+            if got is not None and got[1] is None:  # unstable: always NER
+                first[k] = seg
+                continue
+            seen = got[0] if got is not None else 0
+            group = groups.setdefault(tkey, [])
+            if seen + len(group) < need:
+                group.append((k, holes))
+                first[k] = seg
+            else:
+                later.append((tkey, k, holes))
+        self._ner_docs(first)
+        for tkey, members in groups.items():
+            for k, holes in members:
+                self._learn(tkey, holes, self._ner_cache[k])
+        rest: dict[str, str] = {}
+        for tkey, k, holes in later:
+            got = self._templates.get(tkey)
+            if got is not None and got[1] is not None and got[0] >= need:
+                self._ner_cache[k] = tuple(
+                    Span(holes[i][0], holes[j][1], "PERSON") for i, j in got[1]
+                )
+                self.stats["template_hits"] += 1
+            else:
+                rest[k] = run[k]
+        self._ner_docs(rest)
+
+    def _ner_docs(self, run: dict[str, str]) -> None:
+        if not run:
+            return
+        nlp = load_ner()
+        self.stats["ner_runs"] += len(run)
+        docs = nlp.pipe(list(run.values()), batch_size=self.config.ner_batch_size)
+        for k, doc in zip(run, docs, strict=True):
+            self._ner_cache[k] = tuple(_person_spans(doc))
+
+    def _learn(self, tkey: str, holes: list[tuple[int, int]], names: tuple[Span, ...]) -> None:
+        """Record one NER answer for a template: which runs of holes were names."""
+        starts = {a: i for i, (a, _) in enumerate(holes)}
+        ends = {b: i for i, (_, b) in enumerate(holes)}
+        runs = []
+        for sp in names:
+            i, j = starts.get(sp.start), ends.get(sp.end)
+            if i is None or j is None or j < i:
+                runs = None  # a name that is not whole holes: NER must see every segment
+                break
+            runs.append((i, j))
+        pattern = tuple(runs) if runs is not None else None
+        got = self._templates.get(tkey)
+        if got is None:
+            if len(self._templates) >= self.config.cache_size:
+                self._templates.clear()
+            self._templates[tkey] = (1, pattern)
+        elif got[1] is not None and got[1] == pattern:
+            self._templates[tkey] = (got[0] + 1, pattern)
+        else:
+            self._templates[tkey] = (got[0] + 1, None)
 
     def _names(self, text: str, found: Iterable[Span]) -> list[Span]:
         spans = list(found)
