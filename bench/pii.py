@@ -455,6 +455,91 @@ def bfcl_mixture(n: int, setting: str) -> None:
         store.close()
 
 
+_TIMED_RUN = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from protege.curate import curate
+from protege.curate.pipeline import CurateConfig
+from protege.curate.scrub import load_ner
+from protege.store import open_store
+load_ner()
+store = open_store(sys.argv[2])
+rep = curate(store, CurateConfig(full=True))
+print(json.dumps({"wall": rep.elapsed_s, "cpu": rep.cpu_s, "seen": rep.seen, "kept": rep.kept}))
+"""
+
+
+def _timed_curate(code_root: Path, url: str) -> dict[str, Any]:
+    """One full curation run in a fresh process with ``code_root``'s protege."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", _TIMED_RUN, str(code_root), url], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bfcl_timing(n: int, baseline_n: int, baseline_rev: str, setting: str) -> None:
+    """Curation wall and CPU time on the BFCL mixture, this tree against the
+    code of ``baseline_rev`` (exported with ``git archive``) on the same store;
+    the baseline runs on the first ``baseline_n`` traces (it is slow) and is
+    projected to ``n`` linearly, this tree runs on both."""
+    import subprocess
+
+    try:
+        from tasks import Mixture  # type: ignore[import-not-found]
+    except ImportError as exc:
+        print(f"BFCL mixture unavailable ({exc})")
+        return
+    from protege.store import open_store
+
+    baseline_n = min(baseline_n, n)
+    with tempfile.TemporaryDirectory() as tmp:
+        old_root = Path(tmp) / "baseline"
+        old_root.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", baseline_rev, "protege"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(old_root)], input=archive, check=True)
+        t0 = time.perf_counter()
+        urls = {}
+        pairs = Mixture().traces(setting, n=n, seed=1)
+        small = open_store(urls.setdefault("small", f"sqlite:///{tmp}/small.db"))
+        big = open_store(urls.setdefault("big", f"sqlite:///{tmp}/big.db"))
+        batch: list[Any] = []
+        done = 0
+        for t, _ in pairs:
+            batch.append(t)
+            if len(batch) == 2000:
+                if done < baseline_n:
+                    small.add_traces(batch[: baseline_n - done])
+                big.add_traces(batch)
+                done += len(batch)
+                batch = []
+        if batch:
+            if done < baseline_n:
+                small.add_traces(batch[: baseline_n - done])
+            big.add_traces(batch)
+        small.close()
+        big.close()
+        print(f"BFCL mixture ({setting}): stores of {baseline_n} and {n} traces built in {time.perf_counter() - t0:.0f}s")
+        rows = [
+            (f"baseline {baseline_rev[:10]}", baseline_n, _timed_curate(old_root, urls["small"])),
+            ("this tree", baseline_n, _timed_curate(ROOT, urls["small"])),
+            ("this tree", n, _timed_curate(ROOT, urls["big"])),
+        ]
+    print(f"{'code':22} {'traces':>7} {'wall s':>7} {'cpu s':>7} {'per cpu s':>9} {'kept':>7}")
+    for label, count, r in rows:
+        print(f"{label:22} {count:7d} {r['wall']:7.1f} {r['cpu']:7.1f} {r['seen'] / max(r['cpu'], 1e-9):9.0f} {r['kept']:7d}")
+    old_rate = rows[0][2]["seen"] / max(rows[0][2]["cpu"], 1e-9)
+    new_rate = rows[1][2]["seen"] / max(rows[1][2]["cpu"], 1e-9)
+    print(
+        f"\nper CPU second on {baseline_n} traces: {new_rate / old_rate:.1f}x the baseline; "
+        f"{n} traces: {rows[2][2]['wall']:.1f}s wall, {rows[2][2]['cpu']:.1f}s CPU "
+        f"(baseline projected: {n / old_rate:.0f}s CPU)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per system (median reported)")
@@ -474,7 +559,19 @@ def main() -> None:
         help="also time curation of N traces of bench/tasks.py's BFCL mixture",
     )
     ap.add_argument("--setting", default="generic", help="BFCL mixture setting: generic or site")
+    ap.add_argument(
+        "--bfcl-timing",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only time curation of N BFCL-mixture traces against --baseline-rev (no quality run)",
+    )
+    ap.add_argument("--baseline-n", type=int, default=10000, help="traces the baseline curates in --bfcl-timing")
+    ap.add_argument("--baseline-rev", default="479db5d", help="git revision whose curation is the baseline")
     args = ap.parse_args()
+    if args.bfcl_timing:
+        bfcl_timing(args.bfcl_timing, args.baseline_n, args.baseline_rev, args.setting)
+        return
     quality(args.repeats)
     if args.curate_throughput:
         print()
