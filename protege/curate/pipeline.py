@@ -446,7 +446,14 @@ def _plain(store: Any, text: str) -> str:
 
 def iter_curated(store: Any, *, task_id: str | None = None, batch_size: int = 1000) -> Iterator[Trace]:
     """Kept traces, scrubbed, oldest first, with the raw trace's id and columns;
-    ``meta["curate"]`` holds ``near_dup_group`` and ``exact_hash``."""
+    ``meta["curate"]`` holds ``near_dup_group`` and ``exact_hash``.
+
+    Requests that carry the same tools list share one parsed list (decoding
+    tens of kB of schemas per trace would dominate the read): treat
+    ``request["tools"]`` as read only."""
+    from protege.curate.parts import RequestDecoder
+
+    decoder = RequestDecoder()
     t = schema.traces
     last: str | None = None
     while True:
@@ -476,7 +483,8 @@ def iter_curated(store: Any, *, task_id: str | None = None, batch_size: int = 10
             meta["curate"] = {"near_dup_group": m.pop("near_dup_group"), "exact_hash": m.pop("exact_hash")}
             m["meta"] = meta
             raw_enc, enc = m.pop("encrypted"), m.pop("c_encrypted")
-            request = _decode(store, m["request"], raw_enc)
+            raw_text = m["request"]
+            request, _ = decoder.decode(_plain(store, raw_text) if raw_enc else raw_text)
             delta = _decode(store, m.pop("c_request"), enc)
             m["request"] = {**request, **delta} if delta else request
             scrubbed_response = m.pop("c_response")
