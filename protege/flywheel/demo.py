@@ -172,7 +172,7 @@ def _served_quality(store: Any, since: float, index: Any, until: float | None = 
     }
 
 
-def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 16, max_tasks: int = 2,
+def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 48, max_tasks: int = 1,
              base: str = "smollm2-135m-instruct") -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -351,8 +351,8 @@ def _write_html(store: Any, home: Path, s: dict[str, Any]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description="protege's offline end-to-end demo (BFCL, SmolLM2-135M students)")
     ap.add_argument("--home", type=Path, default=Path.cwd() / ".protege-demo", help="state directory (reused)")
-    ap.add_argument("--max-steps", type=int, default=16, help="training steps per student")
-    ap.add_argument("--max-tasks", type=int, default=2, help="students trained")
+    ap.add_argument("--max-steps", type=int, default=48, help="training steps per student")
+    ap.add_argument("--max-tasks", type=int, default=1, help="students trained")
     ap.add_argument("--base", default="smollm2-135m-instruct", help="student base model")
     ap.add_argument("--fresh", action="store_true", help="forget the cached state first")
     a = ap.parse_args()
