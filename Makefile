@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo demo-capture test test-slow lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,14 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
+# The offline end-to-end run: replay teacher, gateway, BFCL agent traffic, the
+# flywheel training SmolLM2-135M students, then unseen traffic and a report.
+# State in .protege-demo/ (a second run reuses it).
 demo: $(STAMP)
+	$(PY) -m protege.flywheel.demo
+
+# Capture only (a minute): fake teacher, gateway, a scripted agent, logs stats.
+demo-capture: $(STAMP)
 	$(PY) -m protege.demo
 
 test: $(STAMP)

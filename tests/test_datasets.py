@@ -278,3 +278,23 @@ def test_cli_build_list_show_and_errors(tmp_path: Path) -> None:
         assert res.exit_code == 2, res.output
         lines = [line for line in res.stderr.strip().splitlines() if line.startswith("protege: error")]
         assert len(lines) == 1 and msg in lines[0] and "Traceback" not in res.output
+
+
+def test_students_own_answers_never_become_training_data(tmp_path, monkeypatch):
+    from protege.capture import build_trace
+    from protege.datasets import DatasetConfig, build_dataset
+    from protege.store import open_store
+
+    monkeypatch.setenv("PROTEGE_HOME", str(tmp_path / "home"))
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    traces = []
+    for i in range(40):
+        req = {"model": "m", "messages": [{"role": "user", "content": f"say {i}"}]}
+        resp = {"choices": [{"index": 0, "message": {"role": "assistant", "content": f"label-{i % 3}"},
+                             "finish_reason": "stop"}]}
+        traces.append(build_trace(req, resp, task_id="t", session_id=f"s{i}",
+                                  served_by="student" if i % 4 == 0 else "teacher"))
+    store.add_traces(traces)
+    ds = build_dataset(store, "t", DatasetConfig(seed=0, source="raw"))
+    ids = {r["id"] for split in (ds.train, ds.validation, ds.test) for r in split}
+    assert ids == {t.id for t in traces if t.served_by != "student"}

@@ -300,7 +300,9 @@ def build_dataset(store: Any, task_id: str, config: DatasetConfig | None = None)
     cfg = config or DatasetConfig()
     cfg.validate()
     source, traces = _iter_source(store, task_id, cfg.source)
-    rows = [r for r in (trace_to_row(t) for t in traces) if r is not None]
+    # Only the teacher's answers teach: a student's own served answers would
+    # feed its mistakes back into its next training set.
+    rows = [r for r in (trace_to_row(t) for t in traces if t.served_by != "student") if r is not None]
     if not rows:
         raise ValueError(f"no usable traces for task {task_id!r}")
     if source == "raw":
