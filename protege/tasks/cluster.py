@@ -73,6 +73,19 @@ class ClusterConfig:
     min_distinct: int = field(
         default=3, metadata={"help": "distinct requests an action needs to count as a recurring job"}
     )
+    w_style: float = field(
+        default=1.0,
+        metadata={"help": "weight of the called tools' identifier style (camelCase vs snake_case) when "
+                  "splitting calls that bring their own functions"},
+    )
+    w_leftover_instruction: float = field(
+        default=0.3, metadata={"help": "weight of the instruction (against the called tool's description) there"}
+    )
+    session_moves: int = field(
+        default=3,
+        metadata={"help": "rounds in which an action moves to the task it shares most agent sessions with "
+                  "(same prompt template; 0: off)"},
+    )
     seed: int = field(default=0, metadata={"help": "sampling seed"})
 
 
@@ -83,6 +96,7 @@ class Atom:
     instr: np.ndarray | None = None
     action: np.ndarray | None = None
     usage: np.ndarray | None = None
+    style: float = 0.5
 
 
 @dataclass
@@ -231,6 +245,7 @@ def cluster_calls(
     dim = vecs.shape[1]
     for atom, smp in zip(rest, sample, strict=True):
         atom.instr = _unit(vecs[[index[t] for t in smp]].mean(0)) if smp else np.zeros(dim, np.float32)
+        atom.style = float(np.mean([feats[i].style for i in atom.members[:50]]))
         names = [n for n in atom.key[1] if n != NO_ACTION]
         atom.action = _unit(vecs[[index[docs.get(n, n)] for n in names]].mean(0)) if names else None
 
@@ -240,12 +255,22 @@ def cluster_calls(
     for a in rest:
         for name in set(a.key[1]) - {NO_ACTION}:
             tool_atoms[name] += 1
+    fp_keys: dict[str, set[str]] = defaultdict(set)
+    for f in feats:
+        if len(fp_keys[f.fp]) < cfg.min_distinct:
+            fp_keys[f.fp].add(f.instruction_key)
+    fp_requests = {k: len(v) for k, v in fp_keys.items()}
     recurring = [
         d >= cfg.min_distinct
         for a, d in zip(rest, distinct_n, strict=True)
     ]
-    core = [a for a, r in zip(rest, recurring, strict=True) if r]
-    stray = [a for a, r in zip(rest, recurring, strict=True) if not r]
+    # A request that brought its own tools (a tool set seen with too few
+    # requests to be a catalogue) is grouped with its kind below, not with the
+    # jobs of a shared tool catalogue, even when its function recurs.
+    carried = [fp_requests[_main_fp(feats, a)] < cfg.min_distinct for a in rest]
+    core = [a for a, r, c in zip(rest, recurring, carried, strict=True) if r and not c]
+    stray = [a for a, r, c in zip(rest, recurring, carried, strict=True) if not r and not c]
+    own_tools = [a for a, c in zip(rest, carried, strict=True) if c]
 
     # Tools used in one tool loop serve one job: co-usage profiles (second
     # order, so ``ls`` and ``mv`` match through ``cd``) tie a toolkit together
@@ -321,12 +346,18 @@ def cluster_calls(
                     unplaced.append(atom)
         else:
             unplaced = stray
-    # What is left: per template, split by instruction only if clearly separable.
+    # What is left: per template, split only if clearly separable.
     by_template: dict[str, list[Atom]] = defaultdict(list)
-    for atom in unplaced:
+    for atom in unplaced + own_tools:
         by_template[atom.key[0]].append(atom)
     for members in by_template.values():
-        x = np.stack([a.instr for a in members])
+        # What the call does (the called tool's description) and how its
+        # functions are written say more than the wording of the request.
+        x = np.hstack([
+            cfg.w_leftover_instruction * np.stack([a.instr for a in members]),
+            np.stack([a.action if a.action is not None else a.instr for a in members]),
+            cfg.w_style * np.array([[a.style] for a in members]),
+        ])
         labels = _kmeans_auto(x, cfg)
         start = len(groups)
         groups.extend([] for _ in range(int(labels.max()) + 1))
@@ -334,6 +365,7 @@ def cluster_calls(
             groups[start + lab].append(a)
 
     groups = _merge_by_tool_loops(groups, feats, cfg.loop_merge_share)
+    groups = _move_by_sessions(groups, feats, cfg.session_moves)
 
     labels = [-1] * len(feats)
     k = len(groups)
@@ -404,6 +436,58 @@ def _merge_by_tool_loops(groups: list[list[Atom]], feats: Sequence[CallFeatures]
     for g, members in enumerate(groups):
         merged[root(g)].extend(members)
     return list(merged.values())
+
+
+def _move_by_sessions(groups: list[list[Atom]], feats: Sequence[CallFeatures], rounds: int) -> list[list[Atom]]:
+    """Move each tool-calling action to the task whose calls share most of its
+    agent sessions (same prompt template), when that is not its own task.
+
+    One agent run works one toolkit: ``cancel_order`` belongs with the trading
+    tools it is used with, ``cancel_booking`` with the travel ones, even though
+    both read alike and would otherwise form a task of their own. Only actions
+    move (whole atoms), never a whole task, so two jobs that take turns in one
+    session are not merged wholesale."""
+    if rounds <= 0 or len(groups) < 2:
+        return groups
+    owner = {id(a): g for g, members in enumerate(groups) for a in members}
+    # session -> atom -> calls
+    sessions: dict[tuple[str, str], Counter[int]] = defaultdict(Counter)
+    atoms = [a for members in groups for a in members]
+    for k, a in enumerate(atoms):
+        for i in a.members:
+            s = feats[i].session
+            if s:
+                sessions[(a.key[0], s)][k] += 1
+    if not sessions:
+        return groups
+    by_atom: dict[int, list[Counter[int]]] = defaultdict(list)
+    for per in sessions.values():
+        if len(per) > 1:
+            for k in per:
+                by_atom[k].append(per)
+    for _ in range(rounds):
+        moved = 0
+        for k, a in enumerate(atoms):
+            if a.key[1] == (NO_ACTION,) or k not in by_atom:
+                continue
+            votes: Counter[int] = Counter()
+            for per in by_atom[k]:
+                for other, n in per.items():
+                    if other != k:
+                        votes[owner[id(atoms[other])]] += n
+            if not votes:
+                continue
+            best, n = votes.most_common(1)[0]
+            own = owner[id(a)]
+            if best != own and n >= 2 and n > votes.get(own, 0):
+                owner[id(a)] = best
+                moved += 1
+        if not moved:
+            break
+    out: dict[int, list[Atom]] = defaultdict(list)
+    for a in atoms:
+        out[owner[id(a)]].append(a)
+    return [out[g] for g in sorted(out)]
 
 
 def _main_fp(feats: Sequence[CallFeatures], atom: Atom) -> str:

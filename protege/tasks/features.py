@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ class CallFeatures:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost_usd: float | None = None
+    session: str | None = None  # the agent run this call belongs to
+    style: float = 0.5  # identifier style of the called tools: 0 snake_case .. 1 camelCase (0.5: no evidence)
 
 
 def _canonical(value: Any) -> bytes:
@@ -91,6 +94,45 @@ def answer_of(response: dict[str, Any] | None) -> tuple[str, str, tuple[str, ...
     return "text", content, ()
 
 
+_CAMEL = re.compile(r"[a-z][A-Z]")
+_SNAKE = re.compile(r"[a-z0-9]_[a-z]")
+# name -> (camelCase identifiers, snake_case identifiers) in the tool's name and
+# parameter names; bounded so per-request tools cannot grow it without end.
+_STYLE: dict[str, tuple[int, int]] = {}
+
+
+def _identifier_counts(fn: dict[str, Any]) -> tuple[int, int]:
+    params = (fn.get("parameters") or {}).get("properties") or {}
+    idents = [*str(fn.get("name") or "").split("."), *(params if isinstance(params, dict) else ())]
+    camel = sum(1 for i in idents if _CAMEL.search(i))
+    snake = sum(1 for i in idents if _SNAKE.search(i))
+    return camel, snake
+
+
+def tool_style(request: dict[str, Any], names: tuple[str, ...]) -> float:
+    """Share of camelCase among the camelCase or snake_case identifiers (tool
+    and parameter names) of the called tools. Functions written in one codebase
+    follow one convention, so this tells apart call sites that bring their own
+    functions (a Java or JavaScript client against a Python one) where the
+    instructions read alike. 0.5 when the names say nothing (single words)."""
+    if not names:
+        return 0.5
+    missing = [n for n in names if n not in _STYLE]
+    if missing:
+        if len(_STYLE) > 50_000:
+            _STYLE.clear()
+        for tool in request.get("tools") or ():
+            fn = tool.get("function") if isinstance(tool, dict) else None
+            if isinstance(fn, dict) and fn.get("name") in missing:
+                _STYLE[fn["name"]] = _identifier_counts(fn)
+    camel = snake = 0
+    for n in names:
+        c, s = _STYLE.get(n, (0, 0))
+        camel += c
+        snake += s
+    return camel / (camel + snake) if camel + snake else 0.5
+
+
 def tool_docs(request: dict[str, Any]) -> dict[str, str]:
     """name -> 'name words: description' for each offered tool."""
     out = {}
@@ -137,4 +179,6 @@ def extract(trace: Trace, docs: dict[str, str] | None = None) -> CallFeatures:
         prompt_tokens=trace.prompt_tokens,
         completion_tokens=trace.completion_tokens,
         cost_usd=trace.cost_usd,
+        session=trace.session_id,
+        style=tool_style(req, called),
     )
