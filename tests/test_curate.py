@@ -165,7 +165,7 @@ def test_minhash_signatures_match_datasketch():
     sh = shingles("the quick brown fox jumps over the lazy dog, twice")
     m = MinHash(num_perm=64, seed=1, hashfunc=int)
     m.update_batch(sh.tolist())
-    assert (m.hashvalues.astype("uint32") == idx._hashvalues(sh)).all()
+    assert (m.hashvalues.astype("uint32") == idx.hashvalues(sh)).all()
 
 
 def test_near_dup_bridge_merges_groups():
@@ -365,3 +365,31 @@ def test_request_decoder_matches_plain_decoding_and_shares_tools():
     b, _ = dec.decode(json.dumps({**layouts[0], "messages": [{"role": "user", "content": "other"}]}))
     assert a["tools"] is b["tools"]  # decoded once, shared
     assert dec.stats["hits"] > 0
+
+
+def test_worker_processes_give_the_same_curated_view(store):
+    # Sessions with a shared system prompt naming the user, verbatim repeats
+    # across sessions (so across workers), scrubbed values and a bad call.
+    traces = []
+    for i in range(60):
+        session = f"s{i % 7}"
+        text = f"weather in city {i % 9}? mail me at user{i % 5}@example.com"
+        system = f"You help {['Maria Garcia', 'John Peters', 'Aisha Khan'][i % 3]} with travel plans."
+        args = '{"city": "Paris"}' if i % 11 else '{"days": 2}'
+        traces.append(build_trace(req(text, system=system), resp(args=args), session_id=session))
+    store.add_traces(traces)
+
+    def view():
+        return {
+            t.id: (t.request["messages"], t.meta["curate"]["exact_hash"], t.meta["curate"]["near_dup_group"])
+            for t in iter_curated(store)
+        }
+
+    one = curate(store, CurateConfig(ner=False, workers=1))
+    first = view()
+    two = curate(store, CurateConfig(ner=False, full=True, workers=2, parallel_min=1, batch_size=7))
+    assert (two.seen, two.kept, two.dropped, two.scrubbed) == (one.seen, one.kept, one.dropped, one.scrubbed)
+    assert two.dropped["schema_violation"] == 6 and two.dropped["exact_duplicate"] > 0
+    second = view()
+    assert {k: v[:2] for k, v in second.items()} == {k: v[:2] for k, v in first.items()}
+    assert all("@example.com" not in json.dumps(v[0]) for v in second.values())

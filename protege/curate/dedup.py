@@ -165,7 +165,7 @@ class NearDupIndex:
         """Group ids that were merged into another: old -> surviving id."""
         return {g: self.find(g) for g in self._parent if self.find(g) != g}
 
-    def _hashvalues(self, sh: np.ndarray) -> np.ndarray:
+    def hashvalues(self, sh: np.ndarray) -> np.ndarray:
         """datasketch's "affine32" MinHash of the shingle hashes, computed in one
         numpy expression (``MinHash.update_batch`` loops in Python per shingle);
         a test checks both agree."""
@@ -176,7 +176,7 @@ class NearDupIndex:
             return (hv * self._a + self._b).min(axis=0).astype(np.uint32)
 
     def signature(self, sh: np.ndarray) -> str:
-        return base64.b64encode(self._hashvalues(sh).tobytes()).decode()
+        return base64.b64encode(self.hashvalues(sh).tobytes()).decode()
 
     def _band_keys(self, hv: np.ndarray) -> list[bytes]:
         r = self.rows
@@ -215,7 +215,11 @@ class NearDupIndex:
         """(near_dup_group, signature) for a new text; the group is ``key`` itself
         when nothing close enough is indexed yet."""
         sh = shingles(text)
-        hv = self._hashvalues(sh)
+        return self.assign_hashed(key, sh, self.hashvalues(sh))
+
+    def assign_hashed(self, key: str, sh: np.ndarray, hv: np.ndarray) -> tuple[str, str]:
+        """``assign`` for a text whose shingles and MinHash values (``hashvalues``)
+        were computed elsewhere (a curation worker process)."""
         group = key
         matched = False
         cands = self._query(hv)

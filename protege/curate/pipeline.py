@@ -56,6 +56,16 @@ class CurateConfig:
     )
     num_perm: int = field(default=64, metadata={"help": "MinHash permutations"})
     batch_size: int = field(default=1000, metadata={"help": "Traces read and written per batch"})
+    workers: int = field(
+        default=0,
+        metadata={
+            "help": "Processes that read, filter and scrub (sessions split between them); "
+            "0: one per CPU core, at most 2; 1: all in this process"
+        },
+    )
+    parallel_min: int = field(
+        default=4000, metadata={"help": "Fewest pending traces for which worker processes are started"}
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.near_dup_threshold <= 1.0:
@@ -88,6 +98,14 @@ class CurateReport:
         return d
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its finished worker processes."""
+    import os
+
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
@@ -100,18 +118,20 @@ def _insert(store: Any, table: sa.Table) -> Any:
     return insert(table).on_conflict_do_nothing(index_elements=[table.primary_key.columns.values()[0].name])
 
 
-def _pending_ids(store: Any, full: bool) -> list[str]:
+def _pending_ids(store: Any, full: bool) -> tuple[list[str], list[str | None]]:
+    """Ids (oldest first) of the traces to curate, with their session ids."""
     t = schema.traces
     if full:
-        q = sa.select(t.c.id)
+        q = sa.select(t.c.id, t.c.session_id)
     else:
         q = (
-            sa.select(t.c.id)
+            sa.select(t.c.id, t.c.session_id)
             .select_from(t.outerjoin(curated, curated.c.trace_id == t.c.id))
             .where(curated.c.trace_id.is_(None))
         )
     with store.engine.connect() as conn:
-        return [r[0] for r in conn.execute(q.order_by(t.c.id))]
+        rows = conn.execute(q.order_by(t.c.id)).all()
+    return [r[0] for r in rows], [r[1] for r in rows]
 
 
 def _decode(store: Any, text: str | None, encrypted: int) -> Any:
@@ -145,12 +165,11 @@ def curate(
     ``progress(done, total)`` is called after each batch. Returns the counts;
     with ``config.dry_run`` nothing is written.
     """
-    from protege.curate.dedup import NearDupIndex, dedup_text, exact_hash, shingles
-    from protege.curate.parts import RequestDecoder
+    from protege.curate.dedup import NearDupIndex, dedup_text, shingles
 
     cfg = config or CurateConfig()
     started = time.time()
-    started_cpu = time.process_time()
+    started_cpu = _cpu_s()
     report = CurateReport(run_id=new_id(), dry_run=cfg.dry_run)
     if cfg.scrub and scrubber is None:
         from protege.curate.scrub import Scrubber
@@ -160,7 +179,7 @@ def curate(
     if cfg.full and not cfg.dry_run:
         with store.engine.begin() as conn:
             conn.execute(curated.delete())
-    ids = _pending_ids(store, cfg.full)
+    ids, sessions = _pending_ids(store, cfg.full)
     total = len(ids)
 
     def load_shingles(key: str) -> Any:
@@ -217,110 +236,71 @@ def curate(
         with store.engine.connect() as conn:
             fb = [dict(r._mapping) for r in conn.execute(sa.select(schema.feedback))]
         by_trace, by_session = feedback_index(fb)
-    schemas = SchemaCache()
-    decoder = RequestDecoder()
+    worker_args = (store, scrubber, filters, by_trace, by_session, index)
     dropped: Counter[str] = Counter()
     scrubbed: Counter[str] = Counter()
-
-    for lo in range(0, total, cfg.batch_size):
-        chunk = ids[lo : lo + cfg.batch_size]
-        traces = _read_raw(store, chunk, decoder)
-        passing: list[_Raw] = []
+    done = 0
+    for chunk_results in _results(ids, sessions, cfg, worker_args):
         rows: list[dict[str, Any]] = []
         now = time.time()
-        for t in traces:
-            fb = by_trace.get(t.id) or (by_session.get(t.session_id) if t.session_id else None)
-            reason = check_trace(t, filters, schemas, fb)
-            if reason is None:
-                passing.append(t)
-            else:
-                rows.append(_row(report.run_id, t, now, kept=0, reason=reason))
-        # A request seen verbatim earlier in this run is an exact duplicate whatever
-        # scrubbing would make of it: skip the scrubbing.
-        fresh: list[tuple[_Raw, str]] = []
-        repeats: list[tuple[_Raw, str]] = []
-        for t in passing:
-            rh = exact_hash(t.request, t.tools_digest)
-            if rh in raw_seen:
-                repeats.append((t, rh))
-            else:
-                raw_seen[rh] = ""  # claimed; the scrubbed hash is filled in below
-                fresh.append((t, rh))
-        if scrubber is not None and fresh:
-            strings: list[str] = []
-            for t, _ in fresh:
-                strings.extend(scrubber.record_strings(t.request, t.response))
-            scrubber.prime(strings)
-        for t, rh in fresh:
-            request, response = t.request, t.response
-            req_delta: dict[str, Any] | None = None
-            resp_out: dict[str, Any] | None = None
-            if scrubber is not None:
-                red = scrubber.redactor()
-                request = scrubber.scrub_request(request, red)
-                response = scrubber.scrub_response(response, red)
-                if red.mapping:
-                    for kind, _ in red.mapping:
-                        scrubbed[kind] += 1
-                    req_delta = _delta(t.request, request)
-                    resp_out = response if response != t.response else None
-            h = rh if req_delta is None else exact_hash(request, t.tools_digest)
-            raw_seen[rh] = h
-            if h in seen_hashes:
+        for r in chunk_results:
+            if r.kinds and r.raw_hash not in raw_seen:  # counted once per distinct request, as one process would
+                for kind in r.kinds:
+                    scrubbed[kind] += 1
+            if r.reason is not None:
+                rows.append(_row(report.run_id, r, now, kept=0, reason=r.reason))
+                continue
+            # A request seen verbatim earlier in this run is an exact duplicate
+            # whatever scrubbing made of it (workers skip scrubbing such repeats).
+            h0 = raw_seen.get(r.raw_hash)
+            if h0 is None:
+                if r.hash is None:  # pragma: no cover - a worker returns repeats after their first
+                    raise RuntimeError("curation worker returned a repeat before its first occurrence")
+                raw_seen[r.raw_hash] = h0 = r.hash
+            if r.hash is not None and r.hash != h0 and h0 in seen_hashes:
+                # Another worker scrubbed this request first (its caches may have
+                # answered differently): this worker's hash must still count as seen.
+                seen_hashes.setdefault(r.hash, seen_hashes[h0])
+            if h0 in seen_hashes:
+                group = index.find(seen_hashes[h0])
                 rows.append(
-                    _row(
-                        report.run_id,
-                        t,
-                        now,
-                        kept=0,
-                        reason="exact_duplicate",
-                        exact_hash=h,
-                        group=index.find(seen_hashes[h]),
-                    )
+                    _row(report.run_id, r, now, kept=0, reason="exact_duplicate", exact_hash=h0, group=group)
                 )
                 continue
-            group, signature = index.assign(t.id, dedup_text(request))
-            if group != t.id:
+            if r.shingles is None:  # pragma: no cover - only skipped for hashes already kept
+                raise RuntimeError("curation worker skipped shingles of a new input")
+            group, signature = index.assign_hashed(r.id, r.shingles, r.hashvalues)
+            if group != r.id:
                 report.near_duplicates += 1
-            seen_hashes[h] = group
+            seen_hashes[h0] = group
+            if r.hash is not None:
+                seen_hashes.setdefault(r.hash, group)
             rows.append(
                 _row(
                     report.run_id,
-                    t,
+                    r,
                     now,
                     kept=1,
-                    exact_hash=h,
+                    exact_hash=h0,
                     group=group,
                     minhash=signature,
-                    request=_encode(store, req_delta),
-                    response=_encode(store, resp_out),
-                    encrypted=1 if store.cipher is not None else 0,
+                    request=r.request,
+                    response=r.response,
+                    encrypted=r.encrypted,
                 )
             )
-        for t, rh in repeats:
-            h0 = raw_seen[rh]
-            rows.append(
-                _row(
-                    report.run_id,
-                    t,
-                    now,
-                    kept=0,
-                    reason="exact_duplicate",
-                    exact_hash=h0,
-                    group=index.find(seen_hashes[h0]),
-                )
-            )
-        for r in rows:
-            if r["kept"]:
+        for row in rows:
+            if row["kept"]:
                 report.kept += 1
             else:
-                dropped[r["reason"]] += 1
+                dropped[row["reason"]] += 1
         report.seen += len(rows)
         if not cfg.dry_run and rows:
             with store.engine.begin() as conn:
                 conn.execute(_insert(store, curated), rows)
+        done += len(chunk_results)
         if progress is not None:
-            progress(min(lo + len(chunk), total), total)
+            progress(min(done, total), total)
 
     merged = index.merged()
     if merged and not cfg.dry_run:
@@ -334,7 +314,7 @@ def curate(
     report.dropped = {r: dropped[r] for r in REASONS if dropped.get(r)}
     report.scrubbed = dict(sorted(scrubbed.items()))
     report.elapsed_s = time.time() - started
-    report.cpu_s = time.process_time() - started_cpu
+    report.cpu_s = _cpu_s() - started_cpu
     if not cfg.dry_run:
         with store.engine.begin() as conn:
             conn.execute(
@@ -349,9 +329,188 @@ def curate(
     return report
 
 
+@dataclass
+class _Result:
+    """What a worker made of one trace; the run decides what is kept."""
+
+    id: str
+    created_at: float
+    reason: str | None = None
+    raw_hash: str = ""
+    hash: str | None = None  # scrubbed input hash; None for a repeat the worker saw before
+    request: str | None = None  # encoded scrubbed delta
+    response: str | None = None
+    encrypted: int = 0
+    kinds: tuple[str, ...] = ()
+    shingles: Any = None
+    hashvalues: Any = None
+
+
+class _Worker:
+    """The per-trace work, with no decision that depends on other traces:
+    read, decode, filter, scrub, hash, shingle. Its caches (detections, NER,
+    tools lists, schema validators) live as long as it does, so one worker
+    should see all calls of a session."""
+
+    def __init__(
+        self,
+        store: Any,
+        scrubber: Any,
+        filters: FilterConfig,
+        by_trace: dict[str, Any],
+        by_session: dict[str, Any],
+        hasher: Any,
+    ) -> None:
+        from protege.curate.parts import RequestDecoder
+
+        self.store, self.scrubber, self.filters = store, scrubber, filters
+        self.by_trace, self.by_session, self.hasher = by_trace, by_session, hasher
+        self.schemas = SchemaCache()
+        self.decoder = RequestDecoder()
+        self.raw_seen: set[str] = set()
+        self.hashed: set[str] = set()  # scrubbed hashes already shingled: the run keeps or drops them
+
+    def run(self, ids: list[str]) -> list[_Result]:
+        from protege.curate.dedup import dedup_text, exact_hash, shingles
+
+        store, scrubber = self.store, self.scrubber
+        out: list[_Result] = []
+        fresh: list[tuple[_Raw, str]] = []
+        repeats: list[_Result] = []
+        for t in _read_raw(store, ids, self.decoder):
+            fb = self.by_trace.get(t.id) or (self.by_session.get(t.session_id) if t.session_id else None)
+            reason = check_trace(t, self.filters, self.schemas, fb)
+            if reason is not None:
+                out.append(_Result(t.id, t.created_at, reason))
+                continue
+            rh = exact_hash(t.request, t.tools_digest)
+            if rh in self.raw_seen:
+                repeats.append(_Result(t.id, t.created_at, raw_hash=rh))
+            else:
+                self.raw_seen.add(rh)
+                fresh.append((t, rh))
+        if scrubber is not None and fresh:
+            strings: list[str] = []
+            for t, _ in fresh:
+                strings.extend(scrubber.record_strings(t.request, t.response))
+            scrubber.prime(strings)
+        encrypted = 1 if store.cipher is not None else 0
+        for t, rh in fresh:
+            request, response = t.request, t.response
+            req_delta: dict[str, Any] | None = None
+            resp_out: dict[str, Any] | None = None
+            kinds: tuple[str, ...] = ()
+            if scrubber is not None:
+                red = scrubber.redactor()
+                request = scrubber.scrub_request(request, red)
+                response = scrubber.scrub_response(response, red)
+                if red.mapping:
+                    kinds = tuple(kind for kind, _ in red.mapping)
+                    req_delta = _delta(t.request, request)
+                    resp_out = response if response != t.response else None
+            h = rh if req_delta is None else exact_hash(request, t.tools_digest)
+            r = _Result(t.id, t.created_at, raw_hash=rh, hash=h, kinds=kinds, encrypted=encrypted)
+            if h not in self.hashed:
+                self.hashed.add(h)
+                r.shingles = shingles(dedup_text(request))
+                r.hashvalues = self.hasher.hashvalues(r.shingles)
+                r.request = _encode(store, req_delta)
+                r.response = _encode(store, resp_out)
+            out.append(r)
+        out.extend(repeats)
+        return out
+
+
+# Set in the parent right before worker processes fork; each child builds its
+# own _Worker from it (nothing is pickled but the ids and the results).
+_FORK_ARGS: tuple[Any, ...] | None = None
+_CHILD: _Worker | None = None
+
+
+def _child_init() -> None:
+    global _CHILD
+    assert _FORK_ARGS is not None
+    store = _FORK_ARGS[0]
+    store.engine.dispose(close=False)  # the parent's pooled connections are not ours
+    _CHILD = _Worker(*_FORK_ARGS)
+
+
+def _child_run(ids: list[str]) -> list[_Result]:
+    assert _CHILD is not None
+    return _CHILD.run(ids)
+
+
+def _can_fork(store: Any) -> bool:
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    url = str(getattr(store, "url", "") or "")
+    if store.dialect == "sqlite":
+        return bool(url) and ":memory:" not in url and url.rstrip("/") not in ("sqlite:", "sqlite:/")
+    return store.dialect == "postgresql"
+
+
+def _results(
+    ids: list[str], sessions: list[str | None], cfg: CurateConfig, worker_args: tuple[Any, ...]
+) -> Iterator[list[_Result]]:
+    """Worker results, one list per chunk of ids, in a fixed order. With several
+    workers, traces are split by session (the calls of one agent run share
+    their prompts, so their scrubbing caches stay with one process) and each
+    worker's chunks come back in id order, interleaved round robin."""
+    import os
+    import zlib
+
+    workers = cfg.workers if cfg.workers > 0 else min(2, os.cpu_count() or 1)
+    store = worker_args[0]
+    if workers <= 1 or len(ids) < cfg.parallel_min or not _can_fork(store):
+        worker = _Worker(*worker_args)
+        for lo in range(0, len(ids), cfg.batch_size):
+            yield worker.run(ids[lo : lo + cfg.batch_size])
+        return
+
+    import multiprocessing
+
+    shards: list[list[str]] = [[] for _ in range(workers)]
+    for i, s in zip(ids, sessions, strict=True):
+        shards[zlib.crc32((s or i).encode()) % workers].append(i)
+    chunks = [[sh[lo : lo + cfg.batch_size] for lo in range(0, len(sh), cfg.batch_size)] for sh in shards]
+    scrubber = worker_args[1]
+    if scrubber is not None and scrubber._use_ner():
+        from protege.curate.scrub import load_ner
+
+        load_ner()  # once, before forking: the children share the loaded model
+    global _FORK_ARGS
+    _FORK_ARGS = worker_args
+    ctx = multiprocessing.get_context("fork")
+    pools = [ctx.Pool(1, initializer=_child_init) for _ in range(workers)]
+    _FORK_ARGS = None
+    try:
+        window = 2
+        pending: list[list[Any]] = [
+            [pools[w].apply_async(_child_run, (c,)) for c in chunks[w][:window]] for w in range(workers)
+        ]
+        for i in range(max(len(c) for c in chunks)):
+            for w in range(workers):
+                if i >= len(chunks[w]):
+                    continue
+                got = pending[w][i].get()
+                if i + window < len(chunks[w]):
+                    pending[w].append(pools[w].apply_async(_child_run, (chunks[w][i + window],)))
+                yield got
+    except BaseException:
+        for p in pools:
+            p.terminate()
+            p.join()
+        raise
+    for p in pools:
+        p.close()
+        p.join()
+
+
 def _row(
     run_id: str,
-    t: _Raw,
+    t: Any,
     now: float,
     *,
     kept: int,
