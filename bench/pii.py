@@ -19,6 +19,7 @@ against a naive curation of a sample that scrubs each trace on its own
     .venv/bin/python bench/pii.py
     .venv/bin/python bench/pii.py --curate-throughput 20000
     .venv/bin/python bench/pii.py --bfcl-mixture 20000   # bench/tasks.py's traffic
+    .venv/bin/python bench/pii.py --bfcl-timing 100000 --baseline-n 5000   # vs an earlier revision
 """
 
 from __future__ import annotations
@@ -464,18 +465,20 @@ from protege.curate.scrub import load_ner
 from protege.store import open_store
 load_ner()
 store = open_store(sys.argv[2])
-rep = curate(store, CurateConfig(full=True))
+extra = {"workers": int(sys.argv[3])} if len(sys.argv) > 3 else {}
+rep = curate(store, CurateConfig(full=True, **extra))
 print(json.dumps({"wall": rep.elapsed_s, "cpu": rep.cpu_s, "seen": rep.seen, "kept": rep.kept}))
 """
 
 
-def _timed_curate(code_root: Path, url: str) -> dict[str, Any]:
+def _timed_curate(code_root: Path, url: str, workers: int | None = None) -> dict[str, Any]:
     """One full curation run in a fresh process with ``code_root``'s protege."""
     import subprocess
 
-    out = subprocess.run(
-        [sys.executable, "-c", _TIMED_RUN, str(code_root), url], capture_output=True, text=True, check=True
-    )
+    cmd = [sys.executable, "-c", _TIMED_RUN, str(code_root), url]
+    if workers is not None:
+        cmd.append(str(workers))
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -526,16 +529,18 @@ def bfcl_timing(n: int, baseline_n: int, baseline_rev: str, setting: str) -> Non
         rows = [
             (f"baseline {baseline_rev[:10]}", baseline_n, _timed_curate(old_root, urls["small"])),
             ("this tree", baseline_n, _timed_curate(ROOT, urls["small"])),
+            ("this tree, 1 process", n, _timed_curate(ROOT, urls["big"], workers=1)),
             ("this tree", n, _timed_curate(ROOT, urls["big"])),
         ]
-    print(f"{'code':22} {'traces':>7} {'wall s':>7} {'cpu s':>7} {'per cpu s':>9} {'kept':>7}")
+    print(f"{'code':24} {'traces':>7} {'wall s':>7} {'cpu s':>7} {'per cpu s':>9} {'kept':>7}")
     for label, count, r in rows:
-        print(f"{label:22} {count:7d} {r['wall']:7.1f} {r['cpu']:7.1f} {r['seen'] / max(r['cpu'], 1e-9):9.0f} {r['kept']:7d}")
+        print(f"{label:24} {count:7d} {r['wall']:7.1f} {r['cpu']:7.1f} {r['seen'] / max(r['cpu'], 1e-9):9.0f} {r['kept']:7d}")
     old_rate = rows[0][2]["seen"] / max(rows[0][2]["cpu"], 1e-9)
     new_rate = rows[1][2]["seen"] / max(rows[1][2]["cpu"], 1e-9)
     print(
         f"\nper CPU second on {baseline_n} traces: {new_rate / old_rate:.1f}x the baseline; "
-        f"{n} traces: {rows[2][2]['wall']:.1f}s wall, {rows[2][2]['cpu']:.1f}s CPU "
+        f"{n} traces: {rows[3][2]['wall']:.1f}s wall, {rows[3][2]['cpu']:.1f}s CPU "
+        f"(1 process: {rows[2][2]['wall']:.1f}s wall) "
         f"(baseline projected: {n / old_rate:.0f}s CPU)"
     )
 
