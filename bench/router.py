@@ -47,20 +47,23 @@ def bench_decisions(tmp: Path, n: int = 2000) -> dict[str, Any]:
     index = TaskIndex.load(store)
     requests = [ex.request for ex in iter_bfcl_exchanges(cats, limit=60)]
     router = Router(
-        assign=lambda req, tag: index.assign(req),
+        assign=lambda req, tag: index.assign(req, task_tag=tag),
         promoted=lambda task: StudentInfo(adapter=f"{task}:v1"),
         routes=lambda task: Route(task, "live", 100.0),
     )
-    for r in requests[:50]:
-        router.decide(r)  # warm caches (fingerprint templates, embeddings)
+    # A miss: a first call of a tool loop (no earlier tool calls to go by)
+    # whose tool set was never seen, behind the system prompt every task
+    # shares: the fingerprint misses and the embedding classifier decides.
+    fresh = [r for r in requests if r.get("tools") and not any(m.get("tool_calls") for m in r["messages"])]
+    misses_in = []
+    for r in fresh[:200]:
+        r = json.loads(json.dumps(r))
+        r["tools"] = r["tools"][:-1]
+        misses_in.append(r)
+    for r in requests[:50] + misses_in[:5]:
+        router.decide(r)  # warm caches (fingerprint templates, the embedding model)
     hits = [router.decide(requests[i % len(requests)]).decision_us for i in range(n)]
-    # A miss: same kind of request with an unseen system prompt, so the
-    # fingerprint is new and the embedding classifier decides.
-    misses = []
-    for i in range(min(200, len(requests))):
-        r = json.loads(json.dumps(requests[i]))
-        r["messages"][0]["content"] = f"You are assistant #{i} of a brand new deployment."
-        misses.append(router.decide(r).decision_us)
+    misses = [router.decide(r).decision_us for r in misses_in]
     store.close()
     return {
         "fingerprint_hit_p50_us": statistics.median(hits),

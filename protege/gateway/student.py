@@ -92,7 +92,7 @@ class StudentPath:
         index = self._index
         if index is None:
             return (tag, 1.0) if tag else (None, None)
-        return index.assign(request, tag=tag) if _takes_tag(index) else index.assign(request)
+        return index.assign(request, task_tag=tag)
 
     def sync(self) -> None:
         """Reload task index, adapters and routes if anything changed."""
@@ -219,11 +219,3 @@ class StudentPath:
         except Exception as exc:
             log.warning("protege: shadow result not stored: %s", exc)
 
-
-def _takes_tag(index: Any) -> bool:
-    import inspect
-
-    try:
-        return "tag" in inspect.signature(index.assign).parameters
-    except (TypeError, ValueError):
-        return False
