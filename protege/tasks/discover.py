@@ -61,6 +61,12 @@ class Task:
     templates: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     tool_set: list[str] = field(default_factory=list)
+    # Share of calls whose request brought its own tools (a tool set seen with
+    # a single request), and the called tools' identifier style: what tells a
+    # new request with never-seen functions which such task it belongs to.
+    own_tools: float = 0.0
+    style: float = 0.5
+    offered: list[str] = field(default_factory=list)  # the shared tool catalogue its requests offer
     centroid: np.ndarray | None = None
     n_traces: int = 0
     traffic_share: float = 0.0
@@ -111,7 +117,9 @@ class Task:
             "label": self.label,
             "name": self.name,
             "output_type": self.output_type,
-            "fingerprints": json.dumps({"fingerprints": self.fingerprints, "templates": self.templates}),
+            "fingerprints": json.dumps({"fingerprints": self.fingerprints, "templates": self.templates,
+                                        "own_tools": self.own_tools, "style": self.style,
+                                        "offered": self.offered}),
             "tags": json.dumps(self.tags),
             "tool_set": json.dumps(self.tool_set),
             "centroid": centroid,
@@ -142,6 +150,9 @@ class Task:
             output_type=m["output_type"],
             fingerprints=fps.get("fingerprints", []),
             templates=fps.get("templates", []),
+            own_tools=float(fps.get("own_tools", 0.0)),
+            style=float(fps.get("style", 0.5)),
+            offered=list(fps.get("offered", [])),
             tags=json.loads(m["tags"] or "[]"),
             tool_set=json.loads(m["tool_set"] or "[]"),
             centroid=centroid,
@@ -209,6 +220,15 @@ def describe(
     tools = Counter(n for f in feats for n in f.called)
     fps = Counter(f.fp for f in feats)
     templates = Counter(f.template for f in feats)
+    fp_requests: dict[str, set[str]] = defaultdict(set)
+    for f in feats:
+        if len(fp_requests[f.fp]) < 3:
+            fp_requests[f.fp].add(f.instruction_key)
+    own_tools = sum(1 for f in feats if f.called and len(fp_requests[f.fp]) < 3) / max(1, len(feats))
+    styled = [f.style for f in feats if f.called and f.style != 0.5]
+    # The catalogue (tools offered at its recurring fingerprints), so that a
+    # request bringing new functions can be told from one offering the old ones.
+    offered = sorted({n for tup in {f.offered for f in feats if len(fp_requests[f.fp]) >= 3} for n in tup})
     tags = sorted({f.tag for f in feats if f.tag})
     cost = sum(f.cost_usd or 0.0 for f in feats)
     cost_share = cost / total_cost if total_cost > 0 else 0.0
@@ -232,6 +252,9 @@ def describe(
         templates=[t for t, _ in templates.most_common(50)],
         tags=tags,
         tool_set=sorted(tools),
+        own_tools=round(own_tools, 4),
+        offered=offered[:5000],
+        style=round(float(np.mean(styled)), 4) if styled else 0.5,
         centroid=centroid,
         n_traces=len(feats),
         traffic_share=len(feats) / total_n if total_n else 0.0,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protege.store.records import Trace
-from protege.tasks.fingerprint import _text_of, combine, fingerprint_parts, template_of
+from protege.tasks.fingerprint import _text_of, combine, fingerprint_parts, template_of, tool_names
 
 
 @dataclass(slots=True)
@@ -29,6 +29,7 @@ class CallFeatures:
     completion_tokens: int | None = None
     cost_usd: float | None = None
     session: str | None = None  # the agent run this call belongs to
+    offered: tuple[str, ...] = ()  # tool names the request offered (shared tuple per tool set)
     style: float = 0.5  # identifier style of the called tools: 0 snake_case .. 1 camelCase (0.5: no evidence)
 
 
@@ -99,6 +100,7 @@ _SNAKE = re.compile(r"[a-z0-9]_[a-z]")
 # name -> (camelCase identifiers, snake_case identifiers) in the tool's name and
 # parameter names; bounded so per-request tools cannot grow it without end.
 _STYLE: dict[str, tuple[int, int]] = {}
+_OFFERED: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def _identifier_counts(fn: dict[str, Any]) -> tuple[int, int]:
@@ -154,6 +156,7 @@ def extract(trace: Trace, docs: dict[str, str] | None = None) -> CallFeatures:
     if req.get("response_format") and out_type == "text":
         out_type = "json" if "json" in str(req["response_format"].get("type", "")) else out_type
     history = _history_tools(req)
+    offered_names = tool_names(req)
     if docs is not None:
         wanted = [n for n in called + history if n not in docs]
         if wanted:
@@ -180,5 +183,6 @@ def extract(trace: Trace, docs: dict[str, str] | None = None) -> CallFeatures:
         completion_tokens=trace.completion_tokens,
         cost_usd=trace.cost_usd,
         session=trace.session_id,
+        offered=_OFFERED.setdefault(offered_names, offered_names) if len(_OFFERED) < 50_000 else offered_names,
         style=tool_style(req, called),
     )

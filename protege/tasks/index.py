@@ -20,8 +20,8 @@ import sqlalchemy as sa
 
 from protege.tasks.discover import Task, load_tasks
 from protege.tasks.embed import HASHING, HASHING_DIM, EmbedConfig, Embedder
-from protege.tasks.features import _history_tools, answer_of, last_user_message
-from protege.tasks.fingerprint import fingerprint, fingerprint_parts
+from protege.tasks.features import _history_tools, answer_of, last_user_message, tool_style
+from protege.tasks.fingerprint import fingerprint, fingerprint_parts, tool_names
 
 
 class TaskIndex:
@@ -45,11 +45,14 @@ class TaskIndex:
         for t in self.tasks.values():
             for name in t.tool_set:
                 self.tool_owner[name].add(t.id)
+        self.known_tools = set(self.tool_owner).union(*(t.offered for t in self.tasks.values()))
         ids = [t.id for t in self.tasks.values() if t.centroid is not None]
         self._ids = np.array(ids)
         self._centroids = (
             np.stack([self.tasks[i].centroid for i in ids]).astype(np.float32) if ids else np.zeros((0, 384))
         )
+        self._styles = np.array([self.tasks[i].style for i in ids], dtype=np.float32)
+        self.style_weight = 1.0
         self._embed_one = lru_cache(maxsize=4096)(self._embed_uncached)
 
     @classmethod
@@ -67,11 +70,15 @@ class TaskIndex:
         return self._embedder.encode([text])[0]
 
     def nearest(
-        self, text: str, candidates: list[str] | None = None, *, threshold: float | None = None
+        self, text: str, candidates: list[str] | None = None, *, threshold: float | None = None,
+        style: float = 0.5,
     ) -> tuple[str | None, float]:
         if not len(self._ids) or not text:
             return None, 0.0
         sims = self._centroids @ self._embed_one(text[:2000])
+        if style != 0.5:
+            # camelCase functions against snake_case ones: another codebase.
+            sims = sims - self.style_weight * np.abs(self._styles - style)
         if candidates:
             mask = np.isin(self._ids, candidates)
             if mask.any():
@@ -92,16 +99,25 @@ class TaskIndex:
         if task_tag and task_tag in self.by_tag:
             return self.by_tag[task_tag], 1.0
         candidates = self.by_fp.get(fingerprint(request))
+        style = 0.5
         if candidates is None:
             # A new tool set behind a known prompt template (tools chosen per call).
             template = fingerprint_parts(request)[0]
             candidates = self.by_template.get(template)
+            new_tools = tuple(n for n in tool_names(request) if n not in self.known_tools)
+            own = [c for c in candidates or () if self.tasks[c].own_tools >= 0.5]
+            if new_tools and own:
+                # The request brought functions never seen: it belongs with the
+                # tasks whose requests bring their own, told apart by how the
+                # functions are written and what the call asks.
+                candidates = own
+                style = tool_style(request, new_tools)
         if candidates and len(candidates) == 1:
             return candidates[0], 1.0
         # Tools tell the task apart inside a site that mixes several: the ones
         # the answer calls, else the ones earlier steps of this tool loop called.
         called = answer_of(response)[2] if response is not None else ()
-        for names, confidence in ((called, 0.9), (_history_tools(request), 0.8)):
+        for names, confidence in ((called, 0.9), (_history_tools(request), 0.8), (_session_tools(request), 0.7)):
             if not names:
                 continue
             owned = [self.tool_owner[n] for n in names if n in self.tool_owner]
@@ -110,12 +126,23 @@ class TaskIndex:
                 owners &= set(candidates)
             if len(owners) == 1:
                 return owners.pop(), confidence
-        task_id, score = self.nearest(last_user_message(request), candidates)
-        if task_id is None and candidates and score > 0:
+        task_id, score = self.nearest(last_user_message(request), candidates, style=style)
+        if task_id is None and candidates and (score > 0 or style != 0.5):
             # A known call site: pick its closest task even below the threshold,
             # which guards against calls from sites never seen.
-            return self.nearest(last_user_message(request), candidates, threshold=-1.0)
+            return self.nearest(last_user_message(request), candidates, threshold=-1.0, style=style)
         return task_id, score
+
+
+def _session_tools(request: dict[str, Any]) -> tuple[str, ...]:
+    """Every tool called earlier in the conversation, across user turns: one
+    agent session works one toolkit."""
+    names: set[str] = set()
+    for msg in request.get("messages") or ():
+        if isinstance(msg, dict) and msg.get("role") == "assistant" and msg.get("tool_calls"):
+            names.update((tc.get("function") or {}).get("name") or "" for tc in msg["tool_calls"])
+    names.discard("")
+    return tuple(sorted(names))
 
 
 def assign_unassigned(store: Any, *, index: TaskIndex | None = None, threshold: float = 0.5) -> dict[str, int]:
