@@ -173,6 +173,23 @@ def _validator(schema_json: str) -> Any:
     return cls(schema)
 
 
+def schema_errors(instance: Any, schema: dict[str, Any] | None, *, limit: int = 3) -> list[str]:
+    """How ``instance`` breaks ``schema`` (BFCL types mapped), as messages; empty
+    when it is valid, when there is no schema, or when the schema is unusable.
+    The gateway validates students' answers with it, so serving and evaluation
+    judge validity alike."""
+    if not schema:
+        return []
+    try:
+        validator = _validator(json.dumps(schema, sort_keys=True, default=str))
+    except Exception:  # an unusable schema cannot reject an answer
+        return []
+    try:
+        return [e.message for e in validator.iter_errors(instance)][:limit]
+    except Exception as exc:
+        return [f"schema check failed: {exc}"]
+
+
 def schema_valid(instance: Any, schema: dict[str, Any] | None) -> bool:
     """``instance`` satisfies ``schema`` (BFCL types mapped); no schema: valid."""
     if not schema:

@@ -6,52 +6,12 @@ the teacher and the reasons are stored on the trace.
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
+from protege.evaluate.metrics import schema_errors
+
 ACCEPTABLE_FINISH = frozenset({"stop", "tool_calls", "function_call"})
-_JSON_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
-
-
-def _lenient(schema: Any) -> Any:
-    """Drop ``type`` values JSON Schema does not know (some tool catalogues use
-    "dict", "float", "any"), so a foreign dialect cannot fail a valid call."""
-    if isinstance(schema, dict):
-        out = {k: _lenient(v) for k, v in schema.items()}
-        t = out.get("type")
-        if isinstance(t, str) and t not in _JSON_TYPES:
-            out.pop("type")
-        elif isinstance(t, list):
-            kept = [x for x in t if x in _JSON_TYPES]
-            if kept:
-                out["type"] = kept
-            else:
-                out.pop("type")
-        return out
-    if isinstance(schema, list):
-        return [_lenient(v) for v in schema]
-    return schema
-
-
-@functools.lru_cache(maxsize=1024)
-def _validator(schema_json: str) -> Any:
-    import jsonschema
-
-    schema = _lenient(json.loads(schema_json))
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    return cls(schema)
-
-
-def schema_errors(instance: Any, schema: dict[str, Any] | None) -> list[str]:
-    """Messages for each way ``instance`` breaks ``schema`` (empty: valid)."""
-    if not schema:
-        return []
-    try:
-        validator = _validator(json.dumps(schema, sort_keys=True))
-    except Exception:  # an unusable schema cannot reject an answer
-        return []
-    return [e.message for e in validator.iter_errors(instance)][:3]
 
 
 def offered_tools(request: dict[str, Any]) -> dict[str, dict[str, Any]]:
