@@ -209,3 +209,79 @@ def test_cli_json(store):
     assert len(rows) == 18 and {r["task_id"] for r in rows} == {t["id"] for t in data["tasks"]}
     bad = runner.invoke(cli, ["tasks", "show", "nope", "--db", store.url])
     assert bad.exit_code == 2 and "no task" in bad.output and "Traceback" not in bad.output
+
+
+# -- one generic prompt: sessions and functions brought by the request ---------------------
+GENERIC = "You are Nova, the assistant of Acme. Use the tools when they help."
+KITS = {
+    "trading": {"buy_stock": "Buy shares of a stock for the user.", "sell_stock": "Sell shares of a stock.",
+                "get_quote": "Get the latest price of a stock.", "cancel_order": "Cancel an order by its id."},
+    "travel": {"book_flight": "Book a flight for the user.", "list_trips": "List the user's booked trips.",
+               "get_fare": "Get the fare of a flight.", "cancel_booking": "Cancel a booking by its id."},
+}
+
+
+def _tool(name, desc, params=("value",)):
+    props = {p: {"type": "string", "description": p} for p in params}
+    return {"type": "function", "function": {"name": name, "description": desc,
+                                             "parameters": {"type": "object", "properties": props}}}
+
+
+def _generic_traffic(rng, n_sessions=24, n_own=60):
+    """Agents of two toolkits (sessions of several calls, each ending in a
+    cancel that reads alike in both) and single calls that bring their own
+    function, snake_case or camelCase, behind one generic prompt."""
+    catalogue = [_tool(n, d) for kit in KITS.values() for n, d in kit.items()]
+    out = []
+    for s in range(n_sessions):
+        site = ("trading", "travel")[s % 2]
+        names = list(KITS[site])
+        msgs = [{"role": "system", "content": GENERIC}]
+        for step in range(4):
+            name = names[3] if step == 3 else rng.choice(names[:3])
+            msgs = [*msgs, {"role": "user", "content": f"please {name.replace('_', ' ')} number {rng.randint(1, 999)}"}]
+            req = {"model": "gpt-4o", "messages": msgs, "tools": catalogue}
+            resp = _resp(call=(name, {"value": str(step)}))
+            out.append((build_trace(req, resp, source="sdk", session_id=f"s{s}"), site))
+            msgs = [*msgs, resp["choices"][0]["message"],
+                    {"role": "tool", "tool_call_id": "c1", "content": "ok"}]
+    verbs = ["compute", "parse", "sort", "load", "format", "merge", "count", "open", "draw", "check"]
+    nouns = ["circle", "dates", "records", "file", "tax", "number", "lists", "words", "socket", "matrix"]
+    for i in range(n_own):
+        camel = i % 2 == 1
+        topic = f"{rng.choice(verbs)} the {rng.choice(nouns)}"
+        words = topic.split() + [str(i)]
+        name = (words[0] + "".join(w.title() for w in words[1:])) if camel else "_".join(words)
+        params = ("inputValue", "maxCount") if camel else ("input_value", "max_count")
+        own = _tool(name, f"Helps to {topic}.", params)
+        req = {"model": "gpt-4o", "messages": [{"role": "system", "content": GENERIC},
+                                               {"role": "user", "content": f"Help me {topic} for case {i}."}],
+               "tools": [*catalogue, own]}
+        out.append((build_trace(req, _resp(call=(name, {params[0]: "x"})), source="sdk", session_id=f"q{i}"),
+                    "code" if camel else "python"))
+    return out
+
+
+def test_generic_prompt_sessions_and_own_functions():
+    from protege.tasks.discover import build_tasks
+    from protege.tasks.features import extract
+
+    pairs = _generic_traffic(random.Random(3))
+    rng = random.Random(4)
+    rng.shuffle(pairs)
+    train, test = pairs[: int(0.8 * len(pairs))], pairs[int(0.8 * len(pairs)) :]
+    docs: dict[str, str] = {}
+    emb = Embedder(HASHING)
+    feats = [extract(t, docs) for t, _ in train]
+    tasks, labels, _ = build_tasks(feats, docs, emb, DiscoverConfig(min_task_share=0.0))
+    truth = [s for _, s in train]
+    assert adjusted_rand_score(truth, labels) >= 0.9
+    # The two cancels read alike but follow the toolkit their sessions use.
+    owner = {n: tasks[lab].id for f, lab in zip(feats, labels, strict=True) for n in f.called}
+    assert owner["cancel_order"] == owner["buy_stock"] != owner["cancel_booking"] == owner["book_flight"]
+    # Held-out single calls bring functions never seen: placed by the request alone.
+    index = TaskIndex(tasks, embedder=emb)
+    own_test = [(t, s) for t, s in test if s in ("code", "python")]
+    assert own_test
+    pred = [index.assign(t.request)[0] for t, _ in own_test]
+    assert adjusted_rand_score([s for _, s in own_test], pred) >= 0.9
