@@ -33,6 +33,7 @@ from typing import Any
 
 from protege.ids import new_id
 from protege.models.catalog import Catalog, Constraints, ModelSpec, load_catalog
+from protege.models.toolcall import _text
 
 log = logging.getLogger(__name__)
 
@@ -128,16 +129,6 @@ class Selection:
 
 
 # -- prompts --------------------------------------------------------------------
-
-
-def _text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return str(content)
 
 
 def query_text(row: dict[str, Any]) -> str:
