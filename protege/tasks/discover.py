@@ -97,6 +97,8 @@ class Task:
             "specialisation_score": self.specialisation_score,
             "score_parts": self.score_parts,
             "tool_set": self.tool_set,
+            "own_tools_share": self.own_tools,
+            "tool_style": self.style,
             "keywords": self.keywords,
             "tags": self.tags,
             "fingerprints": self.fingerprints[:20],
