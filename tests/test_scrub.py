@@ -239,3 +239,15 @@ def test_ner_templates_reuse_confirmed_answers_only():
     for p, n in zip(prompts, firsts, strict=True):
         assert n not in templ.scrub_text(p)
         assert templ.scrub_text(p) == full.scrub_text(p)
+
+
+def test_ner_templates_need_context():
+    from protege.curate.scrub import Scrubber
+
+    bare = ["Paris", "Berlin", "Python", "Celsius", "Michael"]
+    templ = Scrubber(template_confirmations=2)
+    templ.prime(bare[:3])
+    templ.prime(bare[3:])
+    assert templ.stats["template_hits"] == 0
+    full = Scrubber(template_confirmations=0)
+    assert [templ.detect(b) for b in bare] == [full.detect(b) for b in bare]

@@ -162,18 +162,25 @@ def _segments(text: str, gate: str | None = None) -> list[tuple[int, str]]:
     return out
 
 
+_CONTEXT_WORD = re.compile(r"\b[a-z]{2,}\b")
+_MIN_CONTEXT_WORDS = 5
+_TEMPLATE_TOKEN = re.compile(r"(?P<id>[\w-]*\d[\w-]*)|(?P<word>" + _TITLE_WORD.pattern + ")")
+
+
 def _template(text: str) -> tuple[str, list[tuple[int, int]]]:
     """``text`` with each capitalised word that could be a name replaced by a
     hole, and the (start, end) of those words."""
     holes: list[tuple[int, int]] = []
     parts: list[str] = []
     pos = 0
-    for m in _TITLE_WORD.finditer(text):
-        if m.group().lower() in _COMMON_CAPITALISED:
-            continue
+    for m in _TEMPLATE_TOKEN.finditer(text):
+        if m.lastgroup == "word":
+            if m.group().lower() in _COMMON_CAPITALISED:
+                continue
+            holes.append((m.start(), m.end()))
         parts.append(text[pos : m.start()])
-        parts.append("\x00")
-        holes.append((m.start(), m.end()))
+        # Ids and hex strings vary per call too, but are never names: masked, not holes.
+        parts.append("\x00" if m.lastgroup == "word" else "\x01")
         pos = m.end()
     parts.append(text[pos:])
     return "".join(parts), holes
@@ -533,7 +540,8 @@ class Scrubber:
         later: list[tuple[str, str, list[tuple[int, int]]]] = []
         for k, seg in run.items():
             tkey, holes = _template(k)
-            if need <= 0 or not holes:
+            # A template is its context: a bare value ("Michael", "Paris") has none.
+            if need <= 0 or not holes or len(_CONTEXT_WORD.findall(tkey)) < _MIN_CONTEXT_WORDS:
                 first[k] = seg
                 continue
             got = self._templates.get(tkey)
