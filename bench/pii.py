@@ -20,6 +20,7 @@ against a naive curation of a sample that scrubs each trace on its own
     .venv/bin/python bench/pii.py --curate-throughput 20000
     .venv/bin/python bench/pii.py --bfcl-mixture 20000   # bench/tasks.py's traffic
     .venv/bin/python bench/pii.py --bfcl-timing 100000 --baseline-n 5000   # vs an earlier revision
+    .venv/bin/python bench/pii.py --ner-templates 3000   # NER templates vs NER on every segment
 """
 
 from __future__ import annotations
@@ -545,6 +546,44 @@ def bfcl_timing(n: int, baseline_n: int, baseline_rev: str, setting: str) -> Non
     )
 
 
+def ner_templates(n: int, setting: str) -> None:
+    """Scrubbed BFCL-mixture requests with NER templates against NER on every
+    distinct segment (the naive way): NER work, and records where either
+    one redacted more names."""
+    try:
+        from tasks import Mixture  # type: ignore[import-not-found]
+    except ImportError as exc:
+        print(f"BFCL mixture unavailable ({exc})")
+        return
+    from protege.curate.scrub import Scrubber, load_ner
+
+    traces = [t for t, _ in Mixture().traces(setting, n=n, seed=1)]
+    load_ner()
+    out: dict[int, list[str]] = {}
+    print(f"NER templates on {n} BFCL-mixture requests ({setting} setting)")
+    for confirmations in (0, 3):
+        s = Scrubber(template_confirmations=confirmations)
+        t0 = time.process_time()
+        strings: list[str] = []
+        for t in traces:
+            strings.extend(s.record_strings(t.request, t.response))
+        s.prime(strings)
+        out[confirmations] = [json.dumps(s.scrub_request(t.request)["messages"]) for t in traces]
+        label = "NER on every segment" if confirmations == 0 else "templates (3 confirmations)"
+        print(
+            f"{label:30} cpu {time.process_time() - t0:6.1f}s  NER runs {s.stats['ner_runs']:6d}  "
+            f"template answers {s.stats['template_hits']:6d}"
+        )
+    full, templ = out[0], out[3]
+    more_full = sum(a.count("<PERSON_") > b.count("<PERSON_") for a, b in zip(full, templ, strict=True))
+    more_templ = sum(a.count("<PERSON_") < b.count("<PERSON_") for a, b in zip(full, templ, strict=True))
+    same = sum(a == b for a, b in zip(full, templ, strict=True))
+    print(
+        f"identical scrubbed requests {same}/{n}; more names redacted by every-segment NER in {more_full}, "
+        f"by templates in {more_templ}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per system (median reported)")
@@ -573,7 +612,13 @@ def main() -> None:
     )
     ap.add_argument("--baseline-n", type=int, default=10000, help="traces the baseline curates in --bfcl-timing")
     ap.add_argument("--baseline-rev", default="479db5d", help="git revision whose curation is the baseline")
+    ap.add_argument(
+        "--ner-templates", type=int, default=0, metavar="N", help="only compare NER templates on N BFCL traces"
+    )
     args = ap.parse_args()
+    if args.ner_templates:
+        ner_templates(args.ner_templates, args.setting)
+        return
     if args.bfcl_timing:
         bfcl_timing(args.bfcl_timing, args.baseline_n, args.baseline_rev, args.setting)
         return
