@@ -101,6 +101,13 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: float) -> floa
 @click.option("--no-ner", is_flag=True, help="Scrub without spaCy NER (no person names; faster).")
 @click.option("--surrogates", is_flag=True, help="Scrub with realistic fake values instead of placeholders.")
 @click.option("--no-schema-check", is_flag=True, help="Do not validate tool-call arguments against schemas.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Worker processes (0: one per core, at most 2; 1: none). Used from 4000 pending traces.",
+)
 @json_option
 @friendly_errors
 def curate(
@@ -114,6 +121,7 @@ def curate(
     no_ner: bool,
     surrogates: bool,
     no_schema_check: bool,
+    workers: int,
     as_json: bool,
 ) -> None:
     """Filter, scrub and dedup traces into the curated view.
@@ -133,6 +141,7 @@ def curate(
         feedback_labels=feedback_labels,
         near_dup_threshold=near_dup_threshold,
         check_schema=not no_schema_check,
+        workers=workers,
     )
     store = open_store_or_fail(db_url)
     try:
@@ -180,6 +189,6 @@ def _print_report(r: CurateReport) -> None:
     extra = [f"{r.near_duplicates} kept traces joined a near-duplicate group"]
     if r.scrubbed:
         extra.append("scrubbed: " + ", ".join(f"{k.lower()} {v}" for k, v in r.scrubbed.items()))
-    extra.append(f"{r.elapsed_s:.1f}s, {r.traces_per_s:.0f} traces/s")
+    extra.append(f"{r.elapsed_s:.1f}s ({r.cpu_s:.1f}s CPU), {r.traces_per_s:.0f} traces/s")
     for line in extra:
         c.print(line)
