@@ -265,9 +265,18 @@ def cluster_calls(
         for a, d in zip(rest, distinct_n, strict=True)
     ]
     # A request that brought its own tools (a tool set seen with too few
-    # requests to be a catalogue) is grouped with its kind below, not with the
+    # requests to be a catalogue, offering a called tool found in few tool sets) is grouped with its kind below, not with the
     # jobs of a shared tool catalogue, even when its function recurs.
-    carried = [fp_requests[_main_fp(feats, a)] < cfg.min_distinct for a in rest]
+    # Agents that pick tools per request (retrieval) also send rare tool sets,
+    # but the tools they call recur across many of them: not brought along.
+    sets_with: Counter[str] = Counter()
+    for offered in {id(f.offered): f.offered for f in feats}.values():  # shared tuples: no hashing of each
+        sets_with.update(offered)
+    carried = [
+        fp_requests[_main_fp(feats, a)] < cfg.min_distinct
+        and all(sets_with[n] < cfg.min_distinct for n in a.key[1] if n != NO_ACTION)
+        for a in rest
+    ]
     core = [a for a, r, c in zip(rest, recurring, carried, strict=True) if r and not c]
     stray = [a for a, r, c in zip(rest, recurring, carried, strict=True) if not r and not c]
     own_tools = [a for a, c in zip(rest, carried, strict=True) if c]

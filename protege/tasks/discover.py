@@ -230,7 +230,8 @@ def describe(
     styled = [f.style for f in feats if f.called and f.style != 0.5]
     # The catalogue (tools offered at its recurring fingerprints), so that a
     # request bringing new functions can be told from one offering the old ones.
-    offered = sorted({n for tup in {f.offered for f in feats if len(fp_requests[f.fp]) >= 3} for n in tup})
+    offered = sorted({n for tup in {id(f.offered): f.offered for f in feats if len(fp_requests[f.fp]) >= 3}.values()
+                      for n in tup})
     tags = sorted({f.tag for f in feats if f.tag})
     cost = sum(f.cost_usd or 0.0 for f in feats)
     cost_share = cost / total_cost if total_cost > 0 else 0.0
