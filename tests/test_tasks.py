@@ -285,3 +285,30 @@ def test_generic_prompt_sessions_and_own_functions():
     assert own_test
     pred = [index.assign(t.request)[0] for t, _ in own_test]
     assert adjusted_rand_score([s for _, s in own_test], pred) >= 0.9
+
+
+def test_tools_picked_per_request_from_a_catalogue_are_not_own_functions():
+    """An agent that retrieves a few tools per request sends a new tool set
+    almost every time, but the tools it calls recur: its jobs are clustered
+    like a catalogue's, not as requests bringing their own functions."""
+    from protege.tasks.cluster import cluster_calls
+    from protege.tasks.features import extract
+
+    rng = random.Random(5)
+    kit = [(n, d) for k in KITS.values() for n, d in k.items()]
+    docs: dict[str, str] = {}
+    feats = []
+    for i in range(80):
+        name, desc = kit[i % len(kit)]
+        picked = rng.sample([t for t in kit if t[0] != name], 3) + [(name, desc)]
+        req = {"model": "gpt-4o", "messages": [{"role": "system", "content": GENERIC},
+                                               {"role": "user", "content": f"please {name.replace('_', ' ')} {i}"}],
+               "tools": [_tool(n, d) for n, d in picked]}
+        feats.append(extract(build_trace(req, _resp(call=(name, {"value": "1"})), source="sdk"), docs))
+    from protege.tasks.discover import describe
+
+    result = cluster_calls(feats, docs, Embedder(HASHING))
+    for g in range(result.n_clusters):
+        members = [f for f, lab in zip(feats, result.labels, strict=True) if lab == g]
+        task = describe(members, total_n=len(feats), total_cost=0.0, keywords=[], centroid=None)
+        assert task.own_tools < 0.5

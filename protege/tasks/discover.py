@@ -226,11 +226,18 @@ def describe(
     for f in feats:
         if len(fp_requests[f.fp]) < 3:
             fp_requests[f.fp].add(f.instruction_key)
-    own_tools = sum(1 for f in feats if f.called and len(fp_requests[f.fp]) < 3) / max(1, len(feats))
+    sets_with: Counter[str] = Counter()
+    for tup in {id(f.offered): f.offered for f in feats}.values():
+        sets_with.update(tup)
+    # Brought along: a rare tool set whose called tools are found in few tool
+    # sets (an agent retrieving tools per request calls recurring ones).
+    own = [bool(f.called) and len(fp_requests[f.fp]) < 3 and all(sets_with[n] < 3 for n in f.called)
+           for f in feats]
+    own_tools = sum(own) / max(1, len(feats))
     styled = [f.style for f in feats if f.called and f.style != 0.5]
     # The catalogue (tools offered at its recurring fingerprints), so that a
     # request bringing new functions can be told from one offering the old ones.
-    offered = sorted({n for tup in {id(f.offered): f.offered for f in feats if len(fp_requests[f.fp]) >= 3}.values()
+    offered = sorted({n for tup in {id(f.offered): f.offered for f, o in zip(feats, own, strict=True) if not o}.values()
                       for n in tup})
     tags = sorted({f.tag for f in feats if f.tag})
     cost = sum(f.cost_usd or 0.0 for f in feats)
