@@ -442,8 +442,12 @@ def _child_run(ids: list[str]) -> list[_Result]:
 
 def _can_fork(store: Any) -> bool:
     import multiprocessing
+    import sys
 
     if "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    if "torch" in sys.modules:
+        # OpenMP thread pools (torch's) do not survive a fork; curation then runs in-process.
         return False
     url = str(getattr(store, "url", "") or "")
     if store.dialect == "sqlite":
