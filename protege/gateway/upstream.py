@@ -8,6 +8,7 @@ answer 504 (timeout) or 502 (connection or protocol failure).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,7 +38,7 @@ class UpstreamConnectError(UpstreamError):
     code = "upstream_connect_error"
 
 
-class UpstreamResponse:
+class UpstreamResponse(abc.ABC):
     """Status, forwardable headers and a body read once (whole or chunked)."""
 
     status: int
@@ -45,14 +46,17 @@ class UpstreamResponse:
     content_type: bytes
     content_encoding: bytes | None = None
 
-    async def read(self) -> bytes:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def read(self) -> bytes:
+        """The whole body."""
 
-    def chunks(self) -> AsyncIterator[bytes]:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives."""
 
-    async def close(self) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release the connection."""
 
 
 def _forwardable(pairs: Any) -> tuple[list[tuple[bytes, bytes]], bytes, bytes | None]:
