@@ -206,3 +206,19 @@ def test_agree():
     assert agree(a, b) and not agree(a, _call("f", {"x": 2}))
     assert agree({"content": " Hello  World"}, {"content": "hello world"})
     assert agree({"content": '{"a": 1}'}, {"content": '{ "a" : 1 }'})
+
+
+def test_ui_is_behind_the_gateway_keys(tmp_path):
+    import httpx
+
+    from protege.gateway.app import create_app
+
+    cfg = GatewayConfig(upstream="http://127.0.0.1:9/v1", db_url=f"sqlite:///{tmp_path / 'k.db'}",
+                        gateway_keys=["sk-gw-secret"], keys_file=tmp_path / "k.json",
+                        capture=WriterConfig(spool_path=tmp_path / "spool.jsonl"))
+    with ServerThread(app=create_app(cfg)) as srv:
+        denied = httpx.get(srv.url + "/ui/traces")
+        assert denied.status_code == 401 and denied.headers["www-authenticate"].startswith("Basic")
+        assert httpx.get(srv.url + "/ui/traces", auth=("any", "sk-wrong")).status_code == 401
+        assert httpx.get(srv.url + "/ui/traces", auth=("any", "sk-gw-secret")).status_code == 200
+        assert httpx.get(srv.url + "/ui/traces", headers={"X-Protege-Key": "sk-gw-secret"}).status_code == 200
