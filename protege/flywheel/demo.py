@@ -89,22 +89,15 @@ def _client(base_url: str, tag: bool) -> Any:
 
 def drive(client: Any, entries: list[tuple[str, dict[str, Any]]], label: str, progress: Any) -> list[Any]:
     """Run the agent over ``entries``; one EntryResult each."""
-    from protege.importers import bfcl as B
-    from protege.simulate.bfcl import SimulateConfig, _run_multi, _run_single
+    from protege.simulate.bfcl import SimulateConfig, run_entry
 
     cfg = SimulateConfig(categories=[])
     out = []
     task = progress.add_task(label, total=len(entries))
     for i, (cat, e) in enumerate(entries):
-        if cat in B.MULTI_TURN:
-            r = _run_multi(client, cat, e, cfg)
-        else:
-            try:
-                r = _run_single(client, cat, e, i, cfg, cat)
-            except B._Skip:
-                progress.advance(task)
-                continue
-        out.append(r)
+        r = run_entry(client, cat, e, i, cfg)
+        if r is not None:
+            out.append(r)
         progress.advance(task)
     return out
 

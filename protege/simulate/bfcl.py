@@ -265,6 +265,21 @@ def _run_multi(client: Any, category: str, entry: dict[str, Any], cfg: SimulateC
     return res
 
 
+def run_entry(client: Any, category: str, entry: dict[str, Any], index: int, cfg: SimulateConfig,
+              source: str | None = None) -> EntryResult | None:
+    """Drive one BFCL entry through ``client``; None for entries that cannot
+    be simulated (agentic categories, entries without ground truth)."""
+    source = source or category
+    if source in B.MULTI_TURN:
+        return _run_multi(client, category, entry, cfg)
+    if source in B.AGENTIC:
+        return None  # needs a live search engine or memory write phase
+    try:
+        return _run_single(client, category, entry, index, cfg, source)
+    except B._Skip:
+        return None
+
+
 def simulate_bfcl(
     client: Any, cfg: SimulateConfig, *, progress: Callable[[EntryResult], None] | None = None
 ) -> SimulateReport:
@@ -276,15 +291,9 @@ def simulate_bfcl(
         if cfg.limit is not None:
             pairs = pairs[: cfg.limit]
         for index, (source, entry) in enumerate(pairs, start=cfg.offset):
-            if source in B.MULTI_TURN:
-                r = _run_multi(client, category, entry, cfg)
-            elif source in B.AGENTIC:
-                continue  # needs a live search engine or memory write phase
-            else:
-                try:
-                    r = _run_single(client, category, entry, index, cfg, source)
-                except B._Skip:
-                    continue
+            r = run_entry(client, category, entry, index, cfg, source)
+            if r is None:
+                continue
             report.results.append(r)
             if progress is not None:
                 progress(r)
