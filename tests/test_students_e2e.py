@@ -195,6 +195,16 @@ def test_shadow_mode_stores_agreement_and_route_off(stack):
     assert row.valid == 1 and row.agree in (0, 1) and row.task_id == "weather"
     teacher = raw.parse().choices[0].message.model_dump()
     assert row.agree == int(agree(json.loads(row.student_response), teacher))
+    # A streamed teacher answer is compared too (reassembled off the request path).
+    with stack["client"].chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, tools=[WEATHER], stream=True,
+        extra_headers={"X-Protege-Task": "weather"},
+    ) as resp:
+        streamed_id = resp.headers["x-protege-trace-id"]
+        list(resp.iter_lines())
+    trace_id = streamed_id
+    _wait(lambda: stored() is not None)
+    assert stored().agree in (0, 1)
     set_route(stack["store"], "weather", "off")
     _wait(lambda: stack["students"].routes.get("weather").mode == "off")
     assert _ask(stack["client"]).headers["x-protege-served-by"] == "teacher"

@@ -11,6 +11,7 @@ from protege.datasets.build import (
     detect_output_type,
     list_datasets,
     load_dataset,
+    read_jsonl,
     trace_to_row,
 )
 from protege.datasets.prefix import detect_prefix
@@ -25,6 +26,7 @@ __all__ = [
     "detect_prefix",
     "list_datasets",
     "load_dataset",
+    "read_jsonl",
     "stratified_group_split",
     "trace_to_row",
 ]

@@ -392,7 +392,8 @@ def build_dataset(store: Any, task_id: str, config: DatasetConfig | None = None)
 # -- load -----------------------------------------------------------------------------
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; a missing file has none."""
     if not path.exists():
         return []
     with open(path, encoding="utf-8") as fh:
@@ -401,7 +402,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def load_path(path: Path) -> Dataset:
     manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    splits = {s: _read_jsonl(path / f"{s}.jsonl") for s in SPLITS}
+    splits = {s: read_jsonl(path / f"{s}.jsonl") for s in SPLITS}
     return Dataset(manifest, splits["train"], splits["validation"], splits["test"], path)
 
 

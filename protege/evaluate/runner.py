@@ -201,13 +201,6 @@ class TaskData:
     path: Path | None = None
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def _rows(split: Any) -> list[dict[str, Any]]:
     if split is None:
         return []
@@ -219,34 +212,11 @@ def _rows(split: Any) -> list[dict[str, Any]]:
 
 
 def load_task_data(task_id: str, version: str | None = None) -> TaskData:
-    """The task's dataset through ``protege.datasets.load_dataset``, or straight
-    from its directory (docs/CONTRACTS.md layout) where that package is absent."""
-    try:
-        from protege.datasets import load_dataset
-    except ImportError:
-        load_dataset = None
-    if load_dataset is not None:
-        ds = load_dataset(task_id, version)
-        return TaskData(dict(ds.manifest), _rows(ds.train), _rows(ds.test), Path(ds.path))
-    from protege.config import artifacts_dir
+    """The task's dataset (``protege.datasets.load_dataset``) as the runner uses it."""
+    from protege.datasets import load_dataset
 
-    root = artifacts_dir() / "datasets" / task_id
-    if version is None:
-        versions = sorted(
-            (p for p in root.glob("*") if (p / "manifest.json").exists()),
-            key=lambda p: (int(p.name.lstrip("v")) if p.name.lstrip("v").isdigit() else -1, p.name),
-        )
-        if not versions:
-            raise FileNotFoundError(
-                f"no dataset for task {task_id!r} under {root} (run `protege dataset build`)"
-            )
-        path = versions[-1]
-    else:
-        path = root / version
-        if not (path / "manifest.json").exists():
-            raise FileNotFoundError(f"no dataset version {version!r} for task {task_id!r} under {root}")
-    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    return TaskData(manifest, _read_jsonl(path / "train.jsonl"), _read_jsonl(path / "test.jsonl"), path)
+    ds = load_dataset(task_id, version)
+    return TaskData(dict(ds.manifest), _rows(ds.train), _rows(ds.test), Path(ds.path))
 
 
 @dataclass

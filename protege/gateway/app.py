@@ -533,9 +533,7 @@ class Gateway:
             stream_trace, self._req_arg(req, body), parts, error, trace_id, wall, latency, ttft,
             client, session, task, encoding, routing))
         if decision is not None and decision.shadow and error is None and encoding is None:
-            acc = StreamAccumulator()
-            acc.feed_sse_bytes(b"".join(parts))
-            self.students.shadow(req, decision, orjson.dumps(acc.result()), trace_id)  # type: ignore[union-attr]
+            self.students.shadow(req, decision, b"".join(parts), trace_id, streamed=True)  # type: ignore[union-attr]
 
     async def _upstream_failed(self, send: Any, exc: UpstreamError, req: dict[str, Any], trace_id: str,
                                wall: float, t0: float, client: str | None, session: str | None,

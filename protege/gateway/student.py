@@ -49,6 +49,24 @@ def agree(student: dict[str, Any], teacher: dict[str, Any]) -> bool:
         return " ".join(a.lower().split()) == " ".join(b.lower().split())
 
 
+def _teacher_message(body: bytes, streamed: bool) -> dict[str, Any] | None:
+    if streamed:
+        from protege.capture.stream import StreamAccumulator
+
+        acc = StreamAccumulator()
+        acc.feed_sse_bytes(body)
+        completion: Any = acc.result()
+    else:
+        try:
+            completion = json.loads(body)
+        except ValueError:
+            return None
+    try:
+        return completion["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
 def student_completion(answer: StudentAnswer, *, adapter: str, completion_id: str) -> dict[str, Any]:
     return {
         "id": completion_id,
@@ -80,6 +98,9 @@ class StudentPath:
         self._index: Any = None
         self._assign_override = assign
         self._stop = threading.Event()
+        from protege.registry import Registry
+
+        self._registry = Registry(store)
         self.router = Router(assign=self._assign, promoted=self._students.get, routes=self.routes)
         self.sync()
         self._thread = threading.Thread(target=self._loop, name="protege-student-sync", daemon=True)
@@ -96,11 +117,9 @@ class StudentPath:
 
     def sync(self) -> None:
         """Reload task index, adapters and routes if anything changed."""
-        from protege.registry import Registry
-
         self.routes.refresh()
+        reg = self._registry
         try:
-            reg = Registry(self.store)
             stamp = reg.changed_at()
         except Exception as exc:  # keep serving what is loaded
             log.warning("protege: cannot read the adapter registry: %s", exc)
@@ -186,15 +205,15 @@ class StudentPath:
             return None, [f"engine_error:{type(exc).__name__}"]
         return ans, validate_answer(request, ans.message, ans.finish_reason)
 
-    def shadow(self, request: dict[str, Any], decision: Decision, teacher_body: bytes, trace_id: str) -> None:
-        """Run the student in the background and store whether it agreed."""
+    def shadow(self, request: dict[str, Any], decision: Decision, teacher_body: bytes, trace_id: str,
+               *, streamed: bool = False) -> None:
+        """Run the student in the background and store whether it agreed.
+        ``teacher_body`` is the teacher's JSON answer, or its SSE stream when
+        ``streamed`` (reassembled here, off the request path)."""
 
         async def run() -> None:
             ans, reasons = await self.answer(request, decision)
-            try:
-                teacher = json.loads(teacher_body)["choices"][0]["message"]
-            except (ValueError, KeyError, IndexError, TypeError):
-                teacher = None
+            teacher = _teacher_message(teacher_body, streamed)
             row = {
                 "trace_id": trace_id,
                 "task_id": decision.task_id,

@@ -33,7 +33,7 @@ from typing import Any
 
 from protege.ids import new_id
 from protege.models.catalog import Catalog, Constraints, ModelSpec, load_catalog
-from protege.models.toolcall import _text
+from protege.models.toolcall import content_text as _text
 
 log = logging.getLogger(__name__)
 

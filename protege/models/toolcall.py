@@ -31,6 +31,7 @@ __all__ = [
     "TOOL_CALL_OPEN",
     "answer_suffix",
     "build_prompt",
+    "content_text",
     "compact_tools_text",
     "parse_completion",
     "prepare_messages",
@@ -91,7 +92,7 @@ def render_completion(message: dict[str, Any], tokenizer: Any = None) -> str:
     model protege ships today uses the Hermes blocks, so it is not consulted.
     """
     parts: list[str] = []
-    content = _text(message.get("content"))
+    content = content_text(message.get("content"))
     if content:
         parts.append(content)
     for call in message.get("tool_calls") or []:
@@ -122,7 +123,7 @@ def supports_tools(tokenizer: Any) -> bool:
     return bool(template) and "tools" in str(template)
 
 
-def _text(content: Any) -> str:
+def content_text(content: Any) -> str:
     """OpenAI content may be a string, None or a list of parts; keep the text."""
     if content is None:
         return ""
@@ -162,7 +163,7 @@ def strip_prefix(
     prefix = prefix or {}
     system = prefix.get("system")
     if system and msgs and msgs[0].get("role") in ("system", "developer"):
-        text = _text(msgs[0].get("content"))
+        text = content_text(msgs[0].get("content"))
         if text.strip() == system.strip():
             msgs = msgs[1:]
         elif text.startswith(system):
@@ -206,16 +207,16 @@ def prepare_messages(
             out.append({"role": "assistant", "content": render_completion(m, tokenizer)})
         elif role == "tool" and not native:
             out.append(
-                {"role": "tool", "content": f"<tool_response>\n{_text(m.get('content'))}\n</tool_response>"}
+                {"role": "tool", "content": f"<tool_response>\n{content_text(m.get('content'))}\n</tool_response>"}
             )
         elif role == "assistant" and m.get("tool_calls"):
             calls = [
                 {"type": "function", "function": {"name": n, "arguments": a}}
                 for n, a in map(_call_parts, m["tool_calls"])
             ]
-            out.append({"role": "assistant", "content": _text(m.get("content")), "tool_calls": calls})
+            out.append({"role": "assistant", "content": content_text(m.get("content")), "tool_calls": calls})
         else:
-            out.append({"role": role, "content": _text(m.get("content"))})
+            out.append({"role": role, "content": content_text(m.get("content"))})
     if tools and not native:
         desc = compact_tools_text(tools) if compact else tools_system_text(tools)
         if out and out[0]["role"] == "system":

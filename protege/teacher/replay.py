@@ -18,11 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-
-def _text(content: Any) -> str:
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
+from protege.models.toolcall import content_text as _text
 
 
 def _args(raw: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -147,53 +146,11 @@ class TaskData:
     path: Path | None = None
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def read_dataset_dir(path: Path) -> TaskData:
-    """Read ``manifest.json`` and the split files of one dataset version."""
-    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    return TaskData(
-        manifest=manifest,
-        train=_read_jsonl(path / "train.jsonl"),
-        validation=_read_jsonl(path / "validation.jsonl"),
-        test=_read_jsonl(path / "test.jsonl"),
-        path=path,
-    )
-
-
 def load_task_dataset(task_id: str, version: str | None = None) -> Any:
-    """The task's dataset through ``protege.datasets``; reading the documented
-    artifact layout directly only when that stage is not installed."""
-    try:
-        from protege.datasets import load_dataset
-    except ImportError:
-        load_dataset = None
-    if load_dataset is not None:
-        return load_dataset(task_id, version=version)
-    from protege.config import artifacts_dir
+    """The task's dataset (``protege.datasets.load_dataset``)."""
+    from protege.datasets import load_dataset
 
-    root = artifacts_dir() / "datasets" / task_id
-    if not root.is_dir():
-        raise FileNotFoundError(f"no dataset for task {task_id!r} (build one with `protege dataset build`)")
-    if version is None:
-        versions = sorted((p for p in root.iterdir() if (p / "manifest.json").exists()), key=_version_key)
-        if not versions:
-            raise FileNotFoundError(f"no dataset version for task {task_id!r}")
-        return read_dataset_dir(versions[-1])
-    path = root / version
-    if not (path / "manifest.json").exists():
-        raise FileNotFoundError(f"no dataset version {version!r} for task {task_id!r}")
-    return read_dataset_dir(path)
-
-
-def _version_key(p: Path) -> tuple[int, str]:
-    digits = "".join(ch for ch in p.name if ch.isdigit())
-    return (int(digits) if digits else -1, p.name)
+    return load_dataset(task_id, version=version)
 
 
 def rows_of(split: Any) -> list[dict[str, Any]]:

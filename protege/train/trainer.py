@@ -40,10 +40,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from protege.datasets import read_jsonl
 from protege.train.config import TrainConfig, parse_layers
 from protege.train.data import (
     TokenizedExample,
-    _read_jsonl,
     collate,
     length_grouped_batches,
     load_task_dataset,
@@ -429,7 +429,7 @@ def train_adapter(
         raise ValueError(f"task {task_id!r} has no training examples")
     synthetic: list[dict[str, Any]] = []
     if run_dir is not None and (run_dir / SYNTHETIC).exists():
-        train_rows = train_rows + rows_of(_read_jsonl(run_dir / SYNTHETIC))
+        train_rows = train_rows + rows_of(read_jsonl(run_dir / SYNTHETIC))
     elif augment is not None and augment_client is not None and len(train_rows) < augment.target:
         from protege.train.augment import augment_rows
 
