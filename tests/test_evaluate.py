@@ -401,6 +401,14 @@ def test_real_student_and_base_baselines_generate(tiny_adapter):
     zs = report.systems["base_zero_shot"].metrics
     for name, iv in st.metrics.items():
         assert iv.value == pytest.approx(zs[name].value, nan_ok=True), name
+    # Per-example evidence for the gate's confidence floor, in test order.
+    sel = report.selective
+    assert sel is not None and sel["basis"] == report.share_basis
+    assert len(sel["confidence"]) == len(sel["student"]) == len(sel["teacher"]) == report.n_examples
+    assert all(0.0 < c <= 1.0 for c in sel["confidence"])
+    assert sum(x for x in sel["student"] if x == x) / report.n_examples == pytest.approx(
+        st.vs_ground_truth["exact_call_match"].value if report.share_basis == "ground_truth"
+        else st.metrics["exact_call_match"].value)
 
 
 def test_baselines_without_an_adapter_from_a_base_model(tiny_base, _isolated_home: Path):

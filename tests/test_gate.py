@@ -147,3 +147,58 @@ def test_cli_gate(db_url):
         assert len(list_decisions(store, "c-bad")) == 2
     finally:
         store.close()
+
+
+def _selective(n: int, sure_right: int, unsure_wrong_every: int = 2) -> dict:
+    """``sure_right`` confident answers, all right; below them, less sure
+    answers of which every ``unsure_wrong_every``-th is wrong."""
+    conf, st = [], []
+    for i in range(n):
+        if i < sure_right:
+            conf.append(0.99 - i * 1e-4)
+            st.append(1.0)
+        else:
+            conf.append(0.5 - i * 1e-4)
+            st.append(0.0 if i % unsure_wrong_every == 0 else 1.0)
+    return {"basis": "reference", "confidence": conf, "student": st, "teacher": [1.0] * n, "valid": [1.0] * n}
+
+
+def test_choose_floor_serves_the_sure_answers_and_stops_at_the_first_failure():
+    from protege.evaluate.gate import GateThresholds, choose_floor
+
+    t = GateThresholds(min_test_examples=30)
+    floor, curve = choose_floor(_selective(100, 70, unsure_wrong_every=1), t)
+    assert floor is not None
+    # The 70 sure answers and one miss: one error in 71 still bounds the share
+    # above 0.95 by the bootstrap; the second miss ends the scan.
+    assert floor.served == 71 and floor.min_confidence == pytest.approx(0.5 - 70e-4)
+    assert floor.share.low >= 0.95 and floor.coverage == pytest.approx(0.71)
+    assert curve[0]["coverage"] == 0.01 and len(curve) >= 70
+    # Too few sure answers to show anything: no floor.
+    assert choose_floor(_selective(100, 10), t)[0] is None
+    # The evidence rule counts served answers, not the test split.
+    assert choose_floor(_selective(100, 70), GateThresholds(min_test_examples=80))[0] is None
+
+
+def test_gate_passes_with_a_confidence_floor_and_records_it(store):
+    rec, report = evaluated(store, "t-floor", 100, wrong_every=2)
+    assert gate(store, "t-floor", rec.id, min_test_examples=30).decision == "fail"  # no confidences recorded
+    report.selective = _selective(100, 60, unsure_wrong_every=1)
+    report.id = None
+    from protege.evaluate.runner import save_report
+
+    save_report(store, report)
+    decision = gate(store, "t-floor", rec.id, min_test_examples=30)
+    assert decision.passed, [c.message for c in decision.checks]
+    assert decision.floor is not None and decision.floor.served == 61
+    assert "coverage" in {c.name for c in decision.checks}
+    serving = Registry(store).get(rec.id).metrics["serving"]
+    assert serving["min_confidence"] == pytest.approx(decision.floor.min_confidence)
+    assert serving["coverage"] == pytest.approx(0.61) and serving["gate_decision"] == decision.id
+    (stored, *_) = list_decisions(store, "t-floor")
+    assert stored["reasons"]["floor"]["served"] == 61 and stored["reasons"]["floor_curve"]
+    # A floor that serves less than min_coverage does not pass.
+    low = gate(store, "t-floor", rec.id, min_test_examples=30, min_coverage=0.8)
+    assert not low.passed and "coverage" in {c.name for c in low.failed_checks}
+    # Off: all or nothing, as before.
+    assert not gate(store, "t-floor", rec.id, min_test_examples=30, confidence_floor=False).passed

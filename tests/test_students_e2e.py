@@ -232,3 +232,25 @@ def test_ui_is_behind_the_gateway_keys(tmp_path):
         assert httpx.get(srv.url + "/ui/traces", auth=("any", "sk-wrong")).status_code == 401
         assert httpx.get(srv.url + "/ui/traces", auth=("any", "sk-gw-secret")).status_code == 200
         assert httpx.get(srv.url + "/ui/traces", headers={"X-Protege-Key": "sk-gw-secret"}).status_code == 200
+
+
+def test_confidence_floor_defers_unsure_answers_to_the_teacher(stack):
+    reg, store = stack["reg"], stack["store"]
+    engine = stack["students"].engine
+    (ans,) = engine.generate_sync("weather", [{"messages": MESSAGES, "tools": [WEATHER]}])
+    assert ans.confidence is not None and 0.0 < ans.confidence <= 1.0
+    # A floor above the answer's confidence: the teacher answers, the trace says why.
+    reg.update_metrics(stack["good"].id, {"serving": {"min_confidence": min(1.0, ans.confidence + 1e-3)}})
+    _wait(lambda: stack["students"].router.promoted("weather").min_confidence is not None)
+    raw = _ask(stack["client"])
+    assert raw.headers["x-protege-served-by"] == "fallback"
+    assert raw.parse().choices[0].message.tool_calls[0].function.name == "get_weather"
+    t = _trace(stack, raw)
+    assert t.fallback_reason == "low_confidence"
+    from protege.flywheel.drift import served_counts
+
+    assert served_counts(store, "weather", 0.0).get("deferred") == 1  # not a validation failure
+    # At or under the answer's confidence the student serves again.
+    reg.update_metrics(stack["good"].id, {"serving": {"min_confidence": ans.confidence * 0.99}})
+    _wait(lambda: (stack["students"].router.promoted("weather").min_confidence or 1.0) < ans.confidence)
+    assert _ask(stack["client"]).headers["x-protege-served-by"] == "student"

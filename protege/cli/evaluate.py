@@ -218,6 +218,16 @@ def eval_(
     "--max-ci-width", type=float, default=0.20, show_default=True, help="Widest acceptable interval."
 )
 @click.option("--to", "to", type=click.Choice(["shadow", "promoted"]), default="shadow", show_default=True)
+@click.option(
+    "--confidence-floor/--no-confidence-floor",
+    default=True,
+    show_default=True,
+    help="When the whole task falls short, serve only answers above a confidence floor that passes.",
+)
+@click.option(
+    "--min-coverage", type=float, default=0.2, show_default=True,
+    help="Share of test answers a confidence floor must still serve.",
+)
 @db_option
 @json_option
 @friendly_errors
@@ -229,6 +239,8 @@ def gate(
     min_examples: int | None,
     max_ci_width: float,
     to: str,
+    confidence_floor: bool,
+    min_coverage: float,
     db_url: str | None,
     as_json: bool,
 ) -> None:
@@ -247,6 +259,8 @@ def gate(
             min_test_examples=min_examples,
             max_ci_width=max_ci_width,
             to=to,
+            confidence_floor=confidence_floor,
+            min_coverage=min_coverage,
         )
     finally:
         store.close()
@@ -260,6 +274,10 @@ def gate(
             con.print(f"{mark} {c.name}: {c.message}{short}")
         if decision.passed:
             moved = f"; adapter set to {decision.status}" if decision.status else ""
+            if decision.floor is not None:
+                f = decision.floor
+                moved += (f"; serves answers with confidence >= {f.min_confidence:.3g}"
+                          f" ({f.coverage:.0%} of test answers), the rest go to the teacher")
             con.print(f"[bold green]PASS[/bold green] {task} {adapter}{moved}")
         else:
             con.print(

@@ -20,9 +20,23 @@ less, so n >= 3 / (1 - min_share) = 60. The default minimum is that figure
 lower bound clearing the threshold says more about noise than about the
 student: at n = 60 and 90 % accuracy the interval is already about 0.15 wide.
 
+**Confidence floor.** A student short of the bar on the whole task may
+still be as good as the teacher on the answers it is sure of. When the
+evaluation recorded the student's confidence per answer (the lowest
+probability of any token it generated), the gate looks for a floor: answers
+are taken from the most confident down, and each larger set is tested with the
+checks above (evidence counted in served answers); the scan stops at the first
+set that fails (fixed-sequence testing: no peeking past a failure), and the
+lowest floor that passed, if it serves at least ``min_coverage`` of the test
+answers, is the adapter's. The gateway then serves only answers at or above the
+floor and sends the rest to the teacher. The floor is chosen on the test
+split, so its measured share is optimistic by a little: the shadow phase and
+the live validation rate are what confirm it.
+
 Every decision, pass or fail, is stored in ``gate_decisions`` with the
 thresholds and the evidence; on a pass the adapter registry (when installed)
-moves the adapter to ``shadow`` or ``promoted``.
+moves the adapter to ``shadow`` or ``promoted`` and records the floor under
+its ``serving`` metrics, where the gateway reads it.
 """
 
 from __future__ import annotations
@@ -33,6 +47,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
+from protege.evaluate.bootstrap import Interval
 from protege.evaluate.runner import EvalReport, load_report
 
 STATUSES = ("shadow", "promoted")
@@ -56,6 +73,13 @@ class GateThresholds:
     )
     max_ci_width: float = field(default=0.20, metadata={"help": "widest acceptable interval of the share"})
     to: str = field(default="shadow", metadata={"help": "status on a pass: shadow or promoted"})
+    confidence_floor: bool = field(
+        default=True,
+        metadata={"help": "when the whole task falls short, look for a confidence floor above which it passes"},
+    )
+    min_coverage: float = field(
+        default=0.2, metadata={"help": "share of test answers a confidence floor must still serve"}
+    )
 
     def resolved(self) -> GateThresholds:
         if self.min_test_examples is None:
@@ -91,6 +115,138 @@ class Check:
 
 
 @dataclass
+class Floor:
+    """A confidence floor and what the student scored at or above it."""
+
+    min_confidence: float | None  # None: every answer is served
+    served: int
+    n: int
+    share: Interval
+    validity: float
+
+    @property
+    def coverage(self) -> float:
+        return self.served / self.n if self.n else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "min_confidence": self.min_confidence,
+            "served": self.served,
+            "n": self.n,
+            "coverage": round(self.coverage, 6),
+            "share": self.share.to_dict(),
+            "validity": self.validity,
+        }
+
+
+def _subset_share(st: np.ndarray, te: np.ndarray, n_resamples: int, alpha: float, seed: int) -> Interval:
+    """student/teacher (sums) with a percentile-bootstrap interval."""
+    k = len(st)
+    den = float(te.sum())
+    value = float(st.sum()) / den if den > 0 else float("nan")
+    if k == 0:
+        return Interval(value, float("nan"), float("nan"))
+    idx = np.random.default_rng(seed).integers(0, k, size=(n_resamples, k))
+    num_s, den_s = st[idx].sum(axis=1), te[idx].sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(den_s > 0, num_s / np.where(den_s > 0, den_s, 1), np.nan)
+    ratio = ratio[~np.isnan(ratio)]
+    if not len(ratio):
+        return Interval(value, float("nan"), float("nan"))
+    return Interval(value, float(np.quantile(ratio, alpha / 2)), float(np.quantile(ratio, 1 - alpha / 2)))
+
+
+def choose_floor(
+    selective: dict[str, Any], t: GateThresholds, *, n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> tuple[Floor | None, list[dict[str, Any]]]:
+    """The lowest confidence floor whose served answers pass the gate's checks,
+    scanning from the most confident answers down and stopping at the first
+    failure; and the scanned curve (floor, coverage, share) for the report."""
+    t = t.resolved()
+    conf = np.asarray([-1.0 if c is None else float(c) for c in selective.get("confidence") or []])
+    st = np.asarray(selective.get("student") or [], dtype=float)
+    te = np.asarray(selective.get("teacher") or [], dtype=float)
+    valid = np.asarray(selective.get("valid") or [], dtype=float)
+    n = len(conf)
+    if n == 0 or not (len(st) == len(te) == len(valid) == n):
+        return None, []
+    scored = ~(np.isnan(st) | np.isnan(te))  # examples without a score on the basis count as served, unscored
+    best: Floor | None = None
+    curve: list[dict[str, Any]] = []
+    testing = False
+    for floor in sorted({float(c) for c in conf if c >= 0}, reverse=True):
+        served = conf >= floor
+        k = int(served.sum())
+        sel = served & scored
+        share = _subset_share(st[sel], te[sel], n_resamples, alpha, seed)
+        v = valid[served]
+        validity = float(np.nanmean(v)) if len(v) and not np.isnan(v).all() else float("nan")
+        cand = Floor(floor, k, n, share, validity)
+        curve.append({"min_confidence": floor, "coverage": round(k / n, 6), "share": share.to_dict()})
+        if int(sel.sum()) < (t.min_test_examples or 0):
+            continue  # not enough evidence yet: keep widening
+        testing = True
+        ok = (
+            not math.isnan(share.low)
+            and share.low >= t.min_share
+            and share.width <= t.max_ci_width
+            and not math.isnan(validity)
+            and validity >= t.min_validity
+        )
+        if not ok:
+            break
+        best = cand
+    if best is not None and not testing:
+        best = None
+    return best, curve
+
+
+def floor_checks(floor: Floor, t: GateThresholds, basis: str, metric: str) -> list[Check]:
+    """The gate's checks on the answers at or above ``floor``, plus its coverage."""
+    where = f"at confidence >= {floor.min_confidence:.3g}"
+    sh = floor.share
+    return [
+        Check(
+            "share_of_teacher",
+            not math.isnan(sh.low) and sh.low >= t.min_share,
+            sh.low,
+            t.min_share,
+            f"{where}, lower 95% bound of the share of teacher quality on {metric} ({basis}) is {_fmt(sh.low)}"
+            f" (point {_fmt(sh.value)}); needs >= {t.min_share:.3f}",
+        ),
+        Check(
+            "validity",
+            not math.isnan(floor.validity) and floor.validity >= t.min_validity,
+            floor.validity,
+            t.min_validity,
+            f"{where}, validity of the student is {_fmt(floor.validity)}; needs >= {t.min_validity:.3f}",
+        ),
+        Check(
+            "test_examples",
+            floor.served >= (t.min_test_examples or 0),
+            float(floor.served),
+            float(t.min_test_examples or 0),
+            f"{floor.served} test answers {where}; needs >= {t.min_test_examples}",
+        ),
+        Check(
+            "ci_width",
+            not math.isnan(sh.width) and sh.width <= t.max_ci_width,
+            sh.width,
+            t.max_ci_width,
+            f"{where}, the share's interval is {_fmt(sh.width)} wide; needs <= {t.max_ci_width:.3f}",
+        ),
+        Check(
+            "coverage",
+            floor.coverage >= t.min_coverage,
+            floor.coverage,
+            t.min_coverage,
+            f"the floor serves {floor.coverage:.1%} of test answers ({floor.served} of {floor.n});"
+            f" needs >= {t.min_coverage:.1%}",
+        ),
+    ]
+
+
+@dataclass
 class GateDecision:
     task_id: str
     adapter_id: str | None
@@ -99,6 +255,7 @@ class GateDecision:
     checks: list[Check]
     thresholds: GateThresholds
     status: str | None = None  # the registry status set on a pass
+    floor: Floor | None = None  # on a pass with a confidence floor: the floor
     id: str | None = None
     created_at: float = field(default_factory=time.time)
 
@@ -120,6 +277,7 @@ class GateDecision:
             "status": self.status,
             "checks": [c.to_dict() for c in self.checks],
             "thresholds": asdict(self.thresholds),
+            "floor": self.floor.to_dict() if self.floor else None,
             "created_at": self.created_at,
         }
 
@@ -190,19 +348,26 @@ def gate(
     min_test_examples: int | None = None,
     max_ci_width: float = 0.20,
     to: str = "shadow",
+    confidence_floor: bool = True,
+    min_coverage: float = 0.2,
     report: EvalReport | None = None,
     evaluation_id: str | None = None,
 ) -> GateDecision:
     """Decide on the newest evaluation of ``adapter_id`` (or the given one),
-    store the decision and, on a pass, set the adapter's registry status."""
+    store the decision and, on a pass, set the adapter's registry status and
+    its serving confidence floor (none when the whole task passed)."""
     if to not in STATUSES:
         raise ValueError(f"--to must be one of {', '.join(STATUSES)}, not {to!r}")
+    from protege.ids import new_id
+
     thresholds = GateThresholds(
         min_share=min_share,
         min_validity=min_validity,
         min_test_examples=min_test_examples,
         max_ci_width=max_ci_width,
         to=to,
+        confidence_floor=confidence_floor,
+        min_coverage=min_coverage,
     ).resolved()
     if adapter_id and report is None:
         adapter_id = _registry_id(store, task_id, adapter_id)
@@ -212,6 +377,23 @@ def gate(
         adapter_id = report.adapter_id
     checks = checks_for(report, thresholds)
     passed = all(c.ok for c in checks)
+    floor: Floor | None = None
+    curve: list[dict[str, Any]] = []
+    if not passed and thresholds.confidence_floor and report is not None and report.selective:
+        floor, curve = choose_floor(report.selective, thresholds, alpha=float(report.config.get("alpha") or 0.05))
+        if floor is None:
+            best = max(curve, key=lambda p: p["share"].get("low") or 0.0, default=None)
+            at = f" (best lower bound {_fmt(best['share'].get('low'))} at coverage {best['coverage']:.0%})" if best else ""
+            checks.append(Check("confidence_floor", False, None, thresholds.min_share,
+                                "no confidence floor passes either" + at))
+        else:
+            basis = str(report.selective.get("basis") or report.share_basis or "reference")
+            fchecks = floor_checks(floor, thresholds, basis, report.primary_metric)
+            if all(c.ok for c in fchecks):
+                checks, passed = fchecks, True
+            else:  # a floor passes but serves too little
+                checks += [c for c in fchecks if not c.ok]
+                floor = None
     decision = GateDecision(
         task_id=task_id,
         adapter_id=adapter_id,
@@ -219,11 +401,33 @@ def gate(
         decision="pass" if passed else "fail",
         checks=checks,
         thresholds=thresholds,
+        floor=floor,
     )
+    decision.id = new_id()
     if passed and adapter_id:
+        # The floor first: a gateway that sees the new status must see its floor too.
+        _set_serving(store, adapter_id, decision)
         decision.status = _set_registry_status(store, adapter_id, to, checks)
-    save_decision(store, decision, report)
+    save_decision(store, decision, report, curve)
     return decision
+
+
+def _set_serving(store: Any, adapter_id: str, decision: GateDecision) -> None:
+    try:
+        from protege.registry import Registry
+    except ImportError:
+        return
+    f = decision.floor
+    serving = {
+        "min_confidence": f.min_confidence if f else None,
+        "coverage": f.coverage if f else 1.0,
+        "gate_decision": decision.id,
+        "evaluation_id": decision.evaluation_id,
+    }
+    try:
+        Registry(store).update_metrics(adapter_id, {"serving": serving})
+    except (KeyError, ValueError):  # not a registered adapter (a directory): nothing to record
+        pass
 
 
 def _registry_id(store: Any, task_id: str, adapter: str) -> str:
@@ -247,7 +451,9 @@ def _set_registry_status(store: Any, adapter_id: str, to: str, checks: list[Chec
     return to
 
 
-def save_decision(store: Any, decision: GateDecision, report: EvalReport | None = None) -> str:
+def save_decision(
+    store: Any, decision: GateDecision, report: EvalReport | None = None, curve: list[dict[str, Any]] | None = None
+) -> str:
     from protege.evaluate.migrations import gate_decisions
     from protege.ids import new_id
 
@@ -260,6 +466,8 @@ def save_decision(store: Any, decision: GateDecision, report: EvalReport | None 
         "primary_metric": report.primary_metric if report else None,
         "n_examples": report.n_examples if report else None,
         "dataset_hash": report.dataset_hash if report else None,
+        "floor": decision.floor.to_dict() if decision.floor else None,
+        "floor_curve": curve or None,
     }
     with store.engine.begin() as conn:
         conn.execute(

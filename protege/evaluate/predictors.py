@@ -95,6 +95,9 @@ class TransformersPredictor:
         self.max_new_tokens = max_new_tokens
         self.progress = progress
         self.stats: dict[str, float] = {"seconds": 0.0, "generated_tokens": 0, "calls": 0}
+        # Per answer of the last ``predict`` call, in its order: the lowest
+        # probability of any generated token (``protege.models.confidence``).
+        self.confidences: list[float | None] = []
 
     @property
     def device(self) -> str:
@@ -113,7 +116,9 @@ class TransformersPredictor:
 
     def predict(self, rows: Sequence[dict[str, Any]]) -> list[Message]:
         import torch
+        from transformers import LogitsProcessorList
 
+        from protege.models.confidence import step_recorder
         from protege.models.toolcall import parse_completion
 
         tok = self.tokenizer
@@ -125,6 +130,7 @@ class TransformersPredictor:
         # in the caller's order.
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Message | None] = [None] * len(prompts)
+        conf: list[float | None] = [None] * len(prompts)
         self.model.eval()
         eos = {
             t
@@ -136,6 +142,7 @@ class TransformersPredictor:
             enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(self.device) for k, v in enc.items()}
             t0 = time.perf_counter()
+            probs = step_recorder()
             with torch.inference_mode():
                 gen = self.model.generate(
                     **enc,
@@ -143,6 +150,7 @@ class TransformersPredictor:
                     do_sample=False,
                     pad_token_id=tok.pad_token_id,
                     eos_token_id=sorted(eos) or None,
+                    logits_processor=LogitsProcessorList([probs]),
                 )
             self.stats["seconds"] += time.perf_counter() - t0
             new = gen[:, enc["input_ids"].shape[1] :]
@@ -152,11 +160,16 @@ class TransformersPredictor:
                 while n and ids[n - 1] == tok.pad_token_id:
                     n -= 1
                 self.stats["generated_tokens"] += n
+                # The stop token counts (stopping too early is an error too); a
+                # pad token doubling as EOS was trimmed above, so look in ``ids``.
+                stop = next((k for k, t in enumerate(ids) if t in eos or t == tok.pad_token_id), None)
+                conf[i] = probs.confidence(j, stop + 1 if stop is not None else len(ids))
                 text = tok.decode(ids[:n], skip_special_tokens=False)
                 out[i] = parse_completion(text)
             self.stats["calls"] += len(idx)
             if self.progress:
                 self.progress(len(idx))
+        self.confidences = conf
         return [m or {"role": "assistant", "content": None, "tool_calls": None} for m in out]
 
 

@@ -116,6 +116,9 @@ class EvalReport:
     share_basis: str | None = None  # "ground_truth" | "reference"
     cost: dict[str, Any] = field(default_factory=dict)
     bfcl: dict[str, Any] | None = None
+    # Per test example, for the gate's confidence floor: the student's
+    # confidence, its and the teacher's score on the share's basis, validity.
+    selective: dict[str, list[Any]] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     id: str | None = None
     created_at: float = field(default_factory=time.time)
@@ -145,6 +148,7 @@ class EvalReport:
             "share_basis": self.share_basis,
             "cost": self.cost,
             "bfcl": self.bfcl,
+            "selective": self.selective,
             "config": self.config,
             "created_at": self.created_at,
         }
@@ -184,6 +188,7 @@ class EvalReport:
             share_basis=d.get("share_basis"),
             cost=d.get("cost") or {},
             bfcl=d.get("bfcl"),
+            selective=d.get("selective"),
             config=d.get("config") or {},
             id=d.get("id"),
             created_at=d.get("created_at") or 0.0,
@@ -340,6 +345,8 @@ def evaluate_task(
     samples: dict[str, dict[str, np.ndarray]] = {}
     gt_samples: dict[str, dict[str, np.ndarray]] = {}
     all_preds: dict[str, list[M.Message]] = {}
+    per_example: dict[str, dict[str, np.ndarray]] = {}  # system -> primary / gt / validity per example
+    student_conf: list[float | None] | None = None
     for name, predictor in systems.items():
         say(f"predicting: {name} ({len(rows)} examples)")
         if advance is not None and hasattr(predictor, "progress"):
@@ -377,10 +384,18 @@ def evaluate_task(
         comps, defs = M.components_for(output_type, preds, rows, refs, **extra)
         intervals, samples[name] = bootstrap(defs, comps, resampler, alpha=config.alpha)
         res = SystemResult(name, intervals)
+        per_example[name] = {
+            "reference": _each(defs, comps, primary),
+            "valid": _each(defs, comps, validity),
+        }
         if has_gt:
             gcomps = M.ground_truth_components(preds, gts, [r.get("tools") for r in rows], name_maps)
             gt_iv, gt_samples[name] = bootstrap(M.GROUND_TRUTH_METRICS, gcomps, resampler, alpha=config.alpha)
             res.vs_ground_truth = gt_iv
+            per_example[name]["ground_truth"] = np.asarray(gcomps["gt_exact"], dtype=float)
+        if name == "student":
+            c = list(getattr(predictor, "confidences", None) or [])
+            student_conf = c if len(c) == len(rows) and any(x is not None for x in c) else None
         if name != "teacher":
             seconds = stats.get("seconds") or wall
             calls = stats.get("calls") or len(rows)
@@ -406,6 +421,15 @@ def evaluate_task(
         config=_config_dict(config),
     )
     _share(report, samples, gt_samples, has_gt, primary, config.alpha)
+    if student_conf is not None and "student" in per_example and "teacher" in per_example:
+        basis = report.share_basis or "reference"
+        report.selective = {
+            "basis": basis,
+            "confidence": student_conf,
+            "student": per_example["student"][basis].tolist(),
+            "teacher": per_example["teacher"][basis].tolist(),
+            "valid": per_example["student"]["valid"].tolist(),
+        }
     _costs(report, store, rows, device, config)
     if config.checker == "bfcl" and "student" in all_preds:
         from protege.evaluate.bfcl_check import cross_check
@@ -416,6 +440,16 @@ def evaluate_task(
     if config.store_result:
         save_report(store, report)
     return report
+
+
+def _each(defs: Sequence[M.Metric], comps: M.Components, metric: str) -> np.ndarray:
+    """``metric`` of each example on its own (NaN where it does not apply)."""
+    m = [d for d in defs if d.name == metric]
+    n = len(next(iter(comps.values()))) if comps else 0
+    if not m or n == 0:
+        return np.full(n, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(M.compute(m, comps, np.eye(n))[metric], dtype=float)
 
 
 def _latency_ms(predictor: Any, rows: Sequence[dict[str, Any]], k: int) -> float | None:

@@ -85,6 +85,13 @@ class FlywheelConfig:
         default=None, metadata={"help": "gate: test examples needed (default: rule of three)"}
     )
     max_ci_width: float = field(default=0.20, metadata={"help": "gate: widest acceptable interval"})
+    confidence_floor: bool = field(
+        default=True,
+        metadata={"help": "gate: a student short on the whole task may serve the answers it is sure of"},
+    )
+    min_coverage: float = field(
+        default=0.2, metadata={"help": "gate: share of test answers a confidence floor must still serve"}
+    )
     shadow: bool = field(
         default=True,
         metadata={"help": "route a gated adapter in shadow first; off: promote as soon as the gate passes"},

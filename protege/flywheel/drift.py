@@ -82,13 +82,20 @@ def input_centroid(requests: list[dict[str, Any]]) -> Any:
 
 
 def served_counts(store: Any, task_id: str, since: float) -> dict[str, int]:
+    """Recent calls of a task by who served them. Student answers below the
+    adapter's confidence floor went to the teacher by design: they count as
+    ``deferred``, not as ``fallback`` (failed validation)."""
     from protege.store.schema import traces
 
+    deferred = sa.or_(
+        traces.c.fallback_reason.like("%low_confidence%"), traces.c.fallback_reason.like("%no_confidence%")
+    )
+    kind = sa.case((sa.and_(traces.c.served_by == "fallback", deferred), "deferred"), else_=traces.c.served_by)
     with store.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(traces.c.served_by, sa.func.count())
+            sa.select(kind, sa.func.count())
             .where(traces.c.task_id == task_id, traces.c.created_at >= since)
-            .group_by(traces.c.served_by)
+            .group_by(kind)
         ).all()
     return {r[0]: int(r[1]) for r in rows}
 
@@ -129,6 +136,8 @@ def check_drift(
     # Quality first: a student that is failing live is demoted whatever its inputs.
     served = served_counts(store, task_id, since)
     answered = served.get("student", 0) + served.get("fallback", 0)
+    if served.get("deferred"):
+        res.signals["deferred_rate"] = round(served["deferred"] / (answered + served["deferred"]), 4)
     if answered >= cfg.drift_min_traces:
         rate = served.get("fallback", 0) / answered
         res.signals["fallback_rate"] = round(rate, 4)

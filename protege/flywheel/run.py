@@ -436,9 +436,11 @@ def _gate(store: Any, cfg: FlywheelConfig, task_id: str, adapter_id: str, evalua
 
     dec = gate(store, task_id, adapter_id, min_share=cfg.min_share, min_validity=cfg.min_validity,
                min_test_examples=cfg.min_test_examples, max_ci_width=cfg.max_ci_width, to="shadow",
+               confidence_floor=cfg.confidence_floor, min_coverage=cfg.min_coverage,
                evaluation_id=evaluation_id)
     reg = Registry(store)
-    out: dict[str, Any] = {"decision": dec.decision, "checks": [c.to_dict() for c in dec.checks]}
+    out: dict[str, Any] = {"decision": dec.decision, "checks": [c.to_dict() for c in dec.checks],
+                           "floor": dec.floor.to_dict() if dec.floor else None}
     trained = _trained_baseline(store, task_id, ds_info)
     if not dec.passed:
         reason = "gate failed: " + "; ".join(c.message for c in dec.failed_checks)
@@ -451,6 +453,9 @@ def _gate(store: Any, cfg: FlywheelConfig, task_id: str, adapter_id: str, evalua
         out.update(action="retired", reason=reason)
         return out
     reason = "gate passed"
+    if dec.floor is not None:
+        reason += (f" at confidence >= {dec.floor.min_confidence:.3g} ({dec.floor.coverage:.0%} of test answers;"
+                   " the rest go to the teacher)")
     if reg.promoted(task_id) is not None or not cfg.shadow:
         # A student already serves this task (or shadowing is off): the new one
         # proved itself on the test set and replaces it directly.
@@ -569,7 +574,7 @@ def _run_steps(run: _Run, store: Any, cfg: FlywheelConfig, say: Progress, train_
         g = run.step("gate", task_id, lambda tid=task_id, a=tr["adapter_id"], e=ev["evaluation_id"], d=ds, r=tr:
                      _gate(store, cfg, tid, a, e, d, r))
         t.update(adapter=tr["adapter"], evaluation=ev, action=g["action"], reason=g.get("reason"),
-                 route=g.get("route"))
+                 route=g.get("route"), floor=g.get("floor"))
 
 
 def _drift(store: Any, cfg: FlywheelConfig, task_id: str, st: dict[str, Any]) -> dict[str, Any]:

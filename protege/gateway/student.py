@@ -165,10 +165,13 @@ class StudentPath:
                 tools = json.loads(meta_file.read_text()).get("tools")
             except ValueError:
                 tools = None
+        serving = (rec.metrics or {}).get("serving") if isinstance(rec.metrics, dict) else None
+        floor = serving.get("min_confidence") if isinstance(serving, dict) else None
         return StudentInfo(
             adapter=rec.ref,
             tools=frozenset(tools) if tools is not None else None,
             status="promoted" if rec.status == "promoted" else "shadow",
+            min_confidence=float(floor) if floor is not None else None,
         )
 
     def _reload_index(self) -> None:
@@ -203,7 +206,12 @@ class StudentPath:
             ans = await self.engine.generate(decision.task_id, request)
         except Exception as exc:
             return None, [f"engine_error:{type(exc).__name__}"]
-        return ans, validate_answer(request, ans.message, ans.finish_reason)
+        reasons = validate_answer(request, ans.message, ans.finish_reason)
+        floor = decision.min_confidence
+        if floor is not None and (ans.confidence is None or ans.confidence < floor):
+            # Below the gate's floor the student was not shown to match the teacher.
+            reasons.append("low_confidence" if ans.confidence is not None else "no_confidence")
+        return ans, reasons
 
     def shadow(self, request: dict[str, Any], decision: Decision, teacher_body: bytes, trace_id: str,
                *, streamed: bool = False) -> None:
@@ -218,7 +226,11 @@ class StudentPath:
                 "trace_id": trace_id,
                 "task_id": decision.task_id,
                 "adapter": decision.adapter,
-                "agree": None if teacher is None or ans is None else int(agree(ans.message, teacher)),
+                # Agreement is judged on the answers the student would serve:
+                # one under its confidence floor would have gone to the teacher.
+                "agree": None
+                if teacher is None or ans is None or any(r.endswith("_confidence") for r in reasons)
+                else int(agree(ans.message, teacher)),
                 "valid": int(ans is not None and not reasons),
                 "reasons": json.dumps(reasons) if reasons else None,
                 "student_response": json.dumps(ans.message) if ans is not None else None,

@@ -26,6 +26,8 @@ class StudentInfo:
     tools: frozenset[str] | None = None  # tool names it was trained on; None: any
     max_prompt_chars: int | None = None  # rough context fit without tokenising
     status: str = "promoted"  # a "shadow" adapter only ever runs in the background
+    # The gate's confidence floor: answers less sure than this go to the teacher.
+    min_confidence: float | None = None
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Decision:
     shadow: bool = False  # teacher answers; the student runs in the background
     reason: str = ""
     confidence: float | None = None
+    min_confidence: float | None = None  # the student's answer must be at least this sure
     decision_us: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -79,9 +82,15 @@ class Router:
             if size > student.max_prompt_chars:
                 return Decision("teacher", task_id, reason="context", confidence=conf)
         if route.mode == "shadow" or student.status == "shadow":
-            return Decision("teacher", task_id, student.adapter, shadow=True, reason="shadow", confidence=conf)
+            return Decision(
+                "teacher", task_id, student.adapter, shadow=True, reason="shadow", confidence=conf,
+                min_confidence=student.min_confidence,
+            )
         if route.mode == "canary":
             bucket = zlib.crc32((key or str(time.perf_counter_ns())).encode()) % 10000 / 100.0
             if bucket >= route.canary_pct:
                 return Decision("teacher", task_id, student.adapter, reason="canary_control", confidence=conf)
-        return Decision("student", task_id, student.adapter, reason=route.mode, confidence=conf)
+        return Decision(
+            "student", task_id, student.adapter, reason=route.mode, confidence=conf,
+            min_confidence=student.min_confidence,
+        )

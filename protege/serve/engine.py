@@ -60,6 +60,9 @@ class StudentAnswer:
     completion_tokens: int
     latency_ms: float
     text: str = ""
+    # Lowest probability of any generated token (``protege.models.confidence``);
+    # None where the engine cannot tell.
+    confidence: float | None = None
 
 
 class StudentEngine(Protocol):
@@ -263,6 +266,12 @@ class EmbeddedEngine:
                 "pad_token_id": self.tokenizer.pad_token_id,
                 "eos_token_id": self._stop_ids(),
             }
+            from transformers import LogitsProcessorList
+
+            from protege.models.confidence import step_recorder
+
+            probs = step_recorder()
+            kwargs["logits_processor"] = LogitsProcessorList([probs])
             model = self.model
             if self._peft is not None:
                 model = self._peft
@@ -287,6 +296,8 @@ class EmbeddedEngine:
                 hit_stop = any(t in stops for t in gen[:n])
                 if hit_stop:
                     n = next(k for k, t in enumerate(gen) if t in stops)
+                # The stop token counts: stopping too early is an error too.
+                confidence = probs.confidence(i, n + 1 if hit_stop else n)
                 text = self.tokenizer.decode(gen[:n], skip_special_tokens=True)
                 message = parse_completion(text)
                 job.future.set_result(
@@ -297,6 +308,7 @@ class EmbeddedEngine:
                         completion_tokens=n,
                         latency_ms=(time.perf_counter() - job.enqueued) * 1000,
                         text=text,
+                        confidence=confidence,
                     )
                 )
             log.debug("protege: batch of %d in %.0f ms", len(batch), elapsed_ms)
@@ -379,7 +391,13 @@ class OpenAICompatEngine:
         t0 = time.perf_counter()
         r = await self._client.post(
             "/v1/completions",
-            json={"model": adapter, "prompt": prompt, "max_tokens": spec.max_new_tokens, "temperature": 0},
+            json={
+                "model": adapter,
+                "prompt": prompt,
+                "max_tokens": spec.max_new_tokens,
+                "temperature": 0,
+                "logprobs": 1,  # for the answer's confidence; servers without them send none
+            },
         )
         r.raise_for_status()
         body = r.json()
@@ -387,6 +405,10 @@ class OpenAICompatEngine:
         text = choice.get("text") or ""
         message = parse_completion(text)
         usage = body.get("usage") or {}
+        from protege.models.confidence import from_logprobs
+
+        lp = choice.get("logprobs")
+        confidence = from_logprobs(lp.get("token_logprobs")) if isinstance(lp, dict) else None
         return StudentAnswer(
             message=message,
             finish_reason=finish_of(message, choice.get("finish_reason") == "length"),
@@ -394,6 +416,7 @@ class OpenAICompatEngine:
             completion_tokens=int(usage.get("completion_tokens") or 0),
             latency_ms=(time.perf_counter() - t0) * 1000,
             text=text,
+            confidence=confidence,
         )
 
     def close(self) -> None:
