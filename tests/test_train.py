@@ -14,6 +14,7 @@ from protege.train.data import (
     IGNORE_INDEX,
     collate,
     length_grouped_batches,
+    pack_turns,
     tokenize_row,
     tokenize_rows,
 )
@@ -190,6 +191,43 @@ def test_prefix_dropping_removes_prefix(tok) -> None:
         assert f.input_ids[f.n_prompt :] == s.input_ids[s.n_prompt :]  # same answer
     assert rep_short.answer_tokens == rep_full.answer_tokens
     assert rep_short.prompt_tokens * 3 < rep_full.prompt_tokens
+
+
+def _conversation(tag: str, cities: list[str]) -> list[dict[str, Any]]:
+    """An agent conversation: one captured call per step, each sending the
+    whole history (earlier calls and their tool results) back."""
+    rows, history = [], [{"role": "system", "content": SYSTEM}]
+    for k, city in enumerate(cities):
+        history = history + [{"role": "user", "content": f"{tag}: weather in {city}?"}]
+        call = {"role": "assistant", "content": None, "tool_calls": [{"id": f"{tag}{k}", "type": "function",
+                "function": {"name": "get_weather", "arguments": json.dumps({"city": city})}}]}
+        rows.append({"id": f"{tag}-{k}", "messages": list(history), "tools": [WEATHER], "completion": call})
+        history = history + [call, {"role": "tool", "tool_call_id": f"{tag}{k}", "content": "sunny"}]
+    return rows
+
+
+def test_pack_turns_folds_earlier_calls_into_the_conversation(tok) -> None:
+    rows = _conversation("a", ["Paris", "Rome", "Oslo"]) + _conversation("b", ["Lima"])
+    examples, _ = tokenize_rows(rows, tok)
+    packed, folded = pack_turns(examples)
+    assert folded == 2 and len(packed) == 2
+    host = max(packed, key=lambda e: len(e.input_ids))
+    assert host.row_id == "a-2" and len(host.spans) == 2
+    # Every answer is supervised once, after exactly the context it had alone.
+    assert sorted(n for e in packed for n in e.answer_lengths()) == sorted(e.n_answer for e in examples)
+    assert sum(e.n_answer for e in packed) == sum(e.n_answer for e in examples)
+    labels = host.labels()
+    for ex in examples[:2]:
+        assert labels[ex.n_prompt : len(ex.input_ids)] == ex.input_ids[ex.n_prompt :]
+        assert host.input_ids[: len(ex.input_ids)] == ex.input_ids
+    supervised = tok.decode([t for t in labels if t != IGNORE_INDEX])
+    assert all(c in supervised for c in ("Paris", "Rome", "Oslo"))
+    assert "weather in" not in supervised  # prompts and tool results carry no loss
+    # A conversation that diverges (another answer at step 2) is not folded.
+    other = _conversation("a", ["Paris", "Berlin"])
+    ex2, _ = tokenize_rows(rows[:3] + other[1:], tok)
+    _, folded2 = pack_turns(ex2)
+    assert folded2 == 2  # a-0 and a-1 into a-2; the Berlin call only shares the prompt
 
 
 def test_overlong_examples_are_skipped_not_cut(tok) -> None:

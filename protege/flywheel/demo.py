@@ -140,6 +140,8 @@ def _served_quality(store: Any, since: float, index: Any, until: float | None = 
     window = {"since": since} if until is None else {"since": since, "until": until}
     rows = list(store.iter_traces(**window))
     by: Counter[str] = Counter(t.served_by for t in rows)
+    # Student answers under their adapter's confidence floor, sent to the teacher by design.
+    deferred = sum(1 for t in rows if t.served_by == "fallback" and "_confidence" in (t.fallback_reason or ""))
     agree_n = judged = 0
     lat: dict[str, list[float]] = {"student": [], "teacher": [], "fallback": []}
     for t in rows:
@@ -156,6 +158,7 @@ def _served_quality(store: Any, since: float, index: Any, until: float | None = 
     return {
         "calls": len(rows),
         "served_by": dict(by),
+        "deferred": deferred,
         "student_share": by.get("student", 0) / len(rows) if rows else 0.0,
         "agreement": {"value": p, "low": lo, "high": hi, "n": judged},
         "latency_ms_p50": {k: round(statistics.median(v), 1) if v else None for k, v in lat.items()},
@@ -235,16 +238,19 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 48, max_task
             rep = run_flywheel(store, fcfg, progress=lambda m: st.update(f"flywheel: {m}"))
         summary["flywheel"] = {"status": rep.status, "error": rep.error, "seconds": round(rep.seconds, 1),
                                "tasks": rep.tasks}
-        t = Table("task", "action", "adapter", "student/teacher (eval)", "why")
-        for col in t.columns[:4]:
+        t = Table("task", "action", "adapter", "student/teacher (eval)", "confidence floor", "why")
+        for col in t.columns[:5]:
             col.no_wrap = True
-        t.columns[4].overflow = "ellipsis"
-        t.columns[4].no_wrap = True
+        t.columns[5].overflow = "ellipsis"
+        t.columns[5].no_wrap = True
         for task_id, info in sorted(rep.tasks.items()):
             ev = info.get("evaluation") or {}
             sh = ev.get("share_of_teacher") or {}
             s = f"{sh['value']:.2f} [{sh['low']:.2f}, {sh['high']:.2f}]" if sh.get("low") is not None else ""
-            t.add_row(task_id, str(info.get("action")), str(info.get("adapter") or ""), s,
+            fl = info.get("floor") or {}
+            f = (f">= {fl['min_confidence']:.2f}: {fl['coverage']:.0%} served, share {fl['share']['value']:.2f}"
+                 if fl else "")
+            t.add_row(task_id, str(info.get("action")), str(info.get("adapter") or ""), s, f,
                       str(info.get("reason") or info.get("why") or "").split(";")[0][:70])
         con.print(t)
         if rep.status == "failed":
@@ -311,6 +317,10 @@ def _print(con: Any, s: dict[str, Any]) -> None:
     t.add_row("student answers agreeing with the teacher",
               "n/a" if ag["value"] is None else f"{ag['value']:.1%} [{ag['low']:.1%}, {ag['high']:.1%}] (n={ag['n']})",
               ">= 95%")
+    t.add_row("student answers below their confidence floor (to the teacher)",
+              f"{sv.get('deferred', 0)} of {sv['calls']}", "")
+    t.add_row("student answers failing validation (to the teacher)",
+              f"{sv['served_by'].get('fallback', 0) - sv.get('deferred', 0)} of {sv['calls']}", "")
     a, b = s["teacher_only"]["success"], s["with_students"]["success"]
     t.add_row("agent task success, teacher only", f"{a:.1%}" if a is not None else "n/a", "")
     t.add_row("agent task success, with students", f"{b:.1%}" if b is not None else "n/a", "within 5 points")

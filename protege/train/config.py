@@ -38,6 +38,13 @@ class TrainConfig:
     max_length: int = field(
         default=2048, metadata={"help": "Longest example in tokens; longer ones are skipped, not cut"}
     )
+    pack_turns: bool = field(
+        default=True,
+        metadata={
+            "help": "Train each agent conversation once: an earlier call whose prompt and answer begin a "
+            "later call's prompt is supervised inside that later example instead of on its own"
+        },
+    )
     rank: int = field(default=16, metadata={"help": "LoRA rank"})
     alpha: float | None = field(default=None, metadata={"help": "LoRA alpha (default: 2 x rank)"})
     dropout: float = field(

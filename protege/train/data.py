@@ -19,13 +19,22 @@ class TokenizedExample:
     n_prompt: int
     row_id: str = ""
     synthetic: bool = False
+    # Earlier answers of the same conversation inside the prompt, (start, end):
+    # supervised here instead of as examples of their own (``pack_turns``).
+    spans: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def n_answer(self) -> int:
-        return len(self.input_ids) - self.n_prompt
+        return len(self.input_ids) - self.n_prompt + sum(e - s for s, e in self.spans)
+
+    def answer_lengths(self) -> list[int]:
+        return [len(self.input_ids) - self.n_prompt] + [e - s for s, e in self.spans]
 
     def labels(self) -> list[int]:
-        return [IGNORE_INDEX] * self.n_prompt + self.input_ids[self.n_prompt :]
+        out = [IGNORE_INDEX] * self.n_prompt + self.input_ids[self.n_prompt :]
+        for s, e in self.spans:
+            out[s:e] = self.input_ids[s:e]
+        return out
 
 
 @dataclass
@@ -92,6 +101,46 @@ def tokenize_rows(
         rep.prompt_tokens += ex.n_prompt
         rep.answer_tokens += ex.n_answer
     return out, rep
+
+
+def pack_turns(examples: Sequence[TokenizedExample]) -> tuple[list[TokenizedExample], int]:
+    """Fold each example that is a token-for-token prefix of a longer one (an
+    earlier call of the same agent conversation: its prompt and answer are the
+    start of the later call's history) into that longer one as an extra
+    supervised span. An agent conversation of k calls then costs one
+    sequence instead of k ever-longer ones; the loss sees the same answer
+    tokens after the same context. Matching on token ids, not on messages,
+    means a template that renders history differently from answers merges
+    nothing rather than teaching the wrong thing. Returns (examples, folded)."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids), reverse=True)
+    hosts: dict[tuple[int, ...], list[int]] = {}  # first tokens -> longer examples kept so far
+    key_len = 32
+    kept: list[int] = []
+    spans: dict[int, list[tuple[int, int]]] = {}
+    folded = 0
+    for i in order:
+        ex = examples[i]
+        ids = ex.input_ids
+        host = None
+        for j in hosts.get(tuple(ids[:key_len]), ()):
+            other = examples[j].input_ids
+            if len(other) > len(ids) and other[: len(ids)] == ids:
+                host = j
+                break
+        if host is None:
+            kept.append(i)
+            hosts.setdefault(tuple(ids[:key_len]), []).append(i)
+            continue
+        spans.setdefault(host, []).append((ex.n_prompt, len(ids)))
+        spans[host].extend(ex.spans)
+        folded += 1
+    out = []
+    for i in sorted(kept):
+        ex = examples[i]
+        if i in spans:
+            ex = TokenizedExample(ex.input_ids, ex.n_prompt, ex.row_id, ex.synthetic, sorted(ex.spans + spans[i]))
+        out.append(ex)
+    return out, folded
 
 
 def length_grouped_batches(

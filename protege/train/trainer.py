@@ -47,6 +47,7 @@ from protege.train.data import (
     collate,
     length_grouped_batches,
     load_task_dataset,
+    pack_turns,
     rows_of,
     tokenize_rows,
 )
@@ -470,6 +471,10 @@ def train_adapter(
     )
     if not train_ex:
         raise ValueError(f"no training example of task {task_id!r} fits in {cfg.max_length} tokens")
+    answers_total = len(train_ex)
+    folded = 0
+    if cfg.pack_turns:
+        train_ex, folded = pack_turns(train_ex)
     val_ex = [val_all[i] for i in _eval_sample(len(val_all), cfg.max_eval_examples, cfg.seed)]
 
     # -- model
@@ -650,7 +655,7 @@ def train_adapter(
     if best_lora is not None:
         load_lora_state(peft_model, best_lora)
     finished = _now()
-    answer_lengths = [e.n_answer for e in train_ex]
+    answer_lengths = [n for e in train_ex for n in e.answer_lengths()]
     metrics = {
         "train_loss_curve": state.train_curve,
         "val_loss_curve": state.val_curve,
@@ -672,7 +677,9 @@ def train_adapter(
         "peak_cuda_bytes": int(torch.cuda.max_memory_allocated()) if use_cuda else None,
         "trainable_params": n_trainable,
         "total_params": n_total,
-        "train_examples": len(train_ex),
+        "train_examples": answers_total,
+        "train_sequences": len(train_ex),
+        "turns_packed": folded,
         "val_examples_scored": len(val_ex),
         "skipped_examples": train_rep.skipped_too_long + train_rep.skipped_empty,
         "mean_prompt_tokens": round(train_rep.prompt_tokens / max(1, train_rep.kept), 1),
