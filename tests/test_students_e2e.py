@@ -99,7 +99,9 @@ def stack(tmp_path: Path, adapters: dict[str, Path]):
     good = reg.register("weather", base_model="tiny", path=adapters["good"])
     reg.promote(good.id, "test")
     set_route(store, "weather", "live")
-    engine = EmbeddedEngine(load_base(str(adapters["base"])), max_batch=4, max_wait_ms=2, max_new_tokens=48)
+    # Unconstrained names, so that a bad student's invented tool reaches validation.
+    engine = EmbeddedEngine(load_base(str(adapters["base"])), max_batch=4, max_wait_ms=2, max_new_tokens=48,
+                            constrain_tool_names=False)
     students = StudentPath(store, engine, poll_s=0.1, assign=lambda req, tag: (tag, 1.0) if tag else (None, None))
     with FakeUpstreamThread() as up:
         cfg = GatewayConfig(upstream=up.url, db_url=db, gateway_keys=[], keys_file=tmp_path / "k.json",
@@ -254,3 +256,50 @@ def test_confidence_floor_defers_unsure_answers_to_the_teacher(stack):
     reg.update_metrics(stack["good"].id, {"serving": {"min_confidence": ans.confidence * 0.99}})
     _wait(lambda: (stack["students"].router.promoted("weather").min_confidence or 1.0) < ans.confidence)
     assert _ask(stack["client"]).headers["x-protege-served-by"] == "student"
+
+
+def test_tool_name_constraint_keeps_a_student_on_offered_tools(adapters):
+    from protege.models.constrain import open_name
+    from protege.models.loader import load_base
+    from protege.serve.engine import AdapterSpec
+
+    assert open_name('<tool_call>\n{"name": "get_wea') == "get_wea"
+    assert open_name('{"name": "x') is None  # not inside a call
+    assert open_name('<tool_call>\n{"name": "get_weather", "arg') is None
+    engine = EmbeddedEngine(load_base(str(adapters["base"])), max_batch=2, max_wait_ms=2, max_new_tokens=48)
+    try:
+        engine.load_adapter(AdapterSpec.from_dir("bad", adapters["bad"]))
+        # Alone, this adapter writes delete_everything; offered only get_weather, it cannot.
+        # (The overfit tiny model garbles what follows; validation would refuse that.)
+        (ans,) = engine.generate_sync("bad", [{"messages": MESSAGES, "tools": [WEATHER]}])
+        assert ans.text.startswith('<tool_call>\n{"name": "get_weather"'), ans.text
+    finally:
+        engine.close()
+
+
+def test_tool_name_constraint_masks_all_but_offered_names():
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    from protege.models.constrain import tool_name_constraint
+    from protege.models.tiny import build_tiny
+
+    with tempfile.TemporaryDirectory() as d:
+        tok = AutoTokenizer.from_pretrained(str(build_tiny(Path(d) / "m", hidden_size=32, layers=1)))
+    prompt = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    partial = tok('<tool_call>\n{"name": "get_', add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt + partial, prompt + partial])
+    scores = torch.zeros((2, len(tok)))
+    bad = tok("delete", add_special_tokens=False)["input_ids"][0]
+    scores[:, bad] = 10.0  # the model would rather write get_delete...
+    proc = tool_name_constraint(tok, [["get_weather", "get_time"], None], len(prompt))
+    out = proc(ids, scores.clone())
+    best = int(out[0].argmax())
+    assert tok.decode([best]) and ("weather".startswith(tok.decode([best])) or "time".startswith(tok.decode([best])))
+    assert torch.isinf(out[0, bad]) and out[0].isfinite().sum() <= 64
+    assert torch.equal(out[1], scores[1])  # no names offered: untouched
+    # Outside a call's name nothing is masked.
+    args = tok('<tool_call>\n{"name": "get_time", "arguments": {', add_special_tokens=False)["input_ids"]
+    out2 = proc(torch.tensor([prompt + args]), scores[:1].clone())
+    assert torch.equal(out2[0], scores[0])

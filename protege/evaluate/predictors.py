@@ -84,8 +84,11 @@ class TransformersPredictor:
         batch_size: int = 8,
         max_new_tokens: int = 256,
         progress: Callable[[int], None] | None = None,
+        constrain_tool_names: bool = True,
     ) -> None:
         self.name = name
+        # As the embedded engine serves: only offered tool names (``protege.models.constrain``).
+        self.constrain_tool_names = constrain_tool_names
         self.model = model
         self.tokenizer = tokenizer
         self.prefix = prefix
@@ -143,6 +146,12 @@ class TransformersPredictor:
             enc = {k: v.to(self.device) for k, v in enc.items()}
             t0 = time.perf_counter()
             probs = step_recorder()
+            processors: list[Any] = [probs]
+            if self.constrain_tool_names:
+                from protege.models.constrain import offered_names, tool_name_constraint
+
+                names = [offered_names(rows[i].get("tools")) for i in idx]
+                processors.insert(0, tool_name_constraint(tok, names, enc["input_ids"].shape[1]))
             with torch.inference_mode():
                 gen = self.model.generate(
                     **enc,
@@ -150,7 +159,7 @@ class TransformersPredictor:
                     do_sample=False,
                     pad_token_id=tok.pad_token_id,
                     eos_token_id=sorted(eos) or None,
-                    logits_processor=LogitsProcessorList([probs]),
+                    logits_processor=LogitsProcessorList(processors),
                 )
             self.stats["seconds"] += time.perf_counter() - t0
             new = gen[:, enc["input_ids"].shape[1] :]

@@ -110,8 +110,11 @@ class EmbeddedEngine:
         max_wait_ms: float = 4.0,
         max_new_tokens: int = 256,
         threads: int | None = None,
+        constrain_tool_names: bool = True,
     ) -> None:
         self.max_batch = max_batch
+        # Only offered tool names may be written (``protege.models.constrain``).
+        self.constrain_tool_names = constrain_tool_names
         self.max_new_tokens = max_new_tokens
         self.max_wait_s = max_wait_ms / 1000.0
         self._jobs: queue.Queue[_Job | tuple[str, Any, Any] | None] = queue.Queue()
@@ -271,7 +274,14 @@ class EmbeddedEngine:
             from protege.models.confidence import step_recorder
 
             probs = step_recorder()
-            kwargs["logits_processor"] = LogitsProcessorList([probs])
+            processors: list[Any] = [probs]
+            if self.constrain_tool_names:
+                from protege.models.constrain import offered_names, tool_name_constraint
+
+                names = [offered_names(j.request.get("tools")) for j in batch]
+                # First, so the recorded confidence is the student's among the names it may write.
+                processors.insert(0, tool_name_constraint(self.tokenizer, names, enc["input_ids"].shape[1]))
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
             model = self.model
             if self._peft is not None:
                 model = self._peft
