@@ -362,7 +362,17 @@ def test_html_is_self_contained_with_plots_and_escapes_everything(tmp_path):
     seed(store)
     with store.engine.begin() as conn:  # markup in a task name, too
         conn.exec_driver_sql("UPDATE traces SET task_id = '<b>evil</b>' WHERE task_id IS NULL")
+    # A pass with a confidence floor: its coverage curve is drawn.
+    from protege.evaluate.bootstrap import Interval
+    from protege.evaluate.gate import Floor, GateDecision, GateThresholds, save_decision
+
+    curve = [{"min_confidence": 1 - k / 10, "coverage": k / 10, "share": {"value": 1.0, "low": 1 - k / 40}}
+             for k in range(1, 11)]
+    floor = Floor(0.4, 60, 100, Interval(1.0, 0.96, 1.0), 1.0)
+    save_decision(store, GateDecision("floored", None, None, "pass", [], GateThresholds(), floor=floor),
+                  None, curve)
     page = render_html(collect_report(store))
+    assert page.count('class="plot coverage"') == 1 and 'class="chosen"' in page
     assert page.startswith("<!DOCTYPE html>")
     assert "<script" not in page and "<b>evil" not in page and "<img" not in page
     assert "&lt;b&gt;evil&lt;/b&gt;" in page and "&lt;img src=x" in page

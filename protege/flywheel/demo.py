@@ -168,7 +168,7 @@ def _served_quality(store: Any, since: float, index: Any, until: float | None = 
     }
 
 
-def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 48, max_tasks: int = 1,
+def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 100, max_tasks: int = 2,
              base: str = "smollm2-135m-instruct") -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -225,13 +225,13 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 48, max_task
 
         # 2. the flywheel
         fcfg = FlywheelConfig(base=base, curate_ner=False, min_examples=60, max_tasks=max_tasks,
-                              max_examples=300, shadow=False, eval_sample=30, min_test_examples=30,
+                              max_examples=300, shadow=False, eval_sample=None, min_test_examples=30,
                               test_frac=0.3)
-        # Two busy CPU cores: a few optimizer steps of four conversations each,
-        # conversations over 768 tokens skipped (the tools prefix is dropped).
+        # Two CPU cores: each agent conversation is one packed sequence (its
+        # calls supervised inside it, the tools prefix dropped), two per step.
         fcfg.train.max_steps = max_steps
-        fcfg.train.batch_size = 4
-        fcfg.train.max_length = 768
+        fcfg.train.batch_size = 2
+        fcfg.train.max_length = 1536
         fcfg.train.eval_every = max_steps
         fcfg.train.max_eval_examples = 8
         with con.status("flywheel ...") as st:
@@ -354,8 +354,8 @@ def _write_html(store: Any, home: Path, s: dict[str, Any]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description="protege's offline end-to-end demo (BFCL, SmolLM2-135M students)")
     ap.add_argument("--home", type=Path, default=Path.cwd() / ".protege-demo", help="state directory (reused)")
-    ap.add_argument("--max-steps", type=int, default=48, help="training steps per student")
-    ap.add_argument("--max-tasks", type=int, default=1, help="students trained")
+    ap.add_argument("--max-steps", type=int, default=100, help="training steps per student")
+    ap.add_argument("--max-tasks", type=int, default=2, help="students trained")
     ap.add_argument("--base", default="smollm2-135m-instruct", help="student base model")
     ap.add_argument("--fresh", action="store_true", help="forget the cached state first")
     a = ap.parse_args()

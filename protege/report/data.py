@@ -293,6 +293,8 @@ def _gate_decisions(store: Any) -> list[dict[str, Any]]:
                     if isinstance(c, dict)
                 ],
                 "thresholds": _loads(r.get("thresholds")) or {},
+                "floor": evidence.get("floor") if isinstance(evidence, dict) else None,
+                "floor_curve": evidence.get("floor_curve") if isinstance(evidence, dict) else None,
                 "created_at": _num(r.get("created_at")),
             }
         )

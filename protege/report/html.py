@@ -8,7 +8,19 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
-from protege.report.svg import PALETTE, Bar, Point, Stack, esc, fmt_num, hbars, line, scatter, stacked_hbars
+from protege.report.svg import (
+    PALETTE,
+    Bar,
+    Point,
+    Stack,
+    coverage_curve,
+    esc,
+    fmt_num,
+    hbars,
+    line,
+    scatter,
+    stacked_hbars,
+)
 
 SERVED_COLORS = {"teacher": "#4263eb", "student": "#2f9e44", "fallback": "#f08c00"}
 SYSTEM_COLORS = {
@@ -469,6 +481,22 @@ def _gates_and_adapters(data: dict[str, Any]) -> str:
             "<table><tr><th>task</th><th>adapter</th><th>decision</th><th>status set</th><th>checks</th>"
             f"<th>when</th></tr>{''.join(rows)}</table>"
         )
+        plots = []
+        for g in gates:
+            if not g.get("floor_curve"):
+                continue
+            fl = g.get("floor") or {}
+            plots.append(coverage_curve(
+                g["floor_curve"],
+                title=f"{g['task_id']}: answers served against quality, by confidence floor",
+                min_share=float((g.get("thresholds") or {}).get("min_share") or 0.95),
+                chosen=fl.get("coverage"),
+            ))
+        if plots:
+            gate_html += (
+                "<p>Confidence floors: each point serves the test answers the student was surest of; the gate "
+                "keeps the lowest floor whose lower bound stays over its bar (dashed red).</p>" + "".join(plots)
+            )
     else:
         gate_html = empty("No gate decision yet: run protege gate TASK --adapter V.")
     adapters = data["adapters"]

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 FONT = 12
 PALETTE = ("#2f9e44", "#4263eb", "#f08c00", "#ae3ec9", "#0c8599", "#e03131", "#5c940d", "#868e96")
@@ -362,3 +363,57 @@ def line(
 
 def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def coverage_curve(
+    curve: Sequence[dict[str, Any]],
+    *,
+    title: str,
+    min_share: float,
+    chosen: float | None = None,
+    width: int = 520,
+    height: int = 240,
+) -> str:
+    """A confidence floor's trade-off: the share of test answers served (x)
+    against the share of teacher quality on them, point and lower bound (y),
+    with the gate's bar and the chosen floor's coverage."""
+    left, right, top, bottom = 52, 20, 12, 40
+    pw, ph = width - left - right, height - top - bottom
+    pts = [(float(c["coverage"]), (c.get("share") or {}).get("value"), (c.get("share") or {}).get("low"))
+           for c in curve if c.get("coverage") is not None]
+
+    def px(v: float) -> float:
+        return left + v * pw
+
+    def py(v: float) -> float:
+        return top + ph - max(0.0, min(1.0, v)) * ph
+
+    body = [f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff" stroke="#dee2e6"/>']
+    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
+        body.append(
+            f'<line x1="{left}" y1="{_f(py(t))}" x2="{left + pw}" y2="{_f(py(t))}" stroke="#f1f3f5"/>'
+            f'<text x="{left - 6}" y="{_f(py(t) + 4)}" text-anchor="end" fill="#495057">{t:.2f}</text>'
+            f'<text x="{_f(px(t))}" y="{top + ph + 15}" text-anchor="middle" fill="#495057">{t:.0%}</text>'
+        )
+    body.append(
+        f'<line class="bar" x1="{left}" y1="{_f(py(min_share))}" x2="{left + pw}" y2="{_f(py(min_share))}" '
+        f'stroke="#e03131" stroke-dasharray="5 3"><title>gate: lower bound >= {min_share:.2f}</title></line>'
+    )
+    if chosen is not None:
+        body.append(
+            f'<line class="chosen" x1="{_f(px(chosen))}" y1="{top}" x2="{_f(px(chosen))}" y2="{top + ph}" '
+            f'stroke="#2f9e44" stroke-dasharray="3 3"><title>floor serves {chosen:.0%}</title></line>'
+        )
+    for idx, color, name in ((1, PALETTE[0], "share"), (2, "#868e96", "lower bound")):
+        seg = [(x, p[idx]) for p in pts for x in [p[0]] if p[idx] is not None]
+        if seg:
+            d = "M" + " L".join(f"{_f(px(x))} {_f(py(y))}" for x, y in seg)
+            body.append(f'<path class="{name.replace(" ", "-")}" d="{d}" stroke="{color}" stroke-width="2" '
+                        f'fill="none"><title>{esc(name)}</title></path>')
+    body.append(
+        f'<text x="{left + pw / 2:.1f}" y="{height - 6}" text-anchor="middle" fill="#212529">'
+        "test answers served (most confident first)</text>"
+        f'<text transform="translate(13 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle" fill="#212529">'
+        "share of teacher quality</text>"
+    )
+    return _svg(width, height, body, title, "coverage")
