@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -95,14 +96,19 @@ def test_openai_compat_engine_uses_completions_with_rendered_prompt(tokenizer):
         body = json.loads(request.content)
         seen.update(body)
         text = '<tool_call>\n{"name": "f", "arguments": {"x": 1}}\n</tool_call>'
-        return httpx.Response(200, json={"choices": [{"text": text, "finish_reason": "stop"}], "usage": {"prompt_tokens": 9, "completion_tokens": 5}})
+        # vLLM's completions logprobs: the answer's confidence is its least likely token.
+        logprobs = {"tokens": ["a", "b", "c"], "token_logprobs": [-0.01, math.log(0.6), -0.2]}
+        return httpx.Response(200, json={"choices": [{"text": text, "finish_reason": "stop", "logprobs": logprobs}],
+                                         "usage": {"prompt_tokens": 9, "completion_tokens": 5}})
 
     engine = OpenAICompatEngine("http://vllm.local", tokenizer, transport=httpx.MockTransport(handler))
     engine.load_adapter(AdapterSpec(name="t1:v2", max_new_tokens=64))
     ans = asyncio.run(engine.generate("t1:v2", REQ))
     assert seen["model"] == "t1:v2" and seen["max_tokens"] == 64 and "hello there" in seen["prompt"]
+    assert seen["logprobs"] == 1
     assert ans.finish_reason == "tool_calls"
     assert ans.message["tool_calls"][0]["function"] == {"name": "f", "arguments": '{"x": 1}'}
+    assert ans.confidence == pytest.approx(0.6)
 
 
 def test_vllm_adapter_loading_and_missing_vllm(tokenizer, tmp_path, monkeypatch):

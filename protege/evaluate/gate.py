@@ -173,7 +173,6 @@ def choose_floor(
     scored = ~(np.isnan(st) | np.isnan(te))  # examples without a score on the basis count as served, unscored
     best: Floor | None = None
     curve: list[dict[str, Any]] = []
-    testing = False
     for floor in sorted({float(c) for c in conf if c >= 0}, reverse=True):
         served = conf >= floor
         k = int(served.sum())
@@ -185,7 +184,6 @@ def choose_floor(
         curve.append({"min_confidence": floor, "coverage": round(k / n, 6), "share": share.to_dict()})
         if int(sel.sum()) < (t.min_test_examples or 0):
             continue  # not enough evidence yet: keep widening
-        testing = True
         ok = (
             not math.isnan(share.low)
             and share.low >= t.min_share
@@ -196,8 +194,6 @@ def choose_floor(
         if not ok:
             break
         best = cand
-    if best is not None and not testing:
-        best = None
     return best, curve
 
 
