@@ -181,7 +181,7 @@ def choose_floor(
         v = valid[served]
         validity = float(np.nanmean(v)) if len(v) and not np.isnan(v).all() else float("nan")
         cand = Floor(floor, k, n, share, validity)
-        curve.append({"min_confidence": floor, "coverage": round(k / n, 6), "share": share.to_dict()})
+        curve.append({"min_confidence": floor, "served": k, "coverage": round(k / n, 6), "share": share.to_dict()})
         if int(sel.sum()) < (t.min_test_examples or 0):
             continue  # not enough evidence yet: keep widening
         ok = (
@@ -378,8 +378,10 @@ def gate(
     if not passed and thresholds.confidence_floor and report is not None and report.selective:
         floor, curve = choose_floor(report.selective, thresholds, alpha=float(report.config.get("alpha") or 0.05))
         if floor is None:
-            best = max(curve, key=lambda p: p["share"].get("low") or 0.0, default=None)
-            at = f" (best lower bound {_fmt(best['share'].get('low'))} at coverage {best['coverage']:.0%})" if best else ""
+            enough = [p for p in curve if p["served"] >= (thresholds.min_test_examples or 0)]
+            best = max(enough, key=lambda p: p["share"].get("low") or 0.0, default=None)
+            at = (f" (best lower bound over >= {thresholds.min_test_examples} answers:"
+                  f" {_fmt(best['share'].get('low'))}, serving {best['coverage']:.0%})" if best else "")
             checks.append(Check("confidence_floor", False, None, thresholds.min_share,
                                 "no confidence floor passes either" + at))
         else:

@@ -235,26 +235,30 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 90, max_task
         fcfg.train.batch_size = 2
         fcfg.train.max_length = 1536
         fcfg.train.layers = "all"
+        # The automatic thread count leaves busy cores out, and the load average
+        # still counts this process's own capture and discovery work: discount it.
+        cores = os.cpu_count() or 1
+        fcfg.train.threads = max(1, min(cores, round(cores - max(0.0, os.getloadavg()[0] - 1.0))))
         fcfg.train.eval_every = max_steps
         fcfg.train.max_eval_examples = 8
         with con.status("flywheel ...") as st:
             rep = run_flywheel(store, fcfg, progress=lambda m: st.update(f"flywheel: {m}"))
         summary["flywheel"] = {"status": rep.status, "error": rep.error, "seconds": round(rep.seconds, 1),
                                "tasks": rep.tasks}
-        t = Table("task", "action", "adapter", "student/teacher (eval)", "confidence floor", "why")
-        for col in t.columns[:5]:
+        t = Table("task", "action", "student/teacher", "confidence floor", "why")
+        for col in t.columns[:4]:
             col.no_wrap = True
-        t.columns[5].overflow = "ellipsis"
-        t.columns[5].no_wrap = True
+        t.columns[4].overflow = "fold"
+        t.columns[4].min_width = 24
         for task_id, info in sorted(rep.tasks.items()):
             ev = info.get("evaluation") or {}
             sh = ev.get("share_of_teacher") or {}
             s = f"{sh['value']:.2f} [{sh['low']:.2f}, {sh['high']:.2f}]" if sh.get("low") is not None else ""
             fl = info.get("floor") or {}
-            f = (f">= {fl['min_confidence']:.2f}: {fl['coverage']:.0%} served, share {fl['share']['value']:.2f}"
-                 if fl else "")
-            t.add_row(task_id, str(info.get("action")), str(info.get("adapter") or ""), s, f,
-                      str(info.get("reason") or info.get("why") or "").split(";")[0][:70])
+            f = f">= {fl['min_confidence']:.2f}: serves {fl['coverage']:.0%}" if fl else ""
+            why = str(info.get("reason") or info.get("why") or "")
+            t.add_row(task_id.removeprefix("task_"), str(info.get("action")), s, f,
+                      why if info.get("adapter") else why.split(";")[0][:70])
         con.print(t)
         if rep.status == "failed":
             # Stop before the unseen traffic: run again and the flywheel resumes.
