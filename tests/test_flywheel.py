@@ -377,3 +377,56 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert len(trained) == 1 and trained[0]["evaluation"]["n"] > 0
     assert s["serving"]["calls"] > 0 and s["teacher_only"]["entries"] == s["with_students"]["entries"]
     assert (tmp_path / "demo" / "report.html").read_text().count("Demo: unseen traffic") == 1
+
+
+class SureOrWrong:
+    """A student right and sure on three rows in four, wrong and unsure on the rest."""
+
+    name = "student"
+
+    def __init__(self) -> None:
+        self.confidences: list[float | None] = []
+
+    def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out, self.confidences = [], []
+        for r in rows:
+            wrong = int(str(r["id"])[-3:], 36) % 4 == 0
+            if wrong:
+                call = {"id": "x", "type": "function",
+                        "function": {"name": "get_weather", "arguments": json.dumps({"city": "Atlantis"})}}
+                out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            else:
+                out.append(dict(r["completion"]))
+            self.confidences.append(0.3 if wrong else 0.99)
+        return out
+
+
+def test_gate_with_a_confidence_floor_promotes_and_deferrals_are_not_failures(tmp_path: Path, tok: Any) -> None:
+    from protege.flywheel.drift import served_counts
+    from protege.registry import Registry
+    from protege.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    fill(store, n=160)
+    student = SureOrWrong()
+    rep = run_flywheel(store, config(shadow=False, min_test_examples=10, min_coverage=0.5),
+                       train_fn=TinyTrainer(tok), predictors={"student": student})
+    info = rep.tasks[TASK]
+    assert info["action"] == "promoted" and info["floor"]["min_confidence"] == pytest.approx(0.99)
+    assert "at confidence >= 0.99" in info["reason"]
+    rec = Registry(store).promoted(TASK)
+    assert rec.metrics["serving"]["min_confidence"] == pytest.approx(0.99)
+    # Live: answers under the floor went to the teacher; that is not a falling validation rate.
+    now = time.time() + 1
+    traces = [weather_trace(3000 + i, served_by="student", task_id=TASK, created_at=now) for i in range(10)]
+    for i in range(10):
+        t = weather_trace(3100 + i, served_by="fallback", task_id=TASK, created_at=now)
+        t.fallback_reason = "low_confidence"
+        traces.append(t)
+    store.add_traces(traces)
+    assert served_counts(store, TASK, now - 1) == {"student": 10, "deferred": 10}
+    rep2 = run_flywheel(store, config(shadow=False, min_test_examples=10, min_coverage=0.5),
+                        train_fn=TinyTrainer(tok), predictors={"student": SureOrWrong()})
+    drift = next(s for s in rep2.steps if s["name"] == "drift")
+    assert drift["outcome"]["action"] != "demote" and drift["outcome"]["signals"]["deferred_rate"] == 0.5
+    store.close()
