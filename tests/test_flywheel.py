@@ -430,3 +430,11 @@ def test_gate_with_a_confidence_floor_promotes_and_deferrals_are_not_failures(tm
     drift = next(s for s in rep2.steps if s["name"] == "drift")
     assert drift["outcome"]["action"] != "demote" and drift["outcome"]["signals"]["deferred_rate"] == 0.5
     store.close()
+
+
+def test_a_task_too_small_for_the_gates_evidence_is_not_trained(store: Any, tok: Any) -> None:
+    fill(store)  # 90 calls: a 20% test split of ~18, under a gate needing 30
+    trainer = TinyTrainer(tok)
+    rep = run_flywheel(store, config(min_test_examples=30), train_fn=trainer, predictors=oracle())
+    assert trainer.calls == []
+    assert "test examples < the gate's 30" in rep.tasks[TASK]["reason"]

@@ -599,6 +599,9 @@ def _plan(store: Any, cfg: FlywheelConfig, counts: dict[str, int], retrain: dict
     scores = _scores(store, counts)
     want: list[tuple[float, str, str]] = []
     skip: dict[str, str] = {}
+    from protege.evaluate.gate import default_min_examples
+
+    gate_min = cfg.min_test_examples if cfg.min_test_examples is not None else default_min_examples(cfg.min_share)
     for task_id, n in sorted(counts.items()):
         if cfg.tasks and task_id not in cfg.tasks:
             continue
@@ -609,6 +612,11 @@ def _plan(store: Any, cfg: FlywheelConfig, counts: dict[str, int], retrain: dict
             continue
         if n < cfg.min_examples:
             skip[task_id] = f"{n} examples < {cfg.min_examples}"
+            continue
+        if int(min(n, cfg.max_examples or n) * cfg.test_frac) < gate_min:
+            # The gate could not pass it on evidence alone: do not spend a training on it.
+            skip[task_id] = (f"{n} examples leave ~{int(min(n, cfg.max_examples or n) * cfg.test_frac)} test examples"
+                             f" < the gate's {gate_min}")
             continue
         if score < cfg.min_score:
             skip[task_id] = f"specialisation score {score:.2f} < {cfg.min_score:.2f}"
