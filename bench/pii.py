@@ -418,20 +418,30 @@ def throughput(n: int, sample: int) -> None:
     )
 
 
-def bfcl_mixture(n: int, setting: str) -> None:
-    """Curation of the task-discovery benchmark's BFCL mixture (bench/tasks.py):
-    real BFCL conversations, per-session system prompts with names, tool lists."""
+def _mixture_traces(setting: str, n: int) -> Any:
+    """(trace, label) pairs of the task-discovery benchmark's BFCL mixture
+    (bench/tasks.py), generated lazily, or None, said aloud, when it cannot
+    be built."""
     try:
         from tasks import Mixture  # type: ignore[import-not-found]
     except ImportError as exc:
         print(f"BFCL mixture unavailable ({exc})")
+        return None
+    return Mixture().traces(setting, n=n, seed=1)
+
+
+def bfcl_mixture(n: int, setting: str) -> None:
+    """Curation of the task-discovery benchmark's BFCL mixture (bench/tasks.py):
+    real BFCL conversations, per-session system prompts with names, tool lists."""
+    pairs = _mixture_traces(setting, n)
+    if pairs is None:
         return
     from protege.curate import curate, iter_curated
     from protege.curate.pipeline import CurateConfig
     from protege.curate.scrub import load_ner
     from protege.store import open_store
 
-    traces = [t for t, _ in Mixture().traces(setting, n=n, seed=1)]
+    traces = [t for t, _ in pairs]
     load_ner()
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(f"sqlite:///{tmp}/mix.db")
@@ -490,10 +500,8 @@ def bfcl_timing(n: int, baseline_n: int, baseline_rev: str, setting: str) -> Non
     projected to ``n`` linearly, this tree runs on both."""
     import subprocess
 
-    try:
-        from tasks import Mixture  # type: ignore[import-not-found]
-    except ImportError as exc:
-        print(f"BFCL mixture unavailable ({exc})")
+    mixture = _mixture_traces(setting, n)
+    if mixture is None:
         return
     from protege.store import open_store
 
@@ -507,7 +515,7 @@ def bfcl_timing(n: int, baseline_n: int, baseline_rev: str, setting: str) -> Non
         subprocess.run(["tar", "-x", "-C", str(old_root)], input=archive, check=True)
         t0 = time.perf_counter()
         urls = {}
-        pairs = Mixture().traces(setting, n=n, seed=1)
+        pairs = mixture
         small = open_store(urls.setdefault("small", f"sqlite:///{tmp}/small.db"))
         big = open_store(urls.setdefault("big", f"sqlite:///{tmp}/big.db"))
         batch: list[Any] = []
@@ -550,14 +558,12 @@ def ner_templates(n: int, setting: str) -> None:
     """Scrubbed BFCL-mixture requests with NER templates against NER on every
     distinct segment (the naive way): NER work, and records where either
     one redacted more names."""
-    try:
-        from tasks import Mixture  # type: ignore[import-not-found]
-    except ImportError as exc:
-        print(f"BFCL mixture unavailable ({exc})")
+    pairs = _mixture_traces(setting, n)
+    if pairs is None:
         return
     from protege.curate.scrub import Scrubber, load_ner
 
-    traces = [t for t, _ in Mixture().traces(setting, n=n, seed=1)]
+    traces = [t for t, _ in pairs]
     load_ner()
     out: dict[int, list[str]] = {}
     print(f"NER templates on {n} BFCL-mixture requests ({setting} setting)")

@@ -111,6 +111,19 @@ def compute(
     return out
 
 
+def per_example(metrics: Sequence[Metric], comps: Components) -> dict[str, np.ndarray]:
+    """Each metric on each example alone (NaN where it does not apply): the
+    column sums of a one-example table are its own values."""
+    sums: dict[str, np.ndarray] = {}
+    for name, col in comps.items():
+        col = np.asarray(col, dtype=float)
+        ok = ~np.isnan(col)
+        sums[name] = np.where(ok, col, 0.0)
+        sums[f"{name}#n"] = ok.astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {m.name: np.asarray(m.fn(sums), dtype=float) for m in metrics}
+
+
 # --------------------------------------------------------------------------- schemas and coercion
 
 _TYPE_ALIASES = {

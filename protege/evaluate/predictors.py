@@ -119,9 +119,8 @@ class TransformersPredictor:
 
     def predict(self, rows: Sequence[dict[str, Any]]) -> list[Message]:
         import torch
-        from transformers import LogitsProcessorList
 
-        from protege.models.confidence import step_recorder
+        from protege.models.confidence import answer_processors
         from protege.models.toolcall import parse_completion
 
         tok = self.tokenizer
@@ -145,13 +144,10 @@ class TransformersPredictor:
             enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(self.device) for k, v in enc.items()}
             t0 = time.perf_counter()
-            probs = step_recorder()
-            processors: list[Any] = [probs]
-            if self.constrain_tool_names:
-                from protege.models.constrain import offered_names, tool_name_constraint
-
-                names = [offered_names(rows[i].get("tools")) for i in idx]
-                processors.insert(0, tool_name_constraint(tok, names, enc["input_ids"].shape[1]))
+            processors, probs = answer_processors(
+                tok, [rows[i].get("tools") for i in idx], enc["input_ids"].shape[1],
+                constrain=self.constrain_tool_names,
+            )
             with torch.inference_mode():
                 gen = self.model.generate(
                     **enc,
@@ -159,7 +155,7 @@ class TransformersPredictor:
                     do_sample=False,
                     pad_token_id=tok.pad_token_id,
                     eos_token_id=sorted(eos) or None,
-                    logits_processor=LogitsProcessorList(processors),
+                    logits_processor=processors,
                 )
             self.stats["seconds"] += time.perf_counter() - t0
             new = gen[:, enc["input_ids"].shape[1] :]

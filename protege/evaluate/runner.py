@@ -448,8 +448,7 @@ def _each(defs: Sequence[M.Metric], comps: M.Components, metric: str) -> np.ndar
     n = len(next(iter(comps.values()))) if comps else 0
     if not m or n == 0:
         return np.full(n, np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.asarray(M.compute(m, comps, np.eye(n))[metric], dtype=float)
+    return M.per_example(m, comps)[metric]
 
 
 def _latency_ms(predictor: Any, rows: Sequence[dict[str, Any]], k: int) -> float | None:

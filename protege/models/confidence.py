@@ -44,3 +44,20 @@ def from_logprobs(token_logprobs: Sequence[float | None] | None) -> float | None
     """The same figure from an OpenAI-style ``logprobs.token_logprobs`` list."""
     vals = [float(x) for x in token_logprobs or [] if x is not None]
     return math.exp(min(vals)) if vals else None
+
+
+def answer_processors(tokenizer: Any, tools: Sequence[Any], prompt_width: int, *, constrain: bool) -> tuple[Any, Any]:
+    """(logits processors, confidence recorder) for a batch whose rows offer
+    ``tools`` (one OpenAI ``tools`` list or None per row). With ``constrain``
+    only offered tool names may be written; that runs first, so the recorded
+    confidence is the student's among the names it may write."""
+    from transformers import LogitsProcessorList
+
+    probs = step_recorder()
+    processors: list[Any] = [probs]
+    if constrain:
+        from protege.models.constrain import offered_names, tool_name_constraint
+
+        names = [offered_names(t) for t in tools]
+        processors.insert(0, tool_name_constraint(tokenizer, names, prompt_width))
+    return LogitsProcessorList(processors), probs

@@ -269,19 +269,12 @@ class EmbeddedEngine:
                 "pad_token_id": self.tokenizer.pad_token_id,
                 "eos_token_id": self._stop_ids(),
             }
-            from transformers import LogitsProcessorList
+            from protege.models.confidence import answer_processors
 
-            from protege.models.confidence import step_recorder
-
-            probs = step_recorder()
-            processors: list[Any] = [probs]
-            if self.constrain_tool_names:
-                from protege.models.constrain import offered_names, tool_name_constraint
-
-                names = [offered_names(j.request.get("tools")) for j in batch]
-                # First, so the recorded confidence is the student's among the names it may write.
-                processors.insert(0, tool_name_constraint(self.tokenizer, names, enc["input_ids"].shape[1]))
-            kwargs["logits_processor"] = LogitsProcessorList(processors)
+            kwargs["logits_processor"], probs = answer_processors(
+                self.tokenizer, [j.request.get("tools") for j in batch], enc["input_ids"].shape[1],
+                constrain=self.constrain_tool_names,
+            )
             model = self.model
             if self._peft is not None:
                 model = self._peft
