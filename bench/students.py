@@ -78,7 +78,7 @@ def main() -> None:
     t0 = time.perf_counter()
     res = train_adapter(task, config=cfg, dataset=ds, progress=True)
     train_s = time.perf_counter() - t0
-    student = load_student(Path(res.adapter_dir), constrain_tool_names=not a.free_names)
+    student = load_student(Path(res.adapter_dir), constrain=not a.free_names)
     rows = list(ds.test)
     t1 = time.perf_counter()
     preds = student.predict(rows)

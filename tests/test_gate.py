@@ -202,3 +202,62 @@ def test_gate_passes_with_a_confidence_floor_and_records_it(store):
     assert not low.passed and "coverage" in {c.name for c in low.failed_checks}
     # Off: all or nothing, as before.
     assert not gate(store, "t-floor", rec.id, min_test_examples=30, confidence_floor=False).passed
+
+
+def _two_signals(n: int, sure_right: int, seed: int) -> tuple[dict[str, list], list[float]]:
+    """Signal ``good`` puts the ``sure_right`` right answers first; ``bad`` is noise."""
+    import random
+
+    rng = random.Random(seed)
+    st = [1.0] * sure_right + [float(i % 2) for i in range(n - sure_right)]
+    good = [0.99 - i * 1e-3 if i < sure_right else 0.5 - i * 1e-4 for i in range(n)]
+    bad = [rng.random() for _ in range(n)]
+    return {"good": good, "bad": bad, "min_prob": bad}, st
+
+
+def test_validated_floor_is_chosen_on_validation_and_judged_on_test(store):
+    from protege.evaluate.gate import GateThresholds, choose_validated_floor
+
+    vsig, vst = _two_signals(50, 30, seed=1)
+    tsig, tst = _two_signals(200, 140, seed=2)
+    selective = {
+        "basis": "reference", "confidence": tsig["min_prob"], "signals": tsig, "student": tst,
+        "teacher": [1.0] * 200, "valid": [1.0] * 200,
+        "validation": {"signals": vsig, "student": vst, "teacher": [1.0] * 50, "n": 50},
+    }
+    floor, table = choose_validated_floor(selective, GateThresholds())
+    assert floor is not None and floor.signal == "good" and floor.chosen_on == "validation"
+    # The cut is the validation's (its 30 sure answers end at 0.99 - 29e-3), a
+    # value, not a count: on the test split it serves the 30 answers at or
+    # above it, although 140 there are right and sure.
+    assert floor.min_confidence == pytest.approx(0.99 - 29e-3)
+    assert floor.served == 30 and floor.share.value == 1.0
+    chosen = [r for r in table if r.get("chosen")]
+    assert [r["signal"] for r in chosen] == ["good"]
+    # Judged on test: answers there below the validation's cut are not served
+    # even where they are right.
+    rec, report = evaluated(store, "t-val", 200, wrong_every=2)
+    report.selective = selective
+    report.id = None
+    from protege.evaluate.runner import save_report
+
+    save_report(store, report)
+    decision = gate(store, "t-val", rec.id)
+    assert not decision.passed  # 30 served answers < the rule of three's 60
+    assert "test_examples" in {c.name for c in decision.failed_checks}
+    tsig["good"] = [0.99 - i * 1e-4 if i < 140 else 0.5 - i * 1e-4 for i in range(200)]
+    report.id = None
+    save_report(store, report)
+    decision = gate(store, "t-val", rec.id)
+    assert decision.passed, [c.message for c in decision.checks]
+    assert decision.floor.served == 140 and decision.floor.signal == "good"
+    serving = Registry(store).get(rec.id).metrics["serving"]
+    assert serving["signal"] == "good" and serving["min_confidence"] == pytest.approx(0.99 - 29e-3)
+
+
+def test_no_validated_floor_when_the_surest_validation_answer_is_wrong():
+    from protege.evaluate.gate import GateThresholds, choose_validated_floor
+
+    sel = {"confidence": [0.9, 0.8], "student": [1.0, 1.0], "teacher": [1.0, 1.0], "valid": [1.0, 1.0],
+           "validation": {"confidence": [0.9, 0.2], "student": [0.0, 1.0], "teacher": [1.0, 1.0]}}
+    assert choose_validated_floor(sel, GateThresholds())[0] is None

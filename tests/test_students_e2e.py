@@ -101,7 +101,7 @@ def stack(tmp_path: Path, adapters: dict[str, Path]):
     set_route(store, "weather", "live")
     # Unconstrained names, so that a bad student's invented tool reaches validation.
     engine = EmbeddedEngine(load_base(str(adapters["base"])), max_batch=4, max_wait_ms=2, max_new_tokens=48,
-                            constrain_tool_names=False)
+                            constrain=False)
     students = StudentPath(store, engine, poll_s=0.1, assign=lambda req, tag: (tag, 1.0) if tag else (None, None))
     with FakeUpstreamThread() as up:
         cfg = GatewayConfig(upstream=up.url, db_url=db, gateway_keys=[], keys_file=tmp_path / "k.json",

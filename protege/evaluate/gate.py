@@ -123,6 +123,8 @@ class Floor:
     n: int
     share: Interval
     validity: float
+    signal: str = "min_prob"  # the confidence signal the floor is on
+    chosen_on: str = "test"  # "validation": chosen there, judged on test
 
     @property
     def coverage(self) -> float:
@@ -136,6 +138,8 @@ class Floor:
             "coverage": round(self.coverage, 6),
             "share": self.share.to_dict(),
             "validity": self.validity,
+            "signal": self.signal,
+            "chosen_on": self.chosen_on,
         }
 
 
@@ -197,9 +201,63 @@ def choose_floor(
     return best, curve
 
 
+def choose_validated_floor(
+    selective: dict[str, Any], t: GateThresholds, *, n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> tuple[Floor | None, list[dict[str, Any]]]:
+    """A floor chosen on the validation split and judged once on the test split.
+
+    On the validation answers: the signal that ranks right answers above wrong
+    ones best (lowest AURC), and the lowest floor on it above which the
+    student stays right at least as often as halfway between the bar and
+    perfect (``protege.evaluate.selective.floor_for``). On the test answers
+    at or above that floor: the share of teacher quality with its interval,
+    for the usual checks. Nothing about the floor is chosen on the answers
+    that judge it. Returns (floor or None, per-signal comparison)."""
+    from protege.evaluate import selective as S
+
+    t = t.resolved()
+    val = selective.get("validation") or {}
+    vst = np.asarray(val.get("student") or [], dtype=float)
+    vte = np.asarray(val.get("teacher") or [], dtype=float)
+    if not len(vst) or len(vst) != len(vte):
+        return None, []
+    right = np.where(np.isnan(vst) | np.isnan(vte), np.nan, (vst >= vte).astype(float))
+    vsig = {k: v for k, v in (val.get("signals") or {}).items() if len(v) == len(vst)}
+    if not vsig and val.get("confidence"):
+        vsig = {"min_prob": val["confidence"]}
+    tsig = dict(selective.get("signals") or {})
+    if "min_prob" not in tsig and selective.get("confidence"):
+        tsig["min_prob"] = selective["confidence"]
+    vsig = {k: v for k, v in vsig.items() if k in tsig}
+    if not vsig:
+        return None, []
+    table = S.compare(vsig, right)
+    signal = S.best_signal(vsig, right)
+    target = 1.0 - (1.0 - t.min_share) / 2
+    cut = S.floor_for(vsig[signal], right, target)
+    curve = [{"signal": k, "validation": v, "chosen": k == signal} for k, v in table.items()]
+    if cut is None:
+        return None, curve
+    conf = np.asarray([-np.inf if c is None else float(c) for c in tsig[signal]], dtype=float)
+    st = np.asarray(selective.get("student") or [], dtype=float)
+    te = np.asarray(selective.get("teacher") or [], dtype=float)
+    valid = np.asarray(selective.get("valid") or [], dtype=float)
+    if not (len(conf) == len(st) == len(te) == len(valid)):
+        return None, curve
+    served = conf >= cut
+    sel = served & ~(np.isnan(st) | np.isnan(te))
+    share = _subset_share(st[sel], te[sel], n_resamples, alpha, seed)
+    v = valid[served]
+    validity = float(np.nanmean(v)) if len(v) and not np.isnan(v).all() else float("nan")
+    floor = Floor(cut, int(served.sum()), len(conf), share, validity, signal=signal, chosen_on="validation")
+    curve.append({"min_confidence": cut, "signal": signal, "served": floor.served,
+                  "coverage": round(floor.coverage, 6), "share": share.to_dict(), "target_on_validation": target})
+    return floor, curve
+
+
 def floor_checks(floor: Floor, t: GateThresholds, basis: str, metric: str) -> list[Check]:
     """The gate's checks on the answers at or above ``floor``, plus its coverage."""
-    where = f"at confidence >= {floor.min_confidence:.3g}"
+    where = f"at {floor.signal} >= {floor.min_confidence:.3g}"
     sh = floor.share
     return [
         Check(
@@ -376,8 +434,16 @@ def gate(
     floor: Floor | None = None
     curve: list[dict[str, Any]] = []
     if not passed and thresholds.confidence_floor and report is not None and report.selective:
-        floor, curve = choose_floor(report.selective, thresholds, alpha=float(report.config.get("alpha") or 0.05))
-        if floor is None:
+        alpha = float(report.config.get("alpha") or 0.05)
+        if report.selective.get("validation"):
+            floor, curve = choose_validated_floor(report.selective, thresholds, alpha=alpha)
+        else:  # an evaluation without validation answers: scanned on the test split
+            floor, curve = choose_floor(report.selective, thresholds, alpha=alpha)
+        if floor is None and report.selective.get("validation"):
+            checks.append(Check("confidence_floor", False, None, thresholds.min_share,
+                                "no confidence floor: on the validation split even the surest answers "
+                                "fall short of the bar"))
+        elif floor is None:
             enough = [p for p in curve if p["served"] >= (thresholds.min_test_examples or 0)]
             best = max(enough, key=lambda p: p["share"].get("low") or 0.0, default=None)
             at = (f" (best lower bound over >= {thresholds.min_test_examples} answers:"
@@ -418,6 +484,7 @@ def _set_serving(store: Any, adapter_id: str, decision: GateDecision) -> None:
     f = decision.floor
     serving = {
         "min_confidence": f.min_confidence if f else None,
+        "signal": f.signal if f else None,
         "coverage": f.coverage if f else 1.0,
         "gate_decision": decision.id,
         "evaluation_id": decision.evaluation_id,

@@ -84,11 +84,11 @@ class TransformersPredictor:
         batch_size: int = 8,
         max_new_tokens: int = 256,
         progress: Callable[[int], None] | None = None,
-        constrain_tool_names: bool = True,
+        constrain: bool | str = "schema",
     ) -> None:
         self.name = name
-        # As the embedded engine serves: only offered tool names (``protege.models.constrain``).
-        self.constrain_tool_names = constrain_tool_names
+        # As the embedded engine serves: answers follow the request's schemas (``protege.models.grammar``).
+        self.constrain = constrain
         self.model = model
         self.tokenizer = tokenizer
         self.prefix = prefix
@@ -101,6 +101,8 @@ class TransformersPredictor:
         # Per answer of the last ``predict`` call, in its order: the lowest
         # probability of any generated token (``protege.models.confidence``).
         self.confidences: list[float | None] = []
+        # Every signal of ``protege.models.confidence.SIGNALS`` per answer.
+        self.signals: list[dict[str, float] | None] = []
 
     @property
     def device(self) -> str:
@@ -133,6 +135,7 @@ class TransformersPredictor:
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Message | None] = [None] * len(prompts)
         conf: list[float | None] = [None] * len(prompts)
+        sigs: list[dict[str, float] | None] = [None] * len(prompts)
         self.model.eval()
         eos = {
             t
@@ -146,7 +149,7 @@ class TransformersPredictor:
             t0 = time.perf_counter()
             processors, probs = answer_processors(
                 tok, [rows[i].get("tools") for i in idx], enc["input_ids"].shape[1],
-                constrain=self.constrain_tool_names,
+                constrain=self.constrain, requests=[rows[i] for i in idx],
             )
             with torch.inference_mode():
                 gen = self.model.generate(
@@ -168,13 +171,15 @@ class TransformersPredictor:
                 # The stop token counts (stopping too early is an error too); a
                 # pad token doubling as EOS was trimmed above, so look in ``ids``.
                 stop = next((k for k, t in enumerate(ids) if t in eos or t == tok.pad_token_id), None)
-                conf[i] = probs.confidence(j, stop + 1 if stop is not None else len(ids))
+                sigs[i] = probs.signals(j, stop + 1 if stop is not None else len(ids))
+                conf[i] = None if sigs[i] is None else sigs[i]["min_prob"]
                 text = tok.decode(ids[:n], skip_special_tokens=False)
                 out[i] = parse_completion(text)
             self.stats["calls"] += len(idx)
             if self.progress:
                 self.progress(len(idx))
         self.confidences = conf
+        self.signals = sigs
         return [m or {"role": "assistant", "content": None, "tool_calls": None} for m in out]
 
 
@@ -189,13 +194,9 @@ def _split_loaded(loaded: Any) -> tuple[Any, Any]:
 
 def load_base_model(name: str) -> tuple[Any, Any]:
     """(model, tokenizer) for a catalog name or hub id, through the project's loader."""
-    try:
-        from protege.models.loader import load_base
-    except ImportError:  # loader not installed: plain transformers on a local dir or hub id
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    from protege.models.loader import inference_dtype, load_base
 
-        return AutoModelForCausalLM.from_pretrained(name), AutoTokenizer.from_pretrained(name)
-    return _split_loaded(load_base(name))
+    return _split_loaded(load_base(name, dtype=inference_dtype()))
 
 
 # Written by protege's trainer next to the adapter weights.

@@ -70,6 +70,11 @@ class EvalConfig:
     store_result: bool = field(
         default=True, metadata={"help": "store the evaluation in the evaluations table"}
     )
+    validation: bool = field(
+        default=True,
+        metadata={"help": "also answer the validation split with the student: the gate chooses its "
+                  "confidence signal and floor there and judges them on the test split"},
+    )
     cost: CostConfig = field(default_factory=CostConfig, metadata={"help": "student hardware price"})
 
 
@@ -204,6 +209,7 @@ class TaskData:
     train: list[dict[str, Any]]
     test: list[dict[str, Any]]
     path: Path | None = None
+    validation: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _rows(split: Any) -> list[dict[str, Any]]:
@@ -221,7 +227,8 @@ def load_task_data(task_id: str, version: str | None = None) -> TaskData:
     from protege.datasets import load_dataset
 
     ds = load_dataset(task_id, version)
-    return TaskData(dict(ds.manifest), _rows(ds.train), _rows(ds.test), Path(ds.path))
+    return TaskData(dict(ds.manifest), _rows(ds.train), _rows(ds.test), Path(ds.path),
+                    _rows(getattr(ds, "validation", None)))
 
 
 @dataclass
@@ -347,6 +354,7 @@ def evaluate_task(
     all_preds: dict[str, list[M.Message]] = {}
     per_example: dict[str, dict[str, np.ndarray]] = {}  # system -> primary / gt / validity per example
     student_conf: list[float | None] | None = None
+    student_signals: dict[str, list[float | None]] | None = None
     for name, predictor in systems.items():
         say(f"predicting: {name} ({len(rows)} examples)")
         if advance is not None and hasattr(predictor, "progress"):
@@ -396,6 +404,7 @@ def evaluate_task(
         if name == "student":
             c = list(getattr(predictor, "confidences", None) or [])
             student_conf = c if len(c) == len(rows) and any(x is not None for x in c) else None
+            student_signals = _signal_lists(predictor, len(rows))
         if name != "teacher":
             seconds = stats.get("seconds") or wall
             calls = stats.get("calls") or len(rows)
@@ -430,6 +439,14 @@ def evaluate_task(
             "teacher": per_example["teacher"][basis].tolist(),
             "valid": per_example["student"]["valid"].tolist(),
         }
+        if student_signals:
+            report.selective["signals"] = student_signals
+        val_rows = list(data.validation or [])
+        if config.validation and val_rows and "student" in systems:
+            say(f"predicting: student on the validation split ({len(val_rows)} examples)")
+            report.selective["validation"] = _validation_selective(
+                systems["student"], systems["teacher"], val_rows, output_type, basis
+            )
     _costs(report, store, rows, device, config)
     if config.checker == "bfcl" and "student" in all_preds:
         from protege.evaluate.bfcl_check import cross_check
@@ -440,6 +457,37 @@ def evaluate_task(
     if config.store_result:
         save_report(store, report)
     return report
+
+
+def _signal_lists(predictor: Any, n: int) -> dict[str, list[float | None]] | None:
+    sigs = list(getattr(predictor, "signals", None) or [])
+    if len(sigs) != n or not any(sigs):
+        return None
+    names = sorted({k for d in sigs if d for k in d})
+    return {k: [None if d is None else d.get(k) for d in sigs] for k in names}
+
+
+def _validation_selective(student: Any, teacher: Any, rows: list[dict[str, Any]], output_type: str,
+                          basis: str) -> dict[str, Any]:
+    """Per validation answer: the student's signals and its score and the
+    teacher's on the share's basis, for the gate to choose a floor on."""
+    refs = [r["completion"] for r in rows]
+    out: dict[str, Any] = {"n": len(rows)}
+    for name, predictor in (("student", student), ("teacher", teacher)):
+        preds = predictor.predict(rows)
+        if name == "student":
+            out["signals"] = _signal_lists(predictor, len(rows)) or {}
+            out["confidence"] = list(getattr(predictor, "confidences", None) or [])
+        comps, defs = M.components_for(output_type, preds, rows, refs)
+        primary = M.PRIMARY_METRIC[output_type]
+        if basis == "ground_truth" and output_type == "tool_call":
+            gts, name_maps = _ground_truth(rows)
+            if any(g is not None for g in gts):
+                g = M.ground_truth_components(preds, gts, [r.get("tools") for r in rows], name_maps)
+                out[name] = np.asarray(g["gt_exact"], dtype=float).tolist()
+                continue
+        out[name] = _each(defs, comps, primary).tolist()
+    return out
 
 
 def _each(defs: Sequence[M.Metric], comps: M.Components, metric: str) -> np.ndarray:

@@ -63,6 +63,10 @@ class FlywheelConfig:
         default=400, metadata={"help": "cap on a task's dataset rows (whole sessions kept together)"}
     )
     test_frac: float = field(default=0.2, metadata={"help": "share of a task's dataset held out for the gate"})
+    val_frac: float = field(
+        default=0.1,
+        metadata={"help": "share held out for validation (early stopping, the confidence floor's choice)"},
+    )
     retrain_min_new: int = field(
         default=100, metadata={"help": "new examples since the last training that trigger a retrain"}
     )

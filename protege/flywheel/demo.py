@@ -31,7 +31,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-SUITES = (("TradingBot",), ("VehicleControlAPI",))
+# Two agents, each its own call site (system prompt naming its API suite, its
+# own tools): BFCL multi-turn conversations of one suite, in three variants of
+# each question (as asked, a parameter missing, a function missing).
+SUITES = (("VehicleControlAPI",), ("TradingBot",))
+VARIANTS = ("multi_turn_base", "multi_turn_miss_param", "multi_turn_miss_func")
+UNSEEN_EVERY = 7  # every 7th question of a suite (all its variants) is held out
 TAIL = (("simple_python", 40, 20), ("irrelevance", 20, 10))  # category, seen, unseen
 
 
@@ -45,23 +50,48 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float | None, float | None,
     return p, max(0.0, c - h), min(1.0, c + h)
 
 
-def workload(train_share: float = 0.7) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """BFCL entries for the seen (training) and unseen (evaluation) traffic."""
+def question_of(entry: dict[str, Any]) -> int:
+    """BFCL's variants of one question share its number (``multi_turn_miss_param_12``)."""
+    return int(str(entry["id"]).rsplit("_", 1)[-1])
+
+
+def suite_prompt(suite: tuple[str, ...]) -> str:
+    """The system prompt of the agent that works with ``suite``."""
+    from protege.importers import bfcl as B
+
+    return (f"You are the {' and '.join(suite)} assistant of this application. "
+            + B.DEFAULT_SYSTEM_PROMPT)
+
+
+def workload() -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """BFCL entries for the seen (training) and unseen (evaluation) traffic.
+
+    Held-out traffic is split by question, not by entry, so no variant of an
+    unseen question was ever captured for training."""
     from protege.importers import bfcl as B
 
     seen: list[tuple[str, dict[str, Any]]] = []
     unseen: list[tuple[str, dict[str, Any]]] = []
-    entries = [e for _, e in B.category_entries("multi_turn_base")]
     for suite in SUITES:
-        group = [e for e in entries if tuple(sorted(e["involved_classes"])) == tuple(sorted(suite))]
-        cut = int(len(group) * train_share)
-        seen += [("multi_turn_base", e) for e in group[:cut]]
-        unseen += [("multi_turn_base", e) for e in group[cut:]]
+        for cat in VARIANTS:
+            group = [e for _, e in B.category_entries(cat)
+                     if tuple(sorted(e["involved_classes"])) == tuple(sorted(suite))]
+            questions = sorted({question_of(e) for e in _entries_of(suite)})
+            held = set(questions[UNSEEN_EVERY - 1 :: UNSEEN_EVERY])
+            for e in group:
+                (unseen if question_of(e) in held else seen).append((cat, e))
     for cat, n_seen, n_unseen in TAIL:
         pairs = B.category_entries(cat)
         seen += [(cat, e) for _, e in pairs[:n_seen]]
         unseen += [(cat, e) for _, e in pairs[n_seen : n_seen + n_unseen]]
     return {"seen": seen, "unseen": unseen}
+
+
+def _entries_of(suite: tuple[str, ...]) -> list[dict[str, Any]]:
+    from protege.importers import bfcl as B
+
+    return [e for _, e in B.category_entries(VARIANTS[0])
+            if tuple(sorted(e["involved_classes"])) == tuple(sorted(suite))]
 
 
 def _client(base_url: str, tag: bool) -> Any:
@@ -87,14 +117,38 @@ def _client(base_url: str, tag: bool) -> Any:
     return openai.OpenAI(base_url=base_url, api_key="demo", http_client=http, max_retries=0)
 
 
+def _prompt_for(cat: str, entry: dict[str, Any]) -> str:
+    from protege.importers import bfcl as B
+
+    if cat in B.MULTI_TURN:
+        return suite_prompt(tuple(sorted(entry["involved_classes"])))
+    return B.DEFAULT_SYSTEM_PROMPT
+
+
+def replay_index(entries: list[tuple[str, dict[str, Any]]]) -> Any:
+    """The replay teacher's answers (BFCL ground truth) for ``entries``, each
+    conversation under its agent's system prompt."""
+    from protege.importers import bfcl as B
+    from protege.teacher.replay import ReplayIndex
+
+    pairs = []
+    for i, (cat, e) in enumerate(entries):
+        cfg = B.BfclImportConfig(model=B.DEFAULT_MODEL, system_prompt=_prompt_for(cat, e))
+        try:
+            pairs += [(ex.request, ex.response) for ex in B.entry_exchanges(cat, e, i, cfg, cat)]
+        except B._Skip:
+            continue
+    return ReplayIndex.from_pairs(pairs)
+
+
 def drive(client: Any, entries: list[tuple[str, dict[str, Any]]], label: str, progress: Any) -> list[Any]:
     """Run the agent over ``entries``; one EntryResult each."""
     from protege.simulate.bfcl import SimulateConfig, run_entry
 
-    cfg = SimulateConfig(categories=[])
     out = []
     task = progress.add_task(label, total=len(entries))
     for i, (cat, e) in enumerate(entries):
+        cfg = SimulateConfig(categories=[], system_prompt=_prompt_for(cat, e))
         r = run_entry(client, cat, e, i, cfg)
         if r is not None:
             out.append(r)
@@ -168,7 +222,7 @@ def _served_quality(store: Any, since: float, index: Any, until: float | None = 
     }
 
 
-def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 90, max_tasks: int = 1,
+def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 40, max_tasks: int = 2,
              base: str = "smollm2-135m-instruct") -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -179,12 +233,19 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 90, max_task
     home.mkdir(parents=True, exist_ok=True)
     con = Console()
     t_start = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def phase(name: str, since: float) -> float:
+        now = time.perf_counter()
+        phases[name] = round(now - since, 1)
+        con.print(f"[dim]{name}: {now - since:.0f} s[/]")
+        return now
     from protege.flywheel import FlywheelConfig, run_flywheel
     from protege.gateway.config import GatewayConfig
     from protege.gateway.server import ServerThread
     from protege.router.routes import list_routes, set_route
     from protege.store import open_store
-    from protege.teacher.replay import ReplayIndex, create_replay_app
+    from protege.teacher.replay import create_replay_app
 
     db_url = f"sqlite:///{home / 'protege.db'}"
     state_file = home / "demo_state.json"
@@ -194,7 +255,8 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 90, max_task
     cats = sorted({c for c, _ in work["seen"] + work["unseen"]})
     con.rule("[bold]protege demo: traffic in, students out")
     with con.status("indexing the replay teacher (BFCL ground truth) ..."):
-        index = ReplayIndex.from_bfcl(cats)
+        index = replay_index(work["seen"] + work["unseen"])
+    tick = phase("replay teacher index", t_start)
     con.print(f"replay teacher: {len(index)} recorded answers from {', '.join(cats)}")
 
     try:
@@ -221,12 +283,13 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 90, max_task
             state["seen"] = _success(seen)
             state_file.write_text(json.dumps(state))
         summary["seen"] = state["seen"]
+        tick = phase("capture (seen workload)", tick)
         con.print(f"captured {store.count_traces()} calls; agent success {state['seen']['success']:.0%}")
 
         # 2. the flywheel
-        fcfg = FlywheelConfig(base=base, curate_ner=False, min_examples=60, max_tasks=max_tasks,
-                              max_examples=300, shadow=False, eval_sample=None, min_test_examples=30,
-                              test_frac=0.3)
+        fcfg = FlywheelConfig(base=base, curate_ner=False, min_examples=300, max_tasks=max_tasks,
+                              max_examples=None, shadow=False, eval_sample=None, test_frac=0.3,
+                              val_frac=0.1)
         # Two CPU cores: each agent conversation is one packed sequence (its
         # calls supervised inside it, the tools prefix dropped), two per step;
         # LoRA on every block (on this task 0.54 exact match against 0.41 with
@@ -243,6 +306,7 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 90, max_task
         fcfg.train.max_eval_examples = 8
         with con.status("flywheel ...") as st:
             rep = run_flywheel(store, fcfg, progress=lambda m: st.update(f"flywheel: {m}"))
+        tick = phase("flywheel (curate, tasks, datasets, train, evaluate, gate)", tick)
         summary["flywheel"] = {"status": rep.status, "error": rep.error, "seconds": round(rep.seconds, 1),
                                "tasks": rep.tasks}
         t = Table("task", "action", "student/teacher", "confidence floor", "why")
@@ -282,6 +346,7 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 90, max_task
             # Routes, tasks and adapters come from the training store.
             with con.status(f"loading the student engine ({base}) ..."):
                 app = create_app(eval_cfg, students=build_student_path(eval_cfg, store))
+            tick = phase("student engine load", tick)
         serving_cfg = eval_cfg if app is not None or not students else dataclasses.replace(eval_cfg, students=False)
         with ServerThread(serving_cfg, app=app) as gw, Progress(*prog_cols, console=con) as progress:
             client = _client(gw.url + "/v1", tag)
@@ -290,11 +355,13 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 90, max_task
             _wait_routes()
             t0 = time.time()
             base_res = drive(client, work["unseen"], "unseen traffic, teacher only", progress)
+            tick = phase("unseen traffic, teacher only", tick)
             for task_id, mode in live.items():
                 set_route(store, task_id, mode, reason="demo: students back on")
             _wait_routes()
             t1 = time.time()
             stud_res = drive(client, work["unseen"], "unseen traffic, with students", progress)
+            tick = phase("unseen traffic, with students", tick)
         summary["teacher_only"] = _success(base_res)
         summary["with_students"] = _success(stud_res)
         eval_store = open_store(eval_cfg.db_url)
@@ -302,6 +369,7 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 90, max_task
         summary["teacher_serving"] = _served_quality(eval_store, t0, index, until=t1)
         eval_store.close()
     summary["seconds"] = round(time.perf_counter() - t_start, 1)
+    summary["phases"] = phases
     summary["within_time"] = summary["seconds"] <= minutes * 60
     _print(con, summary)
     _write_html(store, home, summary)
@@ -361,8 +429,8 @@ def _write_html(store: Any, home: Path, s: dict[str, Any]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description="protege's offline end-to-end demo (BFCL, SmolLM2-135M students)")
     ap.add_argument("--home", type=Path, default=Path.cwd() / ".protege-demo", help="state directory (reused)")
-    ap.add_argument("--max-steps", type=int, default=90, help="training steps per student")
-    ap.add_argument("--max-tasks", type=int, default=1, help="students trained")
+    ap.add_argument("--max-steps", type=int, default=40, help="training steps per student")
+    ap.add_argument("--max-tasks", type=int, default=2, help="students trained")
     ap.add_argument("--base", default="smollm2-135m-instruct", help="student base model")
     ap.add_argument("--fresh", action="store_true", help="forget the cached state first")
     a = ap.parse_args()

@@ -362,7 +362,8 @@ def _shadow_check(store: Any, cfg: FlywheelConfig, task_id: str, state: dict[str
 def _dataset(store: Any, cfg: FlywheelConfig, task_id: str) -> dict[str, Any]:
     from protege.datasets import DatasetConfig, build_dataset
 
-    ds = build_dataset(store, task_id, DatasetConfig(max_examples=cfg.max_examples, seed=cfg.seed, test_frac=cfg.test_frac))
+    ds = build_dataset(store, task_id, DatasetConfig(max_examples=cfg.max_examples, seed=cfg.seed, test_frac=cfg.test_frac,
+                                                             val_frac=cfg.val_frac))
     return {"version": ds.version, "hash": ds.hash, "counts": ds.manifest.get("counts"),
             "output_type": ds.manifest.get("output_type"), "reused": ds.reused, "path": str(ds.path)}
 

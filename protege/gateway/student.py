@@ -172,6 +172,7 @@ class StudentPath:
             tools=frozenset(tools) if tools is not None else None,
             status="promoted" if rec.status == "promoted" else "shadow",
             min_confidence=float(floor) if floor is not None else None,
+            confidence_signal=serving.get("signal") if isinstance(serving, dict) else None,
         )
 
     def _reload_index(self) -> None:
@@ -208,9 +209,10 @@ class StudentPath:
             return None, [f"engine_error:{type(exc).__name__}"]
         reasons = validate_answer(request, ans.message, ans.finish_reason)
         floor = decision.min_confidence
-        if floor is not None and (ans.confidence is None or ans.confidence < floor):
+        conf = ans.signal(decision.confidence_signal) if hasattr(ans, "signal") else ans.confidence
+        if floor is not None and (conf is None or conf < floor):
             # Below the gate's floor the student was not shown to match the teacher.
-            reasons.append("low_confidence" if ans.confidence is not None else "no_confidence")
+            reasons.append("low_confidence" if conf is not None else "no_confidence")
         return ans, reasons
 
     def shadow(self, request: dict[str, Any], decision: Decision, teacher_body: bytes, trace_id: str,

@@ -1,11 +1,20 @@
-"""How sure a student is of a greedy answer: the lowest probability it gave
-any token it generated.
+"""How sure a student is of a greedy answer.
 
-A tool call is wrong when any one of its tokens is (a digit of an amount, a
-ticker, a key), so the weakest token, not the average, is what separates
-answers to serve from answers to send to the teacher. The gate picks the
-floor per adapter on held-out examples (``protege.evaluate.gate``); the
-gateway falls back to the teacher below it.
+Several signals are recorded per answer, each over the tokens the student
+chose (after the decoding constraint, so tokens the grammar forces count as
+certain and only real choices weigh):
+
+* ``min_prob``: the lowest probability of any chosen token. A tool call is
+  wrong when any one of its tokens is (a digit of an amount, a ticker, a key);
+* ``mean_logprob``: the mean log-probability of the chosen tokens;
+* ``min_margin``: the smallest gap between the chosen token's probability and
+  the runner-up's, at any step.
+
+``bench/students.py`` ranks them by selective accuracy (accuracy at a given
+coverage, AURC) and the gate uses the one named in ``SIGNALS[0]`` unless the
+evaluation measured another to rank answers better on the validation split
+(``protege.evaluate.selective``); the gateway falls back to the teacher below
+the adapter's floor on its signal.
 """
 
 from __future__ import annotations
@@ -14,28 +23,43 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+SIGNALS = ("min_prob", "mean_logprob", "min_margin")
+
 
 def step_recorder() -> Any:
     """A ``transformers`` logits processor that keeps, per generation step and
-    row, the probability of the token greedy decoding is about to pick (the
-    largest one). It changes no score."""
+    row, the two largest probabilities (greedy decoding picks the first). It
+    changes no score."""
     import torch
     from transformers import LogitsProcessor
 
     class _StepProbs(LogitsProcessor):
         def __init__(self) -> None:
-            self.steps: list[torch.Tensor] = []
+            self.steps: list[torch.Tensor] = []  # (rows, 2) per step
 
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-            self.steps.append(torch.softmax(scores.float(), dim=-1).amax(dim=-1).cpu())
+            top = torch.softmax(scores.float(), dim=-1).topk(min(2, scores.shape[-1]), dim=-1).values
+            if top.shape[-1] == 1:
+                top = torch.cat([top, torch.zeros_like(top)], dim=-1)
+            self.steps.append(top.cpu())
             return scores
 
-        def confidence(self, row: int, n_steps: int) -> float | None:
-            """Lowest probability over the first ``n_steps`` generated tokens of ``row``."""
+        def signals(self, row: int, n_steps: int) -> dict[str, float] | None:
+            """Every signal of ``SIGNALS`` over the first ``n_steps`` generated tokens of ``row``."""
             n = min(n_steps, len(self.steps))
             if n <= 0:
                 return None
-            return float(min(float(self.steps[k][row]) for k in range(n)))
+            pair = torch.stack([self.steps[k][row] for k in range(n)])
+            p1 = pair[:, 0].clamp_min(1e-12)
+            return {
+                "min_prob": float(p1.min()),
+                "mean_logprob": float(p1.log().mean()),
+                "min_margin": float((pair[:, 0] - pair[:, 1]).min()),
+            }
+
+        def confidence(self, row: int, n_steps: int, signal: str = "min_prob") -> float | None:
+            sig = self.signals(row, n_steps)
+            return None if sig is None else sig[signal]
 
     return _StepProbs()
 
@@ -46,18 +70,44 @@ def from_logprobs(token_logprobs: Sequence[float | None] | None) -> float | None
     return math.exp(min(vals)) if vals else None
 
 
-def answer_processors(tokenizer: Any, tools: Sequence[Any], prompt_width: int, *, constrain: bool) -> tuple[Any, Any]:
+def answer_processors(
+    tokenizer: Any,
+    tools: Sequence[Any],
+    prompt_width: int,
+    *,
+    constrain: bool | str,
+    requests: Sequence[dict[str, Any] | None] | None = None,
+) -> tuple[Any, Any]:
     """(logits processors, confidence recorder) for a batch whose rows offer
-    ``tools`` (one OpenAI ``tools`` list or None per row). With ``constrain``
-    only offered tool names may be written; that runs first, so the recorded
-    confidence is the student's among the names it may write."""
+    ``tools`` (one OpenAI ``tools`` list or None per row).
+
+    ``constrain``: 'schema' (True): the whole answer follows the request's
+    tools, ``tool_choice`` and ``response_format`` (``protege.models.grammar``;
+    ``requests`` carries the last two per row); 'names': only offered tool
+    names may be written, arguments are free; 'off' (False): nothing. The
+    constraint runs first, so the recorded confidence is the student's among
+    the tokens it may write."""
     from transformers import LogitsProcessorList
 
+    mode = {True: "schema", False: "off"}.get(constrain, constrain)  # type: ignore[call-overload]
     probs = step_recorder()
     processors: list[Any] = [probs]
-    if constrain:
+    names_rows: list[Any] = []
+    if mode == "schema":
+        from protege.models.grammar import compile_grammar, request_grammar, schema_constraint
+
+        reqs = list(requests) if requests is not None else [None] * len(tools)
+        grammars = [compile_grammar(request_grammar(r, t)) for r, t in zip(reqs, tools, strict=True)]
+        processors.insert(0, schema_constraint(tokenizer, grammars, prompt_width))
+        # Where a schema could not be compiled, still keep the names honest.
+        names_rows = [t if g is None else None for t, g in zip(tools, grammars, strict=True)]
+    elif mode == "names":
+        names_rows = list(tools)
+    elif mode != "off":
+        raise ValueError(f"unknown constraint {constrain!r} (schema, names, off)")
+    if any(names_rows):
         from protege.models.constrain import offered_names, tool_name_constraint
 
-        names = [offered_names(t) for t in tools]
+        names = [offered_names(t) if t else None for t in names_rows]
         processors.insert(0, tool_name_constraint(tokenizer, names, prompt_width))
     return LogitsProcessorList(processors), probs

@@ -115,6 +115,36 @@ def offline_models(catalog: Catalog | None = None) -> list[str]:
     return [s.name for s in catalog if availability(s)]
 
 
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls (AVX512-BF16 or AMX); without them bf16 is slower than fp32."""
+    import torch
+
+    try:
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
+    except Exception:
+        pass
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def inference_dtype(device: str = "cpu") -> str:
+    """The weights' dtype for generation (evaluation and the embedded engine
+    alike, so the gate measures the student as it serves): bfloat16 where the
+    hardware computes it natively (on CPUs with AVX512-BF16 it halves the time
+    of a 1,000-token prompt), float32 elsewhere. ``PROTEGE_INFERENCE_DTYPE``
+    overrides it (float32, bfloat16)."""
+    env = os.environ.get("PROTEGE_INFERENCE_DTYPE", "auto").strip().lower()
+    if env not in ("", "auto"):
+        return env
+    if str(device).startswith("cuda"):
+        return "bfloat16"
+    return "bfloat16" if cpu_has_bf16() else "float32"
+
+
 def resolve_dtype(dtype: Any, device: str) -> Any:
     import torch
 

@@ -28,6 +28,7 @@ class StudentInfo:
     status: str = "promoted"  # a "shadow" adapter only ever runs in the background
     # The gate's confidence floor: answers less sure than this go to the teacher.
     min_confidence: float | None = None
+    confidence_signal: str | None = None  # the signal the floor is on (None: min_prob)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Decision:
     reason: str = ""
     confidence: float | None = None
     min_confidence: float | None = None  # the student's answer must be at least this sure
+    confidence_signal: str | None = None  # ...on this signal (``protege.models.confidence``)
     decision_us: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -85,6 +87,7 @@ class Router:
             return Decision(
                 "teacher", task_id, student.adapter, shadow=True, reason="shadow", confidence=conf,
                 min_confidence=student.min_confidence,
+                confidence_signal=student.confidence_signal,
             )
         if route.mode == "canary":
             bucket = zlib.crc32((key or str(time.perf_counter_ns())).encode()) % 10000 / 100.0
@@ -93,4 +96,5 @@ class Router:
         return Decision(
             "student", task_id, student.adapter, reason=route.mode, confidence=conf,
             min_confidence=student.min_confidence,
+            confidence_signal=student.confidence_signal,
         )

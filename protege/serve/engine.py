@@ -63,6 +63,14 @@ class StudentAnswer:
     # Lowest probability of any generated token (``protege.models.confidence``);
     # None where the engine cannot tell.
     confidence: float | None = None
+    # Every signal of ``protege.models.confidence.SIGNALS`` the engine measured.
+    signals: dict[str, float] | None = None
+
+    def signal(self, name: str | None) -> float | None:
+        """The answer's confidence on signal ``name`` (min_prob when unnamed)."""
+        if not name or name == "min_prob":
+            return self.confidence
+        return (self.signals or {}).get(name)
 
 
 class StudentEngine(Protocol):
@@ -110,11 +118,11 @@ class EmbeddedEngine:
         max_wait_ms: float = 4.0,
         max_new_tokens: int = 256,
         threads: int | None = None,
-        constrain_tool_names: bool = True,
+        constrain: bool | str = "schema",
     ) -> None:
         self.max_batch = max_batch
-        # Only offered tool names may be written (``protege.models.constrain``).
-        self.constrain_tool_names = constrain_tool_names
+        # Answers follow the request's tool schemas (``protege.models.grammar``): schema, names or off.
+        self.constrain = constrain
         self.max_new_tokens = max_new_tokens
         self.max_wait_s = max_wait_ms / 1000.0
         self._jobs: queue.Queue[_Job | tuple[str, Any, Any] | None] = queue.Queue()
@@ -127,9 +135,9 @@ class EmbeddedEngine:
             self.model, self.tokenizer = base
             self.base_name = getattr(self.model.config, "_name_or_path", "model")
         else:
-            from protege.models.loader import load_base
+            from protege.models.loader import inference_dtype, load_base
 
-            self.model, self.tokenizer = load_base(base)
+            self.model, self.tokenizer = load_base(base, dtype=inference_dtype())
             self.base_name = base
         if threads:
             import torch
@@ -273,7 +281,7 @@ class EmbeddedEngine:
 
             kwargs["logits_processor"], probs = answer_processors(
                 self.tokenizer, [j.request.get("tools") for j in batch], enc["input_ids"].shape[1],
-                constrain=self.constrain_tool_names,
+                constrain=self.constrain, requests=[j.request for j in batch],
             )
             model = self.model
             if self._peft is not None:
@@ -300,7 +308,8 @@ class EmbeddedEngine:
                 if hit_stop:
                     n = next(k for k, t in enumerate(gen) if t in stops)
                 # The stop token counts: stopping too early is an error too.
-                confidence = probs.confidence(i, n + 1 if hit_stop else n)
+                signals = probs.signals(i, n + 1 if hit_stop else n)
+                confidence = None if signals is None else signals["min_prob"]
                 text = self.tokenizer.decode(gen[:n], skip_special_tokens=True)
                 message = parse_completion(text)
                 job.future.set_result(
@@ -312,6 +321,7 @@ class EmbeddedEngine:
                         latency_ms=(time.perf_counter() - job.enqueued) * 1000,
                         text=text,
                         confidence=confidence,
+                        signals=signals,
                     )
                 )
             log.debug("protege: batch of %d in %.0f ms", len(batch), elapsed_ms)

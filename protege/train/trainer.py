@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from protege.datasets import read_jsonl
+from protege.models.loader import cpu_has_bf16
 from protege.train.config import TrainConfig, parse_layers
 from protege.train.data import (
     TokenizedExample,
@@ -99,22 +100,6 @@ class TrainState:
 
 
 # -- hardware --------------------------------------------------------------------
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 matmuls (AVX512-BF16 or AMX); without them bf16 autocast is slower than fp32."""
-    import torch
-
-    try:
-        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return False
-    except Exception:
-        pass
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_device(spec: str) -> str:

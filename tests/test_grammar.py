@@ -1,0 +1,154 @@
+"""Schema-constrained decoding: the grammar accepts exactly the trained answer
+format, and a model that knows nothing writes only schema-valid calls under it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from protege.evaluate.metrics import schema_valid, tool_calls_of
+from protege.models import grammar as G
+from protege.models.toolcall import render_completion
+
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "set_speed", "description": "Set the cruise speed.",
+        "parameters": {"type": "object", "properties": {
+            "speed": {"type": "integer", "description": "km/h"},
+            "unit": {"type": "string", "enum": ["kmh", "mph"]},
+            "lanes": {"type": "array", "items": {"type": "string"}},
+        }, "required": ["speed", "unit"]}}},
+    {"type": "function", "function": {"name": "honk", "parameters": {"type": "object", "properties": {}}}},
+]
+
+
+# For generation by a random model: no free strings or numbers, whose length
+# only a trained model would bound.
+GEN_TOOLS = [
+    {"type": "function", "function": {"name": "set_mode", "parameters": {"type": "object", "properties": {
+        "mode": {"type": "string", "enum": ["eco", "sport"]}, "on": {"type": "boolean"}},
+        "required": ["mode", "on"]}}},
+    {"type": "function", "function": {"name": "honk", "parameters": {"type": "object", "properties": {}}}},
+]
+
+
+def _call(name: str, args: dict) -> dict:
+    return {"id": "c1", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from protege.models.tiny import build_tiny
+
+    path = build_tiny(tmp_path_factory.mktemp("tiny"), hidden_size=32, layers=1)
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def _matcher(tok, grammar: str):
+    import llguidance
+
+    return llguidance.LLMatcher(G.ll_tokenizer(tok), G.compile_grammar(grammar))
+
+
+@pytest.mark.parametrize("message", [
+    {"role": "assistant", "content": None, "tool_calls": [_call("set_speed", {"speed": 90, "unit": "kmh"})]},
+    {"role": "assistant", "content": "Two things.", "tool_calls": [
+        _call("set_speed", {"speed": 50, "unit": "mph", "lanes": ["left"]}), _call("honk", {})]},
+    {"role": "assistant", "content": "Done. I ran `honk`.", "tool_calls": None},
+])
+def test_trained_answers_are_accepted_token_for_token(tiny, message: dict) -> None:
+    _, tok = tiny
+    m = _matcher(tok, G.answer_grammar(TOOLS))
+    ids = tok(render_completion(message), add_special_tokens=False)["input_ids"] + [G.stop_token_id(tok)]
+    assert m.consume_tokens(ids), m.get_error()
+    assert m.is_stopped() and not m.is_error()
+
+
+@pytest.mark.parametrize("text", [
+    '<tool_call>\n{"name": "drive", "arguments": {}}\n</tool_call>',  # not an offered tool
+    '<tool_call>\n{"name": "set_speed", "arguments": {"speed": "fast", "unit": "kmh"}}\n</tool_call>',  # type
+    '<tool_call>\n{"name": "set_speed", "arguments": {"speed": 5, "unit": "knots"}}\n</tool_call>',  # enum
+    '<tool_call>\n{"name": "set_speed", "arguments": {"speed": 5}}\n</tool_call>',  # required
+    'Sure <tool_call>\n{"name": "honk", "arguments": {"loud": true}}\n</tool_call>',  # extra property
+])
+def test_invalid_calls_are_refused(tiny, text: str) -> None:
+    _, tok = tiny
+    m = _matcher(tok, G.answer_grammar(TOOLS))
+    ids = tok(text, add_special_tokens=False)["input_ids"] + [G.stop_token_id(tok)]
+    assert not m.consume_tokens(ids) or not m.is_stopped()
+
+
+def test_tool_choice_and_response_format_shape_the_grammar() -> None:
+    assert G.answer_grammar(None) is None
+    assert G.answer_grammar(TOOLS, tool_choice="none") is None
+    required = G.answer_grammar(TOOLS, tool_choice="required")
+    assert required.startswith("start: calls")
+    named = G.answer_grammar(TOOLS, tool_choice={"type": "function", "function": {"name": "honk"}})
+    assert '"honk"' in named and '"set_speed"' not in named
+    single = G.answer_grammar(TOOLS, parallel_tool_calls=False)
+    assert "calls: call\n" in single
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+        "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}}}
+    assert '"ok"' in G.answer_grammar(None, response_format=fmt)
+    # Descriptions are not part of validity: they are left out of the grammar.
+    assert "km/h" not in G.answer_grammar(TOOLS)
+
+
+def test_an_uncompilable_schema_falls_back_to_the_names_constraint() -> None:
+    bad = [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"x": {"type": "no-such-type"}}}}}]
+    before = G.stats["fallback"]
+    assert G.compile_grammar(G.answer_grammar(bad)) is None
+    assert G.stats["fallback"] == before + 1
+
+
+def _generate(tiny, rows: list[dict], mode: str) -> list[dict]:
+    from protege.evaluate.predictors import TransformersPredictor
+
+    model, tok = tiny
+    p = TransformersPredictor("s", model, tok, batch_size=3, max_new_tokens=64, constrain=mode)
+    return p.predict(rows)
+
+
+def test_an_untrained_model_writes_only_valid_calls_under_the_schema(tiny) -> None:
+    """A random tiny model knows no JSON: unconstrained, or with names only, it
+    writes invalid calls; with the schema every call it writes is valid and
+    ``tool_choice`` is obeyed."""
+    rows = [{"messages": [{"role": "user", "content": f"go {i}"}], "tools": GEN_TOOLS, "tool_choice": "required",
+             "parallel_tool_calls": False} for i in range(6)]
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in GEN_TOOLS}
+
+    def valid(msg: dict) -> bool:
+        calls = tool_calls_of(msg)
+        return bool(calls) and all(c.args is not None and c.name in schemas and schema_valid(c.args, schemas[c.name])
+                                   for c in calls)
+
+    free = _generate(tiny, rows, "names")
+    constrained = _generate(tiny, rows, "schema")
+    assert sum(map(valid, free)) < len(rows)
+    assert all(valid(m) for m in constrained), constrained
+    forced = _generate(tiny, [{**rows[0], "tool_choice": {"type": "function", "function": {"name": "honk"}}}],
+                       "schema")
+    assert [c.name for c in tool_calls_of(forced[0])] and {c.name for c in tool_calls_of(forced[0])} == {"honk"}
+
+
+def test_response_format_is_enforced(tiny) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "r", "schema": {
+        "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+        "additionalProperties": False}}}
+    out = _generate(tiny, [{"messages": [{"role": "user", "content": "status?"}], "response_format": fmt}], "schema")
+    assert isinstance(json.loads(out[0]["content"])["ok"], bool)
+
+
+def test_grammar_module_needs_no_model(tmp_path: Path) -> None:
+    # The grammar text is plain data: building it must not import torch.
+    import subprocess
+    import sys
+
+    code = ("import sys; from protege.models.grammar import answer_grammar; answer_grammar([]); "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0
