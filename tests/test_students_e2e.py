@@ -303,3 +303,15 @@ def test_tool_name_constraint_masks_all_but_offered_names():
     args = tok('<tool_call>\n{"name": "get_time", "arguments": {', add_special_tokens=False)["input_ids"]
     out2 = proc(torch.tensor([prompt + args]), scores[:1].clone())
     assert torch.equal(out2[0], scores[0])
+
+
+def test_agree_reads_arguments_as_the_schema_does():
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
+        "n": {"type": "number"}, "unit": {"type": "string", "default": "celsius"}}}}}]
+    # 5 and 5.0 are one number; an omitted optional argument is its default.
+    assert agree(_call("f", {"n": 5}), _call("f", {"n": 5.0, "unit": "celsius"}), tools)
+    assert not agree(_call("f", {"n": 5}), _call("f", {"n": 5.0, "unit": "kelvin"}), tools)
+    # Parallel calls in any order; a missing call is a difference.
+    two = {"tool_calls": _call("f", {"n": 1})["tool_calls"] + _call("f", {"n": 2})["tool_calls"]}
+    owt = {"tool_calls": list(reversed(two["tool_calls"]))}
+    assert agree(two, owt, tools) and not agree(two, _call("f", {"n": 1}), tools)

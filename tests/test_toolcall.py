@@ -181,3 +181,23 @@ def test_pruned_prompt_keeps_per_call_tools_compactly(tok) -> None:
     assert "get_weather" not in short and "You may call" not in short and SYSTEM not in short
     assert '<tools>\n{"name":"get_time","parameters":{"type":"object"' in short
     assert len(tok(short)["input_ids"]) * 3 < len(tok(full)["input_ids"])
+
+
+def test_a_call_that_lacks_a_shared_tool_says_so_in_the_pruned_prompt(tok) -> None:
+    """An agent that hides a tool for a while (BFCL's missing-function turns):
+    the prefix keeps every tool, and a pruned prompt names the ones missing."""
+    from protege.datasets import detect_prefix
+
+    tools = [{"type": "function", "function": {"name": f"t{i}", "parameters": {"type": "object"}}}
+             for i in range(5)]
+    user = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "go"}]
+    rows = [{"messages": user, "tools": tools}] * 3 + [{"messages": user, "tools": tools[:4]}]
+    prefix = detect_prefix(rows)
+    assert prefix["tools_union"] and [t["function"]["name"] for t in prefix["tools"]] == ["t0", "t1", "t2", "t3", "t4"]
+    whole = build_prompt(user, tools, tok, prefix=prefix, drop_prefix=True)
+    lacking = build_prompt(user, tools[:4], tok, prefix=prefix, drop_prefix=True)
+    assert "unavailable" not in whole and "<tools>" not in whole
+    assert "<unavailable>t4</unavailable>" in lacking and "<tools>" not in lacking
+    # Tool lists that differ a lot keep only what every row shares.
+    far = detect_prefix([{"messages": user, "tools": tools}, {"messages": user, "tools": tools[:2]}])
+    assert not far["tools_union"] and [t["function"]["name"] for t in far["tools"]] == ["t0", "t1"]

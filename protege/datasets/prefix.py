@@ -23,14 +23,21 @@ def system_text(messages: Sequence[dict[str, Any]]) -> str | None:
     return content if isinstance(content, str) else None
 
 
+NEAR_SHARE = 0.8
+
+
 def detect_prefix(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """``{"system": str | None, "tools": [...] | None, "tools_identical": bool}``.
 
     ``system`` is the system prompt when every row sends the very same one
     (a prompt that varies even partly is not static, so None). ``tools`` is the
     list of tools every row offers, in the first row's order: the whole tool
-    list when it is identical across rows (``tools_identical``), else the tools
-    common to all rows, or None when there are none.
+    list when it is identical across rows (``tools_identical``); when the
+    lists differ only a little (every row offers at least ``NEAR_SHARE`` of
+    all the tools the rows offer, as when an agent hides a tool for a while)
+    every tool any row offers (``tools_union``: a pruned prompt then names the
+    few a call lacks instead of repeating the schemas of all it has); else the
+    tools common to all rows, or None when there are none.
     """
     if not rows:
         return {"system": None, "tools": None, "tools_identical": False}
@@ -44,7 +51,14 @@ def detect_prefix(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     common = set.intersection(*keysets) if keysets else set()
     identical = bool(common) and all(ks == keysets[0] for ks in keysets)
     tools = [t for t in tool_lists[0] if _canon(t) in common] or None
-    return {"system": system, "tools": tools, "tools_identical": identical}
+    union: dict[str, dict[str, Any]] = {}
+    for tl in tool_lists:
+        for t in tl:
+            union.setdefault(_canon(t), t)
+    near = bool(union) and not identical and all(len(ks) >= NEAR_SHARE * len(union) for ks in keysets)
+    if near:
+        tools = list(union.values())
+    return {"system": system, "tools": tools, "tools_identical": identical, "tools_union": near}
 
 
 def prefix_tokens_saved(rows: Sequence[dict[str, Any]], prefix: dict[str, Any]) -> float:

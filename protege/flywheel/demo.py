@@ -198,7 +198,11 @@ def _served_quality(store: Any, since: float, index: Any, until: float | None = 
     deferred = sum(1 for t in rows if t.served_by == "fallback" and "_confidence" in (t.fallback_reason or ""))
     agree_n = judged = 0
     lat: dict[str, list[float]] = {"student": [], "teacher": [], "fallback": []}
+    per_task: dict[str, Counter[str]] = {}
     for t in rows:
+        task = per_task.setdefault(str(t.task_id or "(long tail)"), Counter())
+        task["calls"] += 1
+        task[t.served_by or "teacher"] += 1
         if t.latency_ms is not None and t.served_by in lat:
             lat[t.served_by].append(float(t.latency_ms))
         if t.served_by != "student" or not t.response:
@@ -207,13 +211,17 @@ def _served_quality(store: Any, since: float, index: Any, until: float | None = 
         if ref is None:
             continue
         judged += 1
-        agree_n += int(agree(t.response["choices"][0]["message"], ref["choices"][0]["message"]))
+        ok = int(agree(t.response["choices"][0]["message"], ref["choices"][0]["message"], t.request.get("tools")))
+        agree_n += ok
+        task["judged"] += 1
+        task["right"] += ok
     p, lo, hi = wilson(agree_n, judged)
     return {
         "calls": len(rows),
         "served_by": dict(by),
         "deferred": deferred,
         "student_share": by.get("student", 0) / len(rows) if rows else 0.0,
+        "per_task": {k: dict(v) for k, v in sorted(per_task.items())},
         "agreement": {"value": p, "low": lo, "high": hi, "n": judged},
         "latency_ms_p50": {k: round(statistics.median(v), 1) if v else None for k, v in lat.items()},
         "teacher_cost_usd": sum(t.cost_usd or 0.0 for t in rows if t.served_by != "student"),
@@ -296,12 +304,11 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 40, max_task
         # the top 8, for twice the time: bench figures in docs/benchmarks.md).
         fcfg.train.max_steps = max_steps
         fcfg.train.batch_size = 2
-        fcfg.train.max_length = 1536
+        fcfg.train.max_length = 2048
         fcfg.train.layers = "all"
-        # The automatic thread count leaves busy cores out, and the load average
-        # still counts this process's own capture and discovery work: discount it.
-        cores = os.cpu_count() or 1
-        fcfg.train.threads = max(1, min(cores, round(cores - max(0.0, os.getloadavg()[0] - 1.0))))
+        # Every core: the automatic count would leave out the cores this
+        # process's own capture and discovery just kept busy.
+        fcfg.train.threads = os.cpu_count() or 1
         fcfg.train.eval_every = max_steps
         fcfg.train.max_eval_examples = 8
         with con.status("flywheel ...") as st:
@@ -388,17 +395,17 @@ def _print(con: Any, s: dict[str, Any]) -> None:
     t.add_column("value")
     t.add_column("target")
     share = sv["student_share"]
-    t.add_row("calls served by students", f"{share:.1%} of {sv['calls']}", ">= 50%")
+    t.add_row("calls served by students", f"{share:.1%} of {sv['calls']}", ">= 60%")
     t.add_row("student answers agreeing with the teacher",
               "n/a" if ag["value"] is None else f"{ag['value']:.1%} [{ag['low']:.1%}, {ag['high']:.1%}] (n={ag['n']})",
-              ">= 95%")
+              ">= 97% of the teacher's")
     t.add_row("student answers below their confidence floor (to the teacher)",
               f"{sv.get('deferred', 0)} of {sv['calls']}", "")
     t.add_row("student answers failing validation (to the teacher)",
               f"{sv['served_by'].get('fallback', 0) - sv.get('deferred', 0)} of {sv['calls']}", "")
     a, b = s["teacher_only"]["success"], s["with_students"]["success"]
     t.add_row("agent task success, teacher only", f"{a:.1%}" if a is not None else "n/a", "")
-    t.add_row("agent task success, with students", f"{b:.1%}" if b is not None else "n/a", "within 5 points")
+    t.add_row("agent task success, with students", f"{b:.1%}" if b is not None else "n/a", "within 3 points")
     lat = sv["latency_ms_p50"]
     t.add_row("latency p50 (ms) student / teacher", f"{lat['student']} / {lat['teacher']}", "")
     # Every student call is a teacher call not paid for: priced at the teacher-only run's mean.
@@ -410,6 +417,19 @@ def _print(con: Any, s: dict[str, Any]) -> None:
     t.add_row("students in the gateway", str(s["students_in_gateway"]), "")
     t.add_row("wall time", f"{s['seconds']:.0f} s", "<= 1800 s")
     con.print(t)
+    pt = Table(title="unseen traffic with students, per task")
+    for col in ("task", "calls", "served by students", "their answers right"):
+        pt.add_column(col)
+    for task, c in (sv.get("per_task") or {}).items():
+        right = f"{c.get('right', 0)} of {c['judged']}" if c.get("judged") else ""
+        pt.add_row(task, str(c["calls"]), f"{c.get('student', 0) / c['calls']:.0%}", right)
+    con.print(pt)
+    ph = Table(title="time per phase")
+    ph.add_column("phase")
+    ph.add_column("seconds", justify="right")
+    for name, sec in (s.get("phases") or {}).items():
+        ph.add_row(name, f"{sec:.0f}")
+    con.print(ph)
 
 
 def _write_html(store: Any, home: Path, s: dict[str, Any]) -> None:

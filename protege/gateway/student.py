@@ -25,23 +25,16 @@ from protege.serve.engine import AdapterSpec, StudentAnswer
 log = logging.getLogger("protege.gateway")
 
 
-def _calls_key(message: dict[str, Any]) -> list[tuple[str, str]]:
-    out = []
-    for c in message.get("tool_calls") or []:
-        fn = c.get("function") or {}
-        try:
-            args = json.dumps(json.loads(fn.get("arguments") or "{}"), sort_keys=True)
-        except ValueError:
-            args = fn.get("arguments") or ""
-        out.append((fn.get("name") or "", args))
-    return sorted(out)
-
-
-def agree(student: dict[str, Any], teacher: dict[str, Any]) -> bool:
-    """Same calls (as a set, arguments compared as JSON) or, for text answers,
+def agree(student: dict[str, Any], teacher: dict[str, Any], tools: Any = None) -> bool:
+    """Is the student's answer equivalent to the teacher's? Tool calls: the
+    same calls as a set, arguments compared as the tools' schemas read them
+    (5 and 5.0 for a number, omitted optional arguments at their defaults,
+    any key order; ``protege.evaluate.metrics.match_calls``). Text answers:
     the same content up to whitespace and case (JSON content compared parsed)."""
     if student.get("tool_calls") or teacher.get("tool_calls"):
-        return _calls_key(student) == _calls_key(teacher)
+        from protege.evaluate.metrics import match_calls, tool_calls_of, tool_schemas
+
+        return match_calls(tool_calls_of(student), tool_calls_of(teacher), tool_schemas(tools))[0]
     a, b = (student.get("content") or "").strip(), (teacher.get("content") or "").strip()
     try:
         return json.loads(a) == json.loads(b)
@@ -232,7 +225,7 @@ class StudentPath:
                 # one under its confidence floor would have gone to the teacher.
                 "agree": None
                 if teacher is None or ans is None or any(r.endswith("_confidence") for r in reasons)
-                else int(agree(ans.message, teacher)),
+                else int(agree(ans.message, teacher, request.get("tools"))),
                 "valid": int(ans is not None and not reasons),
                 "reasons": json.dumps(reasons) if reasons else None,
                 "student_response": json.dumps(ans.message) if ans is not None else None,

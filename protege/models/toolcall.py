@@ -179,6 +179,15 @@ def strip_prefix(
     return msgs, (list(tools) if tools else None)
 
 
+def _missing_static_tools(tools: Sequence[dict[str, Any]] | None, prefix: dict[str, Any] | None) -> list[str]:
+    """Names of the task's shared tools that this call does not offer."""
+    static = (prefix or {}).get("tools") or []
+    if not static or tools is None:
+        return []
+    offered = {str((t.get("function") or t).get("name")) for t in tools}
+    return sorted({str((t.get("function") or t).get("name")) for t in static} - offered)
+
+
 def prepare_messages(
     messages: Sequence[dict[str, Any]],
     tools: Sequence[dict[str, Any]] | None,
@@ -192,7 +201,9 @@ def prepare_messages(
     Returns ``(messages, tools_for_template)``; the second is None when the
     tools were folded into the system message (template without tool support).
     """
+    missing: list[str] = []
     if drop_prefix:
+        missing = _missing_static_tools(tools, prefix)
         messages, tools = strip_prefix(messages, tools, prefix)
     native = supports_tools(tokenizer)
     compact = drop_prefix and bool(tools)
@@ -217,6 +228,15 @@ def prepare_messages(
             out.append({"role": "assistant", "content": content_text(m.get("content")), "tool_calls": calls})
         else:
             out.append({"role": role, "content": content_text(m.get("content"))})
+    if missing:
+        # The student learnt the shared tools by heart and sees none of them:
+        # it must be told which of them this call lacks (an agent that hides a
+        # tool expects to hear "I can't", not a call it cannot make).
+        note = "<unavailable>" + ", ".join(missing) + "</unavailable>"
+        if out and out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{note}" if out[0]["content"] else note}
+        else:
+            out.insert(0, {"role": "system", "content": note})
     if tools and not native:
         desc = compact_tools_text(tools) if compact else tools_system_text(tools)
         if out and out[0]["role"] == "system":
