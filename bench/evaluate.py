@@ -90,6 +90,24 @@ def perturb(row: dict, kind: str, rng: random.Random) -> dict:
                 break
     elif kind == "drop" and args:
         args.pop(rng.choice(sorted(args)))
+    # Held out: never looked at while protege's ground-truth rules were tuned.
+    elif kind == "extra":
+        args["unrequested"] = 1
+    elif kind == "bool_str":
+        for k, v in args.items():
+            if isinstance(v, bool):
+                args[k] = str(v).lower()
+                break
+    elif kind == "space":
+        for k, v in args.items():
+            if isinstance(v, str):
+                args[k] = " " + v + " "
+                break
+    elif kind == "list_str":
+        for k, v in args.items():
+            if isinstance(v, list):
+                args[k] = json.dumps(v)
+                break
     call["function"]["arguments"] = json.dumps(args)
     return p
 
@@ -198,8 +216,17 @@ def bench_agreement(quick: bool) -> None:
     if status:
         print(f"skipped: {status}")
         return
+    for side, kinds in (("tuned on", TUNED_KINDS), ("held out", HELD_OUT_KINDS)):
+        _agreement(quick, side, kinds)
+
+
+# Perturbations the ground-truth rules were developed against, and ones kept apart.
+TUNED_KINDS = ["none", "alt", "str", "float", "case", "drop", "reorder"]
+HELD_OUT_KINDS = ["extra", "bool_str", "space", "list_str"]
+
+
+def _agreement(quick: bool, side: str, kinds: list[str]) -> None:
     rng = random.Random(0)
-    kinds = ["none", "alt", "str", "float", "case", "drop", "reorder"]
     totals = collections.Counter()
     explained = collections.Counter()
     compared = agree = 0
@@ -218,7 +245,8 @@ def bench_agreement(quick: bool) -> None:
                 explained[d["explanation"].split(" (")[0][:90]] += 1
     dt = time.perf_counter() - t0
     print(
-        f"{compared} example-answers over {len(SINGLE_TURN)} categories x {len(kinds)} perturbations in {dt:.1f}s"
+        f"[{side}] {compared} example-answers over {len(SINGLE_TURN)} categories x {len(kinds)} perturbations"
+        f" ({', '.join(kinds)}) in {dt:.1f}s"
     )
     print(f"agree on {agree} ({agree / compared:.2%}); disagreements by perturbation: {dict(totals)}")
     for why, n in explained.most_common():

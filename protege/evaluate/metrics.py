@@ -503,9 +503,46 @@ def _gt_dict_ok(value: dict[str, Any], accepted: dict[str, list[Any]], schema: d
     return all(key in value or "" in acc for key, acc in accepted.items())
 
 
+_BFCL_PUNCT = re.compile(r"[ ,./\-_*^]")
+
+
+def bfcl_coerce(value: Any, schema: dict[str, Any] | None) -> Any:
+    """The only coercion BFCL's checker applies: an integer is a valid
+    ``number`` (float). A string is never a number, nor a float an integer."""
+    if not schema:
+        return value
+    types = _types(schema)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and "number" in types and "integer" not in types:
+        return float(value)
+    if isinstance(value, list) and "array" in types:
+        items = schema.get("items")
+        return [bfcl_coerce(v, items if isinstance(items, dict) else None) for v in value]
+    if isinstance(value, dict) and "object" in types:
+        props = schema.get("properties") or {}
+        return {k: bfcl_coerce(v, props.get(k)) for k, v in value.items()}
+    return value
+
+
+def bfcl_canon(value: Any) -> Any:
+    """``canon`` with BFCL's string standardisation (case, spaces and the
+    punctuation ``,./-_*^`` ignored, single quotes read as double) and its
+    types: a float never equals an integer."""
+    if isinstance(value, str):
+        return ("s", _BFCL_PUNCT.sub("", value).lower().replace("'", '"'))
+    if isinstance(value, list | tuple):
+        return ("l", tuple(bfcl_canon(v) for v in value))
+    if isinstance(value, dict):
+        return ("d", tuple(sorted((str(k), bfcl_canon(v)) for k, v in value.items())))
+    if isinstance(value, float):  # 5.0 is not the integer 5 (``bfcl_coerce`` made numbers floats)
+        return ("f", value)
+    return canon(value)
+
+
 def _gt_value_ok(value: Any, accepted: list[Any], schema: dict[str, Any] | None) -> bool:
-    value = coerce(value, schema)
-    v = canon(value)
+    value = bfcl_coerce(value, schema)
+    v = bfcl_canon(value)
     items = (schema or {}).get("items") if isinstance(schema, dict) else None
     for a in accepted:
         if isinstance(a, str) and a == "":
@@ -519,7 +556,7 @@ def _gt_value_ok(value: Any, accepted: list[Any], schema: dict[str, Any] | None)
                 for x, y in zip(value, a, strict=True)
             ):
                 return True
-        elif canon(coerce(a, schema)) == v:
+        elif bfcl_canon(bfcl_coerce(a, schema)) == v:
             return True
     return False
 
@@ -546,8 +583,11 @@ def ground_truth_match(
 ) -> bool:
     """Exact call match against BFCL-style ground truth: a list of
     ``{function_name: {arg: [acceptable values]}}``, where ``""`` among the
-    acceptable values marks an argument that may be left out. Same coercion
-    rules as ``exact_call_match``; calls matched as a set. ``name_map`` maps the
+    acceptable values marks an argument that may be left out. Values are
+    compared by BFCL's checker's rules (``bfcl_coerce``, ``bfcl_canon``: an
+    integer is a valid number, strings standardised, no other coercion), not
+    by ``exact_call_match``'s, so that the two verdicts agree; calls matched
+    as a set. ``name_map`` maps the
     ground truth's names to the tool names offered (BFCL's dotted names are not
     valid OpenAI tool names)."""
     name_map = name_map or {}
