@@ -201,3 +201,19 @@ def test_a_call_that_lacks_a_shared_tool_says_so_in_the_pruned_prompt(tok) -> No
     # Tool lists that differ a lot keep only what every row shares.
     far = detect_prefix([{"messages": user, "tools": tools}, {"messages": user, "tools": tools[:2]}])
     assert not far["tools_union"] and [t["function"]["name"] for t in far["tools"]] == ["t0", "t1"]
+
+
+def test_a_few_calls_of_another_site_do_not_erase_the_prefix(tok) -> None:
+    from protege.datasets import detect_prefix
+
+    tools = [{"type": "function", "function": {"name": f"t{i}", "parameters": {"type": "object"}}}
+             for i in range(3)]
+    other = {"type": "function", "function": {"name": "solo", "parameters": {"type": "object"}}}
+    site = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "go"}]
+    stray = [{"role": "system", "content": "Something else."}, {"role": "user", "content": "x"}]
+    rows = [{"messages": site, "tools": tools}] * 40 + [{"messages": stray, "tools": [other]}]
+    prefix = detect_prefix(rows)
+    assert prefix["system"] == SYSTEM and len(prefix["tools"]) == 3
+    # The stray call keeps its own system prompt and tool in full.
+    text = build_prompt(stray, [other], tok, prefix=prefix, drop_prefix=True)
+    assert "Something else." in text and "solo" in text

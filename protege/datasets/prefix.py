@@ -5,6 +5,7 @@ of the task sends verbatim. A student can be trained and served without it
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,13 +25,15 @@ def system_text(messages: Sequence[dict[str, Any]]) -> str | None:
 
 
 NEAR_SHARE = 0.8
+CORE_SHARE = 0.95  # a system prompt sent by this share of rows is the task's
 
 
 def detect_prefix(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """``{"system": str | None, "tools": [...] | None, "tools_identical": bool}``.
 
-    ``system`` is the system prompt when every row sends the very same one
-    (a prompt that varies even partly is not static, so None). ``tools`` is the
+    ``system`` is the system prompt when every row, or all but a few
+    (``CORE_SHARE``), sends the very same one (a prompt that varies even
+    partly is not static, so None); the tools are then those of its rows. ``tools`` is the
     list of tools every row offers, in the first row's order: the whole tool
     list when it is identical across rows (``tools_identical``); when the
     lists differ only a little (every row offers at least ``NEAR_SHARE`` of
@@ -41,10 +44,17 @@ def detect_prefix(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """
     if not rows:
         return {"system": None, "tools": None, "tools_identical": False}
-    systems = {system_text(r.get("messages") or []) for r in rows}
-    system = next(iter(systems)) if len(systems) == 1 else None
-    if system is not None and not system.strip():
+    counts = Counter(system_text(r.get("messages") or []) for r in rows)
+    system, n_system = counts.most_common(1)[0]
+    if n_system < CORE_SHARE * len(rows):
         system = None
+    elif system is not None and not system.strip():
+        system = None
+    if system is not None and n_system < len(rows):
+        # A few calls from another call site in the task (discovery is not
+        # perfect): the prefix is the site's, and those calls keep their own
+        # system prompt and tools in full.
+        rows = [r for r in rows if system_text(r.get("messages") or []) == system]
 
     tool_lists = [r.get("tools") or [] for r in rows]
     keysets = [{_canon(t) for t in tl} for tl in tool_lists]

@@ -85,8 +85,12 @@ class TransformersPredictor:
         max_new_tokens: int = 256,
         progress: Callable[[int], None] | None = None,
         constrain: bool | str = "schema",
+        temperature: float = 0.0,
     ) -> None:
         self.name = name
+        # 0: greedy, as the gateway serves; above 0, sampled (agreement among
+        # samples as a confidence signal, ``bench/constrain.py``).
+        self.temperature = temperature
         # As the embedded engine serves: answers follow the request's schemas (``protege.models.grammar``).
         self.constrain = constrain
         self.model = model
@@ -155,7 +159,8 @@ class TransformersPredictor:
                 gen = self.model.generate(
                     **enc,
                     max_new_tokens=self.max_new_tokens,
-                    do_sample=False,
+                    do_sample=self.temperature > 0,
+                    **({"temperature": self.temperature, "top_p": 1.0} if self.temperature > 0 else {}),
                     pad_token_id=tok.pad_token_id,
                     eos_token_id=sorted(eos) or None,
                     logits_processor=processors,

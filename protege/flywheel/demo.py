@@ -296,8 +296,8 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 40, max_task
 
         # 2. the flywheel
         fcfg = FlywheelConfig(base=base, curate_ner=False, min_examples=300, max_tasks=max_tasks,
-                              max_examples=None, shadow=False, eval_sample=None, test_frac=0.3,
-                              val_frac=0.1)
+                              max_examples=None, shadow=False, eval_sample=None, test_frac=0.28,
+                              val_frac=0.08)
         # Two CPU cores: each agent conversation is one packed sequence (its
         # calls supervised inside it, the tools prefix dropped), two per step;
         # LoRA on every block (on this task 0.54 exact match against 0.41 with

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -33,7 +34,7 @@ MODES = ("schema", "names", "off")
 _NOTES = ("description", "title", "examples", "$comment")
 _JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
-stats: dict[str, int] = {"compiled": 0, "fallback": 0}
+stats: dict[str, float] = {"compiled": 0, "fallback": 0, "mask_seconds": 0.0, "masks": 0}
 
 # "<" followed by anything but the rest of "<tool_call>", one byte past the
 # first difference.
@@ -225,6 +226,14 @@ def schema_constraint(tokenizer: Any, grammars: Sequence[Any], prompt_width: int
             self.violations = 0
 
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            t0 = time.perf_counter()
+            try:
+                return self._mask(input_ids, scores)
+            finally:
+                stats["mask_seconds"] += time.perf_counter() - t0
+                stats["masks"] += 1
+
+        def _mask(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
             step = input_ids.shape[1] - prompt_width
             rows: list[int] = []
             ends: list[int] = []
