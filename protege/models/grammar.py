@@ -65,7 +65,8 @@ def _parameters(fn: dict[str, Any]) -> dict[str, Any]:
     params = _lean(params)
     if "type" not in params:
         params = {**params, "type": "object"}
-    if "additionalProperties" not in params:
+    declared = set(params.get("properties") or {})
+    if "additionalProperties" not in params and set(params.get("required") or []) <= declared:
         # A tool takes the arguments it declares: an invented one is an error
         # (BFCL's checker and OpenAI's strict mode agree).
         params = {**params, "additionalProperties": False}
