@@ -438,3 +438,59 @@ def test_a_task_too_small_for_the_gates_evidence_is_not_trained(store: Any, tok:
     rep = run_flywheel(store, config(min_test_examples=30), train_fn=trainer, predictors=oracle())
     assert trainer.calls == []
     assert "test examples < the gate's 30" in rep.tasks[TASK]["reason"]
+
+
+def test_recipe_search_keeps_the_best_on_validation_and_records_every_trial(store: Any, tok: Any) -> None:
+    """Two recipes; the student trained with rank 8 answers the validation
+    split right, the rank-4 one wrong: rank 8 is kept, rank 4 retired, both
+    trials are in the registry."""
+    from protege.evaluate import FunctionPredictor
+    from protege.flywheel.run import recipe_trials
+    from protege.registry import Registry
+
+    fill(store)
+
+    class RankTrainer(TinyTrainer):
+        rank = 0
+
+        def __call__(self, task_id: str, *, config: Any, **kw: Any) -> Any:
+            self.rank = config.rank
+            return super().__call__(task_id, config=config, **kw)
+
+    trainer = RankTrainer(tok)
+    wrong = {"role": "assistant", "content": "no idea", "tool_calls": None}
+    student = FunctionPredictor("student", lambda row: row["completion"] if trainer.rank == 8 else wrong)
+    rep = run_flywheel(store, config(shadow=False, recipes=({"rank": 4}, {"rank": 8})), train_fn=trainer,
+                       predictors={"student": student})
+    trials = recipe_trials(store, TASK)
+    assert sorted(t["recipe"]["rank"] for t in trials) == [4, 8]
+    best = next(t for t in trials if t["chosen"])
+    assert best["recipe"] == {"rank": 8} and best["validation_score"] == 1.0
+    assert next(t for t in trials if not t["chosen"])["status"] == "retired"
+    assert rep.tasks[TASK]["adapter"] == best["adapter"]
+    assert Registry(store).get(best["adapter_id"]).status != "retired"
+    with pytest.raises(ValueError, match="unknown training settings"):
+        from protege.flywheel.run import _recipe_search
+
+        _recipe_search(store, config(recipes=({"no_such": 1},)), TASK, {"version": "v1"}, trainer, False,
+                       "tiny-llama", None)
+
+
+def test_cli_trials_lists_recipe_trials(tmp_path: Path, tok: Any) -> None:
+    from click.testing import CliRunner
+
+    from protege.cli.main import cli
+    from protege.evaluate import FunctionPredictor
+    from protege.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    store = open_store(url)
+    fill(store)
+    run_flywheel(store, config(shadow=False, recipes=({"rank": 4}, {"rank": 8})), train_fn=TinyTrainer(tok),
+                 predictors={"student": FunctionPredictor("student", lambda row: row["completion"])})
+    store.close()
+    res = CliRunner().invoke(cli, ["flywheel", "trials", "--db", url, "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert len(rows) == 2 and sum(r["chosen"] for r in rows) == 1
+    assert CliRunner().invoke(cli, ["flywheel", "trials", "--db", url]).exit_code == 0

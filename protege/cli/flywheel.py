@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from typing import Any
 
@@ -129,3 +130,32 @@ def status_cmd(runs: int, db_url: str | None, as_json: bool) -> None:
         tt.add_row(task_id, s["state"], s.get("adapter_id") or "", str(s["trained_on"]), s.get("reason") or "")
     if st["tasks"]:
         c.print(tt)
+
+
+@flywheel.command("trials")
+@click.argument("task", required=False)
+@db_option
+@json_option
+def trials_cmd(task: str | None, db_url: str | None, as_json: bool) -> None:
+    """Recipe-search trials (``recipes`` in the flywheel config): each recipe's
+    validation score and which one was kept."""
+    from rich.table import Table
+
+    from protege.flywheel.run import recipe_trials
+
+    rows = recipe_trials(open_store_or_fail(db_url), task)
+    if as_json:
+        print_json(rows)
+        return
+    c = console()
+    if not rows:
+        c.print("no recipe trials yet: set `recipes` in the flywheel config")
+        return
+    t = Table("task", "adapter", "recipe", "validation score", "best val loss", "train s", "kept", "status")
+    for r in rows:
+        score = r.get("validation_score")
+        loss = r.get("best_val_loss")
+        t.add_row(r["task_id"], r["adapter"], json.dumps(r["recipe"]), "" if score is None else f"{score:.3f}",
+                  "" if loss is None else f"{loss:.3f}", str(round(r.get("train_time_s") or 0)),
+                  "yes" if r.get("chosen") else "", r["status"])
+    c.print(t)

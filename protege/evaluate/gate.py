@@ -22,16 +22,14 @@ student: at n = 60 and 90 % accuracy the interval is already about 0.15 wide.
 
 **Confidence floor.** A student short of the bar on the whole task may
 still be as good as the teacher on the answers it is sure of. When the
-evaluation recorded the student's confidence per answer (the lowest
-probability of any token it generated), the gate looks for a floor: answers
-are taken from the most confident down, and each larger set is tested with the
-checks above (evidence counted in served answers); the scan stops at the first
-set that fails (fixed-sequence testing: no peeking past a failure), and the
-lowest floor that passed, if it serves at least ``min_coverage`` of the test
-answers, is the adapter's. The gateway then serves only answers at or above the
-floor and sends the rest to the teacher. The floor is chosen on the test
-split, so its measured share is optimistic by a little: the shadow phase and
-the live validation rate are what confirm it.
+evaluation also answered the validation split, the confidence signal and the
+floor are chosen there (``choose_validated_floor``) and the test split judges
+them once with the checks above (evidence counted in served answers), so the
+floor is never chosen on the answers that judge it. Older evaluations without
+validation answers are scanned on the test split from the most confident
+answer down, stopping at the first failing set (``choose_floor``). The
+gateway serves only answers at or above the floor and sends the rest to the
+teacher.
 
 Every decision, pass or fail, is stored in ``gate_decisions`` with the
 thresholds and the evidence; on a pass the adapter registry (when installed)

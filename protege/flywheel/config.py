@@ -77,6 +77,12 @@ class FlywheelConfig:
         default=False, metadata={"help": "retrain every eligible task, new data or not (the non-incremental loop)"}
     )
     train: TrainConfig = field(default_factory=_small_train, metadata={"help": "training settings"})
+    recipes: tuple[dict[str, Any], ...] = field(
+        default=(),
+        metadata={"help": "recipe search: TrainConfig overrides tried per task (e.g. {'layers': 'top8'}, "
+                  "{'rank': 32, 'lr': 2e-3}, {'base': 'gemma-3-270m'}); each trains an adapter, the best on the "
+                  "validation split is evaluated and gated, every trial is recorded in the registry"},
+    )
     eval_sample: int | None = field(
         default=None, metadata={"help": "evaluate on at most this many test examples (None: all)"}
     )

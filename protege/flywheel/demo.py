@@ -63,7 +63,7 @@ def suite_prompt(suite: tuple[str, ...]) -> str:
             + B.DEFAULT_SYSTEM_PROMPT)
 
 
-def workload() -> dict[str, list[tuple[str, dict[str, Any]]]]:
+def workload(suites: tuple[tuple[str, ...], ...] = SUITES) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """BFCL entries for the seen (training) and unseen (evaluation) traffic.
 
     Held-out traffic is split by question, not by entry, so no variant of an
@@ -72,7 +72,7 @@ def workload() -> dict[str, list[tuple[str, dict[str, Any]]]]:
 
     seen: list[tuple[str, dict[str, Any]]] = []
     unseen: list[tuple[str, dict[str, Any]]] = []
-    for suite in SUITES:
+    for suite in suites:
         for cat in VARIANTS:
             group = [e for _, e in B.category_entries(cat)
                      if tuple(sorted(e["involved_classes"])) == tuple(sorted(suite))]
@@ -231,7 +231,8 @@ def _served_quality(store: Any, since: float, index: Any, until: float | None = 
 
 
 def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 40, max_tasks: int = 2,
-             base: str = "smollm2-135m-instruct") -> dict[str, Any]:
+             base: str = "smollm2-135m-instruct",
+             suites: tuple[tuple[str, ...], ...] = SUITES) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
@@ -259,7 +260,7 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 40, max_task
     state_file = home / "demo_state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     store = open_store(db_url)
-    work = workload()
+    work = workload(suites)
     cats = sorted({c for c, _ in work["seen"] + work["unseen"]})
     con.rule("[bold]protege demo: traffic in, students out")
     with con.status("indexing the replay teacher (BFCL ground truth) ..."):
@@ -453,12 +454,16 @@ def main() -> None:
     ap.add_argument("--max-tasks", type=int, default=2, help="students trained")
     ap.add_argument("--base", default="smollm2-135m-instruct", help="student base model")
     ap.add_argument("--fresh", action="store_true", help="forget the cached state first")
+    ap.add_argument("--suites", default=",".join("+".join(x) for x in SUITES),
+                    help="the agents: BFCL multi-turn API suites, comma-separated ('+' joins the suites of "
+                    "one agent), e.g. GorillaFileSystem,TravelAPI for a workload the recipe was not tuned on")
     a = ap.parse_args()
     if a.fresh and a.home.exists():
         import shutil
 
         shutil.rmtree(a.home)
-    run_demo(a.home.resolve(), max_steps=a.max_steps, max_tasks=a.max_tasks, base=a.base)
+    suites = tuple(tuple(sorted(x.split("+"))) for x in a.suites.split(",") if x)
+    run_demo(a.home.resolve(), max_steps=a.max_steps, max_tasks=a.max_tasks, base=a.base, suites=suites)
 
 
 if __name__ == "__main__":

@@ -408,6 +408,83 @@ def _train(store: Any, cfg: FlywheelConfig, task_id: str, ds_info: dict[str, Any
             "train_examples": m.get("train_examples")}
 
 
+def _validation_score(store: Any, task_id: str, adapter_id: str, ds_info: dict[str, Any],
+                      predictors: dict[str, Any] | None) -> float | None:
+    """The adapter's primary score against the teacher on the validation split."""
+    from protege.evaluate import metrics as M
+    from protege.evaluate.runner import TaskData, _each, load_task_data
+
+    data: TaskData = load_task_data(task_id, ds_info["version"])
+    rows = list(data.validation)
+    if not rows:
+        return None
+    if predictors and "student" in predictors:
+        student = predictors["student"]
+    else:
+        from pathlib import Path
+
+        from protege.evaluate.predictors import load_student
+        from protege.registry import Registry
+
+        rec = Registry(store).get(adapter_id)
+        student = load_student(Path(rec.path), prefix=data.manifest.get("prefix"))
+    output_type = data.manifest.get("output_type") or "text"
+    comps, defs = M.components_for(output_type, student.predict(rows), rows, [r["completion"] for r in rows])
+    return float(_each(defs, comps, M.PRIMARY_METRIC[output_type]).mean())
+
+
+def _recipe_search(store: Any, cfg: FlywheelConfig, task_id: str, ds_info: dict[str, Any],
+                   train_fn: Callable[..., Any] | None, progress: bool, base: str,
+                   predictors: dict[str, Any] | None) -> dict[str, Any]:
+    """Train one adapter per recipe, keep the one with the best validation
+    score (ties: the earlier recipe), retire the rest; every trial is written
+    to its adapter's registry metrics (``recipe_trial``)."""
+    import copy
+    import dataclasses
+
+    from protege.registry import Registry
+
+    names = {f.name for f in dataclasses.fields(cfg.train)}
+    trials: list[dict[str, Any]] = []
+    for i, recipe in enumerate(cfg.recipes):
+        unknown = set(recipe) - names - {"base"}
+        if unknown:
+            raise ValueError(f"recipe {i}: unknown training settings {sorted(unknown)}")
+        trial_cfg = copy.deepcopy(cfg)
+        for key, value in recipe.items():
+            if key != "base":
+                setattr(trial_cfg.train, key, value)
+        tr = _train(store, trial_cfg, task_id, ds_info, train_fn, progress, str(recipe.get("base") or base))
+        score = _validation_score(store, task_id, tr["adapter_id"], ds_info, predictors)
+        trials.append({"recipe": dict(recipe), "adapter_id": tr["adapter_id"], "adapter": tr["adapter"],
+                       "validation_score": score, "train_time_s": tr.get("train_time_s"),
+                       "best_val_loss": tr.get("best_val_loss"), "result": tr})
+    best = max(range(len(trials)), key=lambda k: (trials[k]["validation_score"] or -1.0, -k))
+    reg = Registry(store)
+    for k, trial in enumerate(trials):
+        trial["chosen"] = k == best
+        info = {key: v for key, v in trial.items() if key != "result"}
+        reg.update_metrics(trial["adapter_id"], {"recipe_trial": info})
+        if k != best:
+            reg.retire(trial["adapter_id"], f"recipe search: validation {trial['validation_score']} "
+                                            f"< {trials[best]['validation_score']} of {trials[best]['adapter']}")
+    out = dict(trials[best]["result"])
+    out["trials"] = [{key: v for key, v in trial.items() if key != "result"} for trial in trials]
+    return out
+
+
+def recipe_trials(store: Any, task_id: str | None = None) -> list[dict[str, Any]]:
+    """Every recorded recipe trial (newest adapters first)."""
+    from protege.registry import Registry
+
+    out = []
+    for rec in Registry(store).list(task_id):
+        trial = (rec.metrics or {}).get("recipe_trial") if isinstance(rec.metrics, dict) else None
+        if trial:
+            out.append({"task_id": rec.task_id, "status": rec.status, **trial})
+    return out
+
+
 def _evaluate(store: Any, cfg: FlywheelConfig, task_id: str, adapter_id: str, ds_version: str,
               predictors: dict[str, Any] | None) -> dict[str, Any]:
     from protege.evaluate import EvalConfig, evaluate_task
@@ -567,8 +644,13 @@ def _run_steps(run: _Run, store: Any, cfg: FlywheelConfig, say: Progress, train_
             t.update(action="skip", reason="same dataset as the last training")
             continue
         base = run.step("select", task_id, lambda tid=task_id, d=ds: _select(store, cfg, tid, d))["base"]
-        tr = run.step("train", task_id,
-                      lambda tid=task_id, d=ds, b=base: _train(store, cfg, tid, d, train_fn, train_progress, b))
+        if cfg.recipes:
+            tr = run.step("recipes", task_id, lambda tid=task_id, d=ds, b=base:
+                          _recipe_search(store, cfg, tid, d, train_fn, train_progress, b, predictors))
+            t["trials"] = tr["trials"]
+        else:
+            tr = run.step("train", task_id,
+                          lambda tid=task_id, d=ds, b=base: _train(store, cfg, tid, d, train_fn, train_progress, b))
         ev = run.step("evaluate", task_id,
                       lambda tid=task_id, a=tr["adapter_id"], v=ds["version"]:
                       _evaluate(store, cfg, tid, a, v, predictors))
