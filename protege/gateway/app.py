@@ -118,14 +118,54 @@ async def _wait_disconnect(receive: Any) -> None:
         pass
 
 
+# The fields the store keeps in columns; their values are checked at the edge.
+ID_FIELDS = ("client_id", "session_id", "task", "protege_task")
+ID_HEADERS = ("x-protege-task", "x-protege-client", "x-protege-session")
+MAX_ID_CHARS = 512  # OpenAI's limit for a metadata value
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", dict: "an object", bool: "a boolean", int: "an integer", float: "a number",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def id_problem(req: dict[str, Any], headers: dict[str, str | None]) -> tuple[str, str] | None:
+    """Why the ids a request carries cannot be stored, as (message, param), or
+    None. A list or an object where the store keeps a string is refused here
+    rather than accepted and left to fail at insert time."""
+    candidates: list[tuple[str, Any]] = [(h, v) for h, v in headers.items() if v is not None]
+    meta = req.get("metadata")
+    if isinstance(meta, dict):
+        candidates += [(f"metadata.{k}", meta[k]) for k in ID_FIELDS if meta.get(k) is not None]
+    elif meta is not None:
+        return f"Invalid type for 'metadata': expected an object, but got {_json_type(meta)} instead.", "metadata"
+    user = req.get("user")
+    if user is not None:
+        candidates.append(("user", user))
+    for param, value in candidates:
+        if not isinstance(value, str):
+            return (f"Invalid type for '{param}': expected a string, but got {_json_type(value)} instead.",
+                    param)
+        if len(value) > MAX_ID_CHARS:
+            return (f"Invalid '{param}': string too long. Expected a string with maximum length "
+                    f"{MAX_ID_CHARS}, but got a string with length {len(value)} instead.", param)
+        if "\x00" in value:
+            return f"Invalid '{param}': the string contains a NUL character.", param
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _ids_from_body(req: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
-    """client, session and task from OpenAI's ``user`` and ``metadata`` fields."""
+    """client, session and task from OpenAI's ``user`` and ``metadata`` fields
+    (strings only: anything else was refused at the edge, or is ignored)."""
     meta = req.get("metadata")
     meta = meta if isinstance(meta, dict) else {}
-    user = req.get("user")
-    client = meta.get("client_id") or (user if isinstance(user, str) else None)
-    session = meta.get("session_id")
-    task = meta.get("task") or meta.get("protege_task")
+    client = _str(meta.get("client_id")) or _str(req.get("user"))
+    session = _str(meta.get("session_id"))
+    task = _str(meta.get("task")) or _str(meta.get("protege_task"))
     return client, session, task
 
 
@@ -391,15 +431,20 @@ class Gateway:
                 problem = ("'messages' is a required property and must be an array.", "messages")
             elif "stream" in req and not isinstance(req["stream"], bool | None):
                 problem = ("'stream' must be a boolean.", "stream")
+            else:
+                problem = id_problem(req, {"x-protege-task": task, "x-protege-client": client,
+                                           "x-protege-session": session})
         if problem is not None:
             msg, param = problem
             await self._send_json(send, 400, error_body(msg, "invalid_request_error", param=param), trace_id)
             latency = _perf() - t0
             self.metrics.observe(400, "gateway", "chat", False, latency)
             bad = req if isinstance(req, dict) else {"raw": body[:65536].decode("utf-8", "replace")}
+            # The refused request is kept (for the record) without the ids that made it fail.
             self.writer.submit(partial(  # type: ignore[union-attr]
                 failure_trace, bad, trace_id, wall, latency, 400, f"invalid request: {msg}",
-                client or key_name, session, task, False))
+                key_name if param in ID_HEADERS else _str(client) or key_name,
+                None if param in ID_HEADERS else session, None if param in ID_HEADERS else task, False))
             return
 
         assert isinstance(req, dict)
@@ -689,6 +734,7 @@ class Gateway:
                 "replayed": stats.replayed if stats else 0,
                 "dropped": stats.dropped if stats else 0,
                 "build_errors": stats.build_errors if stats else 0,
+                "dead_lettered": stats.dead_lettered if stats else 0,
             },
         })
 

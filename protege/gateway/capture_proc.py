@@ -27,13 +27,14 @@ from protege.capture.writer import CaptureWriter, WriterConfig, WriterStats
 
 log = logging.getLogger("protege.capture")
 
-_FIELDS = ("written", "spooled", "replayed", "dropped", "build_errors", "store_errors", "store_ok", "queue")
+_FIELDS = ("written", "spooled", "replayed", "dropped", "build_errors", "store_errors", "dead_lettered", "store_ok",
+           "queue")
 
 
 def _publish(stats: Any, writer: CaptureWriter) -> None:
     s = writer.stats
-    values = (s.written, s.spooled, s.replayed, s.dropped, s.build_errors, s.store_errors, int(s.store_ok),
-              writer.queue_depth())
+    values = (s.written, s.spooled, s.replayed, s.dropped, s.build_errors, s.store_errors, s.dead_lettered,
+              int(s.store_ok), writer.queue_depth())
     for i, v in enumerate(values):
         stats[i] = v
 
@@ -201,7 +202,8 @@ class ProcessCaptureWriter:
         v = {name: int(self._shared[i]) for i, name in enumerate(_FIELDS)}
         out = WriterStats(submitted=self.submitted, written=v["written"], spooled=v["spooled"],
                           replayed=v["replayed"], dropped=v["dropped"], build_errors=v["build_errors"],
-                          store_errors=v["store_errors"], store_ok=bool(v["store_ok"]))
+                          store_errors=v["store_errors"], dead_lettered=v["dead_lettered"],
+                          store_ok=bool(v["store_ok"]))
         if self._fallback is not None:
             f = self._fallback.stats
             out.written += f.written
@@ -210,6 +212,7 @@ class ProcessCaptureWriter:
             out.dropped += f.dropped
             out.build_errors += f.build_errors
             out.store_errors += f.store_errors
+            out.dead_lettered += f.dead_lettered
             out.store_ok = out.store_ok and f.store_ok
         return out
 

@@ -16,6 +16,13 @@ from protege.store.migrations import migrate
 from protege.store.records import Feedback, Trace
 
 _JSON_LIST_COLUMNS = ("tools_offered", "tools_called")
+_PAYLOAD_COLUMNS = frozenset({"request", "response", "meta", *_JSON_LIST_COLUMNS})
+# The extracted columns by type: values of another type (an id sent as a list,
+# a token count as text) are coerced here, so that one odd trace can never make
+# a whole batch fail to insert.
+_TEXT_COLUMNS = tuple(c.name for c in schema.traces.c if isinstance(c.type, sa.Text) and c.name not in _PAYLOAD_COLUMNS)
+_INT_COLUMNS = tuple(c.name for c in schema.traces.c if isinstance(c.type, sa.Integer))
+_FLOAT_COLUMNS = tuple(c.name for c in schema.traces.c if isinstance(c.type, sa.Float))
 
 
 class StoreError(Exception):
@@ -24,6 +31,32 @@ class StoreError(Exception):
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = _dumps(value) if isinstance(value, list | dict | tuple) else str(value)
+    # PostgreSQL refuses NUL in text; SQLite would keep it and cut it short on read.
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    f = float(value)
+    return f if f == f and f not in (float("inf"), float("-inf")) else None
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -127,6 +160,13 @@ class TraceStore:
         for col in _JSON_LIST_COLUMNS:
             row[col] = _dumps(row[col] or [])
         row["meta"] = _dumps(t.meta) if t.meta else None
+        for col in _TEXT_COLUMNS:
+            row[col] = _text(row[col])
+        for col in _INT_COLUMNS:
+            if col not in ("stream", "encrypted"):
+                row[col] = _int(row[col])
+        for col in _FLOAT_COLUMNS:
+            row[col] = _float(row[col])
         return row
 
     def _trace_of(self, row: Any) -> Trace:

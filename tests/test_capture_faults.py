@@ -1,0 +1,306 @@
+"""Fault injection against the capture path: poison values, a store that
+refuses records, store outages, logs that must not carry payloads. Every test
+compares what the store holds with what the gateway acknowledged."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from protege.capture.writer import (
+    CaptureWriter,
+    WriterConfig,
+    dead_letter_path,
+    replay_dead_letters,
+    spool_path_for,
+    spool_status,
+)
+from protege.gateway.config import GatewayConfig
+from protege.gateway.fake_upstream import FakeUpstreamThread
+from protege.gateway.server import ServerThread
+from protege.store import Trace, open_store
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstreamThread]:
+    with FakeUpstreamThread(slow_s=3.0) as up:
+        yield up
+
+
+def _config(tmp_path: Path, upstream_url: str, db_url: str, **kw: Any) -> GatewayConfig:
+    capture = kw.pop("capture", None) or WriterConfig(spool_path=tmp_path / "spool" / "traces.jsonl",
+                                                      retry_interval_s=0.1, flush_interval_s=0.01)
+    return GatewayConfig(upstream=upstream_url, db_url=db_url, capture=capture,
+                         gateway_keys=kw.pop("gateway_keys", []), keys_file=tmp_path / "keys.json", **kw)
+
+
+def _wait(predicate: Any, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def _count(url: str, **filters: Any) -> int:
+    store = open_store(url)
+    try:
+        return store.count_traces(**filters)
+    finally:
+        store.close()
+
+
+def _ordinary(srv: ServerThread, n: int, prefix: str = "q") -> list[str]:
+    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-x", max_retries=0, timeout=10)
+    ids = []
+    for i in range(n):
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"{prefix}{i}"}], stream=i % 3 == 1)
+        raw.parse()
+        ids.append(raw.headers["x-protege-trace-id"])
+    return ids
+
+
+POISON_VALUES = [[1], {"a": 1}, 7, True, "x" * 600, "a\x00b"]
+POISON_FIELDS = ["session_id", "client_id", "task", "protege_task"]
+
+
+# -- validation at the edge --------------------------------------------------------
+@pytest.mark.parametrize("capture_process", [False, True], ids=["thread", "process"])
+def test_poison_metadata_does_not_stop_capture(tmp_path: Path, upstream: FakeUpstreamThread,
+                                               capture_process: bool) -> None:
+    """The reproduction: one request with ``metadata.session_id: [1]``, then ten
+    ordinary ones. The first is refused with a 400 naming the field; all ten
+    are stored and /health stays ok."""
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    with ServerThread(_config(tmp_path, upstream.url, url, capture_process=capture_process)) as srv:
+        bad = httpx.post(srv.url + "/v1/chat/completions", json={
+            "model": "m", "messages": [{"role": "user", "content": "hi"}], "metadata": {"session_id": [1]}})
+        assert bad.status_code == 400
+        err = bad.json()["error"]
+        assert err["param"] == "metadata.session_id" and "array" in err["message"]
+        ids = _ordinary(srv, 10)
+        assert srv.app.writer.flush(15)
+        health = httpx.get(srv.url + "/health").json()
+        assert health["status"] == "ok", health
+    assert _count(url, status="ok") == 10
+    store = open_store(url)
+    try:
+        assert all(store.get_trace(i) is not None for i in ids)
+        refused = store.list_traces(status="error")
+        assert len(refused) == 1 and refused[0].http_status == 400 and refused[0].session_id is None
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("field", POISON_FIELDS)
+@pytest.mark.parametrize("value", POISON_VALUES, ids=["list", "object", "int", "bool", "long", "nul"])
+def test_every_extracted_field_is_checked(tmp_path: Path, upstream: FakeUpstreamThread, field: str,
+                                          value: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    with ServerThread(_config(tmp_path, upstream.url, url)) as srv:
+        bad = httpx.post(srv.url + "/v1/chat/completions", json={
+            "model": "m", "messages": [{"role": "user", "content": "hi"}], "metadata": {field: value}})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == f"metadata.{field}"
+        _ordinary(srv, 2)
+        assert srv.app.writer.flush(10)
+        assert srv.app.writer.stats.store_ok and srv.app.writer.stats.dead_lettered == 0
+    assert _count(url, status="ok") == 2
+
+
+@pytest.mark.parametrize("header", ["X-Protege-Session", "X-Protege-Client", "X-Protege-Task"])
+def test_id_headers_are_checked(tmp_path: Path, upstream: FakeUpstreamThread, header: str) -> None:
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    with ServerThread(_config(tmp_path, upstream.url, url)) as srv:
+        bad = httpx.post(srv.url + "/v1/chat/completions", headers={header: "h" * 600},
+                         json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == header.lower()
+        ok = httpx.post(srv.url + "/v1/chat/completions", headers={header: "run-7"},
+                        json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        assert ok.status_code == 200
+        assert srv.app.writer.flush(10)
+    assert _count(url, status="ok") == 1
+
+
+def test_metadata_and_user_types(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    with ServerThread(_config(tmp_path, upstream.url, url)) as srv:
+        for body, param in (({"metadata": ["x"]}, "metadata"), ({"user": {"id": 1}}, "user")):
+            r = httpx.post(srv.url + "/v1/chat/completions",
+                           json={"model": "m", "messages": [{"role": "user", "content": "hi"}], **body})
+            assert r.status_code == 400 and r.json()["error"]["param"] == param
+        # Metadata the store does not extract is the teacher's business, whatever its type.
+        r = httpx.post(srv.url + "/v1/chat/completions", json={
+            "model": "m", "messages": [{"role": "user", "content": "hi"}], "metadata": {"other": [1, 2]}})
+        assert r.status_code == 200
+
+
+# -- quarantine behind the edge ------------------------------------------------------
+class PickyStore:
+    """A real store that refuses, like a constraint would, every trace whose
+    request carries ``poison`` (what validation cannot foresee)."""
+
+    def __init__(self, url: str) -> None:
+        self.inner = open_store(url)
+        self.url = url
+        self.down = False
+
+    def add_traces(self, traces: list[Trace]) -> int:
+        import sqlalchemy as sa
+
+        if self.down:
+            raise ConnectionError("database is unreachable")
+        if any("poison" in json.dumps(t.request) for t in traces):
+            raise sa.exc.IntegrityError("INSERT ...", {}, ValueError("check constraint failed"))
+        return self.inner.add_traces(traces)
+
+    def add_feedback(self, fb: Any) -> Any:
+        return self.inner.add_feedback(fb)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _trace(content: str) -> Trace:
+    return Trace(request={"model": "m", "messages": [{"role": "user", "content": content}]})
+
+
+def test_refused_trace_is_dead_lettered_alone(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    store = PickyStore(url)
+    spool = tmp_path / "spool" / "traces.jsonl"
+    writer = CaptureWriter(store, WriterConfig(spool_path=spool, flush_interval_s=0.2, retry_interval_s=0.1))
+    traces = [_trace("poison" if i == 3 else f"ok{i}") for i in range(10)]
+    for t in traces:
+        writer.submit(t)
+    assert writer.flush(10)
+    assert writer.stats.written == 9 and writer.stats.dead_lettered == 1 and writer.stats.store_ok
+    assert writer.stats.spooled == 0
+    writer.submit(_trace("after"))
+    writer.close()
+    assert store.inner.count_traces() == 10
+    lines = dead_letter_path(spool).read_text().splitlines()
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["trace_id"] == traces[3].id and entry["error_class"] == "ValueError"
+    assert entry["trace"]["request"]["messages"][0]["content"] == "poison"
+    # Once the cause is fixed, the dead letter goes in; a second replay adds nothing.
+    store.add_traces = store.inner.add_traces  # type: ignore[method-assign]
+    assert replay_dead_letters(store, spool) == (1, 0)
+    assert replay_dead_letters(store, spool) == (0, 0)
+    assert store.inner.count_traces() == 11
+
+
+def test_poison_in_the_spool_does_not_block_replay(tmp_path: Path) -> None:
+    """Spooled while the store was down, replayed once it is back: the poison
+    record is set aside and every other trace goes in, across a restart."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    store = PickyStore(url)
+    store.down = True
+    spool = tmp_path / "spool" / "traces.jsonl"
+    cfg = WriterConfig(spool_path=spool, flush_interval_s=0.01, retry_interval_s=0.1, batch_size=4)
+    writer = CaptureWriter(store, cfg)
+    traces = [_trace("poison" if i in (2, 7) else f"ok{i}") for i in range(12)]
+    for t in traces:
+        writer.submit(t)
+    assert writer.flush(10)
+    writer.close()
+    assert store.inner.count_traces() == 0 and spool_status(spool)["spooled"] == 12
+    store.down = False
+    writer = CaptureWriter(store, cfg)
+    assert _wait(lambda: store.inner.count_traces() == 10)
+    assert _wait(lambda: writer.stats.dead_lettered == 2)
+    assert writer.stats.store_ok
+    writer.close()
+    assert spool_status(spool) == {"spool": str(spool), "spooled": 0, "dead_letters": 2}
+
+
+def test_store_down_mid_replay_keeps_the_rest(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    store = PickyStore(url)
+    spool = tmp_path / "spool" / "traces.jsonl"
+    spool.parent.mkdir(parents=True)
+    traces = [_trace(f"r{i}") for i in range(9)]
+    spool.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in traces))
+    calls = {"n": 0}
+    real = store.add_traces
+
+    def failing_after_two(batch: list[Trace]) -> int:
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise ConnectionError("gone again")
+        return real(batch)
+
+    store.add_traces = failing_after_two  # type: ignore[method-assign]
+    writer = CaptureWriter(store, WriterConfig(spool_path=spool, batch_size=3, retry_interval_s=60))
+    assert writer.replay() == 6
+    assert spool_status(spool)["spooled"] == 3 and store.inner.count_traces() == 6
+    store.add_traces = real  # type: ignore[method-assign]
+    assert writer.replay() == 3
+    writer.close()
+    assert store.inner.count_traces() == 9 and spool_status(spool)["spooled"] == 0
+
+
+def test_odd_column_values_are_coerced_by_the_store(tmp_path: Path) -> None:
+    """A trace built by other code (an SDK wrapper, an importer) with values
+    of the wrong type still inserts, with the columns coerced."""
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        t = _trace("hi")
+        t.session_id, t.upstream_model, t.prompt_tokens, t.latency_ms = [1], {"m": 1}, "12", float("nan")  # type: ignore[assignment]
+        t.finish_reason = "st\x00op"
+        assert store.add_traces([t]) == 1
+        back = store.get_trace(t.id)
+        assert back is not None and back.session_id == "[1]" and back.upstream_model == '{"m":1}'
+        assert back.prompt_tokens is None and back.latency_ms is None and back.finish_reason == "stop"
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_odd_values_on_postgres(pg_url: str) -> None:
+    store = open_store(pg_url)
+    try:
+        t = _trace("hi")
+        t.session_id, t.client_id = "a\x00b", ["c"]  # type: ignore[assignment]
+        assert store.add_traces([t]) == 1
+        back = store.get_trace(t.id)
+        assert back is not None and back.session_id == "ab" and back.client_id == '["c"]'
+    finally:
+        store.close()
+
+
+def test_counts_in_metrics_and_logs_stats(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+    from click.testing import CliRunner
+
+    from protege.cli.main import cli
+
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    store = PickyStore(url)
+    cfg = _config(tmp_path, upstream.url, url, capture=WriterConfig(retry_interval_s=0.1, flush_interval_s=0.01))
+    with ServerThread(cfg, store=store) as srv:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-x", max_retries=0, timeout=10)
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "poison"}])
+        _ordinary(srv, 3)
+        assert srv.app.writer.flush(10)
+        metrics = httpx.get(srv.url + "/metrics").text
+        assert "protege_capture_dead_lettered_total 1.0" in metrics
+        assert httpx.get(srv.url + "/health").json()["capture"]["dead_lettered"] == 1
+    assert srv.app.writer.spool_path == spool_path_for(url)
+    res = CliRunner().invoke(cli, ["logs", "stats", "--db", url, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["capture"]["dead_letters"] == 1
+    store.close()
+    # The plain store takes it: the rule that refused it is gone.
+    res = CliRunner().invoke(cli, ["logs", "spool", "--db", url, "--replay"])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[-1].endswith("0 spooled traces, 0 dead letters")
+    assert _count(url) == 4
