@@ -5,6 +5,7 @@ compares what the store holds with what the gateway acknowledged."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -304,3 +305,75 @@ def test_counts_in_metrics_and_logs_stats(tmp_path: Path, upstream: FakeUpstream
     assert res.exit_code == 0, res.output
     assert res.output.splitlines()[-1].endswith("0 spooled traces, 0 dead letters")
     assert _count(url) == 4
+
+
+# -- no payload in logs ------------------------------------------------------------
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))  # the formatter adds any traceback
+
+
+@pytest.mark.parametrize("level", [logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR])
+def test_store_errors_never_log_payloads(tmp_path: Path, upstream: FakeUpstreamThread, level: int) -> None:
+    """A real SQLite store whose every insert fails (a trigger), another that
+    is down, feedback that cannot be stored: the unique prompt, session id and
+    comment appear in no log line at any level, tracebacks included."""
+    import sqlalchemy as sa
+
+    secret = f"zq-secret-{level}-{time.time_ns()}"
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    store = open_store(url)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TRIGGER no_insert BEFORE INSERT ON traces "
+                             "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        conn.exec_driver_sql("CREATE TRIGGER no_feedback BEFORE INSERT ON feedback "
+                             "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    handler = _Collect()
+    root = logging.getLogger()
+    old = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        cfg = _config(tmp_path, upstream.url, url)
+        with ServerThread(cfg, store=store) as srv:
+            client = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-x", max_retries=0, timeout=10)
+            for stream in (False, True):
+                raw = client.chat.completions.with_raw_response.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": secret}], stream=stream,
+                    extra_headers={"X-Protege-Session": secret + "-session"})
+                raw.parse()
+            trace_id = raw.headers["x-protege-trace-id"]
+            assert srv.app.writer.flush(10)
+            assert srv.app.writer.stats.dead_lettered == 2
+            fb = httpx.post(srv.url + "/v1/feedback", json={"trace_id": trace_id, "score": 1,
+                                                             "comment": secret + "-comment"})
+            assert fb.status_code == 503 and secret not in fb.text
+        # And a store that is down (spooling), then a build failure.
+        flaky = PickyStore(url)
+        flaky.down = True
+        writer = CaptureWriter(flaky, WriterConfig(spool_path=tmp_path / "s2" / "t.jsonl"))
+        writer.submit(_trace(secret))
+
+        def broken() -> Trace:
+            raise ValueError(f"cannot parse {secret}")
+
+        writer.submit(broken)
+        assert writer.flush(10)
+        writer.close()
+        with pytest.raises(sa.exc.IntegrityError) as info:
+            store.add_traces([_trace(secret)])
+        assert secret not in str(info.value)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old)
+        store.close()
+    text = "\n".join(handler.lines)
+    assert secret not in text
+    if level <= logging.ERROR:
+        assert "refused by the store (IntegrityError)" in text and trace_id in text
+        assert "could not build a trace; it is lost (ValueError)" in text

@@ -578,8 +578,10 @@ def _close_all() -> None:
     for w in list(_all_writers):
         try:
             w.close(timeout=10.0)
-        except Exception:  # pragma: no cover - exit path
-            log.exception("protege: could not flush captured traces at exit")
+        except Exception as exc:  # pragma: no cover - exit path
+            from protege.capture.writer import log_failure
+
+            log_failure("protege: could not flush captured traces at exit", exc)
 
 
 def feedback(

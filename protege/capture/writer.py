@@ -69,6 +69,28 @@ def store_is_down(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
 
 
+def log_failure(message: str, exc: BaseException, trace_id: str | None = None) -> None:
+    """Log a failure without its message: exception messages from drivers and
+    parsers quote the values they choke on (prompts, answers, ids), which the
+    log must never hold. The stack, without values, goes to DEBUG."""
+    import traceback
+
+    name = type(getattr(exc, "orig", None) or exc).__name__
+    log.error("%s (%s%s)", message, name, f", trace {trace_id}" if trace_id else "")
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("where it failed:\n%s", "".join(traceback.format_tb(exc.__traceback__)))
+
+
+def _trace_id_of(item: Any) -> str | None:
+    if isinstance(item, Trace):
+        return item.id
+    # The builders' partials carry the id among their arguments.
+    for arg in (*getattr(item, "args", ()), *getattr(item, "keywords", {}).values()):
+        if isinstance(arg, str) and len(arg) == 26 and arg.isalnum():
+            return arg
+    return None
+
+
 def store_key(url: str) -> str:
     """A file name for the store at ``url``: the same store (whatever its
     password) always gets the same key, two stores never share one."""
@@ -159,9 +181,9 @@ class CaptureWriter:
             if self.redact is not None:
                 trace = self.redact(trace)
             return trace
-        except Exception:  # a capture bug must not take the writer down
+        except Exception as exc:  # a capture bug must not take the writer down
             self.stats.build_errors += 1
-            log.exception("protege: could not build a trace; it is lost")
+            log_failure("protege: could not build a trace; it is lost", exc, _trace_id_of(item))
             return None
 
     def _run(self) -> None:
@@ -419,8 +441,8 @@ class CaptureWriter:
         # A last chance for anything spooled while the store was down.
         try:
             self._maybe_replay(force=True)
-        except Exception:  # pragma: no cover
-            log.exception("protege: final replay failed; traces remain in %s", self.spool_path)
+        except Exception as exc:  # pragma: no cover
+            log_failure(f"protege: final replay failed; traces remain in {self.spool_path}", exc)
 
 
 def _count_lines(path: Path) -> int:

@@ -710,9 +710,10 @@ class Gateway:
         except ValueError as exc:
             return bad(str(exc))
         except Exception as exc:
-            log.warning("protege: feedback not stored: %s", exc)
-            return JSONResponse(error_payload(f"The trace store is unavailable: {exc}", "server_error",
-                                              code="store_unavailable"), status_code=503)
+            # The class only: a driver's message quotes the bound values (the comment, ids).
+            log.warning("protege: feedback not stored (%s)", type(exc).__name__)
+            return JSONResponse(error_payload(f"The trace store is unavailable ({type(exc).__name__}).",
+                                              "server_error", code="store_unavailable"), status_code=503)
         return JSONResponse({"id": fb.id, "object": "feedback", "trace_id": fb.trace_id,
                              "session_id": fb.session_id, "score": fb.score, "label": fb.label})
 

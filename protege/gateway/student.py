@@ -248,5 +248,5 @@ class StudentPath:
             with self.store.engine.begin() as conn:
                 conn.execute(shadow_results.insert().values(**row))
         except Exception as exc:
-            log.warning("protege: shadow result not stored: %s", exc)
+            log.warning("protege: shadow result not stored (%s)", type(exc).__name__)
 

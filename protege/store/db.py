@@ -60,7 +60,8 @@ def _float(value: Any) -> float | None:
 
 
 def make_engine(url: str) -> sa.Engine:
-    """An engine for ``sqlite:///path`` or ``postgresql://...`` URLs."""
+    """An engine for ``sqlite:///path`` or ``postgresql://...`` URLs. Bound
+    values (prompts, answers, ids) never appear in its errors or its log."""
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
     if url.startswith("postgresql://"):
@@ -74,7 +75,8 @@ def make_engine(url: str) -> sa.Engine:
         db = sa_url.database
         if db and db != ":memory:":
             Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(sa_url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = sa.create_engine(sa_url, connect_args={"timeout": 30, "check_same_thread": False},
+                                   hide_parameters=True)
 
         @sa.event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -92,7 +94,7 @@ def make_engine(url: str) -> sa.Engine:
 
         return engine
     if backend == "postgresql":
-        return sa.create_engine(sa_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        return sa.create_engine(sa_url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
     raise StoreError(f"unsupported database {backend!r}: use sqlite:///path or postgresql://...")
 
 
