@@ -377,3 +377,118 @@ def test_store_errors_never_log_payloads(tmp_path: Path, upstream: FakeUpstreamT
     if level <= logging.ERROR:
         assert "refused by the store (IntegrityError)" in text and trace_id in text
         assert "could not build a trace; it is lost (ValueError)" in text
+
+
+# -- deep JSON -----------------------------------------------------------------------
+DEEP = "[" * 5000 + "]" * 5000
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_logs_import_deeply_nested_line(tmp_path: Path, skip: bool) -> None:
+    from click.testing import CliRunner
+
+    from protege.cli.main import cli
+
+    good = {"timestamp": 1_700_000_000, "request": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            "response": {"choices": [{"message": {"role": "assistant", "content": "yo"}}]}}
+    f = tmp_path / "in.jsonl"
+    f.write_text(json.dumps(good) + "\n" + '{"request": ' + DEEP + "}\n")
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    args = ["logs", "import", str(f), "--db", url] + (["--skip-invalid"] if skip else [])
+    res = CliRunner().invoke(cli, args)
+    assert "Traceback" not in res.output and not isinstance(res.exception, RecursionError)
+    assert "line 2" in res.output and "nested too deeply" in res.output
+    assert res.exit_code == (0 if skip else 2)
+    assert _count(url) == (1 if skip else 0)
+
+
+def test_deeply_nested_request_is_set_aside(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+    """orjson takes 1000 levels, the store's encoder does not: the trace goes to
+    the dead letters and the traces behind it are stored."""
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    body = '{"model": "m", "messages": [{"role": "user", "content": "hi"}], "extra": ' + "[" * 1000 + "]" * 1000 + "}"
+    with ServerThread(_config(tmp_path, upstream.url, url)) as srv:
+        r = httpx.post(srv.url + "/v1/chat/completions", content=body,
+                       headers={"content-type": "application/json"})
+        assert r.status_code == 200
+        _ordinary(srv, 3)
+        assert srv.app.writer.flush(10)
+        stats = srv.app.writer.stats
+        assert stats.dead_lettered == 1 and stats.store_ok and stats.build_errors == 0
+    assert _count(url) == 3
+    assert spool_status(tmp_path / "spool" / "traces.jsonl")["dead_letters"] == 1
+
+
+def test_json_loads_guard() -> None:
+    from protege.safejson import JSONTooDeep, json_loads
+
+    with pytest.raises(JSONTooDeep):
+        json_loads(DEEP)
+    with pytest.raises(json.JSONDecodeError):
+        json_loads(DEEP.encode())
+    assert json_loads('{"a": [1]}') == {"a": [1]}
+
+
+# -- one spool per store -------------------------------------------------------------
+def test_two_gateways_sharing_a_home_keep_their_spools(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+    """The probe: two gateways, one PROTEGE_HOME, default spools. A's store is
+    down; B's is up. Nothing of A's reaches B, and once A's store is back every
+    one of A's traces is in it and A is healthy again."""
+    url_a, url_b = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    store_a, store_b = PickyStore(url_a), PickyStore(url_b)
+    store_a.down = True
+    cap = WriterConfig(retry_interval_s=0.1, flush_interval_s=0.01)
+    with ServerThread(_config(tmp_path, upstream.url, url_a, capture=cap), store=store_a) as a, \
+            ServerThread(_config(tmp_path, upstream.url, url_b, capture=WriterConfig(
+                retry_interval_s=0.1, flush_interval_s=0.01)), store=store_b) as b:
+        assert a.app.writer.spool_path != b.app.writer.spool_path
+        ids_a = _ordinary(a, 10, "a")
+        ids_b = _ordinary(b, 4, "b")
+        assert a.app.writer.flush(10) and b.app.writer.flush(10)
+        time.sleep(0.5)  # several replay rounds of B
+        assert store_b.inner.count_traces() == 4 and store_a.inner.count_traces() == 0
+        assert httpx.get(a.url + "/health").json()["status"] == "degraded"
+        store_a.down = False
+        assert _wait(lambda: store_a.inner.count_traces() == 10)
+        assert _wait(lambda: httpx.get(a.url + "/health").json()["status"] == "ok")
+    assert sorted(t.id for t in store_a.inner.iter_traces()) == sorted(ids_a)
+    assert sorted(t.id for t in store_b.inner.iter_traces()) == sorted(ids_b)
+
+
+def test_spool_key_follows_the_store() -> None:
+    from protege.capture.writer import store_key
+
+    pg = "postgresql://u:secret@db:5432/protege"
+    assert store_key(pg) == store_key("postgresql://u:other@db:5432/protege")  # a new password, the same store
+    assert store_key(pg) == store_key("postgres://u:secret@db:5432/protege")
+    assert store_key(pg) != store_key("postgresql://u@db:5432/protege2")
+    assert store_key(pg) != store_key(pg + "?options=-csearch_path%3Ds1")
+    assert "secret" not in store_key(pg)
+    assert store_key("sqlite:///a/x.db") != store_key("sqlite:///b/x.db")
+
+
+def test_writers_sharing_one_spool_lose_and_double_nothing(tmp_path: Path) -> None:
+    """Two writers of the same store (two gateway workers) spool and replay the
+    same file at once: every trace ends in the store exactly once."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    spool = tmp_path / "spool" / "traces.jsonl"
+    stores = [PickyStore(url), PickyStore(url)]
+    for s in stores:
+        s.down = True
+    cfg = WriterConfig(spool_path=spool, flush_interval_s=0.005, retry_interval_s=0.05, batch_size=7)
+    writers = [CaptureWriter(s, cfg) for s in stores]
+    sent = []
+    for i in range(200):
+        t = _trace(f"s{i}")
+        sent.append(t.id)
+        writers[i % 2].submit(t)
+        if i == 120:
+            for s in stores:
+                s.down = False
+    for w in writers:
+        assert w.flush(10)
+    assert _wait(lambda: stores[0].inner.count_traces() == 200)
+    for w in writers:
+        w.close()
+    assert sorted(t.id for t in stores[0].inner.iter_traces()) == sorted(sent)
+    assert spool_status(spool)["spooled"] == 0

@@ -14,18 +14,19 @@ on the request path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protege.safejson import json_loads
+from protege.safejson import json_dumps_deep, json_loads
 from protege.store.records import Trace
 
 log = logging.getLogger("protege.capture")
@@ -101,7 +102,7 @@ def store_key(url: str) -> str:
 
     try:
         u = sa.make_url(url.replace("postgres://", "postgresql://", 1))
-        u = u.set(password=None, drivername=u.get_backend_name())
+        u = sa.engine.URL.create(u.get_backend_name(), u.username, None, u.host, u.port, u.database, u.query)
         if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
             u = u.set(database=str(Path(u.database).expanduser().resolve()))
         ident = u.render_as_string(hide_password=False)
@@ -119,6 +120,36 @@ def spool_path_for(url: str | None) -> Path:
     return protege_home() / "spool" / store_key(url or default_db_url()) / "traces.jsonl"
 
 
+@contextlib.contextmanager
+def file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive lock shared by every process that uses this spool (yields
+    whether it was taken; only ``blocking=False`` can yield False)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock here: one process per spool
+        yield True
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _lock_paths(spool_path: Path) -> tuple[Path, Path]:
+    """(append lock, replay lock): appends and the rename that starts a replay
+    take the first; one replayer at a time holds the second."""
+    return spool_path.with_suffix(".lock"), spool_path.with_suffix(".replay.lock")
+
+
 def dead_letter_path(spool_path: Path) -> Path:
     return spool_path.with_name(spool_path.stem + ".dead.jsonl")
 
@@ -127,7 +158,7 @@ def _error_line(trace: Trace, exc: BaseException, *, attempts: int = 1) -> str:
     # The class and the driver's message (not SQLAlchemy's, which lists every
     # bound value): the line holds the payload anyway, the log only the id.
     orig = getattr(exc, "orig", None) or exc
-    return json.dumps({
+    return json_dumps_deep({
         "trace_id": trace.id, "error_class": type(orig).__name__, "error": str(orig)[:500],
         "failed_at": time.time(), "attempts": attempts, "trace": trace.to_dict(),
     }, ensure_ascii=False, default=str) + "\n"
@@ -151,7 +182,9 @@ class CaptureWriter:
         self.redact = redact
         self.stats = WriterStats()
         self._queue: queue.Queue[Pending | None] = queue.Queue(self.config.queue_size)
-        self._spool_lock = threading.Lock()
+        self._thread_lock = threading.Lock()
+        self._append_lock_path, self._replay_lock_path = _lock_paths(self.spool_path)
+        self._warn_legacy_spool()
         self._last_retry = 0.0
         # Submitted but not yet in the store or the spool; flush() waits for 0.
         self._pending = 0
@@ -220,6 +253,9 @@ class CaptureWriter:
                     # requests must never wait behind a whole batch.
                     time.sleep(0)
                 self._write(traces)
+            except Exception as exc:  # the writer thread must outlive any one batch
+                self.stats.build_errors += len(batch)
+                log_failure("protege: capture batch failed", exc)
             finally:
                 self._done(len(batch))
             self._maybe_replay()
@@ -313,7 +349,7 @@ class CaptureWriter:
             return
         lines = "".join(_error_line(t, exc) for t, exc in refused)
         path = dead_letter_path(self.spool_path)
-        with self._spool_lock, open(path, "a", encoding="utf-8") as fh:
+        with self._spool_lock(), open(path, "a", encoding="utf-8") as fh:
             fh.write(lines)
             fh.flush()
             os.fsync(fh.fileno())
@@ -321,6 +357,19 @@ class CaptureWriter:
         for t, exc in refused:
             log.error("protege: trace %s refused by the store (%s); kept in %s", t.id,
                       type(getattr(exc, "orig", None) or exc).__name__, path)
+
+    @contextlib.contextmanager
+    def _spool_lock(self) -> Iterator[None]:
+        with self._thread_lock, file_lock(self._append_lock_path):
+            yield
+
+    def _warn_legacy_spool(self) -> None:
+        from protege.config import protege_home
+
+        legacy = protege_home() / "spool" / "traces.jsonl"
+        if legacy != self.spool_path and _count_lines(legacy):
+            log.warning("protege: %s holds traces spooled by an older protege, for a store it did not record; "
+                        "`protege logs spool --replay --spool %s --db URL` puts them into theirs", legacy, legacy)
 
     def _work_path(self) -> Path:
         return self.spool_path.with_suffix(".replaying")
@@ -334,8 +383,18 @@ class CaptureWriter:
             return False
 
     def _spool(self, traces: list[Trace]) -> None:
-        lines = "".join(json.dumps(t.to_dict(), ensure_ascii=False) + "\n" for t in traces)
-        with self._spool_lock:
+        encoded, refused = [], []
+        for t in traces:
+            try:
+                encoded.append(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+            except (ValueError, TypeError, RecursionError) as exc:
+                refused.append((t, exc))
+        self._dead_letter(refused)
+        lines = "".join(encoded)
+        traces = [t for t in traces if not any(t is r for r, _ in refused)]
+        if not traces:
+            return
+        with self._spool_lock():
             size = self.spool_path.stat().st_size if self.spool_path.exists() else 0
             if size + len(lines) > self.config.spool_max_bytes:
                 self.stats.dropped += len(traces)
@@ -365,9 +424,14 @@ class CaptureWriter:
         Inserts skip ids already stored, so a replay cut short is safe to repeat.
         A ``.replaying`` file left by an interrupted replay (or a crash) is
         replayed first, then whatever was spooled meanwhile."""
+        with file_lock(self._replay_lock_path, blocking=False) as mine:
+            # Another process replays this spool (same store): leave it to it.
+            return self._replay_all() if mine else 0
+
+    def _replay_all(self) -> int:
         total = 0
         while True:
-            with self._spool_lock:
+            with self._spool_lock():
                 work = self._work_path()
                 if not work.exists():
                     try:
@@ -457,19 +521,39 @@ def spool_status(spool_path: Path) -> dict[str, Any]:
     """What waits beside the store: spooled traces not yet replayed and dead letters."""
     spool_path = Path(spool_path)
     work = spool_path.with_suffix(".replaying")
+    dead = dead_letter_path(spool_path)
     return {"spool": str(spool_path), "spooled": _count_lines(spool_path) + _count_lines(work),
-            "dead_letters": _count_lines(dead_letter_path(spool_path))}
+            "dead_letters": _count_lines(dead) + _count_lines(dead.with_suffix(".replaying"))}
 
 
 def replay_dead_letters(store: Any, spool_path: Path) -> tuple[int, int]:
     """Insert each dead letter again (by id, so nothing is stored twice);
     returns (stored, still refused). Those still refused stay in the file with
     their newest error."""
-    path = dead_letter_path(Path(spool_path))
-    if not path.exists():
-        return 0, 0
+    spool_path = Path(spool_path)
+    path = dead_letter_path(spool_path)
+    append_lock, replay_lock = _lock_paths(spool_path)
+    work = path.with_suffix(".replaying")
+    with file_lock(replay_lock):
+        with file_lock(append_lock):
+            if path.exists() and not work.exists():
+                os.replace(path, work)
+        if not work.exists():
+            return 0, 0
+        stored, kept = _replay_dead_file(store, work)
+        with file_lock(append_lock):
+            # Appended to whatever was dead-lettered meanwhile.
+            with open(path, "a", encoding="utf-8") as out:
+                out.writelines(kept)
+                out.flush()
+                os.fsync(out.fileno())
+            work.unlink()
+    return stored, len(kept)
+
+
+def _replay_dead_file(store: Any, work: Path) -> tuple[int, list[str]]:
     stored, kept = 0, []
-    with open(path, encoding="utf-8") as fh:
+    with open(work, encoding="utf-8") as fh:
         for line in fh:
             if not line.strip():
                 continue
@@ -487,10 +571,4 @@ def replay_dead_letters(store: Any, spool_path: Path) -> tuple[int, int]:
                 kept.append(_error_line(trace, exc, attempts=int(entry.get("attempts", 1)) + 1))
             else:
                 stored += 1
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
-        out.writelines(kept)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    return stored, len(kept)
+    return stored, kept

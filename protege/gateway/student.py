@@ -20,6 +20,7 @@ from typing import Any
 from protege.router.router import Decision, Router, StudentInfo
 from protege.router.routes import RouteTable
 from protege.router.validate import validate_answer
+from protege.safejson import json_loads
 from protege.serve.engine import AdapterSpec, StudentAnswer
 
 log = logging.getLogger("protege.gateway")
@@ -30,7 +31,7 @@ def _calls_key(message: dict[str, Any]) -> list[tuple[str, str]]:
     for c in message.get("tool_calls") or []:
         fn = c.get("function") or {}
         try:
-            args = json.dumps(json.loads(fn.get("arguments") or "{}"), sort_keys=True)
+            args = json.dumps(json_loads(fn.get("arguments") or "{}"), sort_keys=True)
         except ValueError:
             args = fn.get("arguments") or ""
         out.append((fn.get("name") or "", args))
@@ -44,7 +45,7 @@ def agree(student: dict[str, Any], teacher: dict[str, Any]) -> bool:
         return _calls_key(student) == _calls_key(teacher)
     a, b = (student.get("content") or "").strip(), (teacher.get("content") or "").strip()
     try:
-        return json.loads(a) == json.loads(b)
+        return json_loads(a) == json_loads(b)
     except ValueError:
         return " ".join(a.lower().split()) == " ".join(b.lower().split())
 
@@ -58,7 +59,7 @@ def _teacher_message(body: bytes, streamed: bool) -> dict[str, Any] | None:
         completion: Any = acc.result()
     else:
         try:
-            completion = json.loads(body)
+            completion = json_loads(body)
         except ValueError:
             return None
     try:

@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from protege.safejson import json_loads
 from protege.store import schema
 from protege.store.crypto import EncryptionError, PayloadCipher
 from protege.store.migrations import migrate
@@ -30,7 +31,11 @@ class StoreError(Exception):
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        # Stored, it would break every reader: refused, so the writer dead-letters it.
+        raise ValueError("the payload is nested too deeply to store") from None
 
 
 def _text(value: Any) -> str | None:
@@ -151,7 +156,7 @@ class TraceStore:
                     "trace payloads are encrypted: set PROTEGE_ENCRYPTION_KEY to read them"
                 )
             text = self.cipher.decrypt(text)
-        return json.loads(text)
+        return json_loads(text)
 
     def _row_of(self, t: Trace) -> dict[str, Any]:
         row = t.to_dict()
