@@ -492,3 +492,95 @@ def test_writers_sharing_one_spool_lose_and_double_nothing(tmp_path: Path) -> No
         w.close()
     assert sorted(t.id for t in stores[0].inner.iter_traces()) == sorted(sent)
     assert spool_status(spool)["spooled"] == 0
+
+
+# -- hard kills ----------------------------------------------------------------------
+def _descendants(pid: int) -> list[int]:
+    out, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                kids = [int(c) for c in (task / "children").read_text().split()]
+                out.extend(kids)
+                stack.extend(kids)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
+
+
+def _serve(tmp_path: Path, upstream_url: str, db_url: str, durability: str) -> tuple[Any, str]:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PROTEGE_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen([sys.executable, "-m", "protege", "serve", "--upstream", upstream_url, "--port",
+                             str(port), "--db", db_url, "--durability", durability], env=env)
+    base = f"http://127.0.0.1:{port}"
+    assert _wait(lambda: _healthy(base), 60), "the gateway did not start"
+    return proc, base
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(base + "/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.parametrize("durability", ["write", "fsync"])
+@pytest.mark.parametrize("kill_after", [50, 20], ids=["after-burst", "mid-burst"])
+def test_kill_9_loses_no_acknowledged_call(tmp_path: Path, upstream: FakeUpstreamThread, durability: str,
+                                           kill_after: int) -> None:
+    """The probe: a burst of 50 calls from 16 clients, then ``kill -9`` of the
+    gateway and its capture child together (after the burst, or with calls
+    still in flight). After a restart every acknowledged call is stored."""
+    import os
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    proc, base = _serve(tmp_path, upstream.url, url, durability)
+    children = _descendants(proc.pid)
+    assert children, "protege serve runs its capture in a child process"
+    acked: list[str] = []
+    killed = False
+
+    def call(i: int) -> None:
+        nonlocal killed
+        try:
+            r = httpx.post(base + "/v1/chat/completions", timeout=10, json={
+                "model": "gpt-4o-mini", "stream": i % 2 == 0,
+                "messages": [{"role": "user", "content": f"burst {i}"}]})
+        except httpx.HTTPError:
+            return  # cut off by the kill: never acknowledged
+        if r.status_code == 200 and (i % 2 == 1 or r.text.rstrip().endswith("[DONE]")):
+            acked.append(r.headers["x-protege-trace-id"])
+        if len(acked) >= kill_after and not killed:
+            killed = True
+            for pid in [proc.pid, *children]:
+                os.kill(pid, signal.SIGKILL)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(call, range(50)))
+    if not killed:
+        for pid in [proc.pid, *children]:
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(10)
+    assert len(acked) >= kill_after
+    # The restart recovers the dead gateway's journal; a clean stop flushes it.
+    proc, base = _serve(tmp_path, upstream.url, url, durability)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0
+    store = open_store(url)
+    try:
+        stored = {t.id for t in store.iter_traces()}
+    finally:
+        store.close()
+    assert set(acked) <= stored, f"{len(set(acked) - stored)} of {len(acked)} acknowledged calls lost"
+    assert not list((tmp_path / "home" / "spool").glob("*/traces.journal/*/*.seg"))

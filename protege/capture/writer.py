@@ -34,6 +34,20 @@ log = logging.getLogger("protege.capture")
 Pending = Trace | Callable[[], Trace]
 
 
+class Barrier:
+    """Queued behind the captures before it: ``callback`` runs once all of
+    them are in the store, the spool or the dead letters."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+
+    def fire(self) -> None:
+        try:
+            self.callback()
+        except Exception as exc:
+            log_failure("protege: capture barrier callback failed", exc)
+
+
 @dataclass(kw_only=True)
 class WriterConfig:
     queue_size: int = field(default=50_000, metadata={"help": "pending traces held in memory"})
@@ -207,6 +221,18 @@ class CaptureWriter:
             if trace is not None:
                 self._spool([trace])
 
+    def barrier(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` (in the writer thread) once every capture submitted
+        so far is stored or spooled."""
+        b = Barrier(callback)
+        with self._pending_cv:
+            self._pending += 1
+        try:
+            self._queue.put_nowait(b)
+        except queue.Full:
+            # Never block the caller (the event loop): wait for room elsewhere.
+            threading.Thread(target=self._queue.put, args=(b,), daemon=True).start()
+
     # -- consumer side ----------------------------------------------------
     def _build(self, item: Pending) -> Trace | None:
         try:
@@ -246,6 +272,11 @@ class CaptureWriter:
             try:
                 traces = []
                 for item in batch:
+                    if isinstance(item, Barrier):
+                        self._write(traces)
+                        traces = []
+                        item.fire()
+                        continue
                     trace = self._build(item)
                     if trace is not None:
                         traces.append(trace)

@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -40,6 +41,16 @@ from protege.ids import new_id
 from protege.store.records import Feedback, Trace
 
 log = logging.getLogger("protege.gateway")
+
+
+class _Done:
+    """An awaitable that is already done (no journal wait): cheaper than a coroutine."""
+
+    def __await__(self) -> Any:
+        return iter(())
+
+
+_DONE = _Done()
 
 _perf = time.perf_counter
 _CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
@@ -283,6 +294,7 @@ class Gateway:
             self.upstream_auth = f"Bearer {key}"
         self.upstream: Any = None
         self.writer: CaptureWriter | None = None
+        self.journal: Any = None
         self.ship_bytes = bool(config.capture_process and self.owns_store)
         self.started = False
         self._starlette = Starlette(
@@ -317,6 +329,21 @@ class Gateway:
                 self.ship_bytes = False
         if self.writer is None:
             self.writer = CaptureWriter(self.store, cfg.capture, redact=self.redact)
+        self.journal = None
+        if cfg.durability != "off":
+            from protege.capture.journal import Journal
+            from protege.capture.writer import spool_path_for
+
+            spool = cfg.capture.spool_path or spool_path_for(getattr(self.store, "url", None) or cfg.db_url)
+            self.journal = Journal(Path(spool).with_suffix(".journal"), mode=cfg.durability,
+                                   fsync_interval_s=cfg.fsync_interval_s, barrier=self.writer.barrier)
+            items, forget = self.journal.recover()
+            for item in items:
+                self.writer.submit(item)
+            if items:
+                self.writer.barrier(forget)
+            else:
+                forget()
         if self.students is None and cfg.students:
             # Loading a model takes seconds: off the event loop.
             self.students = await run_in_threadpool(build_student_path, cfg, self.store)
@@ -333,8 +360,12 @@ class Gateway:
                 self.students.close()
         writer = self.writer
         if writer is not None:
+            flushed = await run_in_threadpool(writer.flush)
             # Flushes the queue and replays the spool one last time.
             await run_in_threadpool(writer.close)
+            if self.journal is not None:
+                # Kept when the writer could not flush: the next start replays it.
+                self.journal.close(delete=flushed)
         if self.owns_store:
             with contextlib.suppress(Exception):
                 self.store.close()
@@ -355,6 +386,19 @@ class Gateway:
             await self.chat(scope, receive, send)
             return
         await self._starlette(scope, receive, send)
+
+    def _capture(self, item: Any) -> Any:
+        """Journal ``item`` (before the answer goes out) and hand it to the
+        writer; await the result: in fsync mode it waits for the group fsync."""
+        durable = None
+        if self.journal is not None:
+            try:
+                durable = self.journal.append(item)
+            except Exception as exc:  # e.g. a request nested past pickle's reach, or a full disk
+                self.journal.errors += 1
+                log.error("protege: capture not journaled (%s); it is queued only", type(exc).__name__)
+        self.writer.submit(item)  # type: ignore[union-attr]
+        return durable if durable is not None else _DONE
 
     def _req_arg(self, req: dict[str, Any], body: bytes) -> dict[str, Any] | bytes:
         # A child process gets the client's bytes (cheaper to send than the
@@ -436,15 +480,15 @@ class Gateway:
                                            "x-protege-session": session})
         if problem is not None:
             msg, param = problem
-            await self._send_json(send, 400, error_body(msg, "invalid_request_error", param=param), trace_id)
             latency = _perf() - t0
-            self.metrics.observe(400, "gateway", "chat", False, latency)
             bad = req if isinstance(req, dict) else {"raw": body[:65536].decode("utf-8", "replace")}
             # The refused request is kept (for the record) without the ids that made it fail.
-            self.writer.submit(partial(  # type: ignore[union-attr]
+            await self._capture(partial(
                 failure_trace, bad, trace_id, wall, latency, 400, f"invalid request: {msg}",
                 key_name if param in ID_HEADERS else _str(client) or key_name,
                 None if param in ID_HEADERS else session, None if param in ID_HEADERS else task, False))
+            await self._send_json(send, 400, error_body(msg, "invalid_request_error", param=param), trace_id)
+            self.metrics.observe(400, "gateway", "chat", False, latency)
             return
 
         assert isinstance(req, dict)
@@ -496,13 +540,14 @@ class Gateway:
             headers.append((b"x-protege-trace-id", trace_id.encode()))
             headers.append((b"x-protege-served-by", served_by.encode()))
             headers.append((b"content-length", str(len(data)).encode()))
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": data, "more_body": False})
             latency = _perf() - t0
-            self.metrics.observe(status, served_by, "chat", stream, latency)
-            self.writer.submit(partial(  # type: ignore[union-attr]
+            # Journaled before the client has its answer: an acknowledged call is never lost.
+            await self._capture(partial(
                 completion_trace, self._req_arg(req, body), data, status, trace_id, wall, latency,
                 client, session, task, stream, resp.content_encoding, routing))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": data, "more_body": False})
+            self.metrics.observe(status, served_by, "chat", stream, latency)
             if decision is not None and decision.shadow and status == 200 and resp.content_encoding is None:
                 self.students.shadow(req, decision, data, trace_id)  # type: ignore[union-attr]
             return
@@ -525,6 +570,7 @@ class Gateway:
         error: str | None = None
         gone = False
         finished = False  # the client already has the last event and the end of the body
+        latency: float | None = None  # set when the trace is captured
         # A client that hangs up must stop the teacher's generation too (it is paying for it).
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
         try:
@@ -541,8 +587,12 @@ class Gateway:
                     error = "client disconnected before the end of the stream"
                     break
                 if chunk.endswith(b"data: [DONE]\n\n") and encoding is None:
-                    # The last event and the end of the body in one write.
+                    # The last event and the end of the body in one write, once the trace is journaled.
                     finished = True
+                    latency = _perf() - t0
+                    await self._capture(partial(
+                        stream_trace, self._req_arg(req, body), list(parts), None, trace_id, wall, latency, ttft,
+                        client, session, task, encoding, routing))
                     await send({"type": "http.response.body", "body": chunk, "more_body": False})
                 else:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -562,6 +612,11 @@ class Gateway:
             tail = (parts[-2][-16:] if len(parts) > 1 else b"") + (parts[-1] if parts else b"")
             if b"[DONE]" not in tail:
                 error = "upstream stream ended before [DONE]"
+        if latency is None:
+            latency = _perf() - t0
+            await self._capture(partial(
+                stream_trace, self._req_arg(req, body), parts, error, trace_id, wall, latency, ttft,
+                client, session, task, encoding, routing))
         if error is not None and not gone:
             self.metrics.upstream_errors.labels("stream_broken").inc()
             with contextlib.suppress(Exception):
@@ -569,14 +624,10 @@ class Gateway:
                             "body": sse_error_event(error, "server_error", code="upstream_stream_error")})
         elif not finished:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        latency = _perf() - t0
         # 499: the client closed the request (nginx's convention).
         self.metrics.observe(200 if error is None else 499 if gone else 502, served_by, "chat", True, latency)
         if ttft is not None:
             self.metrics.ttft.observe(ttft)
-        self.writer.submit(partial(  # type: ignore[union-attr]
-            stream_trace, self._req_arg(req, body), parts, error, trace_id, wall, latency, ttft,
-            client, session, task, encoding, routing))
         if decision is not None and decision.shadow and error is None and encoding is None:
             self.students.shadow(req, decision, b"".join(parts), trace_id, streamed=True)  # type: ignore[union-attr]
 
@@ -585,12 +636,12 @@ class Gateway:
                                task: str | None, stream: bool, routing: dict[str, Any] | None = None) -> None:
         kind = "timeout" if exc.status == 504 else "connect" if exc.code == "upstream_connect_error" else "broken"
         self.metrics.upstream_errors.labels(kind).inc()
-        await self._send_json(send, exc.status, error_body(str(exc), "upstream_error", code=exc.code), trace_id)
         latency = _perf() - t0
-        self.metrics.observe(exc.status, (routing or {}).get("served_by", "teacher"), "chat", stream, latency)
-        self.writer.submit(partial(  # type: ignore[union-attr]
+        await self._capture(partial(
             failure_trace, req, trace_id, wall, latency, exc.status, str(exc), client, session, task, stream,
             routing))
+        await self._send_json(send, exc.status, error_body(str(exc), "upstream_error", code=exc.code), trace_id)
+        self.metrics.observe(exc.status, (routing or {}).get("served_by", "teacher"), "chat", stream, latency)
 
     async def _serve_student(self, send: Any, req: dict[str, Any], body: bytes, decision: Any, trace_id: str,
                              wall: float, t0: float, client: str | None, session: str | None, task: str | None,
@@ -617,16 +668,16 @@ class Gateway:
             payload = orjson.dumps(completion)
             headers = [*JSON_HEADERS, *extra]
         headers.append((b"content-length", str(len(payload)).encode()))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
         latency = _perf() - t0
-        self.metrics.observe(200, "student", "chat", stream, latency)
-        self.metrics.tokens.labels("student", "completion").inc(answer.completion_tokens)
         routing = {"served_by": "student", "adapter": decision.adapter, "task_id": decision.task_id,
                    "meta": {"router": {"reason": decision.reason, "decision_us": round(decision.decision_us, 1)}}}
-        self.writer.submit(partial(  # type: ignore[union-attr]
+        await self._capture(partial(
             student_trace, self._req_arg(req, body), completion, trace_id, wall, latency, client, session,
             task, stream, routing))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        self.metrics.observe(200, "student", "chat", stream, latency)
+        self.metrics.tokens.labels("student", "completion").inc(answer.completion_tokens)
         return None
 
     @staticmethod

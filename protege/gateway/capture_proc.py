@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from protege.capture.writer import CaptureWriter, WriterConfig, WriterStats
+from protege.capture.writer import Barrier, CaptureWriter, WriterConfig, WriterStats
 
 log = logging.getLogger("protege.capture")
 
@@ -49,6 +49,12 @@ def _child_main(conn: Any, stats: Any, db_url: str | None, config: WriterConfig,
     store = _LazyStore(db_url)
     writer = CaptureWriter(store, config, redact=load_redact(redact))
     stop = threading.Event()
+    send_lock = threading.Lock()
+
+    def reply(message: Any) -> None:
+        # From the writer thread (barriers) and this one (flushes).
+        with send_lock:
+            conn.send_bytes(pickle.dumps(message))
 
     def publisher() -> None:
         while not stop.wait(0.1):
@@ -64,10 +70,12 @@ def _child_main(conn: Any, stats: Any, db_url: str | None, config: WriterConfig,
             if kind == "items":
                 for item in payload:
                     writer.submit(item)
+            elif kind == "barrier":
+                writer.barrier(lambda token=payload: reply(("barrier", token)))
             elif kind == "flush":
                 writer.flush(payload[1])
                 _publish(stats, writer)
-                conn.send_bytes(pickle.dumps(("flushed", payload[0])))
+                reply(("flushed", payload[0]))
             elif kind == "close":
                 break
     finally:
@@ -76,7 +84,7 @@ def _child_main(conn: Any, stats: Any, db_url: str | None, config: WriterConfig,
         _publish(stats, writer)
         store.close()
         try:
-            conn.send_bytes(pickle.dumps(("closed", None)))
+            reply(("closed", None))
         except OSError:
             pass
 
@@ -86,6 +94,12 @@ class _Flush:
         self.token = token
         self.timeout = timeout
         self.event = threading.Event()
+
+
+class _Barrier:
+    def __init__(self, token: int, callback: Any) -> None:
+        self.token = token
+        self.callback = callback
 
 
 class ProcessCaptureWriter:
@@ -108,6 +122,7 @@ class ProcessCaptureWriter:
         self._wake = threading.Event()
         self._batch_interval = batch_interval_s
         self._flushes: dict[int, threading.Event] = {}
+        self._barriers: dict[int, Any] = {}
         self._flush_seq = 0
         self._lock = threading.Lock()
         self._closed = False
@@ -128,12 +143,12 @@ class ProcessCaptureWriter:
         if len(self._pending) == 1:
             self._wake.set()
 
-    def _take(self) -> tuple[list[Any], _Flush | None]:
+    def _take(self) -> tuple[list[Any], _Flush | _Barrier | None]:
         out: list[Any] = []
         pending = self._pending
         while pending and len(out) < 1000:
             item = pending.popleft()
-            if isinstance(item, _Flush):
+            if isinstance(item, _Flush | _Barrier):
                 return out, item
             out.append(item)
         return out, None
@@ -150,7 +165,12 @@ class ProcessCaptureWriter:
                     break
                 if batch and not self._send(("items", batch)):
                     self._to_fallback(batch)
-                if marker is not None:
+                if isinstance(marker, _Barrier):
+                    if not self._send(("barrier", marker.token)):
+                        self._barriers.pop(marker.token, None)
+                        self._to_fallback([])
+                        self._fallback.barrier(marker.callback)  # type: ignore[union-attr]
+                elif marker is not None:
                     # In order after the items before it: the child has them all when it flushes.
                     if not self._send(("flush", (marker.token, marker.timeout))):
                         marker.event.set()
@@ -180,6 +200,9 @@ class ProcessCaptureWriter:
             item = self._pending.popleft()
             if isinstance(item, _Flush):
                 item.event.set()
+            elif isinstance(item, _Barrier):
+                self._barriers.pop(item.token, None)
+                self._fallback.barrier(item.callback)
             else:
                 self._fallback.submit(item)
 
@@ -193,6 +216,10 @@ class ProcessCaptureWriter:
                 return
             if kind == "flushed" and token in self._flushes:
                 self._flushes[token].set()
+            elif kind == "barrier":
+                callback = self._barriers.pop(token, None)
+                if callback is not None:
+                    Barrier(callback).fire()
             elif kind == "closed":
                 return
 
@@ -221,6 +248,19 @@ class ProcessCaptureWriter:
         if self._fallback is not None:
             depth += self._fallback.queue_depth()
         return depth
+
+    def barrier(self, callback: Any) -> None:
+        """Run ``callback`` once the child has stored or spooled every capture
+        submitted so far (never, if the child dies first: the journal keeps them)."""
+        if self._fallback is not None:
+            self._fallback.barrier(callback)
+            return
+        with self._lock:
+            self._flush_seq += 1
+            token = self._flush_seq
+        self._barriers[token] = callback
+        self._pending.append(_Barrier(token, callback))
+        self._wake.set()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted so far is in the store or the spool."""
