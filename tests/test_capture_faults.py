@@ -584,3 +584,72 @@ def test_kill_9_loses_no_acknowledged_call(tmp_path: Path, upstream: FakeUpstrea
         store.close()
     assert set(acked) <= stored, f"{len(set(acked) - stored)} of {len(acked)} acknowledged calls lost"
     assert not list((tmp_path / "home" / "spool").glob("*/traces.journal/*/*.seg"))
+
+
+# -- limits, keys, feedback, the CLI ---------------------------------------------------
+def test_body_limit_is_413(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    with ServerThread(_config(tmp_path, upstream.url, url, max_body_bytes=20_000)) as srv:
+        big = {"model": "m", "messages": [{"role": "user", "content": "x" * 30_000}]}
+        with pytest.raises(openai.APIStatusError) as info:
+            openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-x", max_retries=0).chat.completions.create(**big)
+        assert info.value.status_code == 413
+        err = info.value.response.json()["error"]
+        assert err["code"] == "request_too_large" and err["type"] == "invalid_request_error"
+        r = httpx.post(srv.url + "/v1/feedback", json={"trace_id": "x", "score": 1, "comment": "y" * 30_000})
+        assert r.status_code == 413
+        ids = _ordinary(srv, 2)
+        assert srv.app.writer.flush(10)
+        assert 'status="413"' in httpx.get(srv.url + "/metrics").text
+    assert _count(url) == 2 and upstream.server.last_body.find(b"x" * 30_000) == -1
+    assert len(ids) == 2
+
+
+def test_health_and_metrics_behind_keys(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    with ServerThread(_config(tmp_path, upstream.url, url, gateway_keys=["k-ops"])) as srv:
+        for path in ("/health", "/metrics"):
+            r = httpx.get(srv.url + path)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+            assert httpx.get(srv.url + path, headers={"X-Protege-Key": "k-ops"}).status_code == 200
+        health = httpx.get(srv.url + "/health", headers={"Authorization": "Bearer k-ops"}).json()
+        assert health["upstream"] == upstream.url
+    with ServerThread(_config(tmp_path, upstream.url, url, gateway_keys=["k-ops"], open_metrics=True)) as srv:
+        assert "protege_capture_written_total" in httpx.get(srv.url + "/metrics").text
+        assert httpx.get(srv.url + "/health").json() == {"status": "ok"}  # no upstream URL, no counters
+        r = httpx.post(srv.url + "/v1/feedback", json={"session_id": "s", "score": 1})
+        assert r.status_code == 401  # only the scraper's endpoints open
+
+
+def test_feedback_for_an_unknown_trace_is_404(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    with ServerThread(_config(tmp_path, upstream.url, url)) as srv:
+        r = httpx.post(srv.url + "/v1/feedback", json={"trace_id": "01NOSUCHTRACE0000000000000", "score": 1})
+        assert r.status_code == 404
+        assert r.json()["error"]["param"] == "trace_id" and r.json()["error"]["code"] == "trace_not_found"
+        # Feedback right after the answer: its trace may still be on its way to the store.
+        [tid] = _ordinary(srv, 1)
+        assert httpx.post(srv.url + "/v1/feedback", json={"trace_id": tid, "score": 1}).status_code == 200
+        assert srv.app.writer.flush(10)
+    # Known from the store alone (after a restart).
+    with ServerThread(_config(tmp_path, upstream.url, url)) as srv:
+        assert httpx.post(srv.url + "/v1/feedback", json={"trace_id": tid, "label": "good"}).status_code == 200
+    store = open_store(url)
+    try:
+        assert len(store.feedback_for(trace_id=tid)) == 2
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("command", [["logs", "list"], ["logs", "stats"], ["logs", "show", "x"],
+                                     ["logs", "export"], ["logs", "spool"], ["report"]])
+def test_read_commands_do_not_invent_a_store(tmp_path: Path, command: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from protege.cli.main import cli
+
+    missing = tmp_path / "no" / "such" / "dir"
+    res = CliRunner().invoke(cli, [*command, "--db", f"sqlite:///{missing / 'x.db'}"])
+    assert res.exit_code == 2, res.output
+    assert "does not exist" in res.output and "Traceback" not in res.output
+    assert not missing.exists() and not (tmp_path / "no").exists()

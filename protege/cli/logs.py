@@ -377,7 +377,7 @@ def import_(file: Path, fmt: str, source: str, skip_invalid: bool, db_url: str |
 
     if not file.is_file():
         raise UserError(f"no such file: {file}")
-    store = open_store_or_fail(db_url)
+    store = open_store_or_fail(db_url, create=True)
     size = file.stat().st_size
     try:
         with _progress(size * (1 if skip_invalid else 2), f"importing {file.name}") as advance:

@@ -12,6 +12,7 @@ feedback, health, metrics, other ``/v1`` paths) goes through Starlette.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import importlib
 import logging
@@ -104,6 +105,9 @@ class _LazyStore:
 
     def add_feedback(self, fb: Feedback) -> Feedback:
         return self._get().add_feedback(fb)
+
+    def has_trace(self, trace_id: str) -> bool:
+        return self._get().has_trace(trace_id)
 
     def close(self) -> None:
         if self._store is not None:
@@ -296,6 +300,13 @@ class Gateway:
         self.writer: CaptureWriter | None = None
         self.journal: Any = None
         self.ship_bytes = bool(config.capture_process and self.owns_store)
+        self.max_body = config.max_body_bytes
+        self._too_large = error_body(
+            f"Request too large: the body is over the gateway's limit of {config.max_body_bytes:,} bytes.",
+            "invalid_request_error", code="request_too_large")
+        # Trace ids handed out lately: feedback may arrive before the writer has stored its trace.
+        self._recent: collections.deque[str] = collections.deque(maxlen=200_000)
+        self._recent_set: set[str] = set()
         self.started = False
         self._starlette = Starlette(
             routes=[
@@ -387,6 +398,29 @@ class Gateway:
             return
         await self._starlette(scope, receive, send)
 
+    def _remember(self, trace_id: str) -> None:
+        recent = self._recent
+        if len(recent) == recent.maxlen:
+            self._recent_set.discard(recent[0])
+        recent.append(trace_id)
+        self._recent_set.add(trace_id)
+
+    def _known_trace(self, trace_id: str) -> bool:
+        if trace_id in self._recent_set:
+            return True
+        has = getattr(self.store, "has_trace", None)
+        return has(trace_id) if has is not None else True
+
+    async def _read_body(self, request: Request) -> bytes | None:
+        """The body, or None when it is over the limit (read no further)."""
+        parts, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            parts.append(chunk)
+        return b"".join(parts)
+
     def _capture(self, item: Any) -> Any:
         """Journal ``item`` (before the answer goes out) and hand it to the
         writer; await the result: in fsync mode it waits for the group fsync."""
@@ -423,9 +457,17 @@ class Gateway:
         t0 = _perf()
         wall = time.time()
         chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                # Not read further, not forwarded, not stored.
+                await self._send_json(send, 413, self._too_large, None)
+                self.metrics.observe(413, "gateway", "chat", False, _perf() - t0)
+                return
+            chunks.append(chunk)
             if not message.get("more_body"):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -460,6 +502,7 @@ class Gateway:
             return
 
         trace_id = new_id()
+        self._remember(trace_id)
         # Malformed or invalid input: answer 400 without calling the teacher.
         problem = None
         try:
@@ -735,8 +778,11 @@ class Gateway:
         def bad(message: str, param: str | None = None) -> Response:
             return JSONResponse(error_payload(message, param=param), status_code=400)
 
+        raw = await self._read_body(request)
+        if raw is None:
+            return Response(self._too_large, status_code=413, media_type="application/json")
         try:
-            payload = orjson.loads(await request.body())
+            payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return bad("We could not parse the JSON body of your request.")
         if not isinstance(payload, dict):
@@ -753,6 +799,16 @@ class Gateway:
             return bad("'comment' must be a string.", "comment")
         if score is None and label is None:
             return bad("Feedback needs a score or a label.", "score")
+        if isinstance(trace_id, str) and trace_id:
+            try:
+                known = await run_in_threadpool(self._known_trace, trace_id)
+            except Exception as exc:
+                log.warning("protege: feedback not stored (%s)", type(exc).__name__)
+                return JSONResponse(error_payload(f"The trace store is unavailable ({type(exc).__name__}).",
+                                                  "server_error", code="store_unavailable"), status_code=503)
+            if not known:
+                return JSONResponse(error_payload(f"No trace with id '{trace_id}'.", param="trace_id",
+                                                  code="trace_not_found"), status_code=404)
         meta = payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {}
         fb = Feedback(trace_id=trace_id or None, session_id=session_id or None,
                       score=float(score) if score is not None else None, label=label, comment=comment, meta=meta)
@@ -768,11 +824,25 @@ class Gateway:
         return JSONResponse({"id": fb.id, "object": "feedback", "trace_id": fb.trace_id,
                              "session_id": fb.session_id, "score": fb.score, "label": fb.label})
 
+    def _ops_access(self, request: Request) -> tuple[Response | None, bool]:
+        """(refusal, whether the caller holds a key) for /health and /metrics."""
+        if not self.keys.enabled:
+            return None, True
+        denied, _ = self._check_key(request)
+        if denied is None:
+            return None, True
+        return (None, False) if self.config.open_metrics else (denied, False)
+
     async def health(self, request: Request) -> Response:
+        denied, trusted = self._ops_access(request)
+        if denied is not None:
+            return denied
         writer = self.writer
         stats = writer.stats if writer is not None else None
         store_ok = stats.store_ok if stats is not None else True
         lost = bool(stats and (stats.dropped or stats.build_errors))
+        if not trusted:  # an open /health for a load balancer: the verdict only
+            return JSONResponse({"status": "ok" if store_ok and not lost else "degraded"})
         return JSONResponse({
             # Degraded: the store is down (spooling), or some traces could not be kept.
             "status": "ok" if store_ok and not lost else "degraded",
@@ -793,6 +863,9 @@ class Gateway:
     async def prometheus(self, request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
+        denied, _ = self._ops_access(request)
+        if denied is not None:
+            return denied
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -82,6 +82,15 @@ class GatewayConfig:
     route_poll_s: float = field(
         default=2.0, metadata={"help": "seconds between reads of routes and promoted adapters from the store"}
     )
+    max_body_bytes: int = field(
+        default=8 * 1024**2,
+        metadata={"help": "largest request body accepted (chat and feedback); a larger one gets a 413"},
+    )
+    open_metrics: bool = field(
+        default=False,
+        metadata={"help": "with gateway keys on, still serve /metrics and a minimal /health without a key "
+                  "(for a scraper or a load balancer)"},
+    )
     durability: str = field(
         default="write",
         metadata={"help": "when a call's capture is safe: write (journaled to the OS before the answer is sent; "

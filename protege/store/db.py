@@ -208,6 +208,12 @@ class TraceStore:
         self.add_traces([trace])
         return trace
 
+    def has_trace(self, trace_id: str) -> bool:
+        """Whether a trace with exactly this id is stored (reads no payload)."""
+        t = schema.traces
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.c.id).where(t.c.id == trace_id)).first() is not None
+
     def get_trace(self, trace_id: str) -> Trace | None:
         t = schema.traces
         with self.engine.connect() as conn:
