@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,10 @@ from protege.gateway.config import GatewayConfig
 from protege.gateway.fake_upstream import FakeUpstreamThread
 from protege.gateway.server import ServerThread
 from protege.store import Trace, open_store
+
+# The fault-injection suite: `make test-faults` runs it alone (about a minute);
+# it is part of the default run too.
+pytestmark = pytest.mark.faults
 
 
 @pytest.fixture(scope="module")
@@ -534,7 +539,8 @@ def _healthy(base: str) -> bool:
 
 
 @pytest.mark.parametrize("durability", ["write", "fsync"])
-@pytest.mark.parametrize("kill_after", [50, 20], ids=["after-burst", "mid-burst"])
+@pytest.mark.parametrize("kill_after", [50, 20, random.Random(14).randint(1, 49)],
+                         ids=["after-burst", "mid-burst", "seeded-point"])
 def test_kill_9_loses_no_acknowledged_call(tmp_path: Path, upstream: FakeUpstreamThread, durability: str,
                                            kill_after: int) -> None:
     """The probe: a burst of 50 calls from 16 clients, then ``kill -9`` of the
@@ -653,3 +659,84 @@ def test_read_commands_do_not_invent_a_store(tmp_path: Path, command: list[str])
     assert res.exit_code == 2, res.output
     assert "does not exist" in res.output and "Traceback" not in res.output
     assert not missing.exists() and not (tmp_path / "no").exists()
+
+
+# -- store locks, upstream faults ----------------------------------------------------
+def test_store_locked_does_not_delay_answers(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+    """Another process holds the SQLite store's write lock for 2 s: the answers
+    do not wait for it, and every trace is stored once it is released."""
+    import sqlite3
+    import threading
+
+    db = tmp_path / "gw.db"
+    url = f"sqlite:///{db}"
+    open_store(url).close()
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(2.0, lambda: holder.execute("COMMIT"))
+    with ServerThread(_config(tmp_path, upstream.url, url)) as srv:
+        release.start()
+        t0 = time.monotonic()
+        ids = _ordinary(srv, 12)
+        assert time.monotonic() - t0 < 1.5, "answers waited for the store's lock"
+        assert _wait(lambda: srv.app.writer.stats.written == 12)
+    release.join()
+    holder.close()
+    store = open_store(url)
+    try:
+        assert sorted(t.id for t in store.iter_traces()) == sorted(ids)
+    finally:
+        store.close()
+
+
+def test_store_locked_past_its_timeout_spools(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+    """A lock held past the driver's timeout looks like an outage: the batch
+    spools and is replayed when the lock goes, nothing dead-lettered."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    store = PickyStore(url)
+    locked_until = time.monotonic() + 1.0
+    real = store.add_traces
+
+    def add(traces: list[Trace]) -> int:
+        if time.monotonic() < locked_until:
+            raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
+        return real(traces)
+
+    store.add_traces = add  # type: ignore[method-assign]
+    with ServerThread(_config(tmp_path, upstream.url, url), store=store) as srv:
+        ids = _ordinary(srv, 8)
+        assert _wait(lambda: store.inner.count_traces() == 8)
+        stats = srv.app.writer.stats
+        assert stats.spooled >= 1 and stats.dead_lettered == 0 and stats.store_ok
+    assert sorted(t.id for t in store.inner.iter_traces()) == sorted(ids)
+
+
+@pytest.mark.parametrize("fault", ["down", "timeout", "500", "break"])
+def test_upstream_faults_are_answered_and_recorded(tmp_path: Path, upstream: FakeUpstreamThread,
+                                                   fault: str) -> None:
+    """Whatever the teacher does, every call gets an answer and a trace: the
+    count stored equals the count answered."""
+    import socket
+
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    base = upstream.url
+    if fault == "down":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = f"http://127.0.0.1:{s.getsockname()[1]}/v1"  # nothing listens there
+    model = {"down": "m", "timeout": "fake-slow", "500": "fake-error-500", "break": "fake-break"}[fault]
+    statuses = []
+    with ServerThread(_config(tmp_path, base, url, timeout_s=0.5)) as srv:
+        for i in range(6):
+            r = httpx.post(srv.url + "/v1/chat/completions", timeout=10, json={
+                "model": model, "stream": i % 2 == 0, "messages": [{"role": "user", "content": f"f{i}"}]})
+            statuses.append(r.status_code)
+            assert r.headers.get("x-protege-trace-id")
+        ids = _ordinary(srv, 2) if fault != "down" else []
+        assert srv.app.writer.flush(10) and srv.app.writer.stats.store_ok
+    assert _count(url) == len(statuses) + len(ids)
+    assert _count(url, status="error") == len(statuses)
+    if fault == "timeout":
+        assert set(statuses) == {504}
