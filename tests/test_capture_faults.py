@@ -740,3 +740,26 @@ def test_upstream_faults_are_answered_and_recorded(tmp_path: Path, upstream: Fak
     assert _count(url, status="error") == len(statuses)
     if fault == "timeout":
         assert set(statuses) == {504}
+
+
+def test_capture_child_killed_alone_loses_nothing(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+    """``kill -9`` of the capture child only, right after a burst: what it held
+    unstored comes back from the gateway's journal into the in-process writer."""
+    import os
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    cap = WriterConfig(spool_path=tmp_path / "spool" / "traces.jsonl", flush_interval_s=0.5)
+    with ServerThread(_config(tmp_path, upstream.url, url, capture_process=True, capture=cap)) as srv:
+        with ThreadPoolExecutor(8) as pool:
+            ids = [i for batch in pool.map(lambda k: _ordinary(srv, 4, f"k{k}-"), range(8)) for i in batch]
+        os.kill(srv.app.writer._proc.pid, signal.SIGKILL)
+        ids += _ordinary(srv, 3, "after")
+        assert _wait(lambda: _count(url) == len(ids))
+    store = open_store(url)
+    try:
+        assert sorted(t.id for t in store.iter_traces()) == sorted(ids)
+    finally:
+        store.close()
+    assert not list((tmp_path / "spool" / "traces.journal").glob("*/*.seg"))

@@ -152,7 +152,7 @@ class Journal:
         self._seg_items = 0
         self._seg_started = time.monotonic()
 
-    def _rotate(self) -> None:
+    def _rotate(self, *, free: bool = True) -> None:
         old_fd, old_path = self._fd, self._seg_path
         self._open_segment()
         with self._cv:
@@ -166,8 +166,25 @@ class Journal:
             except FileNotFoundError:
                 pass
 
-        # Queued behind the old segment's items, ahead of the next one's.
-        self._barrier(done)
+        if free:
+            # Queued behind the old segment's items, ahead of the next one's.
+            self._barrier(done)
+
+    def reclaim(self) -> tuple[list[Any], Callable[[], None]]:
+        """This gateway's own journaled items so far (the capture process that
+        held them died), and a callback deleting their segments. Call it from
+        the thread that appends."""
+        if self._seg_items:
+            self._rotate(free=False)
+        current = self._seg_path
+        segments = sorted(p for p in self.dir.glob("*.seg") if p != current)
+        items = [item for seg in segments for item in read_segment(seg)]
+
+        def forget() -> None:
+            for seg in segments:
+                seg.unlink(missing_ok=True)
+
+        return items, forget
 
     # -- fsync ------------------------------------------------------------
     def _sync_loop(self) -> None:

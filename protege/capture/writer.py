@@ -99,11 +99,17 @@ def log_failure(message: str, exc: BaseException, trace_id: str | None = None) -
 def _trace_id_of(item: Any) -> str | None:
     if isinstance(item, Trace):
         return item.id
-    # The builders' partials carry the id among their arguments.
-    for arg in (*getattr(item, "args", ()), *getattr(item, "keywords", {}).values()):
-        if isinstance(arg, str) and len(arg) == 26 and arg.isalnum():
-            return arg
-    return None
+    # The builders' partials carry it as their ``trace_id`` argument.
+    func, args = getattr(item, "func", None), getattr(item, "args", ())
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return None
+    names = code.co_varnames[:code.co_argcount]
+    if "trace_id" not in names:
+        return None
+    i = names.index("trace_id")
+    value = args[i] if i < len(args) else getattr(item, "keywords", {}).get("trace_id")
+    return value if isinstance(value, str) else None
 
 
 def store_key(url: str) -> str:

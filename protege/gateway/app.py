@@ -348,6 +348,9 @@ class Gateway:
             spool = cfg.capture.spool_path or spool_path_for(getattr(self.store, "url", None) or cfg.db_url)
             self.journal = Journal(Path(spool).with_suffix(".journal"), mode=cfg.durability,
                                    fsync_interval_s=cfg.fsync_interval_s, barrier=self.writer.barrier)
+            if hasattr(self.writer, "on_child_lost"):
+                loop = asyncio.get_running_loop()
+                self.writer.on_child_lost = lambda: loop.call_soon_threadsafe(self._reclaim)  # type: ignore[union-attr]
             items, forget = self.journal.recover()
             for item in items:
                 self.writer.submit(item)
@@ -397,6 +400,17 @@ class Gateway:
             await self.chat(scope, receive, send)
             return
         await self._starlette(scope, receive, send)
+
+    def _reclaim(self) -> None:
+        """The capture child died: feed what this gateway journaled to the
+        in-process writer that took over (ids already stored are skipped)."""
+        if self.journal is None or self.writer is None:
+            return
+        items, forget = self.journal.reclaim()
+        for item in items:
+            self.writer.submit(item)
+        self.writer.barrier(forget)
+        log.warning("protege: %d journaled captures handed to the in-process writer", len(items))
 
     def _remember(self, trace_id: str) -> None:
         recent = self._recent

@@ -127,6 +127,10 @@ class ProcessCaptureWriter:
         self._lock = threading.Lock()
         self._closed = False
         self._fallback: CaptureWriter | None = None
+        # Called (from a thread of this process) when the child is gone: what
+        # it held unstored is in the gateway's journal, which replays it.
+        self.on_child_lost: Any = None
+        self._fallback_lock = threading.Lock()
         self.submitted = 0
         self._sender = threading.Thread(target=self._send_loop, name="protege-capture-send", daemon=True)
         self._sender.start()
@@ -190,10 +194,12 @@ class ProcessCaptureWriter:
             return False
 
     def _to_fallback(self, batch: list[Any]) -> None:
-        if self._fallback is None:
-            from protege.gateway.app import _LazyStore, load_redact
+        with self._fallback_lock:  # the sender and the ack reader may both find the child gone
+            if self._fallback is None:
+                from protege.gateway.app import _LazyStore, load_redact
 
-            self._fallback = CaptureWriter(_LazyStore(self.db_url), self.config, redact=load_redact(self.redact))
+                self._fallback = CaptureWriter(_LazyStore(self.db_url), self.config,
+                                               redact=load_redact(self.redact))
         for item in batch:
             self._fallback.submit(item)
         while self._pending:
@@ -213,6 +219,12 @@ class ProcessCaptureWriter:
             except (EOFError, OSError):
                 for ev in list(self._flushes.values()):
                     ev.set()
+                if not self._closed:
+                    log.critical("protege: the capture process is gone; capturing in-process from now on")
+                    self._to_fallback([])
+                    self._barriers.clear()  # sent to the child: they will never fire
+                    if self.on_child_lost is not None:
+                        Barrier(self.on_child_lost).fire()
                 return
             if kind == "flushed" and token in self._flushes:
                 self._flushes[token].set()
