@@ -339,6 +339,7 @@ def spool(replay: bool, spool_path: Path | None, db_url: str | None, as_json: bo
         replay_dead_letters,
         spool_path_for,
         spool_status,
+        store_is_down,
     )
 
     store = open_store_or_fail(db_url)
@@ -349,6 +350,11 @@ def spool(replay: bool, spool_path: Path | None, db_url: str | None, as_json: bo
         try:
             out["replayed"] = writer.replay()
             out["dead_letters_stored"], _ = replay_dead_letters(store, path)
+        except Exception as exc:
+            if not store_is_down(exc):
+                raise
+            raise UserError(f"the store stopped answering ({type(exc).__name__}); nothing is lost, "
+                            "run this again once it is back") from None
         finally:
             writer.close()
     out.update(spool_status(path))
