@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo-capture test test-slow lint bench clean
+.PHONY: setup demo demo-capture test test-faults test-slow lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ demo-capture: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Poison traces, store locks and outages, kill -9 mid-burst, shared homes, upstream faults.
+test-faults: $(STAMP)
+	$(PY) -m pytest -q -m faults
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

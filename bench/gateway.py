@@ -263,12 +263,14 @@ def start_upstream(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     return proc, int(line.rsplit(":", 1)[1].split("/")[0])
 
 
-def start_protege(upstream_port: int, workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int, str]:
+def start_protege(upstream_port: int, workdir: Path, env: dict[str, str],
+                  durability: str = "write") -> tuple[subprocess.Popen, int, str]:
     port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{workdir / 'bench.db'}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "protege", "serve", "--upstream", f"http://127.0.0.1:{upstream_port}/v1",
-         "--port", str(port), "--db", db, "--spool", str(workdir / "spool.jsonl")],
+         "--port", str(port), "--db", db, "--spool", str(workdir / "spool.jsonl"), "--durability", durability],
         env={**env, "PROTEGE_HOME": str(workdir / "home")}, cwd=ROOT,
     )
     wait_http(f"http://127.0.0.1:{port}/health", 30, proc)
@@ -371,6 +373,28 @@ def summarize(cells: list[Cell], targets: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def print_durability(rows: list[dict[str, Any]], names: list[str], modes: list[str]) -> None:
+    """The capture durability modes side by side: latency added over direct."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="capture durability: latency added over direct (ms p50/p99, same round, medians "
+                        "over rounds), requests/s")
+    for col in ("mode", "load", "conc"):
+        table.add_column(col, justify="right")
+    for mode in modes:
+        table.add_column(f"--durability {mode}", justify="right")
+        table.add_column("rps", justify="right")
+    for r in rows:
+        cells = [r["mode"], r["load"], str(r["concurrency"])]
+        for name in names:
+            g = r.get(name)
+            cells += ([f"{g['added_p50_ms']:+.2f}/{g['added_p99_ms']:+.2f}", f"{g['rps']:.0f}"] if g
+                      else ["-", "-"])
+        table.add_row(*cells)
+    Console(width=200).print(table)
+
+
 def print_table(rows: list[dict[str, Any]], targets: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -410,6 +434,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=100, help="unmeasured requests (1 s at most) before each measurement")
     ap.add_argument("--paced", default="25,400", help="fixed offered rates (req/s) measured at concurrency 16; '' for none")
     ap.add_argument("--paced-rounds", type=int, default=2, help="rounds of the paced measurements")
+    ap.add_argument("--durability", default="write,off,fsync",
+                    help="capture durability modes side by side (comma list); the first is the 'protege' "
+                         "target, the others run as protege:MODE")
     ap.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM comparison")
     ap.add_argument("--no-install", action="store_true", help="do not create .venv-bench when missing")
     ap.add_argument("--out", type=Path, default=None, help="write results JSON here")
@@ -424,16 +451,22 @@ def main() -> None:
     modes = args.modes.split(",")
     workdir = Path(tempfile.mkdtemp(prefix="protege-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROTEGE_")}
-    up_proc = gw_proc = llm_proc = None
+    up_proc = llm_proc = None
+    durabilities = [d for d in args.durability.split(",") if d]
+    gw_names = ["protege" if i == 0 else f"protege:{d}" for i, d in enumerate(durabilities)]
+    gw_procs: dict[str, subprocess.Popen] = {}
+    db_urls: dict[str, str] = {}
     cells: list[Cell] = []
-    sent = {"protege": 0}
+    sent = dict.fromkeys(gw_names, 0)
     note = None
     try:
         up_proc, up_port = start_upstream(env)
-        gw_proc, gw_port, db_url = start_protege(up_port, workdir, env)
-        ports = {"direct": up_port, "protege": gw_port}
-        pids = {"direct": up_proc.pid, "protege": gw_proc.pid}
-        targets = ["direct", "protege"]
+        ports = {"direct": up_port}
+        pids = {"direct": up_proc.pid}
+        for name, dur in zip(gw_names, durabilities, strict=True):
+            proc, port, db_urls[name] = start_protege(up_port, workdir / name.replace(":", "-"), env, dur)
+            gw_procs[name], ports[name], pids[name] = proc, port, proc.pid
+        targets = ["direct", *gw_names]
         if not args.no_litellm:
             exe = ensure_litellm(not args.no_install)
             if exe is None:
@@ -452,8 +485,8 @@ def main() -> None:
             cell = asyncio.run(run_load(ports[t], stream, conc, secs, args.max_requests, t, mode, rnd, rate=rate))
             if cell.requests:
                 cell.cpu_us_per_req = (tree_cpu_s(pids[t]) - cpu0) / cell.requests * 1e6
-            if t == "protege":
-                sent["protege"] += warm.requests + cell.requests
+            if t in sent:
+                sent[t] += warm.requests + cell.requests
             cells.append(cell)
             print(f"  {mode:6} {cell.load:7} c={conc:<3} r{rnd} {t:8} {cell.rps:8.0f} req/s  p50 {cell.p50_ms:8.2f} ms"
                   f"  p99 {cell.p99_ms:8.2f} ms  cpu {cell.cpu_us_per_req or 0:7.0f} us/req  errors {cell.errors}",
@@ -480,28 +513,34 @@ def main() -> None:
                             continue
                         measure(t, stream, 16, rnd, mode, rate, max(args.duration, 3.0))
         # Graceful stop flushes every pending trace into the store.
-        stop(gw_proc)
-        gw_proc = None
         from protege.store import open_store
 
-        store = open_store(db_url)
-        stored = store.count_traces()
-        stored_ok = store.count_traces(status="ok")
-        store.close()
-        spool_left = sum(f.stat().st_size for f in workdir.glob("spool*"))
+        traces = {}
+        for name, proc in gw_procs.items():
+            stop(proc)
+            store = open_store(db_urls[name])
+            stored = store.count_traces()
+            stored_ok = store.count_traces(status="ok")
+            store.close()
+            spool_left = sum(f.stat().st_size for f in (workdir / name.replace(":", "-")).glob("spool*.jsonl"))
+            traces[name] = {"sent": sent[name], "stored": stored, "stored_ok": stored_ok,
+                            "lost": sent[name] - stored, "spool_bytes_left": spool_left}
+        gw_procs = {}
         rows = summarize(cells, targets)
         print_table(rows, targets)
-        lost = sent["protege"] - stored
-        print(f"traces: sent through protege {sent['protege']}, stored {stored} (ok {stored_ok}), "
-              f"lost {lost}, spool bytes left {spool_left}")
+        if len(gw_names) > 1:
+            print_durability(rows, gw_names, durabilities)
+        for name, t in traces.items():
+            print(f"traces: sent through {name} {t['sent']}, stored {t['stored']} (ok {t['stored_ok']}), "
+                  f"lost {t['lost']}, spool bytes left {t['spool_bytes_left']}")
         result = {
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                         "loadavg": os.getloadavg()},
             "settings": vars(args) | {"out": str(args.out) if args.out else None},
             "rows": rows,
-            "traces": {"sent": sent["protege"], "stored": stored, "stored_ok": stored_ok, "lost": lost,
-                       "spool_bytes_left": spool_left},
+            "durability": dict(zip(gw_names, durabilities, strict=True)),
+            "traces": traces,
             "cells": [asdict(c) for c in cells],
             "note": note,
         }
@@ -510,7 +549,8 @@ def main() -> None:
             args.out.write_text(json.dumps(result, indent=2))
             print(f"results: {args.out}")
     finally:
-        stop(gw_proc)
+        for proc in gw_procs.values():
+            stop(proc)
         stop(llm_proc, 20)
         stop(up_proc, 5)
         shutil.rmtree(workdir, ignore_errors=True)

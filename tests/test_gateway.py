@@ -376,7 +376,8 @@ def test_store_outage_spools_and_replays(tmp_path: Path, upstream: FakeUpstreamT
         assert _wait(lambda: flaky.inner.count_traces() == 12)
         assert httpx.get(srv.url + "/health").json()["status"] == "ok"
     assert sorted(t.id for t in flaky.inner.iter_traces()) == sorted(ids)
-    assert all(f.stat().st_size == 0 for f in (tmp_path / "spool").iterdir())
+    assert all(f.stat().st_size == 0 for f in (tmp_path / "spool").glob("*.jsonl"))
+    assert not any((tmp_path / "spool" / "traces.journal").iterdir())  # the journal goes at a clean stop
 
 
 def test_spool_survives_restart(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str) -> None:
@@ -390,7 +391,8 @@ def test_spool_survives_restart(tmp_path: Path, upstream: FakeUpstreamThread, st
             ids.append(raw.headers["x-protege-trace-id"])
     # Shut down while the store was still down: everything is in the spool.
     assert flaky.inner.count_traces() == 0
-    spooled = [line for f in (tmp_path / "spool").iterdir() for line in f.read_text().splitlines()]
+    spooled = [line for f in (tmp_path / "spool").iterdir() if f.suffix in (".jsonl", ".replaying")
+               for line in f.read_text().splitlines()]
     assert sorted(json.loads(line)["id"] for line in spooled) == sorted(ids)
     flaky.down = False
     with ServerThread(_config(tmp_path, upstream.url, store_url), store=flaky):

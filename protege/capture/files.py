@@ -27,6 +27,7 @@ from typing import IO, Any
 
 from protege.capture.extract import build_trace
 from protege.ids import _ALPHABET, _encode
+from protege.safejson import json_loads
 from protege.store.records import Trace
 
 FORMATS = ("auto", "flywheel", "openai")
@@ -256,7 +257,7 @@ def _decode(number: int, raw: bytes) -> Any:
     if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]  # a UTF-8 byte order mark, as some editors write
     try:
-        return json.loads(raw)
+        return json_loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RecordError(number, f"not valid JSON ({exc})") from None
 

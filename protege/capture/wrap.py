@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import atexit
 import itertools
-import json
 import logging
 import os
 import threading
@@ -33,6 +32,7 @@ from protege.capture.extract import build_trace
 from protege.capture.stream import StreamAccumulator
 from protege.capture.writer import CaptureWriter, WriterConfig
 from protege.ids import new_id
+from protege.safejson import json_loads
 from protege.store.records import Feedback, Trace
 
 log = logging.getLogger("protege.capture")
@@ -241,7 +241,7 @@ class _Call:
             return acc.result()
         if self.raw_body:
             try:
-                value = json.loads(self.raw_body)
+                value = json_loads(self.raw_body)
                 if isinstance(value, dict):
                     return value
             except ValueError:
@@ -578,8 +578,10 @@ def _close_all() -> None:
     for w in list(_all_writers):
         try:
             w.close(timeout=10.0)
-        except Exception:  # pragma: no cover - exit path
-            log.exception("protege: could not flush captured traces at exit")
+        except Exception as exc:  # pragma: no cover - exit path
+            from protege.capture.writer import log_failure
+
+            log_failure("protege: could not flush captured traces at exit", exc)
 
 
 def feedback(

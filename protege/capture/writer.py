@@ -2,6 +2,11 @@
 batches. When the store is down or slow, traces go to an append-only spool
 file and are replayed once it answers again. Shutdown flushes everything.
 
+A trace the store refuses while it takes others (a poison record) is set
+aside, alone, in a dead-letter file next to the spool, with its error class;
+it never holds up the traces behind it. ``protege logs spool --replay`` puts
+dead letters back once the cause is fixed (inserts are idempotent by id).
+
 The queue holds *pending* captures: callables or ready traces. Parsing a
 response body (a whole SSE stream, say) happens in the writer thread, never
 on the request path.
@@ -9,22 +14,38 @@ on the request path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protege.safejson import json_dumps_deep, json_loads
 from protege.store.records import Trace
 
 log = logging.getLogger("protege.capture")
 
 Pending = Trace | Callable[[], Trace]
+
+
+class Barrier:
+    """Queued behind the captures before it: ``callback`` runs once all of
+    them are in the store, the spool or the dead letters."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+
+    def fire(self) -> None:
+        try:
+            self.callback()
+        except Exception as exc:
+            log_failure("protege: capture barrier callback failed", exc)
 
 
 @dataclass(kw_only=True)
@@ -46,7 +67,121 @@ class WriterStats:
     dropped: int = 0
     build_errors: int = 0
     store_errors: int = 0
+    dead_lettered: int = 0
     store_ok: bool = True
+
+
+def store_is_down(exc: BaseException) -> bool:
+    """Whether a failed insert says the store is unreachable (spool and retry
+    later) rather than that this record cannot be stored (dead-letter it)."""
+    import sqlalchemy as sa
+
+    from protege.store.db import StoreError
+
+    if isinstance(exc, OSError | StoreError | sa.exc.OperationalError | sa.exc.InterfaceError
+                  | sa.exc.DisconnectionError | sa.exc.TimeoutError):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+def log_failure(message: str, exc: BaseException, trace_id: str | None = None) -> None:
+    """Log a failure without its message: exception messages from drivers and
+    parsers quote the values they choke on (prompts, answers, ids), which the
+    log must never hold. The stack, without values, goes to DEBUG."""
+    import traceback
+
+    name = type(getattr(exc, "orig", None) or exc).__name__
+    log.error("%s (%s%s)", message, name, f", trace {trace_id}" if trace_id else "")
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("where it failed:\n%s", "".join(traceback.format_tb(exc.__traceback__)))
+
+
+def _trace_id_of(item: Any) -> str | None:
+    if isinstance(item, Trace):
+        return item.id
+    # The builders' partials carry it as their ``trace_id`` argument.
+    func, args = getattr(item, "func", None), getattr(item, "args", ())
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return None
+    names = code.co_varnames[:code.co_argcount]
+    if "trace_id" not in names:
+        return None
+    i = names.index("trace_id")
+    value = args[i] if i < len(args) else getattr(item, "keywords", {}).get("trace_id")
+    return value if isinstance(value, str) else None
+
+
+def store_key(url: str) -> str:
+    """A file name for the store at ``url``: the same store (whatever its
+    password) always gets the same key, two stores never share one."""
+    import hashlib
+    import re
+
+    import sqlalchemy as sa
+
+    try:
+        u = sa.make_url(url.replace("postgres://", "postgresql://", 1))
+        u = sa.engine.URL.create(u.get_backend_name(), u.username, None, u.host, u.port, u.database, u.query)
+        if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+            u = u.set(database=str(Path(u.database).expanduser().resolve()))
+        ident = u.render_as_string(hide_password=False)
+        slug = f"{u.get_backend_name()}-{Path(u.database or '').stem}"
+    except Exception:  # not a URL the store would open either; still one key per text
+        ident, slug = url, "store"
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", slug)[:40].strip("-.") or "store"
+    return f"{slug}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+
+
+def spool_path_for(url: str | None) -> Path:
+    """The default spool of the store at ``url`` (one directory per store)."""
+    from protege.config import default_db_url, protege_home
+
+    return protege_home() / "spool" / store_key(url or default_db_url()) / "traces.jsonl"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive lock shared by every process that uses this spool (yields
+    whether it was taken; only ``blocking=False`` can yield False)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock here: one process per spool
+        yield True
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _lock_paths(spool_path: Path) -> tuple[Path, Path]:
+    """(append lock, replay lock): appends and the rename that starts a replay
+    take the first; one replayer at a time holds the second."""
+    return spool_path.with_suffix(".lock"), spool_path.with_suffix(".replay.lock")
+
+
+def dead_letter_path(spool_path: Path) -> Path:
+    return spool_path.with_name(spool_path.stem + ".dead.jsonl")
+
+
+def _error_line(trace: Trace, exc: BaseException, *, attempts: int = 1) -> str:
+    # The class and the driver's message (not SQLAlchemy's, which lists every
+    # bound value): the line holds the payload anyway, the log only the id.
+    orig = getattr(exc, "orig", None) or exc
+    return json_dumps_deep({
+        "trace_id": trace.id, "error_class": type(orig).__name__, "error": str(orig)[:500],
+        "failed_at": time.time(), "attempts": attempts, "trace": trace.to_dict(),
+    }, ensure_ascii=False, default=str) + "\n"
 
 
 class CaptureWriter:
@@ -61,16 +196,15 @@ class CaptureWriter:
     ) -> None:
         self.store = store
         self.config = config or WriterConfig()
-        if self.config.spool_path is None:
-            from protege.config import protege_home
-
-            self.config.spool_path = protege_home() / "spool" / "traces.jsonl"
-        self.spool_path = Path(self.config.spool_path)
+        # One spool per store: traces spooled for one database are never replayed into another.
+        self.spool_path = Path(self.config.spool_path or spool_path_for(getattr(store, "url", None)))
         self.spool_path.parent.mkdir(parents=True, exist_ok=True)
         self.redact = redact
         self.stats = WriterStats()
         self._queue: queue.Queue[Pending | None] = queue.Queue(self.config.queue_size)
-        self._spool_lock = threading.Lock()
+        self._thread_lock = threading.Lock()
+        self._append_lock_path, self._replay_lock_path = _lock_paths(self.spool_path)
+        self._warn_legacy_spool()
         self._last_retry = 0.0
         # Submitted but not yet in the store or the spool; flush() waits for 0.
         self._pending = 0
@@ -93,6 +227,18 @@ class CaptureWriter:
             if trace is not None:
                 self._spool([trace])
 
+    def barrier(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` (in the writer thread) once every capture submitted
+        so far is stored or spooled."""
+        b = Barrier(callback)
+        with self._pending_cv:
+            self._pending += 1
+        try:
+            self._queue.put_nowait(b)
+        except queue.Full:
+            # Never block the caller (the event loop): wait for room elsewhere.
+            threading.Thread(target=self._queue.put, args=(b,), daemon=True).start()
+
     # -- consumer side ----------------------------------------------------
     def _build(self, item: Pending) -> Trace | None:
         try:
@@ -100,9 +246,9 @@ class CaptureWriter:
             if self.redact is not None:
                 trace = self.redact(trace)
             return trace
-        except Exception:  # a capture bug must not take the writer down
+        except Exception as exc:  # a capture bug must not take the writer down
             self.stats.build_errors += 1
-            log.exception("protege: could not build a trace; it is lost")
+            log_failure("protege: could not build a trace; it is lost", exc, _trace_id_of(item))
             return None
 
     def _run(self) -> None:
@@ -132,6 +278,11 @@ class CaptureWriter:
             try:
                 traces = []
                 for item in batch:
+                    if isinstance(item, Barrier):
+                        self._write(traces)
+                        traces = []
+                        item.fire()
+                        continue
                     trace = self._build(item)
                     if trace is not None:
                         traces.append(trace)
@@ -139,6 +290,9 @@ class CaptureWriter:
                     # requests must never wait behind a whole batch.
                     time.sleep(0)
                 self._write(traces)
+            except Exception as exc:  # the writer thread must outlive any one batch
+                self.stats.build_errors += len(batch)
+                log_failure("protege: capture batch failed", exc)
             finally:
                 self._done(len(batch))
             self._maybe_replay()
@@ -162,17 +316,97 @@ class CaptureWriter:
             # Keep order simple while the store is down: everything goes to the spool.
             self._spool(traces)
             return
+        n, rest = self._store(traces)
+        self.stats.written += n
+        if rest:
+            self._last_retry = time.monotonic()
+            self._spool(rest)
+
+    def _store(self, traces: list[Trace]) -> tuple[int, list[Trace]]:
+        """Insert ``traces``; returns how many went in and those to spool
+        because the store is down.
+        A batch the store refuses is retried one trace at a time, and a trace
+        refused while others go in is dead-lettered alone."""
         try:
             self.store.add_traces(traces)
-            self.stats.written += len(traces)
-            self.stats.store_ok = True
         except Exception as exc:
             self.stats.store_errors += 1
-            if self.stats.store_ok:
-                log.error("protege: trace store unavailable (%s); spooling to %s", exc, self.spool_path)
-            self.stats.store_ok = False
-            self._last_retry = time.monotonic()
-            self._spool(traces)
+            failure = exc
+        else:
+            self._store_up()
+            return len(traces), []
+        done = 0
+        if store_is_down(failure) and len(traces) > 1:
+            # One probe before splitting: a store that is really down refuses it too.
+            try:
+                self.store.add_traces(traces[:1])
+            except Exception as exc:
+                if store_is_down(exc):
+                    self._store_down(exc)
+                    return 0, traces
+            else:
+                done += 1
+                traces = traces[1:]
+        if done == 0 and len(traces) == 1 and store_is_down(failure):
+            self._store_down(failure)
+            return done, traces
+        took_any = done > 0
+        refused: list[tuple[Trace, BaseException]] = []
+        for i, trace in enumerate(traces):
+            try:
+                self.store.add_traces([trace])
+            except Exception as exc:
+                self.stats.store_errors += 1
+                if store_is_down(exc) and not took_any and not refused:
+                    self._store_down(exc)
+                    return done, traces[i:]
+                refused.append((trace, exc))
+            else:
+                took_any = True
+                done += 1
+        if took_any or refused:
+            self._store_up()
+        self._dead_letter(refused)
+        return done, []
+
+    def _store_up(self) -> None:
+        if not self.stats.store_ok:
+            log.warning("protege: trace store answers again")
+        self.stats.store_ok = True
+
+    def _store_down(self, exc: BaseException) -> None:
+        if self.stats.store_ok:
+            # The class only: a driver's message can quote the bound values (prompts, ids).
+            log.error("protege: trace store unavailable (%s); spooling to %s", type(exc).__name__,
+                      self.spool_path)
+        self.stats.store_ok = False
+
+    def _dead_letter(self, refused: list[tuple[Trace, BaseException]]) -> None:
+        if not refused:
+            return
+        lines = "".join(_error_line(t, exc) for t, exc in refused)
+        path = dead_letter_path(self.spool_path)
+        with self._spool_lock(), open(path, "a", encoding="utf-8") as fh:
+            fh.write(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.stats.dead_lettered += len(refused)
+        for t, exc in refused:
+            log.error("protege: trace %s refused by the store (%s); kept in %s", t.id,
+                      type(getattr(exc, "orig", None) or exc).__name__, path)
+
+    @contextlib.contextmanager
+    def _spool_lock(self) -> Iterator[None]:
+        with self._thread_lock, file_lock(self._append_lock_path):
+            yield
+
+    def _warn_legacy_spool(self) -> None:
+        from protege.config import protege_home
+
+        legacy = protege_home() / "spool" / "traces.jsonl"
+        if legacy != self.spool_path and _count_lines(legacy):
+            log.warning("protege: %s holds traces spooled by an older protege, for a store it did not record; "
+                        "`protege logs spool --replay --spool %s --db URL` puts them into theirs", legacy, legacy)
 
     def _work_path(self) -> Path:
         return self.spool_path.with_suffix(".replaying")
@@ -186,8 +420,18 @@ class CaptureWriter:
             return False
 
     def _spool(self, traces: list[Trace]) -> None:
-        lines = "".join(json.dumps(t.to_dict(), ensure_ascii=False) + "\n" for t in traces)
-        with self._spool_lock:
+        encoded, refused = [], []
+        for t in traces:
+            try:
+                encoded.append(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+            except (ValueError, TypeError, RecursionError) as exc:
+                refused.append((t, exc))
+        self._dead_letter(refused)
+        lines = "".join(encoded)
+        traces = [t for t in traces if not any(t is r for r, _ in refused)]
+        if not traces:
+            return
+        with self._spool_lock():
             size = self.spool_path.stat().st_size if self.spool_path.exists() else 0
             if size + len(lines) > self.config.spool_max_bytes:
                 self.stats.dropped += len(traces)
@@ -217,9 +461,14 @@ class CaptureWriter:
         Inserts skip ids already stored, so a replay cut short is safe to repeat.
         A ``.replaying`` file left by an interrupted replay (or a crash) is
         replayed first, then whatever was spooled meanwhile."""
+        with file_lock(self._replay_lock_path, blocking=False) as mine:
+            # Another process replays this spool (same store): leave it to it.
+            return self._replay_all() if mine else 0
+
+    def _replay_all(self) -> int:
         total = 0
         while True:
-            with self._spool_lock:
+            with self._spool_lock():
                 work = self._work_path()
                 if not work.exists():
                     try:
@@ -229,43 +478,54 @@ class CaptureWriter:
                     if size == 0:
                         break
                     os.replace(self.spool_path, work)
-            n = self._replay_file(work)
-            if n is None:
-                break
+            n, finished = self._replay_file(work)
             total += n
+            if not finished:
+                break
         if total:
             log.info("protege: replayed %d spooled traces into the store", total)
         return total
 
-    def _replay_file(self, work: Path) -> int | None:
+    def _replay_file(self, work: Path) -> tuple[int, bool]:
+        """Replay one spool file, record by record in batches. When the store
+        goes down midway, what is left is written back to ``work`` (atomically)
+        so a later replay starts where this one stopped."""
         n = 0
-        try:
-            batch: list[Trace] = []
-            with open(work, encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
+        with open(work, encoding="utf-8") as fh:
+            lines = iter(fh)
+            lineno = 0
+            while True:
+                batch: list[Trace] = []
+                for line in lines:
+                    lineno += 1
                     if not line.strip():
                         continue
                     try:
-                        batch.append(Trace.from_dict(json.loads(line)))
-                    except (ValueError, TypeError):
+                        batch.append(Trace.from_dict(json_loads(line)))
+                    except (ValueError, TypeError, RecursionError):
                         # Only a write cut short by a crash looks like this.
                         log.error("protege: unreadable spool line %s:%d skipped", work, lineno)
                         continue
                     if len(batch) >= self.config.batch_size:
-                        self.store.add_traces(batch)
-                        n += len(batch)
-                        batch = []
-            if batch:
-                self.store.add_traces(batch)
-                n += len(batch)
-        except Exception as exc:
-            self.stats.store_ok = False
-            log.warning("protege: spool replay failed (%s); will retry", exc)
-            return None
+                        break
+                if not batch:
+                    break
+                done, rest = self._store(batch)
+                n += done
+                if rest:
+                    tmp = work.with_suffix(".tmp")
+                    with open(tmp, "w", encoding="utf-8") as out:
+                        out.writelines(json.dumps(t.to_dict(), ensure_ascii=False) + "\n" for t in rest)
+                        out.writelines(lines)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    os.replace(tmp, work)
+                    self.stats.replayed += n
+                    log.warning("protege: spool replay stopped, the store is down again; will retry")
+                    return n, False
         work.unlink()
         self.stats.replayed += n
-        self.stats.store_ok = True
-        return n
+        return n, True
 
     # -- lifecycle --------------------------------------------------------
     def flush(self, timeout: float = 30.0) -> bool:
@@ -282,5 +542,70 @@ class CaptureWriter:
         # A last chance for anything spooled while the store was down.
         try:
             self._maybe_replay(force=True)
-        except Exception:  # pragma: no cover
-            log.exception("protege: final replay failed; traces remain in %s", self.spool_path)
+        except Exception as exc:  # pragma: no cover
+            log_failure(f"protege: final replay failed; traces remain in {self.spool_path}", exc)
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    except FileNotFoundError:
+        return 0
+
+
+def spool_status(spool_path: Path) -> dict[str, Any]:
+    """What waits beside the store: spooled traces not yet replayed and dead letters."""
+    spool_path = Path(spool_path)
+    work = spool_path.with_suffix(".replaying")
+    dead = dead_letter_path(spool_path)
+    return {"spool": str(spool_path), "spooled": _count_lines(spool_path) + _count_lines(work),
+            "dead_letters": _count_lines(dead) + _count_lines(dead.with_suffix(".replaying"))}
+
+
+def replay_dead_letters(store: Any, spool_path: Path) -> tuple[int, int]:
+    """Insert each dead letter again (by id, so nothing is stored twice);
+    returns (stored, still refused). Those still refused stay in the file with
+    their newest error."""
+    spool_path = Path(spool_path)
+    path = dead_letter_path(spool_path)
+    append_lock, replay_lock = _lock_paths(spool_path)
+    work = path.with_suffix(".replaying")
+    with file_lock(replay_lock):
+        with file_lock(append_lock):
+            if path.exists() and not work.exists():
+                os.replace(path, work)
+        if not work.exists():
+            return 0, 0
+        stored, kept = _replay_dead_file(store, work)
+        with file_lock(append_lock):
+            # Appended to whatever was dead-lettered meanwhile.
+            with open(path, "a", encoding="utf-8") as out:
+                out.writelines(kept)
+                out.flush()
+                os.fsync(out.fileno())
+            work.unlink()
+    return stored, len(kept)
+
+
+def _replay_dead_file(store: Any, work: Path) -> tuple[int, list[str]]:
+    stored, kept = 0, []
+    with open(work, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                entry = json_loads(line)
+                trace = Trace.from_dict(entry["trace"])
+            except (ValueError, TypeError, KeyError):
+                kept.append(line)  # kept as it is: a person may want to look at it
+                continue
+            try:
+                store.add_traces([trace])
+            except Exception as exc:
+                if store_is_down(exc):
+                    raise
+                kept.append(_error_line(trace, exc, attempts=int(entry.get("attempts", 1)) + 1))
+            else:
+                stored += 1
+    return stored, kept

@@ -33,13 +33,42 @@ db_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
-def open_store_or_fail(db_url: str | None) -> Any:
-    from protege.store import StoreError, open_store
+def _sqlite_file(url: str) -> Any:
+    from pathlib import Path
+
+    import sqlalchemy as sa
 
     try:
-        return open_store(db_url)
+        u = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return None  # open_store says what is wrong with it
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database).expanduser()
+
+
+def open_store_or_fail(db_url: str | None, *, create: bool = False) -> Any:
+    """The store at ``db_url``. Commands that only read (``create=False``)
+    refuse a SQLite file in a directory that does not exist rather than
+    create it: a mistyped --db is a user mistake, not a new empty store."""
+    from protege.config import default_db_url
+    from protege.store import StoreError, open_store
+
+    url = db_url or default_db_url()
+    path = _sqlite_file(url)
+    if not create and path is not None and url != f"sqlite:///{_home_db()}" and not path.parent.is_dir():
+        raise UserError(f"no store at {path}: the directory {path.parent} does not exist (check --db or "
+                        "PROTEGE_DB_URL)")
+    try:
+        return open_store(url)
     except StoreError as exc:
         raise UserError(str(exc)) from None
+
+
+def _home_db() -> Any:
+    from protege.config import protege_home
+
+    return protege_home() / "protege.db"
 
 
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -16,6 +16,7 @@ from protege.cli.common import (
     open_store_or_fail,
     print_json,
 )
+from protege.safejson import json_loads
 
 if TYPE_CHECKING:
     from protege.curate.pipeline import CurateReport
@@ -46,7 +47,7 @@ def scrub(jsonl: bool, surrogates: bool, no_ner: bool) -> None:
                     parsed.append((lineno, None))
                     continue
                 try:
-                    parsed.append((lineno, json.loads(line)))
+                    parsed.append((lineno, json_loads(line)))
                 except ValueError as exc:
                     raise UserError(f"line {lineno}: not JSON ({exc})") from None
             for _, obj in parsed:

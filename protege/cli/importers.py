@@ -58,7 +58,7 @@ def bfcl(
         "model": model or mod.DEFAULT_MODEL,
         "system_prompt": system_prompt or mod.DEFAULT_SYSTEM_PROMPT,
     }
-    store = open_store_or_fail(db_url)
+    store = open_store_or_fail(db_url, create=True)
     try:
         if as_json:
             report = mod.import_bfcl(store, cats, **kwargs)

@@ -102,7 +102,7 @@ def _progress(total: float | None, label: str) -> Any:
 
 @click.group()
 def logs() -> None:
-    """Captured traces: list, show, stats, import, export, prune."""
+    """Captured traces: list, show, stats, spool, import, export, prune."""
 
 
 # -- list --------------------------------------------------------------------------
@@ -278,10 +278,12 @@ def show(trace_id: str, db_url: str | None, as_json: bool) -> None:
 @friendly_errors
 def stats(by: str | None, since: str | None, db_url: str | None, as_json: bool, **kw: Any) -> None:
     """Counts, errors, tokens, cost, latency and TTFT percentiles."""
+    from protege.capture.writer import spool_path_for, spool_status
     from protege.stats import trace_stats
 
     store = open_store_or_fail(db_url)
     result = trace_stats(store, by=by, since=_since(since), **_filters(**kw))
+    result["capture"] = spool_status(spool_path_for(store.url))
     if as_json:
         print_json(result)
         return
@@ -313,6 +315,55 @@ def stats(by: str | None, since: str | None, db_url: str | None, as_json: bool, 
             end_section=by is not None and len(rows) > 1 and g is rows[-2],
         )
     console().print(table)
+    cap = result["capture"]
+    if cap["spooled"] or cap["dead_letters"]:
+        console().print(f"[yellow]{cap['spooled']:,} spooled traces not yet in the store, {cap['dead_letters']:,} "
+                        f"dead letters[/] ({cap['spool']}): see `protege logs spool`")
+
+
+# -- spool -------------------------------------------------------------------------
+@logs.command("spool")
+@click.option("--replay", is_flag=True, help="Put spooled traces and dead letters into the store now.")
+@click.option("--spool", "spool_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The spool file (default: the store's own, under PROTEGE_HOME/spool).")
+@db_option
+@json_option
+@friendly_errors
+def spool(replay: bool, spool_path: Path | None, db_url: str | None, as_json: bool) -> None:
+    """Traces waiting beside the store: spooled while it was down, or refused by
+    it (dead letters, with their error class). --replay inserts them, each by its
+    id, so a trace already stored is never stored twice."""
+    from protege.capture.writer import (
+        CaptureWriter,
+        WriterConfig,
+        replay_dead_letters,
+        spool_path_for,
+        spool_status,
+        store_is_down,
+    )
+
+    store = open_store_or_fail(db_url)
+    path = spool_path or spool_path_for(store.url)
+    out: dict[str, Any] = {}
+    if replay:
+        writer = CaptureWriter(store, WriterConfig(spool_path=path))
+        try:
+            out["replayed"] = writer.replay()
+            out["dead_letters_stored"], _ = replay_dead_letters(store, path)
+        except Exception as exc:
+            if not store_is_down(exc):
+                raise
+            raise UserError(f"the store stopped answering ({type(exc).__name__}); nothing is lost, "
+                            "run this again once it is back") from None
+        finally:
+            writer.close()
+    out.update(spool_status(path))
+    if as_json:
+        print_json(out)
+        return
+    if replay:
+        click.echo(f"replayed {out['replayed']} spooled traces and {out['dead_letters_stored']} dead letters")
+    click.echo(f"{out['spool']}: {out['spooled']} spooled traces, {out['dead_letters']} dead letters")
 
 
 # -- import / export ---------------------------------------------------------------
@@ -332,7 +383,7 @@ def import_(file: Path, fmt: str, source: str, skip_invalid: bool, db_url: str |
 
     if not file.is_file():
         raise UserError(f"no such file: {file}")
-    store = open_store_or_fail(db_url)
+    store = open_store_or_fail(db_url, create=True)
     size = file.stat().st_size
     try:
         with _progress(size * (1 if skip_invalid else 2), f"importing {file.name}") as advance:

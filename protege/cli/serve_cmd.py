@@ -22,7 +22,15 @@ from protege.cli.common import UserError, db_option
 @click.option("--client", type=click.Choice(["auto", "aiohttp", "httpx"]), default="auto", show_default=True,
               help="Upstream HTTP client.")
 @click.option("--spool", "spool_path", default=None, type=click.Path(dir_okay=False),
-              help="Spool file for traces while the store is down (default PROTEGE_HOME/spool/traces.jsonl).")
+              help="Spool file for traces while the store is down (default: the store's own, under PROTEGE_HOME/spool).")
+@click.option("--durability", type=click.Choice(["write", "fsync", "off"]), default="write", show_default=True,
+              help="write: each capture reaches the OS (a local journal) before the client gets its answer, so "
+                   "no kill loses an acknowledged call; fsync: the answer also waits for the disk (group "
+                   "fsync), so a power cut loses none either; off: captures queue in memory only.")
+@click.option("--max-body-mb", default=8.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Largest request body accepted, in MiB; a larger one gets a 413.")
+@click.option("--open-metrics", is_flag=True,
+              help="With gateway keys on, serve /metrics and a minimal /health without a key (for a scraper).")
 @click.option("--capture-thread", is_flag=True,
               help="Build and store traces in a thread of the gateway process instead of a child process.")
 @click.option("--students/--no-students", default=False, show_default=True,
@@ -38,7 +46,8 @@ from protege.cli.common import UserError, db_option
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_env: str | None,
-          redact: str | None, timeout_s: float, client: str, spool_path: str | None, capture_thread: bool,
+          redact: str | None, timeout_s: float, client: str, spool_path: str | None, durability: str, max_body_mb: float, open_metrics: bool,
+          capture_thread: bool,
           students: bool, base_model: str, engine: str, engine_url: str | None, log_level: str) -> None:
     """Run the OpenAI-compatible gateway: point an agent's base_url at
     http://HOST:PORT/v1 and every call it makes is captured to the store.
@@ -74,6 +83,8 @@ def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_
     cfg = GatewayConfig(upstream=upstream, host=host, port=port, db_url=url, upstream_key_env=upstream_key_env,
                         redact=redact, timeout_s=timeout_s, client=client, capture_process=not capture_thread,
                         capture=WriterConfig(spool_path=Path(spool_path) if spool_path else None),
+                        durability=durability, max_body_bytes=int(max_body_mb * 1024**2),
+                        open_metrics=open_metrics,
                         students=students, base_model=base_model,
                         engine="embedded" if engine == "embedded" else "openai",
                         engine_url=engine_url, engine_vllm=engine == "vllm")

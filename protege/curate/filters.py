@@ -9,12 +9,13 @@ BFCL-style schemas use Python type names (``dict``, ``float``, ``tuple``,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from protege.safejson import json_loads
 
 # Reasons, in the order the checks run.
 REASONS: tuple[str, ...] = (
@@ -255,7 +256,7 @@ def check_trace(trace: Any, config: FilterConfig, schemas: SchemaCache, feedback
             args = call.get("arguments")
             if isinstance(args, str):
                 try:
-                    args = json.loads(args) if args.strip() else {}
+                    args = json_loads(args) if args.strip() else {}
                 except ValueError:
                     return "invalid_arguments"
             if not isinstance(args, dict):
@@ -266,7 +267,7 @@ def check_trace(trace: Any, config: FilterConfig, schemas: SchemaCache, feedback
                     return "schema_violation"
     elif _wants_json(trace.request):
         try:
-            json.loads(msg.get("content") or "")
+            json_loads(msg.get("content") or "")
         except ValueError:
             return "invalid_json_output"
     if config.uses_feedback:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protege.curate.detectors import KINDS, Span, detect_patterns, resolve
+from protege.safejson import json_loads
 
 _PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")
 _TITLE_WORD = re.compile(r"(?<![\w<])[A-Z][a-z]+(?:['’][a-z]+)?(?![\w>])")
@@ -419,7 +420,7 @@ class Redactor:
         stripped = text.lstrip()
         if stripped[:1] in ("{", "["):
             try:
-                parsed = json.loads(text)
+                parsed = json_loads(text)
             except ValueError:
                 return self.text(text)
             scrubbed = self.value(parsed)
@@ -744,7 +745,7 @@ class Scrubber:
                 s = v.lstrip()
                 if s[:1] in ("{", "[") and len(s) > 1:
                     try:
-                        walk(json.loads(v))
+                        walk(json_loads(v))
                         return
                     except ValueError:
                         pass

@@ -24,6 +24,7 @@ from typing import Any
 
 from protege.datasets.prefix import detect_prefix, prefix_tokens_saved
 from protege.datasets.split import SPLITS, group_rows, stratified_group_split
+from protege.safejson import json_loads
 
 log = logging.getLogger("protege.datasets")
 
@@ -178,7 +179,7 @@ def _json_object(text: Any) -> bool:
     if s.startswith("```"):
         s = re.sub(r"^```(?:json)?\s*|\s*```$", "", s)
     try:
-        return isinstance(json.loads(s), dict)
+        return isinstance(json_loads(s), dict)
     except ValueError:
         return False
 
@@ -397,7 +398,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        return [json_loads(line) for line in fh if line.strip()]
 
 
 def load_path(path: Path) -> Dataset:

@@ -11,11 +11,12 @@ replies could not be read at all.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from protege.safejson import json_loads
 
 JUDGE_SYSTEM = (
     "You compare two answers to the same request and decide which one serves the user better: "
@@ -43,7 +44,7 @@ def parse_verdict(text: str | None) -> str | None:
     candidates += re.findall(r"\{[^{}]*\}", raw)
     for cand in candidates:
         try:
-            obj = json.loads(cand)
+            obj = json_loads(cand)
         except ValueError:
             continue
         if isinstance(obj, dict):

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from protege.safejson import json_loads
+
 Message = dict[str, Any]
 Components = dict[str, np.ndarray]
 
@@ -243,7 +245,7 @@ def coerce(value: Any, schema: dict[str, Any] | None) -> Any:
             return hits[0]
     if isinstance(value, str) and ("array" in types or "object" in types):
         try:
-            decoded = json.loads(value)
+            decoded = json_loads(value)
         except ValueError:
             decoded = None
         if isinstance(decoded, list) and "array" in types or isinstance(decoded, dict) and "object" in types:
@@ -323,7 +325,7 @@ def tool_calls_of(message: Message | None) -> list[Call]:
             args = {}
         else:
             try:
-                decoded = json.loads(raw) if isinstance(raw, str) else raw
+                decoded = json_loads(raw) if isinstance(raw, str) else raw
             except ValueError:
                 decoded = None
             args = decoded if isinstance(decoded, dict) else None
@@ -641,7 +643,7 @@ def parse_json_content(text: str | None) -> tuple[bool, Any]:
     m = _FENCE.match(text)
     body = m.group(1) if m else text
     try:
-        return True, json.loads(body)
+        return True, json_loads(body)
     except ValueError:
         return False, None
 

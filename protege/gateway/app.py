@@ -12,6 +12,7 @@ feedback, health, metrics, other ``/v1`` paths) goes through Starlette.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import importlib
 import logging
@@ -19,6 +20,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -40,6 +42,16 @@ from protege.ids import new_id
 from protege.store.records import Feedback, Trace
 
 log = logging.getLogger("protege.gateway")
+
+
+class _Done:
+    """An awaitable that is already done (no journal wait): cheaper than a coroutine."""
+
+    def __await__(self) -> Any:
+        return iter(())
+
+
+_DONE = _Done()
 
 _perf = time.perf_counter
 _CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
@@ -94,6 +106,9 @@ class _LazyStore:
     def add_feedback(self, fb: Feedback) -> Feedback:
         return self._get().add_feedback(fb)
 
+    def has_trace(self, trace_id: str) -> bool:
+        return self._get().has_trace(trace_id)
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
@@ -118,14 +133,54 @@ async def _wait_disconnect(receive: Any) -> None:
         pass
 
 
+# The fields the store keeps in columns; their values are checked at the edge.
+ID_FIELDS = ("client_id", "session_id", "task", "protege_task")
+ID_HEADERS = ("x-protege-task", "x-protege-client", "x-protege-session")
+MAX_ID_CHARS = 512  # OpenAI's limit for a metadata value
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", dict: "an object", bool: "a boolean", int: "an integer", float: "a number",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def id_problem(req: dict[str, Any], headers: dict[str, str | None]) -> tuple[str, str] | None:
+    """Why the ids a request carries cannot be stored, as (message, param), or
+    None. A list or an object where the store keeps a string is refused here
+    rather than accepted and left to fail at insert time."""
+    candidates: list[tuple[str, Any]] = [(h, v) for h, v in headers.items() if v is not None]
+    meta = req.get("metadata")
+    if isinstance(meta, dict):
+        candidates += [(f"metadata.{k}", meta[k]) for k in ID_FIELDS if meta.get(k) is not None]
+    elif meta is not None:
+        return f"Invalid type for 'metadata': expected an object, but got {_json_type(meta)} instead.", "metadata"
+    user = req.get("user")
+    if user is not None:
+        candidates.append(("user", user))
+    for param, value in candidates:
+        if not isinstance(value, str):
+            return (f"Invalid type for '{param}': expected a string, but got {_json_type(value)} instead.",
+                    param)
+        if len(value) > MAX_ID_CHARS:
+            return (f"Invalid '{param}': string too long. Expected a string with maximum length "
+                    f"{MAX_ID_CHARS}, but got a string with length {len(value)} instead.", param)
+        if "\x00" in value:
+            return f"Invalid '{param}': the string contains a NUL character.", param
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _ids_from_body(req: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
-    """client, session and task from OpenAI's ``user`` and ``metadata`` fields."""
+    """client, session and task from OpenAI's ``user`` and ``metadata`` fields
+    (strings only: anything else was refused at the edge, or is ignored)."""
     meta = req.get("metadata")
     meta = meta if isinstance(meta, dict) else {}
-    user = req.get("user")
-    client = meta.get("client_id") or (user if isinstance(user, str) else None)
-    session = meta.get("session_id")
-    task = meta.get("task") or meta.get("protege_task")
+    client = _str(meta.get("client_id")) or _str(req.get("user"))
+    session = _str(meta.get("session_id"))
+    task = _str(meta.get("task")) or _str(meta.get("protege_task"))
     return client, session, task
 
 
@@ -243,7 +298,15 @@ class Gateway:
             self.upstream_auth = f"Bearer {key}"
         self.upstream: Any = None
         self.writer: CaptureWriter | None = None
+        self.journal: Any = None
         self.ship_bytes = bool(config.capture_process and self.owns_store)
+        self.max_body = config.max_body_bytes
+        self._too_large = error_body(
+            f"Request too large: the body is over the gateway's limit of {config.max_body_bytes:,} bytes.",
+            "invalid_request_error", code="request_too_large")
+        # Trace ids handed out lately: feedback may arrive before the writer has stored its trace.
+        self._recent: collections.deque[str] = collections.deque(maxlen=200_000)
+        self._recent_set: set[str] = set()
         self.started = False
         self._starlette = Starlette(
             routes=[
@@ -277,6 +340,24 @@ class Gateway:
                 self.ship_bytes = False
         if self.writer is None:
             self.writer = CaptureWriter(self.store, cfg.capture, redact=self.redact)
+        self.journal = None
+        if cfg.durability != "off":
+            from protege.capture.journal import Journal
+            from protege.capture.writer import spool_path_for
+
+            spool = cfg.capture.spool_path or spool_path_for(getattr(self.store, "url", None) or cfg.db_url)
+            self.journal = Journal(Path(spool).with_suffix(".journal"), mode=cfg.durability,
+                                   fsync_interval_s=cfg.fsync_interval_s, barrier=self.writer.barrier)
+            if hasattr(self.writer, "on_child_lost"):
+                loop = asyncio.get_running_loop()
+                self.writer.on_child_lost = lambda: loop.call_soon_threadsafe(self._reclaim)  # type: ignore[union-attr]
+            items, forget = self.journal.recover()
+            for item in items:
+                self.writer.submit(item)
+            if items:
+                self.writer.barrier(forget)
+            else:
+                forget()
         if self.students is None and cfg.students:
             # Loading a model takes seconds: off the event loop.
             self.students = await run_in_threadpool(build_student_path, cfg, self.store)
@@ -293,8 +374,12 @@ class Gateway:
                 self.students.close()
         writer = self.writer
         if writer is not None:
+            flushed = await run_in_threadpool(writer.flush)
             # Flushes the queue and replays the spool one last time.
             await run_in_threadpool(writer.close)
+            if self.journal is not None:
+                # Kept when the writer could not flush: the next start replays it.
+                self.journal.close(delete=flushed)
         if self.owns_store:
             with contextlib.suppress(Exception):
                 self.store.close()
@@ -315,6 +400,53 @@ class Gateway:
             await self.chat(scope, receive, send)
             return
         await self._starlette(scope, receive, send)
+
+    def _reclaim(self) -> None:
+        """The capture child died: feed what this gateway journaled to the
+        in-process writer that took over (ids already stored are skipped)."""
+        if self.journal is None or self.writer is None:
+            return
+        items, forget = self.journal.reclaim()
+        for item in items:
+            self.writer.submit(item)
+        self.writer.barrier(forget)
+        log.warning("protege: %d journaled captures handed to the in-process writer", len(items))
+
+    def _remember(self, trace_id: str) -> None:
+        recent = self._recent
+        if len(recent) == recent.maxlen:
+            self._recent_set.discard(recent[0])
+        recent.append(trace_id)
+        self._recent_set.add(trace_id)
+
+    def _known_trace(self, trace_id: str) -> bool:
+        if trace_id in self._recent_set:
+            return True
+        has = getattr(self.store, "has_trace", None)
+        return has(trace_id) if has is not None else True
+
+    async def _read_body(self, request: Request) -> bytes | None:
+        """The body, or None when it is over the limit (read no further)."""
+        parts, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def _capture(self, item: Any) -> Any:
+        """Journal ``item`` (before the answer goes out) and hand it to the
+        writer; await the result: in fsync mode it waits for the group fsync."""
+        durable = None
+        if self.journal is not None:
+            try:
+                durable = self.journal.append(item)
+            except Exception as exc:  # e.g. a request nested past pickle's reach, or a full disk
+                self.journal.errors += 1
+                log.error("protege: capture not journaled (%s); it is queued only", type(exc).__name__)
+        self.writer.submit(item)  # type: ignore[union-attr]
+        return durable if durable is not None else _DONE
 
     def _req_arg(self, req: dict[str, Any], body: bytes) -> dict[str, Any] | bytes:
         # A child process gets the client's bytes (cheaper to send than the
@@ -339,9 +471,17 @@ class Gateway:
         t0 = _perf()
         wall = time.time()
         chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                # Not read further, not forwarded, not stored.
+                await self._send_json(send, 413, self._too_large, None)
+                self.metrics.observe(413, "gateway", "chat", False, _perf() - t0)
+                return
+            chunks.append(chunk)
             if not message.get("more_body"):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -376,6 +516,7 @@ class Gateway:
             return
 
         trace_id = new_id()
+        self._remember(trace_id)
         # Malformed or invalid input: answer 400 without calling the teacher.
         problem = None
         try:
@@ -391,15 +532,20 @@ class Gateway:
                 problem = ("'messages' is a required property and must be an array.", "messages")
             elif "stream" in req and not isinstance(req["stream"], bool | None):
                 problem = ("'stream' must be a boolean.", "stream")
+            else:
+                problem = id_problem(req, {"x-protege-task": task, "x-protege-client": client,
+                                           "x-protege-session": session})
         if problem is not None:
             msg, param = problem
-            await self._send_json(send, 400, error_body(msg, "invalid_request_error", param=param), trace_id)
             latency = _perf() - t0
-            self.metrics.observe(400, "gateway", "chat", False, latency)
             bad = req if isinstance(req, dict) else {"raw": body[:65536].decode("utf-8", "replace")}
-            self.writer.submit(partial(  # type: ignore[union-attr]
+            # The refused request is kept (for the record) without the ids that made it fail.
+            await self._capture(partial(
                 failure_trace, bad, trace_id, wall, latency, 400, f"invalid request: {msg}",
-                client or key_name, session, task, False))
+                key_name if param in ID_HEADERS else _str(client) or key_name,
+                None if param in ID_HEADERS else session, None if param in ID_HEADERS else task, False))
+            await self._send_json(send, 400, error_body(msg, "invalid_request_error", param=param), trace_id)
+            self.metrics.observe(400, "gateway", "chat", False, latency)
             return
 
         assert isinstance(req, dict)
@@ -451,13 +597,14 @@ class Gateway:
             headers.append((b"x-protege-trace-id", trace_id.encode()))
             headers.append((b"x-protege-served-by", served_by.encode()))
             headers.append((b"content-length", str(len(data)).encode()))
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": data, "more_body": False})
             latency = _perf() - t0
-            self.metrics.observe(status, served_by, "chat", stream, latency)
-            self.writer.submit(partial(  # type: ignore[union-attr]
+            # Journaled before the client has its answer: an acknowledged call is never lost.
+            await self._capture(partial(
                 completion_trace, self._req_arg(req, body), data, status, trace_id, wall, latency,
                 client, session, task, stream, resp.content_encoding, routing))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": data, "more_body": False})
+            self.metrics.observe(status, served_by, "chat", stream, latency)
             if decision is not None and decision.shadow and status == 200 and resp.content_encoding is None:
                 self.students.shadow(req, decision, data, trace_id)  # type: ignore[union-attr]
             return
@@ -480,6 +627,7 @@ class Gateway:
         error: str | None = None
         gone = False
         finished = False  # the client already has the last event and the end of the body
+        latency: float | None = None  # set when the trace is captured
         # A client that hangs up must stop the teacher's generation too (it is paying for it).
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
         try:
@@ -496,8 +644,12 @@ class Gateway:
                     error = "client disconnected before the end of the stream"
                     break
                 if chunk.endswith(b"data: [DONE]\n\n") and encoding is None:
-                    # The last event and the end of the body in one write.
+                    # The last event and the end of the body in one write, once the trace is journaled.
                     finished = True
+                    latency = _perf() - t0
+                    await self._capture(partial(
+                        stream_trace, self._req_arg(req, body), list(parts), None, trace_id, wall, latency, ttft,
+                        client, session, task, encoding, routing))
                     await send({"type": "http.response.body", "body": chunk, "more_body": False})
                 else:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -517,6 +669,11 @@ class Gateway:
             tail = (parts[-2][-16:] if len(parts) > 1 else b"") + (parts[-1] if parts else b"")
             if b"[DONE]" not in tail:
                 error = "upstream stream ended before [DONE]"
+        if latency is None:
+            latency = _perf() - t0
+            await self._capture(partial(
+                stream_trace, self._req_arg(req, body), parts, error, trace_id, wall, latency, ttft,
+                client, session, task, encoding, routing))
         if error is not None and not gone:
             self.metrics.upstream_errors.labels("stream_broken").inc()
             with contextlib.suppress(Exception):
@@ -524,14 +681,10 @@ class Gateway:
                             "body": sse_error_event(error, "server_error", code="upstream_stream_error")})
         elif not finished:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        latency = _perf() - t0
         # 499: the client closed the request (nginx's convention).
         self.metrics.observe(200 if error is None else 499 if gone else 502, served_by, "chat", True, latency)
         if ttft is not None:
             self.metrics.ttft.observe(ttft)
-        self.writer.submit(partial(  # type: ignore[union-attr]
-            stream_trace, self._req_arg(req, body), parts, error, trace_id, wall, latency, ttft,
-            client, session, task, encoding, routing))
         if decision is not None and decision.shadow and error is None and encoding is None:
             self.students.shadow(req, decision, b"".join(parts), trace_id, streamed=True)  # type: ignore[union-attr]
 
@@ -540,12 +693,12 @@ class Gateway:
                                task: str | None, stream: bool, routing: dict[str, Any] | None = None) -> None:
         kind = "timeout" if exc.status == 504 else "connect" if exc.code == "upstream_connect_error" else "broken"
         self.metrics.upstream_errors.labels(kind).inc()
-        await self._send_json(send, exc.status, error_body(str(exc), "upstream_error", code=exc.code), trace_id)
         latency = _perf() - t0
-        self.metrics.observe(exc.status, (routing or {}).get("served_by", "teacher"), "chat", stream, latency)
-        self.writer.submit(partial(  # type: ignore[union-attr]
+        await self._capture(partial(
             failure_trace, req, trace_id, wall, latency, exc.status, str(exc), client, session, task, stream,
             routing))
+        await self._send_json(send, exc.status, error_body(str(exc), "upstream_error", code=exc.code), trace_id)
+        self.metrics.observe(exc.status, (routing or {}).get("served_by", "teacher"), "chat", stream, latency)
 
     async def _serve_student(self, send: Any, req: dict[str, Any], body: bytes, decision: Any, trace_id: str,
                              wall: float, t0: float, client: str | None, session: str | None, task: str | None,
@@ -572,16 +725,16 @@ class Gateway:
             payload = orjson.dumps(completion)
             headers = [*JSON_HEADERS, *extra]
         headers.append((b"content-length", str(len(payload)).encode()))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
         latency = _perf() - t0
-        self.metrics.observe(200, "student", "chat", stream, latency)
-        self.metrics.tokens.labels("student", "completion").inc(answer.completion_tokens)
         routing = {"served_by": "student", "adapter": decision.adapter, "task_id": decision.task_id,
                    "meta": {"router": {"reason": decision.reason, "decision_us": round(decision.decision_us, 1)}}}
-        self.writer.submit(partial(  # type: ignore[union-attr]
+        await self._capture(partial(
             student_trace, self._req_arg(req, body), completion, trace_id, wall, latency, client, session,
             task, stream, routing))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        self.metrics.observe(200, "student", "chat", stream, latency)
+        self.metrics.tokens.labels("student", "completion").inc(answer.completion_tokens)
         return None
 
     @staticmethod
@@ -639,8 +792,11 @@ class Gateway:
         def bad(message: str, param: str | None = None) -> Response:
             return JSONResponse(error_payload(message, param=param), status_code=400)
 
+        raw = await self._read_body(request)
+        if raw is None:
+            return Response(self._too_large, status_code=413, media_type="application/json")
         try:
-            payload = orjson.loads(await request.body())
+            payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return bad("We could not parse the JSON body of your request.")
         if not isinstance(payload, dict):
@@ -657,6 +813,16 @@ class Gateway:
             return bad("'comment' must be a string.", "comment")
         if score is None and label is None:
             return bad("Feedback needs a score or a label.", "score")
+        if isinstance(trace_id, str) and trace_id:
+            try:
+                known = await run_in_threadpool(self._known_trace, trace_id)
+            except Exception as exc:
+                log.warning("protege: feedback not stored (%s)", type(exc).__name__)
+                return JSONResponse(error_payload(f"The trace store is unavailable ({type(exc).__name__}).",
+                                                  "server_error", code="store_unavailable"), status_code=503)
+            if not known:
+                return JSONResponse(error_payload(f"No trace with id '{trace_id}'.", param="trace_id",
+                                                  code="trace_not_found"), status_code=404)
         meta = payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {}
         fb = Feedback(trace_id=trace_id or None, session_id=session_id or None,
                       score=float(score) if score is not None else None, label=label, comment=comment, meta=meta)
@@ -665,17 +831,32 @@ class Gateway:
         except ValueError as exc:
             return bad(str(exc))
         except Exception as exc:
-            log.warning("protege: feedback not stored: %s", exc)
-            return JSONResponse(error_payload(f"The trace store is unavailable: {exc}", "server_error",
-                                              code="store_unavailable"), status_code=503)
+            # The class only: a driver's message quotes the bound values (the comment, ids).
+            log.warning("protege: feedback not stored (%s)", type(exc).__name__)
+            return JSONResponse(error_payload(f"The trace store is unavailable ({type(exc).__name__}).",
+                                              "server_error", code="store_unavailable"), status_code=503)
         return JSONResponse({"id": fb.id, "object": "feedback", "trace_id": fb.trace_id,
                              "session_id": fb.session_id, "score": fb.score, "label": fb.label})
 
+    def _ops_access(self, request: Request) -> tuple[Response | None, bool]:
+        """(refusal, whether the caller holds a key) for /health and /metrics."""
+        if not self.keys.enabled:
+            return None, True
+        denied, _ = self._check_key(request)
+        if denied is None:
+            return None, True
+        return (None, False) if self.config.open_metrics else (denied, False)
+
     async def health(self, request: Request) -> Response:
+        denied, trusted = self._ops_access(request)
+        if denied is not None:
+            return denied
         writer = self.writer
         stats = writer.stats if writer is not None else None
         store_ok = stats.store_ok if stats is not None else True
         lost = bool(stats and (stats.dropped or stats.build_errors))
+        if not trusted:  # an open /health for a load balancer: the verdict only
+            return JSONResponse({"status": "ok" if store_ok and not lost else "degraded"})
         return JSONResponse({
             # Degraded: the store is down (spooling), or some traces could not be kept.
             "status": "ok" if store_ok and not lost else "degraded",
@@ -689,12 +870,16 @@ class Gateway:
                 "replayed": stats.replayed if stats else 0,
                 "dropped": stats.dropped if stats else 0,
                 "build_errors": stats.build_errors if stats else 0,
+                "dead_lettered": stats.dead_lettered if stats else 0,
             },
         })
 
     async def prometheus(self, request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
+        denied, _ = self._ops_access(request)
+        if denied is not None:
+            return denied
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -23,17 +23,18 @@ import threading
 import time
 from typing import Any
 
-from protege.capture.writer import CaptureWriter, WriterConfig, WriterStats
+from protege.capture.writer import Barrier, CaptureWriter, WriterConfig, WriterStats
 
 log = logging.getLogger("protege.capture")
 
-_FIELDS = ("written", "spooled", "replayed", "dropped", "build_errors", "store_errors", "store_ok", "queue")
+_FIELDS = ("written", "spooled", "replayed", "dropped", "build_errors", "store_errors", "dead_lettered", "store_ok",
+           "queue")
 
 
 def _publish(stats: Any, writer: CaptureWriter) -> None:
     s = writer.stats
-    values = (s.written, s.spooled, s.replayed, s.dropped, s.build_errors, s.store_errors, int(s.store_ok),
-              writer.queue_depth())
+    values = (s.written, s.spooled, s.replayed, s.dropped, s.build_errors, s.store_errors, s.dead_lettered,
+              int(s.store_ok), writer.queue_depth())
     for i, v in enumerate(values):
         stats[i] = v
 
@@ -48,6 +49,12 @@ def _child_main(conn: Any, stats: Any, db_url: str | None, config: WriterConfig,
     store = _LazyStore(db_url)
     writer = CaptureWriter(store, config, redact=load_redact(redact))
     stop = threading.Event()
+    send_lock = threading.Lock()
+
+    def reply(message: Any) -> None:
+        # From the writer thread (barriers) and this one (flushes).
+        with send_lock:
+            conn.send_bytes(pickle.dumps(message))
 
     def publisher() -> None:
         while not stop.wait(0.1):
@@ -63,10 +70,12 @@ def _child_main(conn: Any, stats: Any, db_url: str | None, config: WriterConfig,
             if kind == "items":
                 for item in payload:
                     writer.submit(item)
+            elif kind == "barrier":
+                writer.barrier(lambda token=payload: reply(("barrier", token)))
             elif kind == "flush":
                 writer.flush(payload[1])
                 _publish(stats, writer)
-                conn.send_bytes(pickle.dumps(("flushed", payload[0])))
+                reply(("flushed", payload[0]))
             elif kind == "close":
                 break
     finally:
@@ -75,7 +84,7 @@ def _child_main(conn: Any, stats: Any, db_url: str | None, config: WriterConfig,
         _publish(stats, writer)
         store.close()
         try:
-            conn.send_bytes(pickle.dumps(("closed", None)))
+            reply(("closed", None))
         except OSError:
             pass
 
@@ -85,6 +94,12 @@ class _Flush:
         self.token = token
         self.timeout = timeout
         self.event = threading.Event()
+
+
+class _Barrier:
+    def __init__(self, token: int, callback: Any) -> None:
+        self.token = token
+        self.callback = callback
 
 
 class ProcessCaptureWriter:
@@ -107,10 +122,15 @@ class ProcessCaptureWriter:
         self._wake = threading.Event()
         self._batch_interval = batch_interval_s
         self._flushes: dict[int, threading.Event] = {}
+        self._barriers: dict[int, Any] = {}
         self._flush_seq = 0
         self._lock = threading.Lock()
         self._closed = False
         self._fallback: CaptureWriter | None = None
+        # Called (from a thread of this process) when the child is gone: what
+        # it held unstored is in the gateway's journal, which replays it.
+        self.on_child_lost: Any = None
+        self._fallback_lock = threading.Lock()
         self.submitted = 0
         self._sender = threading.Thread(target=self._send_loop, name="protege-capture-send", daemon=True)
         self._sender.start()
@@ -127,12 +147,12 @@ class ProcessCaptureWriter:
         if len(self._pending) == 1:
             self._wake.set()
 
-    def _take(self) -> tuple[list[Any], _Flush | None]:
+    def _take(self) -> tuple[list[Any], _Flush | _Barrier | None]:
         out: list[Any] = []
         pending = self._pending
         while pending and len(out) < 1000:
             item = pending.popleft()
-            if isinstance(item, _Flush):
+            if isinstance(item, _Flush | _Barrier):
                 return out, item
             out.append(item)
         return out, None
@@ -149,7 +169,12 @@ class ProcessCaptureWriter:
                     break
                 if batch and not self._send(("items", batch)):
                     self._to_fallback(batch)
-                if marker is not None:
+                if isinstance(marker, _Barrier):
+                    if not self._send(("barrier", marker.token)):
+                        self._barriers.pop(marker.token, None)
+                        self._to_fallback([])
+                        self._fallback.barrier(marker.callback)  # type: ignore[union-attr]
+                elif marker is not None:
                     # In order after the items before it: the child has them all when it flushes.
                     if not self._send(("flush", (marker.token, marker.timeout))):
                         marker.event.set()
@@ -169,16 +194,21 @@ class ProcessCaptureWriter:
             return False
 
     def _to_fallback(self, batch: list[Any]) -> None:
-        if self._fallback is None:
-            from protege.gateway.app import _LazyStore, load_redact
+        with self._fallback_lock:  # the sender and the ack reader may both find the child gone
+            if self._fallback is None:
+                from protege.gateway.app import _LazyStore, load_redact
 
-            self._fallback = CaptureWriter(_LazyStore(self.db_url), self.config, redact=load_redact(self.redact))
+                self._fallback = CaptureWriter(_LazyStore(self.db_url), self.config,
+                                               redact=load_redact(self.redact))
         for item in batch:
             self._fallback.submit(item)
         while self._pending:
             item = self._pending.popleft()
             if isinstance(item, _Flush):
                 item.event.set()
+            elif isinstance(item, _Barrier):
+                self._barriers.pop(item.token, None)
+                self._fallback.barrier(item.callback)
             else:
                 self._fallback.submit(item)
 
@@ -189,9 +219,19 @@ class ProcessCaptureWriter:
             except (EOFError, OSError):
                 for ev in list(self._flushes.values()):
                     ev.set()
+                if not self._closed:
+                    log.critical("protege: the capture process is gone; capturing in-process from now on")
+                    self._to_fallback([])
+                    self._barriers.clear()  # sent to the child: they will never fire
+                    if self.on_child_lost is not None:
+                        Barrier(self.on_child_lost).fire()
                 return
             if kind == "flushed" and token in self._flushes:
                 self._flushes[token].set()
+            elif kind == "barrier":
+                callback = self._barriers.pop(token, None)
+                if callback is not None:
+                    Barrier(callback).fire()
             elif kind == "closed":
                 return
 
@@ -201,7 +241,8 @@ class ProcessCaptureWriter:
         v = {name: int(self._shared[i]) for i, name in enumerate(_FIELDS)}
         out = WriterStats(submitted=self.submitted, written=v["written"], spooled=v["spooled"],
                           replayed=v["replayed"], dropped=v["dropped"], build_errors=v["build_errors"],
-                          store_errors=v["store_errors"], store_ok=bool(v["store_ok"]))
+                          store_errors=v["store_errors"], dead_lettered=v["dead_lettered"],
+                          store_ok=bool(v["store_ok"]))
         if self._fallback is not None:
             f = self._fallback.stats
             out.written += f.written
@@ -210,6 +251,7 @@ class ProcessCaptureWriter:
             out.dropped += f.dropped
             out.build_errors += f.build_errors
             out.store_errors += f.store_errors
+            out.dead_lettered += f.dead_lettered
             out.store_ok = out.store_ok and f.store_ok
         return out
 
@@ -218,6 +260,19 @@ class ProcessCaptureWriter:
         if self._fallback is not None:
             depth += self._fallback.queue_depth()
         return depth
+
+    def barrier(self, callback: Any) -> None:
+        """Run ``callback`` once the child has stored or spooled every capture
+        submitted so far (never, if the child dies first: the journal keeps them)."""
+        if self._fallback is not None:
+            self._fallback.barrier(callback)
+            return
+        with self._lock:
+            self._flush_seq += 1
+            token = self._flush_seq
+        self._barriers[token] = callback
+        self._pending.append(_Barrier(token, callback))
+        self._wake.set()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted so far is in the store or the spool."""

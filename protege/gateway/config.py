@@ -82,6 +82,24 @@ class GatewayConfig:
     route_poll_s: float = field(
         default=2.0, metadata={"help": "seconds between reads of routes and promoted adapters from the store"}
     )
+    max_body_bytes: int = field(
+        default=8 * 1024**2,
+        metadata={"help": "largest request body accepted (chat and feedback); a larger one gets a 413"},
+    )
+    open_metrics: bool = field(
+        default=False,
+        metadata={"help": "with gateway keys on, still serve /metrics and a minimal /health without a key "
+                  "(for a scraper or a load balancer)"},
+    )
+    durability: str = field(
+        default="write",
+        metadata={"help": "when a call's capture is safe: write (journaled to the OS before the answer is sent; "
+                  "survives a kill -9 of any process, an OS crash loses at most fsync_interval_s), fsync (the "
+                  "answer waits for a group fsync: survives a power cut), off (queued in memory only)"},
+    )
+    fsync_interval_s: float = field(
+        default=0.05, metadata={"help": "durability=write: the journal is fsynced this often (the OS-crash window)"}
+    )
     capture: WriterConfig = field(
         default_factory=WriterConfig, metadata={"help": "capture queue, batching and spool settings"}
     )

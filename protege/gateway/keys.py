@@ -23,6 +23,7 @@ from typing import Any
 
 from protege.config import protege_home
 from protege.ids import new_id
+from protege.safejson import json_loads
 
 KEY_PREFIX = "pk-"
 
@@ -37,7 +38,7 @@ def hash_key(key: str) -> str:
 
 def _read(path: Path) -> list[dict[str, Any]]:
     try:
-        data = json.loads(path.read_text())
+        data = json_loads(path.read_text())
     except FileNotFoundError:
         return []
     if not isinstance(data, list):

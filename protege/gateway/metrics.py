@@ -32,6 +32,8 @@ class _WriterCollector:
             ("protege_capture_dropped", s.dropped, "Traces lost because the spool was full"),
             ("protege_capture_build_errors", s.build_errors, "Captures that failed to build a trace"),
             ("protege_capture_store_errors", s.store_errors, "Failed store writes"),
+            ("protege_capture_dead_lettered", s.dead_lettered,
+             "Traces the store refused, kept alone in the dead-letter file"),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         yield GaugeMetricFamily("protege_capture_store_up", "1 when the last store write succeeded",

@@ -20,6 +20,7 @@ from typing import Any
 from protege.router.router import Decision, Router, StudentInfo
 from protege.router.routes import RouteTable
 from protege.router.validate import validate_answer
+from protege.safejson import json_loads
 from protege.serve.engine import AdapterSpec, StudentAnswer
 
 log = logging.getLogger("protege.gateway")
@@ -37,7 +38,7 @@ def agree(student: dict[str, Any], teacher: dict[str, Any], tools: Any = None) -
         return match_calls(tool_calls_of(student), tool_calls_of(teacher), tool_schemas(tools))[0]
     a, b = (student.get("content") or "").strip(), (teacher.get("content") or "").strip()
     try:
-        return json.loads(a) == json.loads(b)
+        return json_loads(a) == json_loads(b)
     except ValueError:
         return " ".join(a.lower().split()) == " ".join(b.lower().split())
 
@@ -51,7 +52,7 @@ def _teacher_message(body: bytes, streamed: bool) -> dict[str, Any] | None:
         completion: Any = acc.result()
     else:
         try:
-            completion = json.loads(body)
+            completion = json_loads(body)
         except ValueError:
             return None
     try:
@@ -243,5 +244,5 @@ class StudentPath:
             with self.store.engine.begin() as conn:
                 conn.execute(shadow_results.insert().values(**row))
         except Exception as exc:
-            log.warning("protege: shadow result not stored: %s", exc)
+            log.warning("protege: shadow result not stored (%s)", type(exc).__name__)
 

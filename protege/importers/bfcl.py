@@ -29,6 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from protege.safejson import json_loads
+
 DEFAULT_MODEL = "gpt-4o"
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -219,7 +221,7 @@ def data_dir() -> Path:
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        return [json_loads(line) for line in fh if line.strip()]
 
 
 @lru_cache(maxsize=64)

@@ -26,6 +26,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from protege.safejson import json_loads
+
 __all__ = [
     "TOOL_CALL_CLOSE",
     "TOOL_CALL_OPEN",
@@ -74,7 +76,7 @@ def _arguments_obj(arguments: Any) -> Any:
     """OpenAI carries arguments as a JSON string; the student writes an object."""
     if isinstance(arguments, str):
         try:
-            return json.loads(arguments) if arguments.strip() else {}
+            return json_loads(arguments) if arguments.strip() else {}
         except json.JSONDecodeError:
             return arguments  # kept verbatim: the teacher's invalid JSON is not ours to fix
     return {} if arguments is None else arguments
@@ -340,7 +342,7 @@ def _parse_call(body: str) -> tuple[str, str] | None:
     args = obj.get("arguments", obj.get("parameters", {}))
     if isinstance(args, str):  # some models emit the OpenAI string form
         try:
-            args = json.loads(args) if args.strip() else {}
+            args = json_loads(args) if args.strip() else {}
         except json.JSONDecodeError:
             return None
     if not isinstance(args, dict):

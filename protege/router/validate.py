@@ -6,10 +6,10 @@ the teacher and the reasons are stored on the trace.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from protege.evaluate.metrics import schema_errors
+from protege.safejson import json_loads
 
 ACCEPTABLE_FINISH = frozenset({"stop", "tool_calls", "function_call"})
 
@@ -45,7 +45,7 @@ def validate_answer(
             reasons.append(f"unknown_tool:{name}")
             continue
         try:
-            args = json.loads(fn.get("arguments") or "{}")
+            args = json_loads(fn.get("arguments") or "{}")
         except (TypeError, ValueError):
             reasons.append(f"arguments_not_json:{name}")
             continue
@@ -72,7 +72,7 @@ def validate_answer(
     ftype = fmt.get("type") if isinstance(fmt, dict) else None
     if ftype in ("json_object", "json_schema") and not calls:
         try:
-            parsed = json.loads(content or "")
+            parsed = json_loads(content or "")
         except ValueError:
             reasons.append("response_format:not_json")
         else:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protege.importers import bfcl as B
+from protege.safejson import json_loads
 
 
 @dataclass(kw_only=True)
@@ -134,7 +135,7 @@ def single_turn_success(message: dict[str, Any], ground_truth: list[dict[str, An
     for c in message.get("tool_calls") or []:
         fn = c.get("function") or {}
         try:
-            args = json.loads(fn.get("arguments") or "{}")
+            args = json_loads(fn.get("arguments") or "{}")
         except ValueError:
             return False
         calls.append((names.get(fn.get("name"), fn.get("name")), args if isinstance(args, dict) else {}))
@@ -247,7 +248,7 @@ def _run_multi(client: Any, category: str, entry: dict[str, Any], cfg: SimulateC
                 res.calls += 1
                 fn = c["function"]
                 try:
-                    args = json.loads(fn.get("arguments") or "{}")
+                    args = json_loads(fn.get("arguments") or "{}")
                 except ValueError:
                     args = {}
                 result = agent_sims.execute(back.get(fn["name"], fn["name"]), args if isinstance(args, dict) else {})

@@ -10,12 +10,20 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from protege.safejson import json_loads
 from protege.store import schema
 from protege.store.crypto import EncryptionError, PayloadCipher
 from protege.store.migrations import migrate
 from protege.store.records import Feedback, Trace
 
 _JSON_LIST_COLUMNS = ("tools_offered", "tools_called")
+_PAYLOAD_COLUMNS = frozenset({"request", "response", "meta", *_JSON_LIST_COLUMNS})
+# The extracted columns by type: values of another type (an id sent as a list,
+# a token count as text) are coerced here, so that one odd trace can never make
+# a whole batch fail to insert.
+_TEXT_COLUMNS = tuple(c.name for c in schema.traces.c if isinstance(c.type, sa.Text) and c.name not in _PAYLOAD_COLUMNS)
+_INT_COLUMNS = tuple(c.name for c in schema.traces.c if isinstance(c.type, sa.Integer))
+_FLOAT_COLUMNS = tuple(c.name for c in schema.traces.c if isinstance(c.type, sa.Float))
 
 
 class StoreError(Exception):
@@ -23,11 +31,42 @@ class StoreError(Exception):
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        # Stored, it would break every reader: refused, so the writer dead-letters it.
+        raise ValueError("the payload is nested too deeply to store") from None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = _dumps(value) if isinstance(value, list | dict | tuple) else str(value)
+    # PostgreSQL refuses NUL in text; SQLite would keep it and cut it short on read.
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    f = float(value)
+    return f if f == f and f not in (float("inf"), float("-inf")) else None
 
 
 def make_engine(url: str) -> sa.Engine:
-    """An engine for ``sqlite:///path`` or ``postgresql://...`` URLs."""
+    """An engine for ``sqlite:///path`` or ``postgresql://...`` URLs. Bound
+    values (prompts, answers, ids) never appear in its errors or its log."""
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
     if url.startswith("postgresql://"):
@@ -41,7 +80,8 @@ def make_engine(url: str) -> sa.Engine:
         db = sa_url.database
         if db and db != ":memory:":
             Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(sa_url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = sa.create_engine(sa_url, connect_args={"timeout": 30, "check_same_thread": False},
+                                   hide_parameters=True)
 
         @sa.event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -59,7 +99,7 @@ def make_engine(url: str) -> sa.Engine:
 
         return engine
     if backend == "postgresql":
-        return sa.create_engine(sa_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        return sa.create_engine(sa_url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
     raise StoreError(f"unsupported database {backend!r}: use sqlite:///path or postgresql://...")
 
 
@@ -116,7 +156,7 @@ class TraceStore:
                     "trace payloads are encrypted: set PROTEGE_ENCRYPTION_KEY to read them"
                 )
             text = self.cipher.decrypt(text)
-        return json.loads(text)
+        return json_loads(text)
 
     def _row_of(self, t: Trace) -> dict[str, Any]:
         row = t.to_dict()
@@ -127,6 +167,13 @@ class TraceStore:
         for col in _JSON_LIST_COLUMNS:
             row[col] = _dumps(row[col] or [])
         row["meta"] = _dumps(t.meta) if t.meta else None
+        for col in _TEXT_COLUMNS:
+            row[col] = _text(row[col])
+        for col in _INT_COLUMNS:
+            if col not in ("stream", "encrypted"):
+                row[col] = _int(row[col])
+        for col in _FLOAT_COLUMNS:
+            row[col] = _float(row[col])
         return row
 
     def _trace_of(self, row: Any) -> Trace:
@@ -160,6 +207,12 @@ class TraceStore:
     def add_trace(self, trace: Trace) -> Trace:
         self.add_traces([trace])
         return trace
+
+    def has_trace(self, trace_id: str) -> bool:
+        """Whether a trace with exactly this id is stored (reads no payload)."""
+        t = schema.traces
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.c.id).where(t.c.id == trace_id)).first() is not None
 
     def get_trace(self, trace_id: str) -> Trace | None:
         t = schema.traces

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from protege.safejson import json_loads
 from protege.store.records import Trace
 from protege.tasks.fingerprint import _text_of, combine, fingerprint_parts, template_of, tool_names
 
@@ -79,7 +80,7 @@ def answer_of(response: dict[str, Any] | None) -> tuple[str, str, tuple[str, ...
             fn = tc.get("function") or {}
             args = fn.get("arguments")
             try:
-                args = json.loads(args) if isinstance(args, str) else args
+                args = json_loads(args) if isinstance(args, str) else args
             except ValueError:
                 pass
             canon.append([fn.get("name"), args])
@@ -88,7 +89,7 @@ def answer_of(response: dict[str, Any] | None) -> tuple[str, str, tuple[str, ...
     content = _text_of(msg.get("content")).strip()
     if content[:1] in "{[":
         try:
-            value = json.loads(content)
+            value = json_loads(content)
             return "json", json.dumps(value, sort_keys=True), ()
         except ValueError:
             pass

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from protege.models.toolcall import content_text as _text
+from protege.safejson import json_loads
 
 
 def _args(raw: Any) -> Any:
     if isinstance(raw, str):
         try:
-            return json.loads(raw)
+            return json_loads(raw)
         except ValueError:
             return raw
     return raw
@@ -114,7 +115,7 @@ class ReplayIndex:
                 if not line.strip():
                     continue
                 try:
-                    rec = json.loads(line)
+                    rec = json_loads(line)
                     pairs.append((rec["request"], rec["response"]))
                 except (ValueError, KeyError, TypeError) as exc:
                     raise ValueError(f"{path}:{n}: not a request/response record ({exc})") from None
@@ -154,7 +155,7 @@ def create_replay_app(index: ReplayIndex, *, model: str = "replay-teacher") -> A
 
     async def chat(request: Request) -> Any:
         try:
-            body = json.loads(await request.body())
+            body = json_loads(await request.body())
         except ValueError:
             return _error(400, "request body is not valid JSON", "invalid_request_error")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
