@@ -40,9 +40,10 @@ from protege.cli.common import UserError, db_option
 @click.option("--engine", type=click.Choice(["embedded", "vllm", "openai"]), default="embedded", show_default=True,
               help="Student engine: embedded (transformers + PEFT here), vllm (start or use a vLLM server "
                    "with --enable-lora), openai (any OpenAI-compatible server: llama.cpp, Ollama).")
-@click.option("--engine-url", default=None, metavar="URL",
-              help="Base URL of the student server for --engine vllm/openai; with vllm and no URL, "
-                   "protege starts one.")
+@click.option("--engine-url", "--vllm-url", "engine_url", default=None, metavar="URL",
+              help="Base URL of the student server for --engine vllm/openai (an existing vLLM OpenAI "
+                   "server started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); with "
+                   "vllm and no URL, protege starts one.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_env: str | None,
@@ -66,6 +67,8 @@ def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_
 
     if not upstream.startswith(("http://", "https://")):
         raise UserError(f"--upstream must be an http(s) URL, got {upstream!r}")
+    if engine_url is not None and not engine_url.startswith(("http://", "https://")):
+        raise UserError(f"--engine-url must be an http(s) URL, got {engine_url!r}")
     url = db_url or default_db_url()
     try:
         make_engine(url).dispose()  # a malformed URL is a user mistake: say so now

@@ -28,6 +28,10 @@ def vllm_command(model: str, port: int, *, max_loras: int = 8, max_lora_rank: in
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model, "--host", "127.0.0.1", "--port", str(port),
         "--enable-lora", "--max-loras", str(max_loras), "--max-lora-rank", str(max_lora_rank),
+        # The answer grammars are written in llguidance's dialect (protege.models.grammar).
+        "--structured-outputs-config.backend", "guidance",
+        # Logprobs after the grammar mask, as the embedded engine measures confidence.
+        "--logprobs-mode", "processed_logprobs",
         *(extra or []),
     ]
 
