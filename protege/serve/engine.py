@@ -266,6 +266,7 @@ class EmbeddedEngine:
         try:
             prompts = [self._prompt(j) for j in batch]
             enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = enc.to(self.model.device)  # a base loaded on a GPU generates there
             limits = [
                 self._specs[j.adapter].max_new_tokens if j.adapter in self._specs else self.max_new_tokens
                 for j in batch
