@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("accelerate")
 pytest.importorskip("peft")
 
-# The config docs/training.md gives for two GPUs, as is: with no GPU here,
+# The config docs/gpu.md gives for two GPUs, as is: with no GPU here,
 # accelerate's torchrun launcher starts two processes that meet over gloo.
 CONFIG = (Path(__file__).resolve().parents[1] / "docs/accelerate/multi_gpu.yaml").read_text()
 
