@@ -178,3 +178,29 @@ def test_low_confidence_from_vllm_logprobs_goes_to_the_teacher(stack):
     assert stack["srv"].app.writer.flush(10)
     assert "low_confidence" in stack["store"].get_trace(raw.headers["x-protege-trace-id"]).fallback_reason
     assert fake.sent("/v1/completions")[-1]["logprobs"] == 2
+
+
+def test_serve_cli_wires_the_vllm_engine(tmp_path: Path, tokenizer: Any):
+    from click.testing import CliRunner
+
+    from protege.cli.main import cli
+    from protege.gateway.app import build_student_path
+
+    out = CliRunner().invoke(cli, ["serve", "--upstream", "http://up.local/v1", "--students", "--engine", "vllm",
+                                   "--vllm-url", "localhost:8000", "--db", f"sqlite:///{tmp_path / 'p.db'}"])
+    assert out.exit_code != 0 and "--engine-url must be an http(s) URL, got 'localhost:8000'" in out.output
+    assert "Traceback" not in out.output
+    base = tmp_path / "tok"
+    tokenizer.save_pretrained(str(base))
+    cfg = GatewayConfig(upstream="http://up.local/v1", db_url=f"sqlite:///{tmp_path / 'p.db'}", students=True,
+                        base_model=str(base), engine="openai", engine_url="http://vllm.local:8000/v1",
+                        engine_vllm=True, engine_guided="guided_grammar", route_poll_s=60)
+    store = open_store(cfg.db_url)
+    path = build_student_path(cfg, store)
+    try:
+        engine = path.engine
+        assert isinstance(engine, OpenAICompatEngine) and engine.vllm and engine.guided == "guided_grammar"
+        assert engine.base_url == "http://vllm.local:8000"  # /v1 is the engine's to add
+    finally:
+        path.close()
+        store.close()
