@@ -105,7 +105,7 @@ def test_openai_compat_engine_uses_completions_with_rendered_prompt(tokenizer):
     engine.load_adapter(AdapterSpec(name="t1:v2", max_new_tokens=64))
     ans = asyncio.run(engine.generate("t1:v2", REQ))
     assert seen["model"] == "t1:v2" and seen["max_tokens"] == 64 and "hello there" in seen["prompt"]
-    assert seen["logprobs"] == 1
+    assert seen["logprobs"] == 2  # the chosen token and the runner-up (the margin signal)
     assert ans.finish_reason == "tool_calls"
     assert ans.message["tool_calls"][0]["function"] == {"name": "f", "arguments": '{"x": 1}'}
     assert ans.confidence == pytest.approx(0.6)

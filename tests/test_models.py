@@ -483,3 +483,50 @@ def test_select_cli_on_a_built_dataset(tmp_path: Path, tiny_dir: Path, _isolated
     out = CliRunner().invoke(cli, [*args, "--shots", "0"])
     assert out.exit_code == 0, out.output
     assert "tiny-a" in out.output and "exact_call_match" in out.output and "rejected by constraints" in out.output
+    # The machine: no GPU, 2 GB of RAM. Gemma-3-1B (2.6 GB in bf16) no longer fits.
+    out = CliRunner().invoke(cli, [*args[:-4], "--db", url, "--shots", "0", "--json", "--machine",
+                                   "--gpu-memory-gb", "0", "--cpu-ram-gb", "2"])
+    assert out.exit_code == 0, out.output
+    why = json.loads(out.stdout)["rejected"]["gemma-3-1b-it"]
+    assert why == [f"needs {load_catalog().get('gemma-3-1b-it').memory('bf16'):.1f} GB (bf16) > 0 GB GPU memory or 2 GB RAM"]
+
+
+def test_larger_students_are_listed_with_what_selection_needs():
+    cat = load_catalog()
+    want = {"qwen2.5-0.5b-instruct": "apache-2.0", "qwen2.5-1.5b-instruct": "apache-2.0",
+            "llama-3.2-1b-instruct": "llama3.2", "phi-3.5-mini-instruct": "mit",
+            "smollm2-360m-instruct": "apache-2.0", "smollm2-1.7b-instruct": "apache-2.0"}
+    for name, licence in want.items():
+        spec = cat.get(name)
+        assert spec.licence == licence and spec.hub_id and spec.parameters > 300e6, name
+        assert spec.context_window >= 8192 and spec.tool_call_format and spec.chat_template, name
+
+
+def test_machine_constraints_fit_the_gpu_else_the_ram():
+    cat = load_catalog()
+    phi, smol = cat.get("phi-3.5-mini-instruct"), cat.get("smollm2-135m-instruct")
+    # A laptop without a GPU: 4 GB of RAM holds SmolLM2-135M, not Phi-3.5-mini (3.8B) in bf16.
+    laptop = Constraints(gpu_memory_gb=0, cpu_ram_gb=4)
+    assert not laptop.reasons(smol)
+    assert laptop.reasons(phi) == [f"needs {phi.memory('bf16'):.1f} GB (bf16) > 0 GB GPU memory or 4 GB RAM"]
+    # A 24 GB card takes it; so does 4-bit on a small card.
+    assert not Constraints(gpu_memory_gb=24, cpu_ram_gb=4).reasons(phi)
+    assert not Constraints(gpu_memory_gb=phi.memory("4bit") + 0.1, precision="4bit").reasons(phi)
+    fits = {s.name for s in cat.filter(laptop)}
+    assert "smollm2-135m-instruct" in fits and "qwen2.5-7b-instruct" not in fits
+    # With the task's context too: Phi's 128k window passes where SmolLM2's 8k does not.
+    big = Constraints(gpu_memory_gb=80, min_context=20_000)
+    assert not big.reasons(phi) and big.reasons(smol) == ["context 8192 < 20000 tokens"]
+    # Measured: this machine's RAM is real, and without CUDA the GPU budget is 0.
+    here = Constraints().with_machine()
+    assert here.cpu_ram_gb and here.cpu_ram_gb > 0.5 and here.gpu_memory_gb is not None
+    assert Constraints().with_machine(gpu_memory_gb=12).gpu_memory_gb == 12
+
+
+def test_select_cli_machine_options_are_checked(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from protege.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["select", "nope", "--gpu-memory-gb", "-1", "--db", f"sqlite:///{tmp_path / 'p.db'}"])
+    assert out.exit_code == 2 and "-1" in out.output

@@ -102,6 +102,10 @@ def _licences(text: str | None) -> tuple[str, ...] | None:
 @click.option("--memory-gb", type=float, help="Inference memory budget in GB.")
 @click.option("--precision", type=click.Choice(["bf16", "4bit"]), default="bf16", show_default=True,
               help="Precision the memory budget assumes.")
+@click.option("--machine", is_flag=True,
+              help="Only models that fit this machine: its GPU memory, else its RAM (measured here).")
+@click.option("--gpu-memory-gb", type=click.FloatRange(min=0), help="GPU memory of the serving machine, in GB.")
+@click.option("--cpu-ram-gb", type=click.FloatRange(min=0), help="RAM of the serving machine, in GB.")
 @click.option("--sample", type=int, default=20, show_default=True, help="Validation rows per candidate and mode.")
 @click.option("--shots", type=int, default=3, show_default=True, help="Examples in the few-shot prompt (0: zero-shot only).")
 @click.option("--model", "only", multiple=True, help="Only this catalog model (repeatable).")
@@ -112,7 +116,7 @@ def _licences(text: str | None) -> tuple[str, ...] | None:
 @json_option
 def select(
     task_id: str, max_params: str | None, licence: str | None, memory_gb: float | None, precision: str,
-    sample: int, shots: int, only: tuple[str, ...], include_hub: bool, dataset_version: str | None, seed: int,
+    machine: bool, gpu_memory_gb: float | None, cpu_ram_gb: float | None, sample: int, shots: int, only: tuple[str, ...], include_hub: bool, dataset_version: str | None, seed: int,
     db_url: str | None, as_json: bool,
 ) -> None:
     """Try candidate models on TASK_ID zero-shot and few-shot and rank them."""
@@ -123,7 +127,10 @@ def select(
         cons = Constraints(
             max_params=parse_params(max_params) if max_params else None,
             licences=_licences(licence), memory_gb=memory_gb, precision=precision,
+            gpu_memory_gb=gpu_memory_gb, cpu_ram_gb=cpu_ram_gb,
         )
+        if machine:
+            cons = cons.with_machine(gpu_memory_gb=gpu_memory_gb, cpu_ram_gb=cpu_ram_gb)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if sample < 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from protege.cli.common import UserError, db_option
+from protege.gateway.config import GatewayConfig
 
 
 @click.command("serve")
@@ -40,15 +41,19 @@ from protege.cli.common import UserError, db_option
 @click.option("--engine", type=click.Choice(["embedded", "vllm", "openai"]), default="embedded", show_default=True,
               help="Student engine: embedded (transformers + PEFT here), vllm (start or use a vLLM server "
                    "with --enable-lora), openai (any OpenAI-compatible server: llama.cpp, Ollama).")
-@click.option("--engine-url", default=None, metavar="URL",
-              help="Base URL of the student server for --engine vllm/openai; with vllm and no URL, "
-                   "protege starts one.")
+@click.option("--engine-url", "--vllm-url", "engine_url", default=None, metavar="URL",
+              help="Base URL of the student server for --engine vllm/openai (an existing vLLM OpenAI "
+                   "server started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); with "
+                   "vllm and no URL, protege starts one.")
+@click.option("--engine-guided", type=click.Choice(["structured_outputs", "guided_grammar", "off"]), default=None,
+              help=GatewayConfig.__dataclass_fields__["engine_guided"].metadata["help"].capitalize() + ".")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_env: str | None,
           redact: str | None, timeout_s: float, client: str, spool_path: str | None, durability: str, max_body_mb: float, open_metrics: bool,
           capture_thread: bool,
-          students: bool, base_model: str, engine: str, engine_url: str | None, log_level: str) -> None:
+          students: bool, base_model: str, engine: str, engine_url: str | None, engine_guided: str | None,
+          log_level: str) -> None:
     """Run the OpenAI-compatible gateway: point an agent's base_url at
     http://HOST:PORT/v1 and every call it makes is captured to the store.
 
@@ -60,12 +65,13 @@ def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_
     from protege.capture.writer import WriterConfig
     from protege.config import default_db_url
     from protege.gateway.app import create_app, load_redact
-    from protege.gateway.config import GatewayConfig
     from protege.gateway.server import serve as run
     from protege.store import StoreError, make_engine, open_store
 
     if not upstream.startswith(("http://", "https://")):
         raise UserError(f"--upstream must be an http(s) URL, got {upstream!r}")
+    if engine_url is not None and not engine_url.startswith(("http://", "https://")):
+        raise UserError(f"--engine-url must be an http(s) URL, got {engine_url!r}")
     url = db_url or default_db_url()
     try:
         make_engine(url).dispose()  # a malformed URL is a user mistake: say so now
@@ -87,7 +93,7 @@ def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_
                         open_metrics=open_metrics,
                         students=students, base_model=base_model,
                         engine="embedded" if engine == "embedded" else "openai",
-                        engine_url=engine_url, engine_vllm=engine == "vllm")
+                        engine_url=engine_url, engine_vllm=engine == "vllm", engine_guided=engine_guided)
     vllm_proc = None
     if students and engine == "vllm" and not engine_url:
         from protege.serve.vllm import VllmError, start_vllm

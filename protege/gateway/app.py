@@ -956,7 +956,7 @@ def build_student_path(cfg: GatewayConfig, store: Any) -> Any:
         if not cfg.engine_url:
             raise ValueError("engine 'openai' needs engine_url (the student server's /v1 base URL)")
         engine = OpenAICompatEngine(cfg.engine_url.removesuffix("/v1"), _tokenizer_for(cfg.base_model),
-                                    vllm=cfg.engine_vllm)
+                                    vllm=cfg.engine_vllm, guided=cfg.engine_guided)
     else:
         raise ValueError(f"unknown student engine {cfg.engine!r}: use embedded or openai")
     return StudentPath(real_store, engine, poll_s=cfg.route_poll_s)

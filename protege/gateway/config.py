@@ -78,6 +78,11 @@ class GatewayConfig:
     engine_vllm: bool = field(
         default=False, metadata={"help": "the student server is vLLM: load adapters through its LoRA API"}
     )
+    engine_guided: str | None = field(
+        default=None,
+        metadata={"help": "request field for the tool schemas' grammar: structured_outputs (vLLM >= 0.12), "
+                  "guided_grammar (older vLLM) or off; default structured_outputs for vLLM, off otherwise"},
+    )
     max_batch: int = field(default=8, metadata={"help": "embedded engine: requests generated together"})
     route_poll_s: float = field(
         default=2.0, metadata={"help": "seconds between reads of routes and promoted adapters from the store"}

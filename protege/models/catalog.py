@@ -257,6 +257,20 @@ class Constraints:
     min_context: int | None = field(
         default=None, metadata={"help": "Context window needed (the task's longest prompt, in tokens)"}
     )
+    gpu_memory_gb: float | None = field(
+        default=None, metadata={"help": "GPU memory of the machine that will serve the student, in GB"}
+    )
+    cpu_ram_gb: float | None = field(
+        default=None, metadata={"help": "RAM of the machine that will serve the student, in GB"}
+    )
+
+    def with_machine(self, *, gpu_memory_gb: float | None = None, cpu_ram_gb: float | None = None) -> Constraints:
+        """These constraints for this machine: its GPU memory (0 without CUDA)
+        and its RAM, each measured unless given."""
+        from dataclasses import replace
+
+        return replace(self, gpu_memory_gb=gpu_memory_gb if gpu_memory_gb is not None else machine_gpu_gb(),
+                       cpu_ram_gb=cpu_ram_gb if cpu_ram_gb is not None else machine_ram_gb())
 
     def reasons(self, spec: ModelSpec) -> list[str]:
         """Why ``spec`` is rejected (empty when it passes)."""
@@ -267,9 +281,40 @@ class Constraints:
             out.append(f"licence {spec.licence} not allowed")
         if self.memory_gb is not None and spec.memory(self.precision) > self.memory_gb:
             out.append(f"needs {spec.memory(self.precision):.1f} GB ({self.precision}) > {self.memory_gb:g} GB")
+        machine = [(self.gpu_memory_gb, "GPU memory"), (self.cpu_ram_gb, "RAM")]
+        if any(gb is not None for gb, _ in machine):
+            # A student runs where it fits: on the GPU, else on the CPU.
+            need = spec.memory(self.precision)
+            if not any(gb is not None and need <= gb for gb, _ in machine):
+                have = " or ".join(f"{gb:g} GB {what}" for gb, what in machine if gb is not None)
+                out.append(f"needs {need:.1f} GB ({self.precision}) > {have}")
         if self.min_context is not None and spec.context_window < self.min_context:
             out.append(f"context {spec.context_window} < {self.min_context} tokens")
         return out
 
     def rejects(self, spec: ModelSpec) -> bool:
         return bool(self.reasons(spec))
+
+
+def machine_ram_gb() -> float | None:
+    """This machine's total RAM in GB (None where it cannot tell)."""
+    import os
+
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def machine_gpu_gb() -> float:
+    """Memory of this machine's largest CUDA GPU in GB; 0 without one (or without torch)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return 0.0
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0.0
+    return round(max(torch.cuda.get_device_properties(i).total_memory
+                     for i in range(torch.cuda.device_count())) / 1e9, 1)

@@ -260,8 +260,9 @@ def schema_constraint(tokenizer: Any, grammars: Sequence[Any], prompt_width: int
             scores = scores.clone()
             if rows:
                 idx = torch.tensor(rows, dtype=torch.long)
-                sub = scores[idx, :vocab].float()
-                lt.apply_token_bitmask_inplace(sub, self.mask[idx])
+                sub = scores[idx.to(scores.device), :vocab].float()
+                # The mask is filled on the CPU; the scores may sit on a GPU.
+                lt.apply_token_bitmask_inplace(sub, self.mask[idx].to(sub.device))
                 scores[idx, :vocab] = sub.to(scores.dtype)
                 if scores.shape[1] > vocab:  # padded output layer: never a real token
                     scores[idx, vocab:] = float("-inf")

@@ -266,6 +266,7 @@ class EmbeddedEngine:
         try:
             prompts = [self._prompt(j) for j in batch]
             enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = enc.to(self.model.device)  # a base loaded on a GPU generates there
             limits = [
                 self._specs[j.adapter].max_new_tokens if j.adapter in self._specs else self.max_new_tokens
                 for j in batch
@@ -347,7 +348,16 @@ class OpenAICompatEngine:
     """A student served by an OpenAI-compatible server (vLLM with
     ``--enable-lora``, llama.cpp's server, Ollama). The prompt is rendered
     here, exactly as in training, and sent to ``/v1/completions``; the
-    adapter is addressed as the model name."""
+    adapter is addressed as the model name.
+
+    With ``vllm=True`` adapters are loaded and unloaded through vLLM's
+    dynamic-LoRA endpoints as the registry promotes and demotes, and each
+    request carries the grammar of its tool schemas
+    (``protege.models.grammar``) in ``structured_outputs`` (vLLM >= 0.12;
+    ``guided="guided_grammar"`` for older servers). The grammar is written in
+    llguidance's dialect: the server needs the ``guidance`` backend
+    (``protege.serve.vllm.vllm_command`` starts it so).
+    """
 
     def __init__(
         self,
@@ -357,24 +367,39 @@ class OpenAICompatEngine:
         api_key: str | None = None,
         timeout_s: float = 60.0,
         transport: Any = None,
+        sync_transport: Any = None,
         vllm: bool = False,
+        guided: str | None = None,
+        top_logprobs: int = 2,
     ) -> None:
         import httpx
 
+        if guided not in (None, *GUIDED_FIELDS):
+            raise ValueError(f"unknown guided decoding field {guided!r} (one of {', '.join(GUIDED_FIELDS)})")
         self.base_url = base_url.rstrip("/")
         self.tokenizer = tokenizer
         self.vllm = vllm
+        # Only vLLM is known to take the grammar; other servers get none by default.
+        self.guided = guided if guided is not None else ("structured_outputs" if vllm else "off")
+        # Two per step: the runner-up gives the margin signal as the embedded engine measures it.
+        self.top_logprobs = top_logprobs
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
             base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
         )
-        self._sync = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        self._sync = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s,
+                                  transport=sync_transport)
         self._specs: dict[str, AdapterSpec] = {}
 
     def load_adapter(self, spec: AdapterSpec) -> None:
+        """Load (or replace, on a new promotion) the adapter served as ``spec.name``."""
         if self.vllm and spec.path is not None:
-            # vLLM's runtime LoRA loading (needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True).
-            self._sync.post("/v1/unload_lora_adapter", json={"lora_name": spec.name})
+            # vLLM refuses a name it already serves: drop the old version first
+            # (a 404 here only says it was not loaded). Needs
+            # VLLM_ALLOW_RUNTIME_LORA_UPDATING=True on the server.
+            r = self._sync.post("/v1/unload_lora_adapter", json={"lora_name": spec.name})
+            if r.status_code >= 500:
+                raise RuntimeError(f"vLLM failed unloading {spec.name}: {r.status_code} {r.text[:200]}")
             r = self._sync.post(
                 "/v1/load_lora_adapter", json={"lora_name": spec.name, "lora_path": str(spec.path)}
             )
@@ -383,15 +408,19 @@ class OpenAICompatEngine:
         self._specs[spec.name] = spec
 
     def unload_adapter(self, name: str) -> None:
-        if self.vllm:
-            self._sync.post("/v1/unload_lora_adapter", json={"lora_name": name})
+        # Forget it first: even if vLLM is unreachable, no request is routed to it again.
         self._specs.pop(name, None)
+        if self.vllm:
+            r = self._sync.post("/v1/unload_lora_adapter", json={"lora_name": name})
+            if r.status_code >= 400 and r.status_code != 404:
+                raise RuntimeError(f"vLLM failed unloading {name}: {r.status_code} {r.text[:200]}")
 
     def adapters(self) -> list[str]:
         return sorted(self._specs)
 
-    async def generate(self, adapter: str, request: dict[str, Any]) -> StudentAnswer:
-        from protege.models.toolcall import build_prompt, parse_completion
+    def request_body(self, adapter: str, request: dict[str, Any]) -> dict[str, Any]:
+        """The ``/v1/completions`` body for one chat request (prompt rendered as in training)."""
+        from protege.models.toolcall import build_prompt
 
         spec = self._specs.get(adapter) or AdapterSpec(name=adapter)
         prompt = build_prompt(
@@ -401,27 +430,38 @@ class OpenAICompatEngine:
             prefix=spec.prefix,
             drop_prefix=spec.drop_prefix,
         )
+        body: dict[str, Any] = {
+            "model": adapter,
+            "prompt": prompt,
+            "max_tokens": spec.max_new_tokens,
+            "temperature": 0,
+            # For the answer's confidence; servers without logprobs send none.
+            "logprobs": self.top_logprobs,
+        }
+        if self.guided != "off":
+            from protege.models.grammar import request_grammar
+
+            grammar = request_grammar(request)
+            if grammar is not None:
+                if self.guided == "structured_outputs":
+                    body["structured_outputs"] = {"grammar": grammar}
+                else:
+                    body["guided_grammar"] = grammar
+        return body
+
+    async def generate(self, adapter: str, request: dict[str, Any]) -> StudentAnswer:
+        from protege.models.toolcall import parse_completion
+
         t0 = time.perf_counter()
-        r = await self._client.post(
-            "/v1/completions",
-            json={
-                "model": adapter,
-                "prompt": prompt,
-                "max_tokens": spec.max_new_tokens,
-                "temperature": 0,
-                "logprobs": 1,  # for the answer's confidence; servers without them send none
-            },
-        )
+        r = await self._client.post("/v1/completions", json=self.request_body(adapter, request))
         r.raise_for_status()
         body = r.json()
         choice = (body.get("choices") or [{}])[0]
         text = choice.get("text") or ""
         message = parse_completion(text)
         usage = body.get("usage") or {}
-        from protege.models.confidence import from_logprobs
-
         lp = choice.get("logprobs")
-        confidence = from_logprobs(lp.get("token_logprobs")) if isinstance(lp, dict) else None
+        signals = logprob_signals(lp) if isinstance(lp, dict) else None
         return StudentAnswer(
             message=message,
             finish_reason=finish_of(message, choice.get("finish_reason") == "length"),
@@ -429,7 +469,8 @@ class OpenAICompatEngine:
             completion_tokens=int(usage.get("completion_tokens") or 0),
             latency_ms=(time.perf_counter() - t0) * 1000,
             text=text,
-            confidence=confidence,
+            confidence=None if signals is None else signals["min_prob"],
+            signals=signals,
         )
 
     def close(self) -> None:
@@ -438,3 +479,32 @@ class OpenAICompatEngine:
             asyncio.get_running_loop().create_task(self._client.aclose())
         except RuntimeError:
             asyncio.run(self._client.aclose())
+
+
+# Where a request's grammar goes: vLLM >= 0.12 reads ``structured_outputs``,
+# older servers ``guided_grammar``; "off" sends none.
+GUIDED_FIELDS = ("structured_outputs", "guided_grammar", "off")
+
+
+def logprob_signals(logprobs: dict[str, Any]) -> dict[str, float] | None:
+    """``protege.models.confidence.SIGNALS`` from an OpenAI completions
+    ``logprobs`` object (``token_logprobs`` of the chosen tokens,
+    ``top_logprobs`` one dict per step); ``min_margin`` needs two per step."""
+    import math
+
+    from protege.models.confidence import from_logprobs
+
+    chosen = [float(x) for x in logprobs.get("token_logprobs") or [] if x is not None]
+    low = from_logprobs(chosen)
+    if low is None:
+        return None
+    out = {"min_prob": low, "mean_logprob": sum(chosen) / len(chosen)}
+    tops = logprobs.get("top_logprobs") or []
+    margins = []
+    for step in tops:
+        if isinstance(step, dict) and step:
+            probs = sorted((math.exp(float(v)) for v in step.values()), reverse=True)
+            margins.append(probs[0] - (probs[1] if len(probs) > 1 else 0.0))
+    if margins and len(margins) == len(chosen):
+        out["min_margin"] = min(margins)
+    return out

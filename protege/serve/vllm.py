@@ -28,6 +28,10 @@ def vllm_command(model: str, port: int, *, max_loras: int = 8, max_lora_rank: in
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model, "--host", "127.0.0.1", "--port", str(port),
         "--enable-lora", "--max-loras", str(max_loras), "--max-lora-rank", str(max_lora_rank),
+        # The answer grammars are written in llguidance's dialect (protege.models.grammar).
+        "--structured-outputs-config.backend", "guidance",
+        # Logprobs after the grammar mask, as the embedded engine measures confidence.
+        "--logprobs-mode", "processed_logprobs",
         *(extra or []),
     ]
 
@@ -47,14 +51,16 @@ def resolve_model(base_model: str) -> str:
     return str(ensure_cached(spec.name)) if spec.offline else spec.hub_id
 
 
-def start_vllm(base_model: str, *, port: int | None = None, timeout_s: float = 600.0) -> tuple[Any, str]:
-    """Launch vLLM and wait until it answers; returns (process, base URL)."""
+def start_vllm(base_model: str, *, port: int | None = None, timeout_s: float = 600.0,
+               extra: list[str] | None = None) -> tuple[Any, str]:
+    """Launch vLLM and wait until it answers; returns (process, base URL).
+    ``extra``: more ``vllm serve`` arguments (memory share, context length)."""
     if importlib.util.find_spec("vllm") is None:
         raise VllmError("vLLM is not installed: it is an optional extra (pip install 'protege[gpu]'), "
                         "or pass --engine-url of a running server")
     port = port or _free_port()
     env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True")
-    proc = subprocess.Popen(vllm_command(resolve_model(base_model), port), env=env)
+    proc = subprocess.Popen(vllm_command(resolve_model(base_model), port, extra=extra), env=env)
     url = f"http://127.0.0.1:{port}"
     import httpx
 

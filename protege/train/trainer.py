@@ -468,7 +468,10 @@ def train_adapter(
     if world > 1:
         from accelerate import Accelerator
 
-        accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
+        # Without CUDA the processes meet over gloo (accelerate would otherwise
+        # take each one for a single-process run and train every shard on every rank).
+        accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no",
+                                  cpu=not use_cuda)
         device = str(accelerator.device)
     if cfg.quantization == "4bit":
         model = _quantized(model, cfg, device)
@@ -512,7 +515,14 @@ def train_adapter(
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(ckpt["rng"]["python"])
     # the version directory is claimed only once everything above succeeded
-    if run_dir is None:
+    if run_dir is None and accelerator is not None:
+        # One run, one version: the main process claims the directory and tells the others.
+        from accelerate.utils import broadcast_object_list
+
+        claimed = [str(new_run_dir(task_id, _registry_next_version(store, task_id)))
+                   if accelerator.is_main_process else None]
+        run_dir = Path(broadcast_object_list(claimed)[0])
+    elif run_dir is None:
         run_dir = new_run_dir(task_id, _registry_next_version(store, task_id))
     run_dir.mkdir(parents=True, exist_ok=True)
     if synthetic:
