@@ -26,6 +26,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -240,7 +241,9 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 40, max_task
     os.environ["PROTEGE_HOME"] = str(home)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     home.mkdir(parents=True, exist_ok=True)
-    con = Console()
+    # Piped to a file (CI, a multiplexer log) rich assumes 80 columns and cuts
+    # the gate's reasons mid-word: give it room, and print reasons whole below.
+    con = Console() if sys.stdout.isatty() else Console(width=160, soft_wrap=False)
     t_start = time.perf_counter()
     phases: dict[str, float] = {}
 
@@ -332,6 +335,9 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 40, max_task
             t.add_row(task_id.removeprefix("task_"), str(info.get("action")), s, f,
                       why if info.get("adapter") else why.split(";")[0][:70])
         con.print(t)
+        for task_id, info in sorted(rep.tasks.items()):
+            if info.get("adapter") and info.get("reason"):
+                con.print(f"[bold]{task_id.removeprefix('task_')}[/]: {info['reason']}", soft_wrap=True)
         if rep.status == "failed":
             # Stop before the unseen traffic: run again and the flywheel resumes.
             con.print(f"[red]the flywheel failed: {rep.error}[/]")
