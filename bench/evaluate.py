@@ -1,6 +1,6 @@
 """Evaluation benchmark, each part against a naive baseline in the same run.
 
-    .venv/bin/python bench/evaluate.py                 # bootstrap + BFCL agreement
+    .venv/bin/python bench/evaluate.py                 # bootstrap + BFCL agreement + documented defaults
     .venv/bin/python bench/evaluate.py --quick         # smaller
     .venv/bin/python bench/evaluate.py --student       # also SmolLM2-135M generation (slow)
 
@@ -16,7 +16,9 @@
    (another acceptable value, numbers sent as strings, integers sent as floats,
    upper-cased strings, an argument dropped, parallel calls reversed); every
    disagreement is counted by its explanation (none may be "unclassified").
-3. (--student) Greedy generation with SmolLM2-135M (+ a fresh LoRA adapter) on
+3. Defaults stated only in a tool's description ("Default is 'c'"), read by
+   ``documented_default``, judged against BFCL's possible answers.
+4. (--student) Greedy generation with SmolLM2-135M (+ a fresh LoRA adapter) on
    BFCL examples: protege's length-sorted batches of 8 against one request at
    a time; seconds per call and generated tokens/s.
 """
@@ -291,6 +293,52 @@ def bench_student(quick: bool, threads: int | None = None) -> None:
     print(f"identical answers batched vs alone: {same}/{len(rows)}")
 
 
+def bench_defaults() -> None:
+    """Defaults read from the tools' descriptions (``documented_default``),
+    judged by BFCL's possible answers: where the parser finds a default for an
+    argument of a ground-truth call, does BFCL accept leaving it out, and is
+    the default one of the values it accepts? Against the naive reading (only
+    a schema's ``default`` key), which finds none of these."""
+    from protege.evaluate.metrics import canon, documented_default
+    from protege.importers import bfcl as B
+
+    print("\n== 3. defaults stated in tool descriptions, against BFCL's possible answers ==")
+    c: collections.Counter[str] = collections.Counter()
+    for cat in SINGLE_TURN:
+        answers = B._answers(cat)
+        for _, e in B.category_entries(cat):
+            fns = e["function"] if isinstance(e["function"], list) else [e["function"]]
+            docs = {f["name"]: (f.get("parameters") or {}).get("properties") or {} for f in fns}
+            for call in (answers.get(e["id"]) or {}).get("ground_truth") or []:
+                for name, args in (call.items() if isinstance(call, dict) else ()):
+                    for key, accepted in args.items():
+                        prop = docs.get(name, {}).get(key)
+                        if not isinstance(prop, dict) or "default" in prop:
+                            continue
+                        c["described"] += "default" in str(prop.get("description", "")).lower()
+                        found, value = documented_default(prop)
+                        if not found:
+                            continue
+                        c["parsed"] += 1
+                        values = [a for a in accepted if a != ""]
+                        hit = any(canon(value) == canon(a) or str(value).lower() == str(a).lower() for a in values)
+                        if "" in accepted:
+                            c["BFCL accepts omission: default among its values" if hit or not values
+                              else "BFCL accepts omission: default not among its values (no effect)"] += 1
+                        else:
+                            c["BFCL requires the argument: it is the default (protege more lenient)" if hit
+                              else "BFCL requires another value (no effect)"] += 1
+    print(f"arguments whose description mentions a default: {c.pop('described')}; a value read from it: "
+          f"{c['parsed']} (the schema-key-only reading: 0)")
+    parsed = c.pop("parsed")
+    for k, n in c.most_common():
+        print(f"  {n:>5}  {k}")
+    same = c["BFCL accepts omission: default among its values"]
+    lenient = c["BFCL requires the argument: it is the default (protege more lenient)"]
+    print(f"where the reading makes a difference, BFCL agrees {same} of {same + lenient} "
+          f"({same / max(1, same + lenient):.1%}); of {parsed} read")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -299,6 +347,7 @@ def main() -> None:
     args = ap.parse_args()
     bench_bootstrap(args.quick)
     bench_agreement(args.quick)
+    bench_defaults()
     if args.student:
         bench_student(args.quick, args.threads)
 

@@ -148,6 +148,16 @@ def test_stratified_group_split_unit() -> None:
         assert abs(share - 0.2) < 0.03
 
 
+def test_split_of_functions_called_once_follows_the_fractions() -> None:
+    # Requests that bring their own functions: every row its own stratum. Each
+    # such stratum alone would always go to the biggest split.
+    strata = [f"fn_{i}" for i in range(400)] + ["shared"] * 100
+    out = stratified_group_split(strata, list(range(500)), {"train": 0.64, "validation": 0.08, "test": 0.28})
+    once = Counter(out[:400])
+    assert abs(once["test"] / 400 - 0.28) < 0.02 and abs(once["validation"] / 400 - 0.08) < 0.02
+    assert abs(Counter(out[400:])["test"] / 100 - 0.28) < 0.03
+
+
 def test_prefix_detection() -> None:
     rows = [trace_to_row(_call_trace(i, f"s{i}", "search")) for i in range(5)]
     p = detect_prefix(rows)

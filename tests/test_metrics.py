@@ -101,6 +101,37 @@ def test_declared_default_equals_an_omitted_argument():
     assert tc(msg(("get_weather", {"city": "Paris", "detailed": True})), ref)["exact_call_match"] == 0.0
 
 
+@pytest.mark.parametrize(("text", "found", "value"), [
+    ("Sequence format (default to 'fasta').", True, "fasta"),
+    ("Unit of temperature, 'c' or 'f'. Default is 'c'.", True, "c"),
+    ("The calibration factor, default value is 1e9 assuming CFU/mL.", True, 1e9),
+    ("Initial velocity in m/s. Default is zero.", True, 0),
+    ("Include the full text. Defaults to false.", True, False),
+    ("The unit (default: meters)", True, "meters"),
+    ("Number of results. Default is 0 if not specified", True, 0),
+    # Prose that states no single value: no default.
+    ("Date of the event, defaults to the current date", False, None),
+    ("Gravity. Default is 9.81 m/s^2, earth's gravity.", False, None),
+    ("Duration. Default is 60 minutes", False, None),
+    ("Filter. Default is empty if not specified", False, None),
+    ("The year of the report.", False, None),
+])
+def test_documented_default_reads_the_description(text, found, value):
+    assert M.documented_default({"type": "string", "description": text}) == (found, value)
+
+
+def test_documented_default_equals_an_omitted_argument():
+    tools = [{"type": "function", "function": {"name": "fetch", "parameters": {"type": "object", "properties": {
+        "id": {"type": "string"},
+        "format": {"type": "string", "description": "Output format (default to 'fasta')."},
+        "upstream": {"type": "integer", "description": "Base pairs upstream. Default is 0."}}, "required": ["id"]}}}]
+    ref = msg(("fetch", {"id": "DNA123"}))
+    same = msg(("fetch", {"id": "DNA123", "format": "fasta", "upstream": 0}))
+    assert M.tool_call_metrics([same], [ref], [tools])["exact_call_match"] == 1.0
+    other = msg(("fetch", {"id": "DNA123", "format": "genbank"}))
+    assert M.tool_call_metrics([other], [ref], [tools])["exact_call_match"] == 0.0
+
+
 def test_argument_precision_recall_f1_counts_triples():
     ref = msg(("get_weather", {"city": "Paris", "days": 3, "unit": "Celsius"}))
     pred = msg(("get_weather", {"city": "Paris", "days": 4}))

@@ -5,6 +5,7 @@ import json
 import random
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -312,3 +313,27 @@ def test_tools_picked_per_request_from_a_catalogue_are_not_own_functions():
         members = [f for f, lab in zip(feats, result.labels, strict=True) if lab == g]
         task = describe(members, total_n=len(feats), total_cost=0.0, keywords=[], centroid=None)
         assert task.own_tools < 0.5
+
+
+def test_requests_that_bring_their_own_functions_are_one_task(tmp_path):
+    """The demo's single-call agent, whose requests each offer their own
+    Python functions (BFCL simple_python and multiple: topics from geometry to
+    law, a few functions recurring), is one task, not one per topic. (Python
+    against Java/JavaScript sites behind one prompt: bench/tasks.py.)"""
+    from protege.flywheel.demo import workload
+    from protege.importers import bfcl as B
+    from protege.store import open_store
+
+    traces, agent = [], []
+    for i, (cat, e, prompt) in enumerate(workload((), (("python-tools", ("simple_python", "multiple")),))["seen"]):
+        cfg = B.BfclImportConfig(model=B.DEFAULT_MODEL, system_prompt=prompt)
+        for ex in B.entry_exchanges(cat, e, i, cfg, cat):
+            traces.append(build_trace(ex.request, ex.response, source="sdk"))
+            agent.append(cat in ("simple_python", "multiple"))  # beside it, the long tail
+    store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    store.add_traces(traces)
+    discover_tasks(store, DiscoverConfig())  # MiniLM: the topics show, and must not split the task
+    got = {t.id: t.task_id for t in store.iter_traces()}
+    tasks = Counter(got[t.id] for t, a in zip(traces, agent, strict=True) if a)
+    main, n = tasks.most_common(1)[0]
+    assert main is not None and n >= 0.97 * sum(agent), tasks

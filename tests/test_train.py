@@ -342,6 +342,17 @@ def test_top_layers_only(tok) -> None:
     assert res.config["lora_layers"] == [1]
 
 
+def test_token_budget_caps_the_steps(tok) -> None:
+    from protege.train import train_adapter
+
+    ds = make_dataset(40, 0)
+    full = train_adapter(dataset=ds, config=fast_config(batch_size=4, epochs=1), model=tiny_model(tok), tokenizer=tok)
+    per_step = full.metrics["tokens"] / full.metrics["steps"]
+    capped = train_adapter(dataset=ds, config=fast_config(batch_size=4, epochs=1, max_tokens=int(3 * per_step)),
+                           model=tiny_model(tok), tokenizer=tok)
+    assert full.metrics["steps"] > 5 and 2 <= capped.metrics["steps"] <= 4
+
+
 class Stop(Exception):
     pass
 

@@ -54,6 +54,9 @@ def group_rows(keys_per_row: Sequence[Sequence[Hashable]]) -> list[int]:
     return out
 
 
+RARE = "\0rare"
+
+
 def stratified_group_split(
     strata: Sequence[str],
     groups: Sequence[int],
@@ -72,6 +75,12 @@ def stratified_group_split(
     members: dict[int, list[int]] = {}
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)
+    # A stratum too small to have a row in every split (a function called
+    # once, as when each request brings its own) would always land in the
+    # biggest split: such strata are balanced together, as one.
+    sizes_of = Counter(strata)
+    smallest = min(frac.values())
+    strata = [RARE if sizes_of[k] * smallest < 1 else k for k in strata]
     strata_total = Counter(strata)
     n = len(strata)
     group_strata = {g: Counter(strata[i] for i in rows) for g, rows in members.items()}

@@ -23,7 +23,9 @@ Comparison rules for tool-call arguments (documented because they decide what
   "Paris" and "paris" may well mean different things to the tool behind it;
 * arrays are ordered (JSON Schema arrays are sequences); objects are compared
   key by key after coercion of each property;
-* an argument left out on one side equals the schema's declared ``default``;
+* an argument left out on one side equals the schema's declared ``default``,
+  or the default its description states in so many words ("Default is 'c'",
+  "defaults to 0", "default value is 1e9"; see ``documented_default``);
 * parallel calls are a multiset: order does not matter, and argument triples are
   counted over the optimal one-to-one pairing of predicted and reference calls.
 """
@@ -343,15 +345,59 @@ def tool_schemas(tools: Sequence[dict[str, Any]] | None) -> dict[str, dict[str, 
     return out
 
 
+# "Default is 'c'", "defaults to 0", "default value is 1e9", "(default: fasta)":
+# one value right after the phrase, then the end of the clause. Anything looser
+# ("defaults to the current date", "Default is 60 minutes") states no value.
+_DEFAULT_RX = re.compile(
+    r"\bdefaults?(?:\s+value)?(?:\s+(?:is|to|of))?(?:\s+set\s+to)?\s*[:=]?\s*"
+    r"(?:'([^']*)'|\"([^\"]*)\"|(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)(?!\w|\.\d)|([A-Za-z][\w/-]*))"
+    r"(?=\s*(?:$|[.,;()]|(?:if|when|unless|assuming)\b))",
+    re.IGNORECASE,
+)
+_NOT_A_VALUE = {"the", "a", "an", "empty", "none", "null", "nothing", "current", "all", "any", "if", "is",
+                "to", "set", "value", "unspecified", "not", "no"}
+
+
+def documented_default(prop: dict[str, Any]) -> tuple[bool, Any]:
+    """(found, value): the property's ``default``, else the one its
+    description states. Tool authors often write the default in prose only;
+    an argument given at that value means what leaving it out means."""
+    if "default" in prop:
+        return True, prop["default"]
+    text = prop.get("description")
+    if not isinstance(text, str) or "default" not in text.lower():
+        return False, None
+    m = _DEFAULT_RX.search(text)
+    if m is None:
+        return False, None
+    quoted = m.group(1) if m.group(1) is not None else m.group(2)
+    if quoted is not None:
+        return (True, quoted) if quoted else (False, None)
+    if m.group(3) is not None:
+        num = float(m.group(3))
+        return True, int(num) if num.is_integer() and "." not in m.group(3) and "e" not in m.group(3).lower() else num
+    word = m.group(4)
+    if word.lower() == "zero":
+        return True, 0
+    if word.lower() in ("true", "false"):
+        return True, word.lower() == "true"
+    if word.lower() in _NOT_A_VALUE:
+        return False, None
+    return True, word
+
+
 def _with_defaults(a: dict[str, Any], b: dict[str, Any], schema: dict[str, Any] | None) -> tuple[dict, dict]:
     props = (schema or {}).get("properties") or {}
     a, b = dict(a), dict(b)
     for key, prop in props.items():
-        if isinstance(prop, dict) and "default" in prop:
-            if key in a and key not in b:
-                b[key] = prop["default"]
-            elif key in b and key not in a:
-                a[key] = prop["default"]
+        if not isinstance(prop, dict) or (key in a) == (key in b):
+            continue
+        found, value = documented_default(prop)
+        if found:
+            if key in a:
+                b[key] = value
+            else:
+                a[key] = value
     return a, b
 
 

@@ -38,7 +38,10 @@ from typing import Any
 SUITES = (("VehicleControlAPI",), ("TradingBot",))
 VARIANTS = ("multi_turn_base", "multi_turn_miss_param", "multi_turn_miss_func")
 UNSEEN_EVERY = 7  # every 7th question of a suite (all its variants) is held out
-TAIL = (("simple_python", 40, 20), ("irrelevance", 20, 10))  # category, seen, unseen
+# Single-call agents: each request is answered in one step (a call with its
+# arguments, or text), its own system prompt, functions brought per request.
+SINGLE = (("python-tools", ("simple_python", "multiple")),)
+TAIL = (("simple_java", 20, 10), ("irrelevance", 20, 10))  # category, seen, unseen
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float | None, float | None, float | None]:
@@ -64,15 +67,24 @@ def suite_prompt(suite: tuple[str, ...]) -> str:
             + B.DEFAULT_SYSTEM_PROMPT)
 
 
-def workload(suites: tuple[tuple[str, ...], ...] = SUITES) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """BFCL entries for the seen (training) and unseen (evaluation) traffic.
+def single_prompt(agent: str) -> str:
+    """The system prompt of the single-call agent ``agent``."""
+    from protege.importers import bfcl as B
+
+    return f"You are the {agent} assistant of this application. " + B.DEFAULT_SYSTEM_PROMPT
+
+
+def workload(suites: tuple[tuple[str, ...], ...] = SUITES,
+             single: tuple[tuple[str, tuple[str, ...]], ...] = SINGLE) -> dict[str, list[Any]]:
+    """BFCL entries for the seen (training) and unseen (evaluation) traffic,
+    each as (category, entry, system prompt).
 
     Held-out traffic is split by question, not by entry, so no variant of an
     unseen question was ever captured for training."""
     from protege.importers import bfcl as B
 
-    seen: list[tuple[str, dict[str, Any]]] = []
-    unseen: list[tuple[str, dict[str, Any]]] = []
+    seen: list[Any] = []
+    unseen: list[Any] = []
     for suite in suites:
         for cat in VARIANTS:
             group = [e for _, e in B.category_entries(cat)
@@ -80,11 +92,15 @@ def workload(suites: tuple[tuple[str, ...], ...] = SUITES) -> dict[str, list[tup
             questions = sorted({question_of(e) for e in _entries_of(suite)})
             held = set(questions[UNSEEN_EVERY - 1 :: UNSEEN_EVERY])
             for e in group:
-                (unseen if question_of(e) in held else seen).append((cat, e))
+                (unseen if question_of(e) in held else seen).append((cat, e, suite_prompt(suite)))
+    for agent, cats in single:
+        for cat in cats:
+            for i, (_, e) in enumerate(B.category_entries(cat)):
+                (unseen if i % UNSEEN_EVERY == UNSEEN_EVERY - 1 else seen).append((cat, e, single_prompt(agent)))
     for cat, n_seen, n_unseen in TAIL:
         pairs = B.category_entries(cat)
-        seen += [(cat, e) for _, e in pairs[:n_seen]]
-        unseen += [(cat, e) for _, e in pairs[n_seen : n_seen + n_unseen]]
+        seen += [(cat, e, B.DEFAULT_SYSTEM_PROMPT) for _, e in pairs[:n_seen]]
+        unseen += [(cat, e, B.DEFAULT_SYSTEM_PROMPT) for _, e in pairs[n_seen : n_seen + n_unseen]]
     return {"seen": seen, "unseen": unseen}
 
 
@@ -118,23 +134,15 @@ def _client(base_url: str, tag: bool) -> Any:
     return openai.OpenAI(base_url=base_url, api_key="demo", http_client=http, max_retries=0)
 
 
-def _prompt_for(cat: str, entry: dict[str, Any]) -> str:
-    from protege.importers import bfcl as B
-
-    if cat in B.MULTI_TURN:
-        return suite_prompt(tuple(sorted(entry["involved_classes"])))
-    return B.DEFAULT_SYSTEM_PROMPT
-
-
-def replay_index(entries: list[tuple[str, dict[str, Any]]]) -> Any:
+def replay_index(entries: list[Any]) -> Any:
     """The replay teacher's answers (BFCL ground truth) for ``entries``, each
     conversation under its agent's system prompt."""
     from protege.importers import bfcl as B
     from protege.teacher.replay import ReplayIndex
 
     pairs = []
-    for i, (cat, e) in enumerate(entries):
-        cfg = B.BfclImportConfig(model=B.DEFAULT_MODEL, system_prompt=_prompt_for(cat, e))
+    for i, (cat, e, prompt) in enumerate(entries):
+        cfg = B.BfclImportConfig(model=B.DEFAULT_MODEL, system_prompt=prompt)
         try:
             pairs += [(ex.request, ex.response) for ex in B.entry_exchanges(cat, e, i, cfg, cat)]
         except B._Skip:
@@ -142,14 +150,14 @@ def replay_index(entries: list[tuple[str, dict[str, Any]]]) -> Any:
     return ReplayIndex.from_pairs(pairs)
 
 
-def drive(client: Any, entries: list[tuple[str, dict[str, Any]]], label: str, progress: Any) -> list[Any]:
+def drive(client: Any, entries: list[Any], label: str, progress: Any) -> list[Any]:
     """Run the agent over ``entries``; one EntryResult each."""
     from protege.simulate.bfcl import SimulateConfig, run_entry
 
     out = []
     task = progress.add_task(label, total=len(entries))
-    for i, (cat, e) in enumerate(entries):
-        cfg = SimulateConfig(categories=[], system_prompt=_prompt_for(cat, e))
+    for i, (cat, e, prompt) in enumerate(entries):
+        cfg = SimulateConfig(categories=[], system_prompt=prompt)
         r = run_entry(client, cat, e, i, cfg)
         if r is not None:
             out.append(r)
@@ -231,9 +239,11 @@ def _served_quality(store: Any, since: float, index: Any, until: float | None = 
     }
 
 
-def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 40, max_tasks: int = 2,
+def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None, max_tokens: int = 140_000,
+             max_tasks: int = 2,
              base: str = "smollm2-135m-instruct",
-             suites: tuple[tuple[str, ...], ...] = SUITES) -> dict[str, Any]:
+             suites: tuple[tuple[str, ...], ...] = SUITES,
+             single: tuple[tuple[str, tuple[str, ...]], ...] = SINGLE) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
@@ -263,8 +273,8 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 40, max_task
     state_file = home / "demo_state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     store = open_store(db_url)
-    work = workload(suites)
-    cats = sorted({c for c, _ in work["seen"] + work["unseen"]})
+    work = workload(suites, single)
+    cats = sorted({c for c, _, _ in work["seen"] + work["unseen"]})
     con.rule("[bold]protege demo: traffic in, students out")
     with con.status("indexing the replay teacher (BFCL ground truth) ..."):
         index = replay_index(work["seen"] + work["unseen"])
@@ -306,17 +316,21 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int = 40, max_task
         # calls supervised inside it, the tools prefix dropped), two per step;
         # LoRA on every block (on this task 0.54 exact match against 0.41 with
         # the top 8, for twice the time: bench figures in docs/benchmarks.md).
+        # Every student gets the same budget of training tokens, whether its
+        # examples are long conversations or single calls.
         fcfg.train.max_steps = max_steps
+        fcfg.train.epochs = 3
+        fcfg.train.max_tokens = max_tokens
         fcfg.train.batch_size = 2
         fcfg.train.max_length = 2048
         fcfg.train.layers = "all"
         # Every core: the automatic count would leave out the cores this
         # process's own capture and discovery just kept busy.
         fcfg.train.threads = os.cpu_count() or 1
-        fcfg.train.eval_every = max_steps
+        fcfg.train.eval_every = 10**9  # validation loss once, at the end
         fcfg.train.max_eval_examples = 8
-        with con.status("flywheel ...") as st:
-            rep = run_flywheel(store, fcfg, progress=lambda m: st.update(f"flywheel: {m}"))
+        rep = run_flywheel(store, fcfg, progress=lambda m: con.print(f"[dim]flywheel: {m}[/]"),
+                           train_progress=True)
         tick = phase("flywheel (curate, tasks, datasets, train, evaluate, gate)", tick)
         summary["flywheel"] = {"status": rep.status, "error": rep.error, "seconds": round(rep.seconds, 1),
                                "tasks": rep.tasks}
@@ -456,20 +470,26 @@ def _write_html(store: Any, home: Path, s: dict[str, Any]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description="protege's offline end-to-end demo (BFCL, SmolLM2-135M students)")
     ap.add_argument("--home", type=Path, default=Path.cwd() / ".protege-demo", help="state directory (reused)")
-    ap.add_argument("--max-steps", type=int, default=40, help="training steps per student")
+    ap.add_argument("--max-tokens", type=int, default=140_000, help="training tokens per student (the budget)")
+    ap.add_argument("--max-steps", type=int, default=None, help="training steps per student (default: the budget)")
     ap.add_argument("--max-tasks", type=int, default=2, help="students trained")
     ap.add_argument("--base", default="smollm2-135m-instruct", help="student base model")
     ap.add_argument("--fresh", action="store_true", help="forget the cached state first")
     ap.add_argument("--suites", default=",".join("+".join(x) for x in SUITES),
                     help="the agents: BFCL multi-turn API suites, comma-separated ('+' joins the suites of "
                     "one agent), e.g. GorillaFileSystem,TravelAPI for a workload the recipe was not tuned on")
+    ap.add_argument("--single", default=",".join(f"{n}={'+'.join(c)}" for n, c in SINGLE),
+                    help="single-call agents, comma-separated NAME=CATEGORY+CATEGORY (BFCL single-turn "
+                    "categories), e.g. live-tools=live_simple+live_multiple")
     a = ap.parse_args()
     if a.fresh and a.home.exists():
         import shutil
 
         shutil.rmtree(a.home)
     suites = tuple(tuple(sorted(x.split("+"))) for x in a.suites.split(",") if x)
-    run_demo(a.home.resolve(), max_steps=a.max_steps, max_tasks=a.max_tasks, base=a.base, suites=suites)
+    single = tuple((n, tuple(c.split("+"))) for n, _, c in (x.partition("=") for x in a.single.split(",") if x))
+    run_demo(a.home.resolve(), max_steps=a.max_steps, max_tokens=a.max_tokens, max_tasks=a.max_tasks, base=a.base, suites=suites,
+             single=single)
 
 
 if __name__ == "__main__":

@@ -486,12 +486,24 @@ def recipe_trials(store: Any, task_id: str | None = None) -> list[dict[str, Any]
 
 
 def _evaluate(store: Any, cfg: FlywheelConfig, task_id: str, adapter_id: str, ds_version: str,
-              predictors: dict[str, Any] | None) -> dict[str, Any]:
+              predictors: dict[str, Any] | None, progress: bool = False) -> dict[str, Any]:
     from protege.evaluate import EvalConfig, evaluate_task
+    from protege.progress import Bar
 
     ecfg = EvalConfig(sample=cfg.eval_sample, dataset_version=ds_version, seed=cfg.seed)
-    rep = evaluate_task(store, task_id, adapter=adapter_id, baselines=cfg.eval_baselines, config=ecfg,
-                        predictors=predictors)
+    bars: dict[str, Bar] = {}
+
+    def advance(system: str, batch: int, total: int) -> None:
+        if system not in bars:
+            bars[system] = Bar(f"evaluate {task_id} ({system})", total).start()
+        bars[system].update(advance=batch)
+
+    try:
+        rep = evaluate_task(store, task_id, adapter=adapter_id, baselines=cfg.eval_baselines, config=ecfg,
+                            predictors=predictors, advance=advance if progress else None)
+    finally:
+        for bar in bars.values():
+            bar.stop()
     share = rep.share_of_teacher
     student = rep.metric("student")
     teacher = rep.metric("teacher")
@@ -653,7 +665,7 @@ def _run_steps(run: _Run, store: Any, cfg: FlywheelConfig, say: Progress, train_
                           lambda tid=task_id, d=ds, b=base: _train(store, cfg, tid, d, train_fn, train_progress, b))
         ev = run.step("evaluate", task_id,
                       lambda tid=task_id, a=tr["adapter_id"], v=ds["version"]:
-                      _evaluate(store, cfg, tid, a, v, predictors))
+                      _evaluate(store, cfg, tid, a, v, predictors, train_progress))
         g = run.step("gate", task_id, lambda tid=task_id, a=tr["adapter_id"], e=ev["evaluation_id"], d=ds, r=tr:
                      _gate(store, cfg, tid, a, e, d, r))
         t.update(adapter=tr["adapter"], evaluation=ev, action=g["action"], reason=g.get("reason"),

@@ -81,6 +81,11 @@ class ClusterConfig:
     w_leftover_instruction: float = field(
         default=0.3, metadata={"help": "weight of the instruction (against the called tool's description) there"}
     )
+    own_tools_style_gap: float = field(
+        default=0.5,
+        metadata={"help": "clusters of one call site whose requests bring their own functions are one task "
+                  "unless their functions' identifier styles differ by this much (0: never join)"},
+    )
     session_moves: int = field(
         default=3,
         metadata={"help": "rounds in which an action moves to the task it shares most agent sessions with "
@@ -372,6 +377,7 @@ def cluster_calls(
         groups.extend([] for _ in range(int(labels.max()) + 1))
         for a, lab in zip(members, labels, strict=True):
             groups[start + lab].append(a)
+    groups = _merge_own_tool_parts(groups, feats, cfg.own_tools_style_gap, cfg.min_distinct)
 
     groups = _merge_by_tool_loops(groups, feats, cfg.loop_merge_share)
     groups = _move_by_sessions(groups, feats, cfg.session_moves)
@@ -403,6 +409,45 @@ def cluster_calls(
                     continue
                 labels[i] = allowed[int(np.argmax(sub @ vecs[index[text]]))]
     return Clustering(labels, k, centroids[:k], silhouette, len(texts))
+
+
+def _merge_own_tool_parts(
+    parts: list[list[Atom]], feats: Sequence[CallFeatures], gap: float, recurring: int
+) -> list[list[Atom]]:
+    """Join the parts of one call site whose requests bring functions of their
+    own (a tool set is offered, on average, by fewer than ``recurring`` calls:
+    no shared catalogue), whose answers call them, and whose functions are
+    written alike.
+
+    Such requests share nothing but the prompt: the split between them follows
+    the topics of their functions (geometry against finance), which says
+    nothing about the job, filling a given function's arguments from the
+    request. What does differ between jobs there is the kind of functions
+    (a Python library against Java or JavaScript APIs), which shows in their
+    identifier style; parts whose style differs by ``gap`` or more stay apart."""
+    if gap <= 0 or len(parts) < 2:
+        return parts
+    out: list[list[Atom]] = []
+    joined: dict[str, list[tuple[float, int]]] = defaultdict(list)  # template -> (style, index in out)
+    for part in parts:
+        n = sum(len(a.members) for a in part)
+        templates = {a.key[0] for a in part}
+        offered = {feats[i].offered for a in part for i in a.members}
+        if len(templates) != 1 or any(a.action is None for a in part) or n > recurring * len(offered):
+            out.append(part)
+            continue
+        style = sum(a.style * len(a.members) for a in part) / n
+        same = joined[next(iter(templates))]
+        for k, (other, at) in enumerate(same):
+            if abs(other - style) < gap:
+                m = sum(len(a.members) for a in out[at])
+                same[k] = ((other * m + style * n) / (m + n), at)
+                out[at] = out[at] + part
+                break
+        else:
+            same.append((style, len(out)))
+            out.append(part)
+    return out
 
 
 def _merge_by_tool_loops(groups: list[list[Atom]], feats: Sequence[CallFeatures], share: float) -> list[list[Atom]]:

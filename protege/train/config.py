@@ -23,6 +23,11 @@ class TrainConfig:
     max_steps: int | None = field(
         default=None, metadata={"help": "Stop after this many optimizer steps (overrides epochs)"}
     )
+    max_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Stop after about this many training tokens (a compute budget that treats short "
+                  "single calls and long packed conversations alike; caps epochs and max_steps)"},
+    )
     lr: float = field(
         default=1e-3,
         metadata={

@@ -33,6 +33,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -297,29 +298,6 @@ def _eval_sample(n: int, k: int, seed: int) -> list[int]:
     return sorted(idx[:k]) if k and k < n else idx
 
 
-def _progress(enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-
-
 def _load_base(cfg: TrainConfig) -> tuple[Any, Any]:
     try:
         from protege.models.loader import load_base
@@ -495,6 +473,9 @@ def train_adapter(
     if world > 1:
         steps_per_epoch = math.ceil(steps_per_epoch / world)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    if cfg.max_tokens and lengths:
+        per_step = statistics.fmean(lengths) * cfg.batch_size * world
+        total_steps = max(1, min(total_steps, math.ceil(cfg.max_tokens / per_step)))
     warmup = int(cfg.warmup_ratio * total_steps)
     eval_every = cfg.eval_every or max(1, total_steps // 8)
     ckpt_every = cfg.checkpoint_every or eval_every
@@ -570,11 +551,13 @@ def train_adapter(
         torch.save(payload, tmp)
         os.replace(tmp, run_dir / CHECKPOINT)
 
-    bar = _progress(progress and is_main)
-    bar_task = None
-    if bar is not None:
+    bar = None
+    if progress and is_main:
+        from protege.progress import Bar
+
+        bar = Bar(f"train {task_id}", total_steps)
+        bar.done = state.step
         bar.start()
-        bar_task = bar.add_task(f"train {task_id}", total=total_steps, completed=state.step, info="")
 
     peft_model.train()
     stop_reason = "completed"
@@ -619,7 +602,7 @@ def train_adapter(
                     info = f"loss {loss_value:.3f}"
                     if state.val_curve:
                         info += f" val {state.val_curve[-1][1]:.3f}"
-                    bar.update(bar_task, completed=state.step, info=f"{info}  {tps:.0f} tok/s")
+                    bar.update(state.step, info=f"{info}  {tps:.0f} tok/s")
                 epoch_done = state.batch_in_epoch >= len(batches)
                 if epoch_done:
                     state.epoch += 1
