@@ -24,11 +24,11 @@ setup: $(STAMP)
 # flywheel training SmolLM2-135M students, then unseen traffic and a report.
 # State in .protege-demo/ (a second run reuses it).
 demo: $(STAMP)
-	$(PY) -m protege.flywheel.demo
+	$(VENV)/bin/protege demo
 
 # Capture only (a minute): fake teacher, gateway, a scripted agent, logs stats.
 demo-capture: $(STAMP)
-	$(PY) -m protege.demo
+	$(VENV)/bin/protege demo --capture-only
 
 test: $(STAMP)
 	$(PY) -m pytest -q

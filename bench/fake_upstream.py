@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protege.gateway.fake_upstream import main  # noqa: E402
+from protege.testing.fake_upstream import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CASES = ROOT / "bench" / "data" / "pii_cases.jsonl"
+# Built by bench/pii_heldout.py from other sources; never tuned on.
+HELDOUT = ROOT / "bench" / "data" / "pii_heldout.jsonl"
 
 # The kinds a secret can be labelled with are interchangeable for strict matching.
 _GROUP = {
@@ -215,6 +217,8 @@ def quality(repeats: int) -> None:
         if held["misses"] or held["false_positives"]:
             print("  held-out misses:", "; ".join(held["misses"]) or "-")
             print("  held-out false positives:", "; ".join(held["false_positives"]) or "-")
+    if HELDOUT.exists():
+        heldout_columns(systems, results, load_cases(HELDOUT))
     best = results["protege"]
     base = results["naive regex (email+phone)"]
     print(
@@ -226,6 +230,37 @@ def quality(repeats: int) -> None:
         print("protege misses:", "; ".join(best["misses"]))
     if best["false_positives"]:
         print("protege false positives:", "; ".join(best["false_positives"]))
+
+
+def _kind_group(kind: str) -> str:
+    return {"PERSON": "names", "PHONE": "phones", "ADDRESS": "addresses", "NATIONAL_ID": "ids",
+            "EMAIL": "emails"}.get(kind, "secrets" if _GROUP.get(kind) == "SECRET" else kind.lower())
+
+
+def heldout_columns(systems: dict[str, Callable[[list[str]], list[Spans]]], developed: dict[str, Any],
+                    held: list[dict[str, Any]]) -> None:
+    """Each system on the set it was developed on and on the held-out set,
+    side by side; the held-out recall per kind of entity; what must stay."""
+    print(f"\ndeveloped on ({CASES.name}) vs held out ({HELDOUT.name}: {len(held)} strings, "
+          f"{sum(len(c['spans']) for c in held)} entities, {sum(1 for c in held if not c['spans'])} must stay)")
+    head = f"{'system':28} {'dev P':>6} {'dev R':>6} {'held P':>7} {'held R':>7} {'held kept':>9}  held recall by kind"
+    print(head)
+    print("-" * len(head))
+    for name, fn in systems.items():
+        r = score(held, fn([c["text"] for c in held]))
+        by: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for kind, frac in r["per_kind"].items():
+            a, b = (int(x) for x in frac.split("/"))
+            by[_kind_group(kind)][0] += a
+            by[_kind_group(kind)][1] += b
+        flagged, negs = (int(x) for x in r["negatives_flagged"].split("/"))
+        d = developed[name]
+        print(f"{name:28} {d['precision']:6.3f} {d['recall']:6.3f} {r['precision']:7.3f} {r['recall']:7.3f} "
+              f"{(negs - flagged) / max(1, negs):9.3f}  "
+              + ", ".join(f"{k} {a}/{b}" for k, (a, b) in sorted(by.items())))
+        if name == "protege":
+            print("  held-out misses:", "; ".join(r["misses"]) or "-")
+            print("  held-out false positives:", "; ".join(r["false_positives"]) or "-")
 
 
 # -- throughput ---------------------------------------------------------------

@@ -88,6 +88,12 @@ class Bar:
         if now - self._last_line >= self.every or (self.total and self.done >= self.total):
             self._line(now)
 
+    def set_total(self, total: int) -> None:
+        """The work turned out shorter or longer (a budget cut it)."""
+        self.total = max(0, int(total))
+        if self._rich is not None:
+            self._rich.update(self._task, total=self.total or None)
+
     def line(self) -> str:
         """The plain line for the work's state now."""
         elapsed = time.perf_counter() - self._t0

@@ -25,9 +25,9 @@ from protege.capture.writer import (
     spool_status,
 )
 from protege.gateway.config import GatewayConfig
-from protege.gateway.fake_upstream import FakeUpstreamThread
 from protege.gateway.server import ServerThread
 from protege.store import Trace, open_store
+from protege.testing.fake_upstream import FakeUpstreamThread
 
 # The fault-injection suite: `make test-faults` runs it alone (about a minute);
 # it is part of the default run too.

@@ -368,7 +368,7 @@ def test_cli_status_and_run(tmp_path: Path) -> None:
 @pytest.mark.timeout(2400)
 def test_demo_end_to_end(tmp_path: Path) -> None:
     """The real demo: BFCL traffic through the gateway, SmolLM2-135M students, unseen traffic."""
-    from protege.flywheel.demo import run_demo
+    from protege.demo.end_to_end import run_demo
 
     s = run_demo(tmp_path / "demo", max_steps=10, max_tasks=1)
     assert s["seen"]["success"] > 0.9  # the replay teacher answers its own ground truth

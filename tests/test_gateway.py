@@ -17,9 +17,9 @@ import pytest
 
 from protege.capture.writer import WriterConfig
 from protege.gateway.config import GatewayConfig
-from protege.gateway.fake_upstream import FakeUpstreamThread, completion
 from protege.gateway.server import ServerThread
 from protege.store import open_store
+from protege.testing.fake_upstream import FakeUpstreamThread, completion
 
 WEATHER = {
     "type": "function",

@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from protege.cli.main import cli
-from protege.gateway.fake_upstream import FakeUpstreamThread
 from protege.gateway.keys import KeyRing, default_keys_file
 from protege.store import open_store
+from protege.testing.fake_upstream import FakeUpstreamThread
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,12 +112,24 @@ def test_serve_process_captures_and_flushes_on_shutdown(tmp_path: Path) -> None:
 
 
 def test_demo_runs_offline(tmp_path: Path) -> None:
-    from protege.demo import run_demo
+    from protege.demo import run_capture
 
-    summary = run_demo(tmp_path / "demo", sessions=2, quiet=True)
+    summary = run_capture(tmp_path / "demo", sessions=2, quiet=True)
     assert summary["traces"] == summary["agent"]["calls"] == 11
     assert summary["errors"] == 1 and summary["streamed"] == 4 and summary["with_tool_calls"] == 4
     assert summary["by_task"]["plan-tools"] == 2 and summary["sessions"] == 2
     assert summary["feedback_on_session"] == 1
     names = [tc["function"]["name"] for tc in summary["example_tool_calls"]]
     assert names == ["get_weather", "get_time"]
+
+
+def test_demo_command_capture_only_and_bad_options(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from protege.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["demo", "--capture-only", "--sessions", "1", "--home", str(tmp_path / "d")])
+    assert out.exit_code == 0, out.output
+    assert "captured by the gateway" in out.output
+    bad = CliRunner().invoke(cli, ["demo", "--single", "nonsense", "--home", str(tmp_path / "e")])
+    assert bad.exit_code != 0 and "NAME=CATEGORY" in bad.output and "Traceback" not in bad.output

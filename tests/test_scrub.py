@@ -53,6 +53,17 @@ def kinds(s: Scrubber, text: str) -> list[tuple[str, str]]:
         ("postgres://app:Xy7pQ2mLk9@db.internal:5432/prod", "PASSWORD", "Xy7pQ2mLk9"),
         ("ship to 221B Baker Street, London", "ADDRESS", "221B Baker Street"),
         ("Dr. Aisha Khan will call", "PERSON", "Aisha Khan"),
+        # Numbers written the way their own country writes them (libphonenumber).
+        ("Call me on 138 0013 8000 when you land", "PHONE", "138 0013 8000"),
+        ("Numer telefonu: 601 234 567, dzwoń po 17.", "PHONE", "601 234 567"),
+        ("Tokyo desk 03-1234-5678, night shift", "PHONE", "03-1234-5678"),
+        ("WhatsApp +55 21 98765-4321 for Rio", "PHONE", "+55 21 98765-4321"),
+        # Names in other scripts and with diacritics, after a cue word.
+        ("Customer name: 佐藤花子, order pending.", "PERSON", "佐藤花子"),
+        ("Passenger Дмитрий Соколов missed the connection.", "PERSON", "Дмитрий Соколов"),
+        ("Dr. Małgorzata Wiśniewska will call", "PERSON", "Małgorzata Wiśniewska"),
+        # A key format only detect-secrets' plugins know (Mailchimp).
+        ("mc_api = 0123456789abcdef0123456789abcdef-us12", "SECRET", "0123456789abcdef0123456789abcdef-us12"),
     ],
 )
 def test_patterns_find_pii_and_secrets(patterns, text, kind, value):
@@ -82,6 +93,8 @@ def test_private_key_block_is_removed_whole(patterns):
         "Password: ******** (hidden); store it in OPENAI_API_KEY, never in code.",
         "Book a flight from Austin to Orlando on 2024-03-15 for 2 adults.",
         '{"name": "calculate_triangle_area", "arguments": {"base": 10, "height": 5}}',
+        "Sum the values 10 20 30 40 50 and report the mean.",
+        "order_id=4006381333931 status=shipped; release 20251114.2 is live",
     ],
 )
 def test_ordinary_requests_and_identifiers_survive(scrubber, text):

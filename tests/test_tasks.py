@@ -103,9 +103,10 @@ def test_discovery_recovers_call_sites(tmp_path, mixture, setting, least_ari):
     for task in load_tasks(store):
         assert task.output_type in ("tool_call", "label", "text")
         if task.output_type == "tool_call":
-            assert task.tool_set and task.label.startswith("tool_call:")
+            assert task.tool_set
         assert 0 <= task.specialisation_score <= 1 and task.token_stats["prompt_p95"] >= task.token_stats["prompt_mean"]
     assert abs(sum(t.traffic_share for t in result.tasks) + result.n_unassigned / result.n_traces - 1) < 1e-6
+    assert len({t.label for t in result.tasks}) == len(result.tasks)
 
 
 def _labelled_store(store, n_per=12):
@@ -186,6 +187,48 @@ def test_rename_merge_split_and_rediscovery_keep_ids(store):
     again = discover_tasks(store, DiscoverConfig(embed=HASHING)).tasks
     assert parts[0].id in {t.id for t in again}
     assert next(t for t in again if t.id == parts[0].id).name == "mine"
+
+
+def test_agent_of_reads_the_role_a_system_prompt_gives():
+    from protege.tasks.features import agent_of
+
+    assert agent_of("You are the TradingBot assistant of this application. Be brief.") == "TradingBot"
+    assert agent_of("You're a support desk router for Acme.") == "support desk router"
+    assert agent_of("You are an expert in composing functions. You are given a question.") == ""
+    assert agent_of("You are a helpful assistant.") == "" and agent_of("") == ""
+
+
+def test_tasks_are_named_by_role_and_step_and_names_stay_unique(store):
+    from protege.tasks.label import slug, unique_names
+
+    assert slug("VehicleControlAPI") == "vehicle-control-api" and slug("TradingBot") == "trading-bot"
+    assert unique_names(["a", "b", "a", "a"], {"b"}) == ["a", "b #2", "a #2", "a #3"]
+    rng = random.Random(3)
+    traces = []
+    for i in range(15):
+        sym = rng.choice(["AAPL", "MSFT", "NVDA"])
+        req = _req("You are the TradingBot assistant of this app.", f"Buy 10 shares of {sym} for me ({i})",
+                   ("get_quote", "buy_stock"))
+        traces.append(build_trace(req, _resp(call=("get_quote", {"symbol": sym})), source="sdk"))
+        req["messages"] += [{"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_quote", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "101.5"}]
+        traces.append(build_trace(req, _resp(call=("buy_stock", {"symbol": sym, "n": 10})), source="sdk"))
+        req = _req("You are the Weather assistant.", f"Weather in {rng.choice(['Oslo', 'Lima'])} on day {i}?",
+                   ("get_weather",))
+        traces.append(build_trace(req, _resp(call=("get_weather", {"city": "Oslo"})), source="sdk"))
+        req = _req("Sort the ticket.", f"My card was charged twice for order {i}")
+        traces.append(build_trace(req, _resp(text="billing"), source="sdk", task_tag="ticket-triage"))
+    store.add_traces(traces)
+    tasks = discover_tasks(store, DiscoverConfig(embed=HASHING)).tasks
+    assert sorted(t.display_name for t in tasks) == ["ticket-triage", "trading-bot · next step",
+                                                     "weather · get_weather"]
+    weather = next(t for t in tasks if "weather" in t.label)
+    with pytest.raises(ValueError, match="already called"):
+        rename_task(store, weather.id, "ticket-triage")
+    rename_task(store, weather.id, "forecasts")
+    again = discover_tasks(store, DiscoverConfig(embed=HASHING)).tasks
+    assert {t.display_name for t in again} == {t.display_name for t in tasks} - {weather.label} | {"forecasts"}
 
 
 def test_cli_json(store):
@@ -320,7 +363,7 @@ def test_requests_that_bring_their_own_functions_are_one_task(tmp_path):
     Python functions (BFCL simple_python and multiple: topics from geometry to
     law, a few functions recurring), is one task, not one per topic. (Python
     against Java/JavaScript sites behind one prompt: bench/tasks.py.)"""
-    from protege.flywheel.demo import workload
+    from protege.demo.end_to_end import workload
     from protege.importers import bfcl as B
     from protege.store import open_store
 

@@ -353,6 +353,24 @@ def test_token_budget_caps_the_steps(tok) -> None:
     assert full.metrics["steps"] > 5 and 2 <= capped.metrics["steps"] <= 4
 
 
+def test_time_budget_shortens_the_schedule(tok) -> None:
+    from protege.train import train_adapter
+    from protege.train.trainer import _LinearSchedule, budget_steps
+
+    assert budget_steps(4, 2.0, 100, 10.0) == 20  # 0.5 s a step: 20 fit in 10 s
+    assert budget_steps(4, 2.0, 12, 10.0) == 12 and budget_steps(4, 40.0, 100, 10.0) == 5
+    sched = _LinearSchedule(100, 10)
+    sched.total = 20
+    assert sched(19) > 0 and sched(20) == 0.0  # the decay ends at the shortened total
+
+    ds = make_dataset(40, 0)
+    # A budget far below one step's time: the run stops as soon as it is timed.
+    res = train_adapter(dataset=ds, config=fast_config(batch_size=4, epochs=3, max_seconds=1e-6),
+                        model=tiny_model(tok), tokenizer=tok)
+    assert res.metrics["steps"] == res.metrics["total_steps"] == 4
+    assert res.metrics["stop_reason"] == "time_budget"
+
+
 class Stop(Exception):
     pass
 

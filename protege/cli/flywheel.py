@@ -25,7 +25,7 @@ def flywheel() -> None:
     """Turn captured traffic into students and move traffic to them, again as it changes."""
 
 
-def _print_report(rep: Any) -> None:
+def _print_report(rep: Any, names: dict[str, str]) -> None:
     from rich.table import Table
 
     c = console()
@@ -33,13 +33,13 @@ def _print_report(rep: Any) -> None:
             + (" (resumed)" if rep.resumed else ""))
     if rep.error:
         c.print(f"[red]{rep.error}[/]")
-    table = Table("task", "action", "adapter", "share of teacher", "why")
+    table = Table("task", "name", "action", "adapter", "share of teacher", "why")
     for task_id, t in sorted(rep.tasks.items()):
         ev = t.get("evaluation") or {}
         share = ev.get("share_of_teacher") or {}
         s = (f"{share['value']:.2f} [{share['low']:.2f}, {share['high']:.2f}]"
              if share.get("value") is not None and share.get("low") is not None else "")
-        table.add_row(task_id, str(t.get("action", "")), str(t.get("adapter") or ""), s, str(t.get("reason") or ""))
+        table.add_row(task_id, names.get(task_id, ""), str(t.get("action", "")), str(t.get("adapter") or ""), s, str(t.get("reason") or ""))
     c.print(table if rep.tasks else "no tasks yet: send traffic through the gateway first")
 
 
@@ -63,6 +63,7 @@ def run_cmd(once: bool, every: str | None, approve: bool, base: str | None, min_
             promote_mode: str | None, force: bool, no_resume: bool, db_url: str | None, as_json: bool) -> None:
     """Curate new traces, find tasks, train, evaluate and gate students, shadow, promote."""
     from protege.flywheel import FlywheelConfig, run_flywheel
+    from protege.tasks.discover import task_names
 
     if once and every:
         raise UserError("--once and --every exclude each other")
@@ -95,7 +96,7 @@ def run_cmd(once: bool, every: str | None, approve: bool, base: str | None, min_
         if as_json:
             print_json(rep.to_dict())
         else:
-            _print_report(rep)
+            _print_report(rep, task_names(store))
         if period is None:
             if rep.status == "failed":
                 raise SystemExit(1)

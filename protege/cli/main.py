@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "teacher": ("protege.cli.teacher:teacher", "Offline teachers (replay of recorded answers)."),
     "simulate": ("protege.cli.simulate:simulate", "Drive an agent workload through the gateway."),
     "flywheel": ("protege.cli.flywheel:flywheel", "Run the curate-train-evaluate-promote loop."),
+    "demo": ("protege.cli.demo:demo", "Every stage offline on the packaged defaults (--capture-only: a minute)."),
 }
 
 

@@ -39,15 +39,18 @@ def list_cmd(db_url: str | None, as_json: bool) -> None:
     from rich.table import Table
 
     from protege.router.routes import list_routes
+    from protege.tasks.discover import task_names
 
-    rows = list_routes(open_store_or_fail(db_url))
+    store = open_store_or_fail(db_url)
+    rows = list_routes(store)
+    names = task_names(store)
     if as_json:
-        print_json([{"task_id": r.task_id, "mode": r.label, "reason": r.reason, "updated_at": r.updated_at} for r in rows])
+        print_json([{"task_id": r.task_id, "task": names.get(r.task_id), "mode": r.label, "reason": r.reason, "updated_at": r.updated_at} for r in rows])
         return
-    table = Table("task", "mode", "reason", "since")
+    table = Table("task", "name", "mode", "reason", "since")
     for r in rows:
         since = dt.datetime.fromtimestamp(r.updated_at).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(r.task_id, r.label, r.reason or "", since)
+        table.add_row(r.task_id, names.get(r.task_id, ""), r.label, r.reason or "", since)
     console().print(table if rows else "no routes set: every task is served by the teacher")
 
 

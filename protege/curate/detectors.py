@@ -10,6 +10,8 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +327,62 @@ _PHONE_CTX = re.compile(
 )
 
 
+# Digit groups that could be a phone number in some country's own format;
+# libphonenumber (``phonenumbers``) decides whether one is.
+_PHONE_CAND = re.compile(r"(?<![\w+./-])(?:\+\s?)?(?:\(\d{1,5}\)[\s.-]?)?\d[\d\s().-]{4,22}\d(?![\w/-]|\.\d)")
+_PHONE_WORDS = re.compile(
+    r"(?i)(?:phone|tel|telefon\w*|t[eé]l[eé]fono|mobile?|móvil|cell|call|ring|sms|text|whatsapp|signal|fax|"
+    r"number|numer|nummer|n[uú]mero|contact|reach|dial)\W{0,12}(?:\w+\W{1,3}){0,3}$"
+)
+
+
+# Regions whose national formats (no +country code) are recognised: the
+# forty most populous markets; libphonenumber needs a region to read a national
+# number, as every user of it does. International numbers (+...) are read for
+# all 245 regions. Checking every region for national formats costs ~50x more
+# (its per-region patterns overflow Python's regex cache).
+PHONE_REGIONS: tuple[str, ...] = (
+    "US", "GB", "CN", "IN", "DE", "FR", "BR", "JP", "PL", "PT", "ES", "IT", "MX", "RU", "KR", "ID", "PK", "NG",
+    "BD", "PH", "VN", "TR", "EG", "IR", "TH", "ZA", "KE", "AR", "CO", "CA", "AU", "NL", "BE", "SE", "CH", "AT",
+    "IL", "SA", "AE", "MY",
+)
+
+
+@lru_cache(maxsize=65536)
+def _is_phone(candidate: str, context: bool) -> bool:
+    """Whether libphonenumber takes ``candidate`` for a valid number: written
+    internationally (``+``) for any country; written nationally for any of
+    the 245 regions, in that region's own grouping of the digits unless the
+    words before it say it is a phone number (then any grouping)."""
+    import phonenumbers
+    from phonenumbers import NumberParseException
+
+    groups = re.findall(r"\d+", candidate)
+    n = sum(map(len, groups))
+    if not 7 <= n <= 15 or re.fullmatch(r"\d+\.\d+", candidate):  # a decimal number
+        return False
+    if candidate.lstrip().startswith("+"):
+        try:
+            return phonenumbers.is_valid_number(phonenumbers.parse(candidate, None))
+        except NumberParseException:
+            return False
+    if not context and (n < 8 or len(groups) < 2):
+        return False
+    for region in PHONE_REGIONS:
+        try:
+            num = phonenumbers.parse(candidate, region)
+        except NumberParseException:
+            continue
+        if not phonenumbers.is_possible_number(num) or not phonenumbers.is_valid_number_for_region(num, region):
+            continue
+        if context:
+            return True
+        national = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.NATIONAL)
+        if re.findall(r"\d+", national) == groups:
+            return True
+    return False
+
+
 def _phone(text: str) -> Iterator[Span]:
     for m in _PHONE_RX.finditer(text):
         n = len(_digits(m.group()))
@@ -332,6 +390,11 @@ def _phone(text: str) -> Iterator[Span]:
             yield Span(m.start(), m.end(), "PHONE")
     for m in _PHONE_CTX.finditer(text):
         yield Span(m.start(1), m.end(1), "PHONE")
+    for m in _PHONE_CAND.finditer(text):
+        cand = m.group().rstrip(" .-(")
+        context = _PHONE_WORDS.search(text, max(0, m.start() - 40), m.start()) is not None
+        if _is_phone(cand, context):
+            yield Span(m.start(), m.start() + len(cand), "PHONE")
 
 
 _STREET_SUFFIX = (
@@ -355,16 +418,24 @@ _ADDRESS_EU = _simple(
     r"|\b\d{1,4},?\s+(?:rue|avenue|boulevard|bd|place|chemin|allée)\s+(?:(?:de|des|du|de la|d')\s*)?[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+){0,2}",
 )
 
+# A name word in any script: capitalised in the cased ones (Latin with its
+# diacritics, Greek, Cyrillic, ...), any run of letters in the caseless ones
+# (CJK, Hangul, Arabic, Hebrew, Devanagari, Thai), which no capital marks.
+_UP = "".join(c for c in map(chr, range(0x41, 0x2000)) if c.isupper() and c.isalpha())
+_LOW = "".join(c for c in map(chr, range(0x61, 0x2000)) if c.islower() and c.isalpha())
+_CASELESS = "\u0590-\u05ff\u0600-\u06ff\u0900-\u097f\u0e00-\u0e7f\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af"
+_NW = f"(?:[{re.escape(_UP)}][{re.escape(_LOW)}'’-]+|[{_CASELESS}]{{2,}})"
+
 # Name cues that need no NER: titles and self-introductions.
 _TITLE_NAME = _simple(
     "PERSON",
-    r"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Madam)\.?\s+((?:[A-Z][a-z'’-]+)(?:\s+[A-Z][a-z'’-]+){0,2})",
+    rf"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Madam)\.?\s+({_NW}(?:\s+{_NW}){{0,2}})",
     group=1,
 )
 _INTRO_NAME = _simple(
     "PERSON",
     r"(?i:\b(?:my name is|my name's|i am called|this is|signed|regards|sincerely|thanks|cheers|name)\s*[:,]?\s+)"
-    r"((?:[A-Z][a-z'’-]+)(?:\s+(?:[A-Z][a-z'’-]+|van|von|de|da|del|der|le|la|bin|al))*\s+[A-Z][a-z'’-]+|[A-Z][a-z'’-]+(?=\s*$|[,.]))",
+    rf"({_NW}(?:\s+(?:{_NW}|van|von|de|da|del|der|le|la|bin|al))*\s+{_NW}|{_NW}(?=\s*$|[,.]))",
     group=1,
 )
 
@@ -387,7 +458,7 @@ _ROLE_NAME = _simple(
     "PERSON",
     r"(?i:\b(?:customer|client|patient|employee|applicant|candidate|tenant|guest|passenger|member|"
     r"caller|buyer|seller|contact|attn\.?|attention|dear|hi|hello|hey)\s*[:,]?\s+)"
-    r"([A-Z][a-z'’-]+(?:\s+[A-Z][a-z'’-]+){1,2}|[A-Z][a-z'’-]+(?=\s*,))",
+    rf"({_NW}(?:\s+{_NW}){{1,2}}|{_NW}(?=\s*,))",
     group=1,
     check=_name_words_ok,
 )
@@ -415,6 +486,37 @@ def _has_digit(t: str) -> bool:
 
 _KV_GATE = re.compile(r"(?i)pass|pwd|secret|key|token|pin")
 
+# detect-secrets' plugins for known key formats and secret keywords (its
+# entropy plugins are left out: commit hashes and trace ids must stay). They
+# cost ~0.5 ms a string, so they run only where a key could be: a keyword,
+# credentials in a URL, or a long unbroken token.
+_DS_GATE = re.compile(r"(?i)pass|pwd|secret|key|token|auth|bearer|://|[A-Za-z0-9_/+=-]{20,}")
+_DS_TOKEN = re.compile(r"[\w./+=:@-]+")
+
+
+@lru_cache(maxsize=1)
+def _ds_plugins() -> tuple[Any, ...]:
+    # The plugin objects themselves: detect-secrets' settings machinery
+    # (``transient_settings``) costs ~6 ms a call and is process-global.
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+
+    skip = {"Base64HighEntropyString", "HexHighEntropyString", "IPPublicDetector"}
+    return tuple(c() for c in get_mapping_from_secret_type_to_class().values() if c.__name__ not in skip)
+
+
+def _detect_secrets(text: str) -> Iterator[Span]:
+    found = {s.secret_value for line in text.splitlines() for plugin in _ds_plugins()
+             for s in plugin.analyze_line(filename="protege.txt", line=line, line_number=0) if s.secret_value}
+    for value in found:
+        start = text.find(value)
+        while start >= 0:
+            # Plugins report the value or only its prefix (``ghp``): take the whole token.
+            m = _DS_TOKEN.match(text, start)
+            end = m.end() if m else start + len(value)
+            if end - start >= 6:
+                yield Span(start, end, "SECRET")
+            start = text.find(value, end)
+
 DETECTORS: tuple[Detector, ...] = (
     Detector("PRIVATE_KEY", _PEM, _has("PRIVATE KEY")),
     Detector("JWT", _JWT, _has("eyJ")),
@@ -424,6 +526,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("SECRET", _aws_secret, lambda t: len(t) >= 40),
     Detector("SECRET", _kv_secret, lambda t: _KV_GATE.search(t) is not None),
     Detector("PASSWORD", _CONN_PASSWORD, _has("://")),
+    Detector("SECRET", _detect_secrets, lambda t: _DS_GATE.search(t) is not None),
     Detector("EMAIL", _EMAIL, _has("@")),
     Detector("IBAN", _iban, _has_digit),
     Detector("CREDIT_CARD", _CARD, _has_digit),

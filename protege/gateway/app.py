@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import importlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from protege.gateway.config import GatewayConfig
 from protege.gateway.errors import JSON_HEADERS, error_body, error_payload, sse_error_event
 from protege.gateway.keys import KeyRing
 from protege.gateway.metrics import GatewayMetrics
+from protege.gateway.storage import LazyStore, load_redact
 from protege.gateway.upstream import HOP_BY_HOP, UpstreamError, make_upstream
 from protege.ids import new_id
 from protege.store.records import Feedback, Trace
@@ -70,48 +70,6 @@ def _decoded(data: bytes, encoding: bytes | None) -> bytes:
     if encoding == b"deflate":
         return zlib.decompress(data)
     raise ValueError(f"cannot decode a {encoding.decode()} body")
-
-
-def load_redact(spec: str | None) -> Callable[[Trace], Trace] | None:
-    """``module:function`` -> the function (it receives and returns a Trace)."""
-    if not spec:
-        return None
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
-        raise ValueError(f"--redact wants module:function, got {spec!r}")
-    fn = getattr(importlib.import_module(module), attr, None)
-    if not callable(fn):
-        raise ValueError(f"{spec!r} is not a callable")
-    return fn
-
-
-class _LazyStore:
-    """Opens the store on first use and again after a failure, so the gateway
-    starts and serves (spooling) while the database is unreachable."""
-
-    def __init__(self, url: str | None) -> None:
-        self.url = url
-        self._store: Any = None
-
-    def _get(self) -> Any:
-        if self._store is None:
-            from protege.store import open_store
-
-            self._store = open_store(self.url)
-        return self._store
-
-    def add_traces(self, traces: list[Trace]) -> int:
-        return self._get().add_traces(traces)
-
-    def add_feedback(self, fb: Feedback) -> Feedback:
-        return self._get().add_feedback(fb)
-
-    def has_trace(self, trace_id: str) -> bool:
-        return self._get().has_trace(trace_id)
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
 
 
 def _error_message(body: bytes) -> tuple[str, Any]:
@@ -282,7 +240,7 @@ class Gateway:
         # StudentPath (protege.gateway.student): routes calls to promoted students.
         self.students = students
         self.owns_store = store is None
-        self.store = store if store is not None else _LazyStore(config.db_url)
+        self.store = store if store is not None else LazyStore(config.db_url)
         self.transport = transport
         self.redact = load_redact(config.redact)
         self.keys = KeyRing(config.gateway_keys, config.keys_file)
@@ -923,7 +881,7 @@ class _LazyUI:
             from protege.report.ui import create_ui_app
 
             store = self.gateway.store
-            self._app = create_ui_app(store._get() if isinstance(store, _LazyStore) else store)
+            self._app = create_ui_app(store._get() if isinstance(store, LazyStore) else store)
         await self._app(scope, receive, send)
 
 
@@ -949,7 +907,7 @@ def build_student_path(cfg: GatewayConfig, store: Any) -> Any:
     from protege.gateway.student import StudentPath
     from protege.serve.engine import EmbeddedEngine, OpenAICompatEngine
 
-    real_store = store._get() if isinstance(store, _LazyStore) else store
+    real_store = store._get() if isinstance(store, LazyStore) else store
     if cfg.engine == "embedded":
         engine: Any = EmbeddedEngine(cfg.base_model, max_batch=cfg.max_batch)
     elif cfg.engine == "openai":

@@ -44,9 +44,9 @@ def _child_main(conn: Any, stats: Any, db_url: str | None, config: WriterConfig,
     # Ctrl-C sent to the whole process group must not cut the flush short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from protege.gateway.app import _LazyStore, load_redact
+    from protege.gateway.storage import LazyStore, load_redact
 
-    store = _LazyStore(db_url)
+    store = LazyStore(db_url)
     writer = CaptureWriter(store, config, redact=load_redact(redact))
     stop = threading.Event()
     send_lock = threading.Lock()
@@ -196,9 +196,9 @@ class ProcessCaptureWriter:
     def _to_fallback(self, batch: list[Any]) -> None:
         with self._fallback_lock:  # the sender and the ack reader may both find the child gone
             if self._fallback is None:
-                from protege.gateway.app import _LazyStore, load_redact
+                from protege.gateway.storage import LazyStore, load_redact
 
-                self._fallback = CaptureWriter(_LazyStore(self.db_url), self.config,
+                self._fallback = CaptureWriter(LazyStore(self.db_url), self.config,
                                                redact=load_redact(self.redact))
         for item in batch:
             self._fallback.submit(item)

@@ -24,7 +24,9 @@ from protege.tasks.label import (
     determinism,
     output_type,
     specialisation,
+    task_name,
     token_stats,
+    unique_names,
 )
 from protege.tasks.migrations import tasks_table
 
@@ -225,7 +227,7 @@ def describe(
     fp_requests: dict[str, set[str]] = defaultdict(set)
     for f in feats:
         if len(fp_requests[f.fp]) < 3:
-            fp_requests[f.fp].add(f.instruction_key)
+            fp_requests[f.fp].add(f.input_key)
     sets_with: Counter[str] = Counter()
     for tup in {id(f.offered): f.offered for f in feats}.values():
         sets_with.update(tup)
@@ -245,11 +247,8 @@ def describe(
     det, how = determinism(feats, kind)
     score, parts = specialisation(len(feats), det, cost_share)
     parts["determinism_basis"] = how
-    top_tools = [n for n, _ in tools.most_common(3)]
     words = " ".join(keywords[:4]) or "misc"
-    label = f"{kind}: {words}" + (f" [{', '.join(top_tools)}]" if top_tools else "")
-    if tags:
-        label = f"{tags[0]} ({label})"
+    label = task_name(feats, kind=kind, own_tools=own_tools, keywords=keywords)
     examples = list(dict.fromkeys(f.instruction[:160] for f in feats if f.instruction))[:3]
     tid = task_id or _task_id(
         (tags[0] if tags else "") + "|" + "|".join(sorted(fps)[:5]) + "|" + ",".join(sorted(tools)) + words
@@ -363,6 +362,15 @@ def load_tasks(store: Any, *, status: str | None = ACTIVE) -> list[Task]:
     return [Task.from_row(r) for r in rows]
 
 
+def task_names(store: Any) -> dict[str, str]:
+    """Task id -> the name tables show (the user's, else the discovered one),
+    for every task ever discovered in this store."""
+    try:
+        return {t.id: t.display_name for t in load_tasks(store, status=None)}
+    except sa.exc.SQLAlchemyError:  # a store that never ran discovery
+        return {}
+
+
 def save_tasks(store: Any, tasks: Sequence[Task]) -> None:
     """Insert or replace tasks by id."""
     if not tasks:
@@ -395,7 +403,7 @@ def _reuse_ids(store: Any, tasks: list[Task], members: list[list[str]]) -> None:
             taken.add(prev_id)
             tasks[k].id = prev_id
             if prev_id in old:
-                tasks[k].name = old[prev_id].name
+                tasks[k].name = old[prev_id].name or tasks[k].name
                 tasks[k].created_at = old[prev_id].created_at
             break
     # Fresh ids must not collide with ids in use.
@@ -403,6 +411,15 @@ def _reuse_ids(store: Any, tasks: list[Task], members: list[list[str]]) -> None:
     for k in order:
         if tasks[k].id in used and tasks[k].id not in taken:
             tasks[k].id = _task_id(tasks[k].id + str(time.time()) + str(k))
+
+
+def name_uniquely(tasks: Sequence[Task], taken: set[str] | None = None) -> None:
+    """Make the tasks' labels unique among themselves and against ``taken``
+    and the names users gave (the biggest task keeps the plain label)."""
+    used = set(taken or ()) | {t.name for t in tasks if t.name}
+    order = sorted(tasks, key=lambda t: (-t.n_traces, t.id))
+    for task, label in zip(order, unique_names([t.label for t in order], used), strict=True):
+        task.label = label
 
 
 def discover_tasks(
@@ -429,6 +446,7 @@ def discover_tasks(
         if lab >= 0:
             members[lab].append(f.id)
     _reuse_ids(store, tasks, members)
+    name_uniquely(tasks)
     now = time.time()
     for task in tasks:
         task.updated_at = now

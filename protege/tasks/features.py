@@ -6,11 +6,19 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from protege.safejson import json_loads
 from protege.store.records import Trace
-from protege.tasks.fingerprint import _text_of, combine, fingerprint_parts, template_of, tool_names
+from protege.tasks.fingerprint import (
+    _text_of,
+    combine,
+    fingerprint_parts,
+    system_prompt,
+    template_of,
+    tool_names,
+)
 
 
 @dataclass(slots=True)
@@ -32,6 +40,7 @@ class CallFeatures:
     session: str | None = None  # the agent run this call belongs to
     offered: tuple[str, ...] = ()  # tool names the request offered (shared tuple per tool set)
     style: float = 0.5  # identifier style of the called tools: 0 snake_case .. 1 camelCase (0.5: no evidence)
+    agent: str = ""  # who the system prompt says the model is ("TradingBot"), for the task's name
 
 
 def _canonical(value: Any) -> bytes:
@@ -147,6 +156,30 @@ def tool_docs(request: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+# "You are the TradingBot assistant", "Act as a SQL expert": the role the
+# prompt gives, cut before the words that only say it is an assistant.
+_ROLE = re.compile(r"\b(?:you are|you're|act as)\s+(?:an?\s+|the\s+|your\s+)?([^.,;:!?\n()]{2,80})", re.I)
+_ROLE_END = re.compile(r"\s+(?:assistant|agent|bot|helper|model|who|that|which|for|of|in|with|to|and you)\b.*$", re.I)
+_GENERIC = frozenset({"helpful", "useful", "friendly", "ai", "an", "a", "the", "large", "language", "smart",
+                      "expert", "assistant", "agent", "model", "chatbot"})
+_NOT_ROLE = frozenset({"given", "going", "asked", "provided", "tasked", "able", "now", "to", "not", "allowed",
+                       "being", "working", "currently", "also", "only", "in", "at", "on"})
+
+
+@lru_cache(maxsize=4096)
+def agent_of(system: str) -> str:
+    """The role a system prompt gives the model ("TradingBot" in "You are the
+    TradingBot assistant of this application"), or "" for a generic one."""
+    for m in _ROLE.finditer(system[:2000]):
+        if m.group(1).split()[0].lower() in _NOT_ROLE:
+            continue
+        who = _ROLE_END.sub("", m.group(1)).strip()
+        words = [w for w in who.split() if w.lower() not in _GENERIC]
+        if words and len(words) <= 5:
+            return " ".join(words)
+    return ""
+
+
 def extract(trace: Trace, docs: dict[str, str] | None = None) -> CallFeatures:
     """Features of one trace; ``docs`` collects the descriptions of the tools
     it calls (first description seen wins)."""
@@ -186,4 +219,5 @@ def extract(trace: Trace, docs: dict[str, str] | None = None) -> CallFeatures:
         session=trace.session_id,
         offered=_OFFERED.setdefault(offered_names, offered_names) if len(_OFFERED) < 50_000 else offered_names,
         style=tool_style(req, called),
+        agent=agent_of(system_prompt(req)),
     )

@@ -132,3 +132,55 @@ def verdict(score: float) -> str:
     if score >= 0.4:
         return "possible: collect more traffic"
     return "keep on the large model for now"
+
+
+_CAMEL_SPLIT = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """'VehicleControlAPI' -> 'vehicle-control-api'."""
+    s = _NON_WORD.sub("-", _CAMEL_SPLIT.sub(" ", text).lower()).strip("-")
+    return s[:limit].rstrip("-")
+
+
+def _step(feats: Sequence[CallFeatures], kind: str, own_tools: float) -> str:
+    """What the calls produce: the one tool filled, the next step of a tool
+    loop, functions the requests bring, or the output kind."""
+    if kind != "tool_call":
+        return {"json": "json", "label": "label"}.get(kind, "text")
+    if own_tools >= 0.5:
+        return "own functions"
+    called = Counter(n for f in feats for n in f.called)
+    if len(called) == 1 and all(not f.history for f in feats):
+        return next(iter(called))
+    return "next step"
+
+
+def task_name(feats: Sequence[CallFeatures], *, kind: str, own_tools: float, keywords: Sequence[str]) -> str:
+    """A readable name from what identifies a task: its call-site tag, else the
+    role its system prompt gives (``trading-bot · next step``), else what its
+    instructions are about, then the step (``next step``, the one tool it fills,
+    ``own functions`` when requests bring their own, or the output kind)."""
+    tags = Counter(f.tag for f in feats if f.tag)
+    if tags:
+        return tags.most_common(1)[0][0]
+    agents = Counter(f.agent for f in feats if f.agent)
+    who = slug(agents.most_common(1)[0][0]) if agents else "-".join(slug(w) for w in keywords[:2])
+    what = _step(feats, kind, own_tools)
+    return f"{who} · {what}" if who else what
+
+
+def unique_names(names: Sequence[str], taken: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Names made unique in order (the first keeps the plain name, later ones
+    get ' #2', ' #3', ...), also against names already ``taken``."""
+    used = set(taken)
+    out = []
+    for name in names:
+        candidate, n = name, 1
+        while candidate in used:
+            n += 1
+            candidate = f"{name} #{n}"
+        used.add(candidate)
+        out.append(candidate)
+    return out

@@ -9,7 +9,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from protege.tasks.cluster import ClusterConfig, cluster_calls
-from protege.tasks.discover import ACTIVE, Task, _task_id, describe, load_tasks, save_tasks
+from protege.tasks.discover import ACTIVE, Task, _task_id, describe, load_tasks, name_uniquely, save_tasks
 from protege.tasks.embed import Embedder
 from protege.tasks.features import CallFeatures, extract
 from protege.tasks.label import ctfidf_keywords
@@ -30,8 +30,14 @@ def find_task(store: Any, ref: str) -> Task:
     raise ValueError(f"{ref!r} matches {len(hits)} tasks: {', '.join(t.id for t in hits[:5])}")
 
 
+def _names_in_use(store: Any, leaving: set[str]) -> set[str]:
+    return {t.display_name for t in load_tasks(store) if t.id not in leaving}
+
+
 def rename_task(store: Any, ref: str, name: str) -> Task:
     task = find_task(store, ref)
+    if name.strip() and name.strip() in _names_in_use(store, {task.id}):
+        raise ValueError(f"another task is already called {name.strip()!r}")
     task.name = name.strip() or None
     task.updated_at = time.time()
     save_tasks(store, [task])
@@ -88,6 +94,7 @@ def merge_tasks(store: Any, refs: list[str], *, embedder: Embedder | None = None
                       centroid=_centroid(embedder, feats), task_id=keep.id)
     merged.name, merged.created_at = keep.name, keep.created_at
     merged.tags = sorted({*keep.tags, *(tag for o in others for tag in o.tags), *merged.tags})
+    name_uniquely([merged], _names_in_use(store, {t.id for t in tasks}))
     now = time.time()
     with store.engine.begin() as conn:
         conn.execute(
@@ -130,6 +137,7 @@ def split_task(
         raise ValueError(f"task {task.id} does not split: its calls form one group")
     n, cost = _totals(store)
     words = ctfidf_keywords([[f.instruction for f in g[:500]] for g in groups])
+    taken = _names_in_use(store, {task.id})
     now = time.time()
     parts = []
     for j, (g, w) in enumerate(zip(groups, words, strict=True)):
@@ -139,6 +147,7 @@ def split_task(
             part.name = f"{task.name} ({j + 1})"
         parts.append(part)
         store.set_task_ids({f.id: part.id for f in g})
+    name_uniquely(parts, taken)
     with store.engine.begin() as conn:
         conn.execute(
             tasks_table.update().where(tasks_table.c.id == task.id)

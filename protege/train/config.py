@@ -28,6 +28,12 @@ class TrainConfig:
         metadata={"help": "Stop after about this many training tokens (a compute budget that treats short "
                   "single calls and long packed conversations alike; caps epochs and max_steps)"},
     )
+    max_seconds: float | None = field(
+        default=None,
+        metadata={"help": "Wall-clock budget for the optimizer steps: after the first steps are timed the "
+                  "schedule is shortened to end within it, learning-rate decay included (validation and "
+                  "checkpoints not counted)"},
+    )
     lr: float = field(
         default=1e-3,
         metadata={

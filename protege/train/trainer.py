@@ -283,13 +283,25 @@ def resumable_run(task_id: str) -> Path | None:
 # -- the run ---------------------------------------------------------------------
 
 
-def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
+class _LinearSchedule:
+    """Linear warm-up then linear decay to zero at ``total``; ``total`` may be
+    shortened mid-run (a time budget) and the decay still reaches zero."""
 
-    return f
+    def __init__(self, total: int, warmup: int) -> None:
+        self.total, self.warmup = total, warmup
+
+    def __call__(self, step: int) -> float:
+        if self.warmup and step < self.warmup:
+            return (step + 1) / self.warmup
+        return max(0.0, (self.total - step) / max(1, self.total - self.warmup))
+
+
+def budget_steps(step: int, train_time_s: float, total: int, max_seconds: float) -> int:
+    """The steps that fit ``max_seconds`` at the pace so far (never more than
+    ``total``, never fewer than the next step)."""
+    if step <= 0 or train_time_s <= 0:
+        return total
+    return max(step + 1, min(total, int(max_seconds / (train_time_s / step))))
 
 
 def _eval_sample(n: int, k: int, seed: int) -> list[int]:
@@ -481,7 +493,8 @@ def train_adapter(
     ckpt_every = cfg.checkpoint_every or eval_every
 
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup))
+    schedule = _LinearSchedule(total_steps, warmup)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     if accelerator is not None:
         loss_mod, optimizer = accelerator.prepare(loss_mod, optimizer)
 
@@ -561,6 +574,7 @@ def train_adapter(
 
     peft_model.train()
     stop_reason = "completed"
+    cut_by_time = False
     t_mark = time.perf_counter()
     try:
         while state.step < total_steps and stop_reason == "completed":
@@ -597,6 +611,16 @@ def train_adapter(
                             state.bad_evals += 1
                             if cfg.patience and state.bad_evals >= cfg.patience:
                                 stop_reason = "early_stopping"
+                # The time budget: timed after a few steps (the first are slow:
+                # allocation, caches), then again as the pace settles.
+                if cfg.max_seconds and state.step >= 3 and (state.step < 10 or state.step % 10 == 0):
+                    fit = budget_steps(state.step, state.train_time_s, total_steps, cfg.max_seconds)
+                    if fit < total_steps:
+                        total_steps = schedule.total = fit
+                        cut_by_time = True
+                        warmup = schedule.warmup = min(warmup, max(0, fit // 10))
+                        if bar is not None:
+                            bar.set_total(total_steps)
                 if bar is not None:
                     tps = state.tokens / max(state.train_time_s, 1e-9)
                     info = f"loss {loss_value:.3f}"
@@ -643,7 +667,7 @@ def train_adapter(
         "steps": state.step,
         "total_steps": total_steps,
         "epochs_done": round(state.step / steps_per_epoch, 3),
-        "stop_reason": stop_reason,
+        "stop_reason": "time_budget" if cut_by_time and stop_reason == "completed" else stop_reason,
         "train_time_s": round(state.train_time_s, 3),
         "tokens": state.tokens,
         "answer_tokens": state.answer_tokens,

@@ -1,5 +1,5 @@
-"""``python -m protege.demo`` (``make demo``): the capture loop end to end,
-offline, in well under a minute.
+"""``protege demo --capture-only`` (``make demo-capture``): the capture stage
+alone, offline, in well under a minute.
 
 1. a fake teacher (an OpenAI-compatible server on loopback) stands in for the LLM;
 2. the protege gateway runs in front of it on a free loopback port;
@@ -13,9 +13,7 @@ offline, in well under a minute.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -111,14 +109,14 @@ def _agent(base_url: str, sessions: int) -> dict[str, Any]:
     return {"calls": calls, "teacher_errors": errors, "sessions": sessions}
 
 
-def run_demo(home: Path | None = None, *, sessions: int = 8, quiet: bool = False) -> dict[str, Any]:
-    """Run the demo; returns what the agent did and what the store holds."""
+def run_capture(home: Path | None = None, *, sessions: int = 8, quiet: bool = False) -> dict[str, Any]:
+    """Run the capture tour; returns what the agent did and what the store holds."""
     from protege.capture.writer import WriterConfig
     from protege.config import protege_home
     from protege.gateway.config import GatewayConfig
-    from protege.gateway.fake_upstream import FakeUpstreamThread
     from protege.gateway.server import ServerThread
     from protege.store import open_store
+    from protege.testing.fake_upstream import FakeUpstreamThread
 
     home = home or protege_home() / "demo"
     home.mkdir(parents=True, exist_ok=True)
@@ -187,15 +185,3 @@ def _print_summary(s: dict[str, Any]) -> None:
         con.print("reassembled tool calls of one call:", s["example_tool_calls"])
     con.print(f"\nlook around:  protege logs stats --db {s['db_url']}\n"
               f"              protege logs list --db {s['db_url']} --limit 5")
-
-
-def main() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    summary = run_demo()
-    if summary["traces"] != summary["agent"]["calls"]:
-        print(f"protege demo: {summary['agent']['calls']} calls but {summary['traces']} traces", file=sys.stderr)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """The offline end-to-end demo: traffic in, students out, traffic moved to them.
 
-``python -m protege.flywheel.demo`` (``make demo``), on a CPU, no network:
+``protege demo`` (``make demo``), on a CPU, no network:
 
 1. starts the replay teacher (BFCL ground truth) and the gateway on loopback;
 2. an agent works through BFCL conversations through the gateway: multi-turn
@@ -20,7 +20,6 @@ captured workload and the trained students (the flywheel is incremental).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -240,7 +239,7 @@ def _served_quality(store: Any, since: float, index: Any, until: float | None = 
 
 
 def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None, max_tokens: int = 140_000,
-             max_tasks: int = 2,
+             train_seconds: float | None = 330.0, max_tasks: int = 2,
              base: str = "smollm2-135m-instruct",
              suites: tuple[tuple[str, ...], ...] = SUITES,
              single: tuple[tuple[str, tuple[str, ...]], ...] = SINGLE) -> dict[str, Any]:
@@ -267,6 +266,7 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
     from protege.gateway.server import ServerThread
     from protege.router.routes import list_routes, set_route
     from protege.store import open_store
+    from protege.tasks.discover import task_names
     from protege.teacher.replay import create_replay_app
 
     db_url = f"sqlite:///{home / 'protege.db'}"
@@ -321,6 +321,9 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
         fcfg.train.max_steps = max_steps
         fcfg.train.epochs = 3
         fcfg.train.max_tokens = max_tokens
+        # And a wall-clock cap, so that a slower CPU (no AVX-512: a third of the
+        # speed) still ends within the demo's 30 minutes, with fewer tokens.
+        fcfg.train.max_seconds = train_seconds
         fcfg.train.batch_size = 2
         fcfg.train.max_length = 2048
         fcfg.train.layers = "all"
@@ -334,6 +337,8 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
         tick = phase("flywheel (curate, tasks, datasets, train, evaluate, gate)", tick)
         summary["flywheel"] = {"status": rep.status, "error": rep.error, "seconds": round(rep.seconds, 1),
                                "tasks": rep.tasks}
+        names = task_names(store)
+        summary["task_names"] = names
         t = Table("task", "action", "student/teacher", "confidence floor", "why")
         for col in t.columns[:4]:
             col.no_wrap = True
@@ -346,12 +351,12 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
             fl = info.get("floor") or {}
             f = f">= {fl['min_confidence']:.2f}: serves {fl['coverage']:.0%}" if fl else ""
             why = str(info.get("reason") or info.get("why") or "")
-            t.add_row(task_id.removeprefix("task_"), str(info.get("action")), s, f,
+            t.add_row(names.get(task_id, task_id), str(info.get("action")), s, f,
                       why if info.get("adapter") else why.split(";")[0][:70])
         con.print(t)
         for task_id, info in sorted(rep.tasks.items()):
             if info.get("adapter") and info.get("reason"):
-                con.print(f"[bold]{task_id.removeprefix('task_')}[/]: {info['reason']}", soft_wrap=True)
+                con.print(f"[bold]{names.get(task_id, task_id)}[/]: {info['reason']}", soft_wrap=True)
         if rep.status == "failed":
             # Stop before the unseen traffic: run again and the flywheel resumes.
             con.print(f"[red]the flywheel failed: {rep.error}[/]")
@@ -441,7 +446,9 @@ def _print(con: Any, s: dict[str, Any]) -> None:
     pt = Table(title="unseen traffic with students, per task")
     for col in ("task", "calls", "served by students", "their answers right"):
         pt.add_column(col)
+    names = s.get("task_names") or {}
     for task, c in (sv.get("per_task") or {}).items():
+        task = names.get(task, task)
         right = f"{c.get('right', 0)} of {c['judged']}" if c.get("judged") else ""
         pt.add_row(task, str(c["calls"]), f"{c.get('student', 0) / c['calls']:.0%}", right)
     con.print(pt)
@@ -465,32 +472,3 @@ def _write_html(store: Any, home: Path, s: dict[str, Any]) -> None:
              + "</pre></section>")
     page = page.replace("</body>", block + "</body>") if "</body>" in page else page + block
     (home / "report.html").write_text(page)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description="protege's offline end-to-end demo (BFCL, SmolLM2-135M students)")
-    ap.add_argument("--home", type=Path, default=Path.cwd() / ".protege-demo", help="state directory (reused)")
-    ap.add_argument("--max-tokens", type=int, default=140_000, help="training tokens per student (the budget)")
-    ap.add_argument("--max-steps", type=int, default=None, help="training steps per student (default: the budget)")
-    ap.add_argument("--max-tasks", type=int, default=2, help="students trained")
-    ap.add_argument("--base", default="smollm2-135m-instruct", help="student base model")
-    ap.add_argument("--fresh", action="store_true", help="forget the cached state first")
-    ap.add_argument("--suites", default=",".join("+".join(x) for x in SUITES),
-                    help="the agents: BFCL multi-turn API suites, comma-separated ('+' joins the suites of "
-                    "one agent), e.g. GorillaFileSystem,TravelAPI for a workload the recipe was not tuned on")
-    ap.add_argument("--single", default=",".join(f"{n}={'+'.join(c)}" for n, c in SINGLE),
-                    help="single-call agents, comma-separated NAME=CATEGORY+CATEGORY (BFCL single-turn "
-                    "categories), e.g. live-tools=live_simple+live_multiple")
-    a = ap.parse_args()
-    if a.fresh and a.home.exists():
-        import shutil
-
-        shutil.rmtree(a.home)
-    suites = tuple(tuple(sorted(x.split("+"))) for x in a.suites.split(",") if x)
-    single = tuple((n, tuple(c.split("+"))) for n, _, c in (x.partition("=") for x in a.single.split(",") if x))
-    run_demo(a.home.resolve(), max_steps=a.max_steps, max_tokens=a.max_tokens, max_tasks=a.max_tasks, base=a.base, suites=suites,
-             single=single)
-
-
-if __name__ == "__main__":
-    main()
