@@ -444,6 +444,8 @@ def evaluate_task(
         val_rows = list(data.validation or [])
         if config.validation and val_rows and "student" in systems:
             say(f"predicting: student on the validation split ({len(val_rows)} examples)")
+            if advance is not None and hasattr(systems["student"], "progress"):
+                systems["student"].progress = lambda k: advance("student, validation", k, len(val_rows))
             report.selective["validation"] = _validation_selective(
                 systems["student"], systems["teacher"], val_rows, output_type, basis
             )
