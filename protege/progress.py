@@ -32,12 +32,15 @@ class Bar:
     ``every`` is the most often a plain line is written."""
 
     def __init__(self, description: str, total: int, *, stream: IO[str] | None = None,
-                 tty: bool | None = None, every: float = EVERY_S, console: Any = None) -> None:
+                 tty: bool | None = None, every: float = EVERY_S, console: Any = None,
+                 quiet_for: float = 0.0) -> None:
         self.description = description
         self.total = max(0, int(total))
         self.stream = stream or sys.stdout  # where the rest of the output goes: `make demo > log` keeps it
         self.tty = self.stream.isatty() if tty is None else tty
         self.every = every
+        # Plain lines only once the work has run this long: short work stays silent.
+        self.quiet_for = quiet_for
         self.done = 0
         self.info = ""
         self._console = console
@@ -108,7 +111,7 @@ class Bar:
         return " ".join(parts) + f", {tail}"
 
     def _line(self, now: float) -> None:
-        if self.done == self._last_done:
+        if self.done == self._last_done or now - self._t0 < self.quiet_for:
             return
         self._last_line, self._last_done = now, self.done
         print(self.line(), file=self.stream, flush=True)

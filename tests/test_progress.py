@@ -25,3 +25,32 @@ def test_piped_progress_writes_again_once_the_interval_passed():
         bar.update(advance=2)
     bar.stop()
     assert [ln.split(" (")[0] for ln in out.getvalue().splitlines()] == [f"evaluate: {k}/10" for k in (2, 4, 6, 8)]
+
+
+def test_piped_tables_wrap_instead_of_cutting(capsys):
+    from rich.table import Table
+
+    from protege.cli.common import console
+
+    reason = "gate failed: low bound of the share of teacher 0.81 is under 0.95 on 137 test calls"
+    table = Table("task", "why")
+    table.columns[1].max_width, table.columns[1].overflow, table.columns[1].no_wrap = 20, "ellipsis", True
+    table.add_row("trading-bot · next step", reason)
+    console().print(table)  # pytest's captured stdout is not a terminal
+    out = capsys.readouterr().out
+    assert reason in out and "…" not in out
+
+
+def test_short_work_stays_silent_when_asked():
+    import io
+
+    from protege.progress import Bar
+
+    out = io.StringIO()
+    with Bar("import", 10, stream=out, tty=False, quiet_for=30.0) as bar:
+        bar.update(10)
+    assert out.getvalue() == ""
+    loud = io.StringIO()
+    with Bar("import", 10, stream=loud, tty=False) as bar:
+        bar.update(10)
+    assert "import: 10/10 (100%)" in loud.getvalue()

@@ -189,6 +189,34 @@ def test_rename_merge_split_and_rediscovery_keep_ids(store):
     assert next(t for t in again if t.id == parts[0].id).name == "mine"
 
 
+def test_discovery_keeps_what_the_user_merged(store):
+    _labelled_store(store)
+    tasks = discover_tasks(store, DiscoverConfig(embed=HASHING)).tasks
+    a, b = (t for t in tasks if not t.tags)
+    merged = merge_tasks(store, [a.id, b.id], embedder=Embedder(HASHING))
+    assert merged.pinned
+    # New traffic of both call sites, then discovery again: still one task,
+    # with the new calls in it, and the same id and label.
+    _labelled_store(store, n_per=4)
+    again = discover_tasks(store, DiscoverConfig(embed=HASHING)).tasks
+    untagged = [t for t in again if not t.tags]
+    assert [t.id for t in untagged] == [merged.id] and untagged[0].pinned
+    assert untagged[0].n_traces == merged.n_traces + 8 and untagged[0].label == merged.label
+    assert {tr.task_id for tr in store.iter_traces() if not tr.task_tag} == {merged.id}
+
+
+def test_discovery_keeps_what_the_user_split(store):
+    _labelled_store(store)
+    tasks = discover_tasks(store, DiscoverConfig(embed=HASHING)).tasks
+    a, b = (t for t in tasks if not t.tags)
+    merged = merge_tasks(store, [a.id, b.id], embedder=Embedder(HASHING))
+    parts = split_task(store, merged.id, k=2, embedder=Embedder(HASHING))
+    before = {tr.id: tr.task_id for tr in store.iter_traces()}
+    again = discover_tasks(store, DiscoverConfig(embed=HASHING)).tasks
+    assert {p.id for p in parts} <= {t.id for t in again}
+    assert {tr.id: tr.task_id for tr in store.iter_traces()} == before
+
+
 def test_agent_of_reads_the_role_a_system_prompt_gives():
     from protege.tasks.features import agent_of
 

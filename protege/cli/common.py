@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -103,6 +104,20 @@ def parse_duration(text: str) -> float:
 
 
 def console() -> Any:
+    """A rich console on stdout. Piped (CI logs, files, multiplexers) tables
+    wrap their cells instead of cutting them, at $COLUMNS or 160 columns."""
     from rich.console import Console
+    from rich.table import Table
 
-    return Console(file=sys.stdout)
+    if sys.stdout.isatty():
+        return Console(file=sys.stdout)
+
+    class PlainConsole(Console):
+        def print(self, *objects: Any, **kwargs: Any) -> None:
+            for obj in objects:
+                if isinstance(obj, Table):
+                    for col in obj.columns:
+                        col.no_wrap, col.overflow, col.max_width = False, "fold", None
+            super().print(*objects, **kwargs)
+
+    return PlainConsole(file=sys.stdout, width=int(os.environ.get("COLUMNS") or 160), soft_wrap=False)

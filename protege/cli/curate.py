@@ -149,19 +149,16 @@ def curate(
         if as_json:
             report = run_curate(store, cfg)
         else:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+            from protege.progress import Bar
 
-            with Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                transient=True,
-            ) as bar:
-                task = bar.add_task("curating", total=None)
-                report = run_curate(
-                    store, cfg, progress=lambda done, total: bar.update(task, completed=done, total=total)
-                )
+            with Bar("curating", 0) as bar:
+
+                def advance(done: int, total: int) -> None:
+                    if total != bar.total:
+                        bar.set_total(total)
+                    bar.update(done)
+
+                report = run_curate(store, cfg, progress=advance)
     finally:
         store.close()
     if as_json:

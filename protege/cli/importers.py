@@ -63,20 +63,16 @@ def bfcl(
         if as_json:
             report = mod.import_bfcl(store, cats, **kwargs)
         else:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from protege.progress import Bar
 
-            with Progress(
-                TextColumn("{task.description:<24}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console(),
-                transient=False,
-            ) as bar:
-                tasks = {c: bar.add_task(c, total=totals[c]) for c in cats}
-                report = mod.import_bfcl(
-                    store, cats, progress=lambda c, done: bar.update(tasks[c], completed=done), **kwargs
-                )
+            done_by: dict[str, int] = {}
+            with Bar(f"importing {', '.join(cats)}", sum(totals[c] for c in cats)) as bar:
+
+                def advance(category: str, done: int) -> None:
+                    done_by[category] = done
+                    bar.update(sum(done_by.values()))
+
+                report = mod.import_bfcl(store, cats, progress=advance, **kwargs)
     finally:
         store.close()
     if as_json:

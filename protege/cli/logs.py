@@ -82,20 +82,14 @@ def filter_options(fn: Any) -> Any:
 
 @contextmanager
 def _progress(total: float | None, label: str) -> Any:
-    """A progress bar on stderr when it is a terminal; silent otherwise."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+    """Progress on stderr (stdout carries the result): a bar on a terminal,
+    otherwise, once the work has run 30 s, a plain line at most every 30 s."""
+    from protege.progress import EVERY_S, Bar
 
-    err = Console(file=sys.stderr)
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
-        console=err, transient=True, disable=not err.is_terminal,
-    )
-    with progress:
-        task = progress.add_task(label, total=total)
+    with Bar(label, int(total or 0), stream=sys.stderr, quiet_for=EVERY_S) as bar:
 
         def advance(n: float) -> None:
-            progress.advance(task, n)
+            bar.update(advance=int(n))
 
         yield advance
 

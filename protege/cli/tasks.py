@@ -53,8 +53,16 @@ def discover(db_url: str | None, as_json: bool, source: str, k: int | None, max_
     if as_json:
         result = discover_tasks(store, cfg)
     else:
-        with console().status("discovering tasks...") as status:
-            result = discover_tasks(store, cfg, progress=lambda m: status.update(m))
+        import sys
+        import time
+
+        if sys.stdout.isatty():
+            with console().status("discovering tasks...") as status:
+                result = discover_tasks(store, cfg, progress=lambda m: status.update(m))
+        else:  # piped: one line per phase
+            t0 = time.perf_counter()
+            result = discover_tasks(store, cfg, progress=lambda m: click.echo(
+                f"discovering tasks: {m} ({time.perf_counter() - t0:.0f}s)"))
     if as_json:
         print_json({
             "n_traces": result.n_traces, "n_unassigned": result.n_unassigned, "source": result.source,

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -243,16 +242,17 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
              base: str = "smollm2-135m-instruct",
              suites: tuple[tuple[str, ...], ...] = SUITES,
              single: tuple[tuple[str, tuple[str, ...]], ...] = SINGLE) -> dict[str, Any]:
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     os.environ["PROTEGE_HOME"] = str(home)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     home.mkdir(parents=True, exist_ok=True)
-    # Piped to a file (CI, a multiplexer log) rich assumes 80 columns and cuts
-    # the gate's reasons mid-word: give it room, and print reasons whole below.
-    con = Console() if sys.stdout.isatty() else Console(width=160, soft_wrap=False)
+    from protege.cli.common import console
+
+    # Piped to a file (CI, a multiplexer log) tables wrap instead of cutting
+    # the gate's reasons mid-word; the reasons are also printed whole below.
+    con = console()
     t_start = time.perf_counter()
     phases: dict[str, float] = {}
 

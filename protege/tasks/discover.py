@@ -79,6 +79,7 @@ class Task:
     keywords: list[str] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
     status: str = ACTIVE
+    pinned: bool = False  # the user merged or split it: discovery keeps its traces as they are
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
@@ -107,6 +108,7 @@ class Task:
             "n_fingerprints": len(self.fingerprints),
             "examples": self.examples,
             "status": self.status,
+            "pinned": self.pinned,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -136,6 +138,7 @@ class Task:
             "keywords": json.dumps(self.keywords),
             "examples": json.dumps(self.examples),
             "status": self.status,
+            "pinned": int(self.pinned),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -169,6 +172,7 @@ class Task:
             keywords=json.loads(m["keywords"] or "[]"),
             examples=json.loads(m["examples"] or "[]"),
             status=m["status"],
+            pinned=bool(m.get("pinned") or 0),
             created_at=m["created_at"],
             updated_at=m["updated_at"],
         )
@@ -380,11 +384,8 @@ def save_tasks(store: Any, tasks: Sequence[Task]) -> None:
         conn.execute(tasks_table.insert(), [t.to_row() for t in tasks])
 
 
-def _reuse_ids(store: Any, tasks: list[Task], members: list[list[str]]) -> None:
-    """Keep the id (and user-given name) of an existing task when most of a
-    new task's traces already belonged to it, so datasets and adapters keep
-    pointing at the same job across re-discovery."""
-    ids = [i for m in members for i in m]
+def _previous_task_ids(store: Any, ids: list[str]) -> dict[str, str]:
+    """trace id -> the task it belongs to now (traces with one)."""
     previous: dict[str, str] = {}
     t = sa.table("traces", sa.column("id"), sa.column("task_id"))
     with store.engine.connect() as conn:
@@ -392,10 +393,61 @@ def _reuse_ids(store: Any, tasks: list[Task], members: list[list[str]]) -> None:
             chunk = ids[start : start + 5000]
             q = sa.select(t.c.id, t.c.task_id).where(t.c.id.in_(chunk), t.c.task_id.is_not(None))
             previous.update({r.id: r.task_id for r in conn.execute(q)})
+    return previous
+
+
+def _keep_pinned(pinned: dict[str, Task], tasks: list[Task], members: list[list[str]],
+                 feats: Sequence[CallFeatures], previous: dict[str, str], *,
+                 total_n: int) -> tuple[list[Task], list[list[str]]]:
+    """Pinned tasks with their traces, plus the new clusters; a new cluster
+    whose calls mostly come from a pinned task's call sites joins the one of
+    those tasks whose instructions it is closest to."""
+    by_id = {f.id: f for f in feats}
+    keep: dict[str, list[str]] = {tid: [i for i, p in previous.items() if p == tid and i in by_id] for tid in pinned}
+    fp_owner: dict[str, list[str]] = defaultdict(list)
+    for tid, task in pinned.items():
+        for fp in task.fingerprints:
+            fp_owner[fp].append(tid)
+    out_tasks, out_members = [], []
+    for task, ids in zip(tasks, members, strict=True):
+        owners = Counter(o for i in ids for o in fp_owner.get(by_id[i].fp, ()))
+        if ids and owners and owners.most_common(1)[0][1] * 2 > len(ids):
+            cands = [o for o, _ in owners.most_common()]
+            if task.centroid is not None:
+                cands.sort(key=lambda o: -float(pinned[o].centroid @ task.centroid)
+                           if pinned[o].centroid is not None and pinned[o].centroid.shape == task.centroid.shape
+                           else 1.0)
+            keep[cands[0]].extend(ids)
+        else:
+            out_tasks.append(task)
+            out_members.append(ids)
+    total_cost = sum(f.cost_usd or 0.0 for f in feats)
+    for tid, ids in keep.items():
+        if not ids:
+            continue
+        old = pinned[tid]
+        group = [by_id[i] for i in ids]
+        task = describe(group, total_n=total_n, total_cost=total_cost, keywords=old.keywords,
+                        centroid=old.centroid, task_id=tid)
+        task.name, task.label, task.created_at, task.pinned = old.name, old.label, old.created_at, True
+        task.tags = sorted({*old.tags, *task.tags})
+        out_tasks.append(task)
+        out_members.append(ids)
+    return out_tasks, out_members
+
+
+def _reuse_ids(store: Any, tasks: list[Task], members: list[list[str]]) -> None:
+    """Keep the id (and user-given name) of an existing task when most of a
+    new task's traces already belonged to it, so datasets and adapters keep
+    pointing at the same job across re-discovery."""
+    previous = _previous_task_ids(store, [i for m in members for i in m])
     old = {task.id: task for task in load_tasks(store, status=None)}
     taken: set[str] = set()
     order = sorted(range(len(tasks)), key=lambda k: -len(members[k]))
     for k in order:
+        if tasks[k].pinned:
+            taken.add(tasks[k].id)
+            continue
         votes = Counter(previous[i] for i in members[k] if i in previous)
         for prev_id, n in votes.most_common(3):
             if prev_id in taken or n * 2 < len(members[k]):
@@ -438,13 +490,22 @@ def discover_tasks(
     docs: dict[str, str] = {}
     say(f"reading {source} traces")
     feats = [extract(t, docs) for t in traces]
-    say(f"clustering {len(feats)} calls")
+    # Tasks the user merged or split keep their traces; the rest is clustered,
+    # and a new cluster from a pinned task's call sites joins it.
+    pinned = {t.id: t for t in load_tasks(store) if t.pinned}
+    previous = _previous_task_ids(store, [f.id for f in feats]) if pinned else {}
+    held = [f for f in feats if previous.get(f.id) in pinned]
+    free = [f for f in feats if previous.get(f.id) not in pinned]
+    say(f"clustering {len(free)} calls" + (f" ({len(held)} in {len(pinned)} pinned tasks)" if pinned else ""))
     embedder = embedder or Embedder(cfg.embed)
-    tasks, labels, embedded = build_tasks(feats, docs, embedder, cfg)
+    tasks, labels, embedded = build_tasks(free, docs, embedder, cfg) if free else ([], [], 0)
     members: list[list[str]] = [[] for _ in tasks]
-    for f, lab in zip(feats, labels, strict=True):
+    for f, lab in zip(free, labels, strict=True):
         if lab >= 0:
             members[lab].append(f.id)
+    if pinned:
+        tasks, members = _keep_pinned(pinned, tasks, members, feats, previous, total_n=len(feats))
+        feats = held + free
     _reuse_ids(store, tasks, members)
     name_uniquely(tasks)
     now = time.time()

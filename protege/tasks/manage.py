@@ -93,6 +93,7 @@ def merge_tasks(store: Any, refs: list[str], *, embedder: Embedder | None = None
     merged = describe(feats, total_n=n, total_cost=cost, keywords=words,
                       centroid=_centroid(embedder, feats), task_id=keep.id)
     merged.name, merged.created_at = keep.name, keep.created_at
+    merged.pinned = True  # later discovery keeps the merge
     merged.tags = sorted({*keep.tags, *(tag for o in others for tag in o.tags), *merged.tags})
     name_uniquely([merged], _names_in_use(store, {t.id for t in tasks}))
     now = time.time()
@@ -145,6 +146,7 @@ def split_task(
                         task_id=_task_id(f"{task.id}/split/{j}/{now}"))
         if task.name:
             part.name = f"{task.name} ({j + 1})"
+        part.pinned = True  # later discovery keeps the split
         parts.append(part)
         store.set_task_ids({f.id: part.id for f in g})
     name_uniquely(parts, taken)

@@ -36,6 +36,8 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX ix_tasks_status ON tasks (status)",
         ),
     ),
+    # A task the user merged or split: later discovery keeps its traces together.
+    Migration(201, "tasks.pinned", ("ALTER TABLE tasks ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0",)),
 ]
 
 # name: the user's own name for the task (rename); label: the generated one.
@@ -63,5 +65,6 @@ tasks_table = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("pinned", sa.Integer, nullable=False, server_default="0"),
     extend_existing=True,
 )
