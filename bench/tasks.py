@@ -55,6 +55,18 @@ SINGLE_SITES = {
     "python_api": (("simple_python",), "the science and maths helper: you call the right library function"),
     "code_api": (("simple_java", "simple_javascript"), "the code assistant: you call the right API for the user's program"),
 }
+# The held-out mixture: BFCL data never used while discovery was developed, a
+# multi-turn category of its own (long context), the MathAPI suite, and
+# single-turn categories with real users' functions and parallel calls.
+HELDOUT_MULTI = {
+    **{k: v for k, v in MULTI_SITES.items() if k in ("files", "trading", "travel", "vehicle")},
+    "math": ("math_api", "the calculator: you work out the user's sums with the maths tools"),
+}
+HELDOUT_SINGLE = {
+    "live_api": (("live_simple", "live_multiple"), "the integrations assistant: you call the user's own APIs"),
+    "parallel_api": (("parallel", "parallel_multiple"), "the batch helper: you make every call the user asks for"),
+}
+HELDOUT_MULTI_CATEGORY = "multi_turn_long_context"
 FIRST = ["Alice", "Bruno", "Chen", "Dana", "Emeka", "Fatima", "Giulia", "Hiro", "Ines", "Jonas", "Kemal", "Lena"]
 LAST = ["Smith", "Okafor", "Rossi", "Tanaka", "Novak", "Silva", "Meyer", "Haddad", "Kowalski", "Park"]
 COMPANY = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay"]
@@ -131,17 +143,21 @@ def _completion(model: str, content: str | None, calls: list[tuple[str, dict[str
 class Mixture:
     """Exchanges (request messages, tools, answer) per site, settings applied later."""
 
-    def __init__(self) -> None:
+    def __init__(self, multi: dict[str, tuple[str, str]] | None = None,
+                 single: dict[str, tuple[tuple[str, ...], str]] | None = None,
+                 multi_category: str = "multi_turn_base") -> None:
         d = _data_dir()
+        self.multi = MULTI_SITES if multi is None else multi
+        self.single = SINGLE_SITES if single is None else single
         self.class_docs: dict[str, list[dict[str, Any]]] = {}
-        for site, (cls, _) in MULTI_SITES.items():
+        for site, (cls, _) in self.multi.items():
             self.class_docs[site] = _lines(d / "multi_turn_func_doc" / f"{cls}.json")
         owner = {doc["name"]: site for site, docs in self.class_docs.items() for doc in docs}
         all_docs = {doc["name"]: doc for docs in self.class_docs.values() for doc in docs}
         # (site, session, messages-so-far, calls, text) per LLM call
         self.calls: list[dict[str, Any]] = []
-        qs = _lines(d / "BFCL_v4_multi_turn_base.json")
-        answers = {a["id"]: a["ground_truth"] for a in _lines(d / "possible_answer" / "BFCL_v4_multi_turn_base.json")}
+        qs = _lines(d / f"BFCL_v4_{multi_category}.json")
+        answers = {a["id"]: a["ground_truth"] for a in _lines(d / "possible_answer" / f"BFCL_v4_{multi_category}.json")}
         for q in qs:
             history: dict[str, list[dict[str, Any]]] = {}
             for turn, gt in zip(q["question"], answers[q["id"]], strict=False):
@@ -165,7 +181,7 @@ class Mixture:
                 self.calls.append({"site": site, "session": f"{q['id']}:{site}", "messages": list(msgs),
                                    "calls": [], "text": f"Done: {done}.", "tools": None})
                 msgs.append({"role": "assistant", "content": f"Done: {done}."})
-        for site, (cats, _) in SINGLE_SITES.items():
+        for site, (cats, _) in self.single.items():
             for cat in cats:
                 gts = {a["id"]: a["ground_truth"] for a in _lines(d / "possible_answer" / f"BFCL_v4_{cat}.json")}
                 for q in _lines(d / f"BFCL_v4_{cat}.json"):
@@ -176,7 +192,7 @@ class Mixture:
                             calls.append((name, args))
                     self.calls.append({"site": site, "session": q["id"], "messages": list(q["question"][0]),
                                        "calls": calls, "text": None, "tools": [_tool(f) for f in q["function"]]})
-        self.sites = list(MULTI_SITES) + list(SINGLE_SITES)
+        self.sites = list(self.multi) + list(self.single)
         self.all_multi_tools = [_tool(doc) for docs in self.class_docs.values() for doc in docs]
 
     def system_prompt(self, site: str, setting: str, rng: random.Random) -> str:
@@ -187,7 +203,7 @@ class Mixture:
             return (f"You are Nova, the assistant of {company}. The current user is {name} "
                     f"(account {uuid.UUID(int=rng.getrandbits(128))}). Today is {day}. "
                     "Use the tools when they help and answer briefly.")
-        role = (MULTI_SITES.get(site) or SINGLE_SITES[site])[1]
+        role = (self.multi.get(site) or self.single[site])[1]
         return (f"You are {role}. You work for {company} and assist {name} "
                 f"(account {uuid.UUID(int=rng.getrandbits(128))}). Today is {day}. Be precise.")
 
@@ -309,6 +325,25 @@ def held_out(pairs: list[tuple[Trace, str]]) -> None:
           f"{adjusted_rand_score(truth, with_resp):.3f} with the answer's tool calls")
 
 
+def _split_sites(truth: list[str], pred: list[str]) -> None:
+    """Which true call sites discovery spread over several tasks (over-splits)
+    and which tasks hold several sites (merges)."""
+    from collections import Counter, defaultdict
+
+    by_site: dict[str, Counter[str]] = defaultdict(Counter)
+    by_task: dict[str, Counter[str]] = defaultdict(Counter)
+    for t, p in zip(truth, pred, strict=True):
+        by_site[t][p] += 1
+        by_task[p][t] += 1
+    split = {s: c for s, c in by_site.items() if sum(n >= 0.05 * sum(c.values()) for n in c.values()) > 1}
+    merged = {p: c for p, c in by_task.items() if sum(n >= 0.05 * sum(c.values()) for n in c.values()) > 1}
+    if split:
+        print("  split: " + "; ".join(f"{s} over {len(c)} tasks {sorted(c.values(), reverse=True)[:4]}"
+                                      for s, c in split.items()))
+    if merged:
+        print("  merged: " + "; ".join(f"{' + '.join(sorted(c))}" for c in merged.values()))
+
+
 def main() -> None:
     from sklearn.metrics import adjusted_rand_score
 
@@ -320,21 +355,24 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000, help="traces for the timing run")
     args = ap.parse_args()
     fingerprint_timing()
-    mix = Mixture()
-    print(f"mixture: {len(mix.calls)} calls from {len(mix.sites)} call sites: {', '.join(mix.sites)}")
     Embedder().encode(["load the model once, outside the timings"])
-    print(f"{'setting':<10} {'baseline ARI':>12} {'k':>3} {'s':>6}   {'protege ARI':>11} {'k':>3} {'s':>6}")
-    for setting in ("site", "generic"):
-        pairs = list(mix.traces(setting))
-        truth = [site for _, site in pairs]
-        base_emb = Embedder()
-        t0 = time.perf_counter()
-        base = baseline_labels([last_user_message(t.request) for t, _ in pairs], base_emb)
-        base_s = time.perf_counter() - t0
-        pred, k, our_s = ours(pairs, Embedder())
-        print(f"{setting:<10} {adjusted_rand_score(truth, base):>12.3f} {len(set(base)):>3} {base_s:>6.1f}   "
-              f"{adjusted_rand_score(truth, pred):>11.3f} {k:>3} {our_s:>6.1f}")
-        held_out(pairs)
+    mixtures = [("developed on", Mixture()),
+                ("held out", Mixture(HELDOUT_MULTI, HELDOUT_SINGLE, HELDOUT_MULTI_CATEGORY))]
+    for side, mix in mixtures:
+        print(f"\n{side}: {len(mix.calls)} calls from {len(mix.sites)} call sites: {', '.join(mix.sites)}")
+        print(f"{'setting':<10} {'baseline ARI':>12} {'k':>3} {'s':>6}   {'protege ARI':>11} {'k':>3} {'s':>6}")
+        for setting in ("site", "generic"):
+            pairs = list(mix.traces(setting))
+            truth = [site for _, site in pairs]
+            base_emb = Embedder()
+            t0 = time.perf_counter()
+            base = baseline_labels([last_user_message(t.request) for t, _ in pairs], base_emb)
+            base_s = time.perf_counter() - t0
+            pred, k, our_s = ours(pairs, Embedder())
+            print(f"{setting:<10} {adjusted_rand_score(truth, base):>12.3f} {len(set(base)):>3} {base_s:>6.1f}   "
+                  f"{adjusted_rand_score(truth, pred):>11.3f} {k:>3} {our_s:>6.1f}")
+            _split_sites(truth, pred)
+            held_out(pairs)
     if args.quick:
         return
     from protege.tasks.discover import DiscoverConfig, build_tasks

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 # name -> module that defines it, one line per pipeline stage.
 _LAZY = {
-    # capture and store (S1)
+    # capture and store
     "Trace": "protege.store.records",
     "Feedback": "protege.store.records",
     "TraceStore": "protege.store.db",
@@ -30,7 +30,7 @@ _LAZY = {
     "create_app": "protege.gateway.app",
     "GatewayConfig": "protege.gateway.config",
     "import_bfcl": "protege.importers.bfcl",
-    # curate and tasks (S2, S3)
+    # curate and tasks
     "curate": "protege.curate",
     "iter_curated": "protege.curate",
     "Scrubber": "protege.curate",
@@ -38,7 +38,10 @@ _LAZY = {
     "discover_tasks": "protege.tasks",
     "TaskIndex": "protege.tasks",
     "fingerprint": "protege.tasks",
-    # datasets, models, training (S4, S5)
+    "rename_task": "protege.tasks.manage",
+    "merge_tasks": "protege.tasks.manage",
+    "split_task": "protege.tasks.manage",
+    # datasets, models, training
     "build_dataset": "protege.datasets",
     "load_dataset": "protege.datasets",
     "DatasetConfig": "protege.datasets",
@@ -48,7 +51,7 @@ _LAZY = {
     "train_adapter": "protege.train",
     "TrainConfig": "protege.train",
     "Registry": "protege.registry",
-    # evaluation, routing, serving, the loop (S6)
+    # evaluation, routing, serving, the loop
     "evaluate_task": "protege.evaluate",
     "gate": "protege.evaluate",
     "Router": "protege.router",
@@ -61,6 +64,7 @@ _LAZY = {
     "ReplayIndex": "protege.teacher",
     "simulate_bfcl": "protege.simulate",
     "collect_report": "protege.report",
+    "run_demo": "protege.demo",
 }
 
 __all__ = [
@@ -98,12 +102,16 @@ __all__ = [
     "load_base",
     "load_catalog",
     "load_dataset",
+    "merge_tasks",
     "open_store",
     "redact_trace",
+    "rename_task",
+    "run_demo",
     "run_flywheel",
     "select_models",
     "set_route",
     "simulate_bfcl",
+    "split_task",
     "trace_stats",
     "train_adapter",
     "validate_answer",

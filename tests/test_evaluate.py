@@ -482,8 +482,8 @@ def test_on_traces_from_the_bfcl_importer_and_a_built_dataset(store):
     """The whole path: BFCL traces imported as an agent would have produced
     them, a task dataset built from them, the student scored against the
     teacher, the ground truth and BFCL's own checker."""
-    bfcl = pytest.importorskip("protege.importers.bfcl")
     from protege.datasets import DatasetConfig, build_dataset
+    from protege.importers import bfcl
 
     bfcl.import_bfcl(store, ["simple_python", "parallel", "irrelevance", "live_simple"], limit=30)
     store.set_task_ids({t.id: "bfcl-mix" for t in store.iter_traces()})

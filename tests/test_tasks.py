@@ -268,6 +268,8 @@ def test_cli_json(store):
     assert data["n_traces"] == 18 and len(data["tasks"]) == 3
     listed = json.loads(runner.invoke(cli, ["tasks", "list", "--db", store.url, "--json"]).output)
     assert {t["id"] for t in listed} == {t["id"] for t in data["tasks"]}
+    # 6 calls a task, 1 of them in a test split of 20%: the gate's bar (0.95) needs 60, so 294 more calls.
+    assert {(t["test_calls"], t["test_calls_needed"], t["calls_to_go"]) for t in listed} == {(1, 60, 294)}
     tid = listed[0]["id"]
     shown = json.loads(runner.invoke(cli, ["tasks", "show", tid[:9], "--db", store.url, "--json"]).output)
     assert shown["id"] == tid and set(shown["score_parts"]) >= {"volume", "determinism", "cost"}

@@ -358,7 +358,9 @@ def test_time_budget_shortens_the_schedule(tok) -> None:
     from protege.train.trainer import _LinearSchedule, budget_steps
 
     assert budget_steps(4, 2.0, 100, 10.0) == 20  # 0.5 s a step: 20 fit in 10 s
-    assert budget_steps(4, 2.0, 12, 10.0) == 12 and budget_steps(4, 40.0, 100, 10.0) == 5
+    assert budget_steps(4, 2.0, 12, 10.0) == 12 and budget_steps(4, 40.0, 100, 10.0) == 4
+    # A slow start (2 s a step) then 0.25 s a step: the time left goes at the recent pace.
+    assert budget_steps(4, 8.0, 100, 10.0, pace_s=0.25) == 12
     sched = _LinearSchedule(100, 10)
     sched.total = 20
     assert sched(19) > 0 and sched(20) == 0.0  # the decay ends at the shortened total
@@ -367,7 +369,7 @@ def test_time_budget_shortens_the_schedule(tok) -> None:
     # A budget far below one step's time: the run stops as soon as it is timed.
     res = train_adapter(dataset=ds, config=fast_config(batch_size=4, epochs=3, max_seconds=1e-6),
                         model=tiny_model(tok), tokenizer=tok)
-    assert res.metrics["steps"] == res.metrics["total_steps"] == 4
+    assert res.metrics["steps"] == res.metrics["total_steps"] == 3
     assert res.metrics["stop_reason"] == "time_budget"
 
 
@@ -559,7 +561,6 @@ def test_cli_trains_and_reports(tok, monkeypatch, _isolated_home: Path) -> None:
 
 @pytest.mark.slow
 def test_smollm2_trains_a_few_steps() -> None:
-    pytest.importorskip("protege.models.loader")
     from protege.models.loader import load_base
     from protege.train import train_adapter
 

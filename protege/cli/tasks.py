@@ -66,7 +66,7 @@ def discover(db_url: str | None, as_json: bool, source: str, k: int | None, max_
     if as_json:
         print_json({
             "n_traces": result.n_traces, "n_unassigned": result.n_unassigned, "source": result.source,
-            "seconds": round(result.seconds, 2), "tasks": [t.to_dict() for t in result.tasks],
+            "seconds": round(result.seconds, 2), "tasks": [{**t.to_dict(), **evidence(t.n_traces)} for t in result.tasks],
         })
         return
     click.echo(f"{len(result.tasks)} tasks from {result.n_traces} {result.source} traces "
@@ -74,17 +74,36 @@ def discover(db_url: str | None, as_json: bool, source: str, k: int | None, max_
     _table(result.tasks)
 
 
+def evidence(n_traces: int) -> dict[str, int]:
+    """How many test calls the task has (at the default test share) against
+    the number the gate's bar needs before it can pass at all (a perfect
+    student), and how many more calls that takes."""
+    import math
+
+    from protege.datasets.build import DatasetConfig
+    from protege.evaluate.gate import GateThresholds
+
+    frac = DatasetConfig().test_frac
+    need = int(GateThresholds().resolved().min_test_examples or 0)
+    have = int(n_traces * frac)
+    return {"test_calls": have, "test_calls_needed": need,
+            "calls_to_go": max(0, math.ceil(need / frac) - n_traces) if have < need else 0}
+
+
 def _table(items: list[Any]) -> None:
     from rich.table import Table
 
-    table = Table()
+    table = Table(caption="test: test calls at the default split / calls the gate's bar needs (a perfect "
+                  "student); to go: calls still to capture")
     table.add_column("id", no_wrap=True)
     table.add_column("name", max_width=48, overflow="ellipsis", no_wrap=True)
-    for col in ("output", "traces", "traffic", "cost", "score", "tools"):
+    for col in ("output", "traces", "traffic", "cost", "score", "tools", "test", "to go"):
         table.add_column(col, no_wrap=True, justify="left" if col == "output" else "right")
     for t in items:
+        ev = evidence(t.n_traces)
         table.add_row(t.id, t.display_name, t.output_type, str(t.n_traces), _pct(t.traffic_share),
-                      _pct(t.cost_share), f"{t.specialisation_score:.2f}", str(len(t.tool_set)))
+                      _pct(t.cost_share), f"{t.specialisation_score:.2f}", str(len(t.tool_set)),
+                      f"{ev['test_calls']}/{ev['test_calls_needed']}", str(ev["calls_to_go"]))
     console().print(table)
 
 
@@ -99,7 +118,7 @@ def list_(db_url: str | None, as_json: bool, show_all: bool) -> None:
 
     items = load_tasks(open_store_or_fail(db_url), status=None if show_all else "active")
     if as_json:
-        print_json([t.to_dict() for t in items])
+        print_json([{**t.to_dict(), **evidence(t.n_traces)} for t in items])
         return
     if not items:
         click.echo("no tasks yet: run `protege tasks discover`")

@@ -171,10 +171,7 @@ def train(
 
     store = None
     if not no_register:
-        import importlib.util
-
-        if importlib.util.find_spec("protege.registry") is not None:
-            store = open_store_or_fail(db_url)
+        store = open_store_or_fail(db_url)
 
     from protege.train.trainer import TrainingInterrupted, train_adapter
 

@@ -1,4 +1,4 @@
-"""Curation (S2): filter, scrub and dedup raw traces into the curated view.
+"""Curation: filter, scrub and dedup raw traces into the curated view.
 
 Imports stay light: the store imports ``protege.curate.migrations`` on open,
 so spaCy, datasketch and jsonschema load only when they are used.

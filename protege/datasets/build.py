@@ -234,15 +234,12 @@ def _input_key(row: dict[str, Any]) -> str:
 
 def _iter_source(store: Any, task_id: str, source: str) -> tuple[str, Iterable[Any]]:
     if source in ("auto", "curated"):
-        try:
-            from protege.curate import iter_curated  # type: ignore[attr-defined]
-        except ImportError:
-            iter_curated = None
-        if iter_curated is not None:
-            it = iter(iter_curated(store, task_id=task_id))
-            first = next(it, None)
-            if first is not None:
-                return "curated", _chain(first, it)
+        from protege.curate.pipeline import iter_curated
+
+        it = iter(iter_curated(store, task_id=task_id))
+        first = next(it, None)
+        if first is not None:
+            return "curated", _chain(first, it)
         if source == "curated":
             raise ValueError(f"no curated traces for task {task_id!r}: run `protege curate` first")
     return "raw", store.iter_traces(task_id=task_id, status="ok")

@@ -475,10 +475,8 @@ def gate(
 
 
 def _set_serving(store: Any, adapter_id: str, decision: GateDecision) -> None:
-    try:
-        from protege.registry import Registry
-    except ImportError:
-        return
+    from protege.registry import Registry
+
     f = decision.floor
     serving = {
         "min_confidence": f.min_confidence if f else None,
@@ -505,10 +503,8 @@ def _registry_id(store: Any, task_id: str, adapter: str) -> str:
 
 
 def _set_registry_status(store: Any, adapter_id: str, to: str, checks: list[Check]) -> str | None:
-    try:
-        from protege.registry import Registry
-    except ImportError:
-        return None
+    from protege.registry import Registry
+
     reason = "gate passed: " + "; ".join(c.message for c in checks)
     Registry(store).set_status(adapter_id, to, reason)
     return to

@@ -244,14 +244,8 @@ def resolve_adapter(store: Any, task_id: str, adapter: str | None) -> AdapterRef
     path; ``None``: the task's newest registered adapter, if any."""
     if adapter and Path(adapter).is_dir():
         return AdapterRef(Path(adapter).name, Path(adapter))
-    try:
-        from protege.registry import Registry
-    except ImportError:
-        if adapter is None:
-            return None
-        raise ValueError(
-            f"adapter {adapter!r} is not a directory and no adapter registry is installed"
-        ) from None
+    from protege.registry import Registry
+
     reg = Registry(store)
     rec = None
     if adapter is None:

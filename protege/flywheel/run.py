@@ -200,13 +200,10 @@ def _discover(store: Any, cfg: FlywheelConfig) -> dict[str, Any] | None:
     """Tasks from the tasks stage when it is installed: new calls are assigned
     to the known tasks (fast); discovery (re-clustering) runs when there are no
     tasks yet or when enough calls come from call sites no task covers
-    (new fingerprints). None when the stage is not installed."""
-    try:
-        from protege.tasks import DiscoverConfig, TaskIndex, discover_tasks
-        from protege.tasks.index import assign_unassigned
-    except ImportError:
-        return None
+    (new fingerprints)."""
+    from protege.tasks import DiscoverConfig, TaskIndex, discover_tasks
     from protege.tasks.fingerprint import fingerprint
+    from protege.tasks.index import assign_unassigned
 
     index = TaskIndex.load(store)
     out: dict[str, Any] = {"how": "discovery"}

@@ -1,4 +1,4 @@
-"""Task discovery (S3): call-site fingerprints, clustering of calls by what
+"""Task discovery: call-site fingerprints, clustering of calls by what
 they ask and do, task descriptions, and assignment of new calls."""
 
 from __future__ import annotations

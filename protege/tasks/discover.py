@@ -192,17 +192,14 @@ class Discovery:
 def read_traces(store: Any, source: str = "auto", since: float | None = None) -> tuple[Iterable[Trace], str]:
     """The curated view when it exists and has rows (``auto``), else raw ok traces."""
     if source in ("auto", "curated"):
-        try:
-            from protege.curate import iter_curated  # type: ignore[attr-defined]
-        except ImportError:
-            iter_curated = None
-        if iter_curated is not None:
-            it = iter(iter_curated(store))
-            first = next(it, None)
-            if first is not None:
-                def chain() -> Iterable[Trace]:
-                    yield first
-                    yield from it
+        from protege.curate.pipeline import iter_curated
+
+        it = iter(iter_curated(store))
+        first = next(it, None)
+        if first is not None:
+            def chain() -> Iterable[Trace]:
+                yield first
+                yield from it
 
                 return (t for t in chain() if since is None or t.created_at >= since), "curated"
         if source == "curated":

@@ -1,4 +1,4 @@
-"""Stage S5: LoRA fine-tuning of a student on its task's teacher answers."""
+"""Training: LoRA fine-tuning of a student on its task's teacher answers."""
 
 from __future__ import annotations
 

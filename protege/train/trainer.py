@@ -296,12 +296,15 @@ class _LinearSchedule:
         return max(0.0, (self.total - step) / max(1, self.total - self.warmup))
 
 
-def budget_steps(step: int, train_time_s: float, total: int, max_seconds: float) -> int:
-    """The steps that fit ``max_seconds`` at the pace so far (never more than
-    ``total``, never fewer than the next step)."""
+def budget_steps(step: int, train_time_s: float, total: int, max_seconds: float,
+                 pace_s: float | None = None) -> int:
+    """The steps that fit ``max_seconds``: those done plus what the time left
+    allows at ``pace_s`` a step (default: the mean so far); never more than
+    ``total``, never fewer than those done (then the run ends now)."""
     if step <= 0 or train_time_s <= 0:
         return total
-    return max(step + 1, min(total, int(max_seconds / (train_time_s / step))))
+    pace = pace_s or train_time_s / step
+    return max(step, min(total, step + int(max(0.0, max_seconds - train_time_s) / pace)))
 
 
 def _eval_sample(n: int, k: int, seed: int) -> list[int]:
@@ -311,10 +314,8 @@ def _eval_sample(n: int, k: int, seed: int) -> list[int]:
 
 
 def _load_base(cfg: TrainConfig) -> tuple[Any, Any]:
-    try:
-        from protege.models.loader import load_base
-    except ImportError:
-        raise ValueError("no model loader available (protege.models.loader)") from None
+    from protege.models.loader import load_base
+
     return load_base(cfg.base)
 
 
@@ -575,6 +576,8 @@ def train_adapter(
     peft_model.train()
     stop_reason = "completed"
     cut_by_time = False
+    planned_steps = total_steps
+    step_times: list[float] = []
     t_mark = time.perf_counter()
     try:
         while state.step < total_steps and stop_reason == "completed":
@@ -613,12 +616,18 @@ def train_adapter(
                                 stop_reason = "early_stopping"
                 # The time budget: timed after a few steps (the first are slow:
                 # allocation, caches), then again as the pace settles.
-                if cfg.max_seconds and state.step >= 3 and (state.step < 10 or state.step % 10 == 0):
-                    fit = budget_steps(state.step, state.train_time_s, total_steps, cfg.max_seconds)
-                    if fit < total_steps:
+                # The pace is that of the last steps, so a slow start (another
+                # job on the machine) does not cut the run for good; the
+                # schedule may lengthen again, never beyond its planned steps.
+                step_times.append(now - t_mark)
+                if cfg.max_seconds and state.step >= 3 and (state.step < 10 or state.step % 5 == 0):
+                    recent = step_times[-10:]
+                    fit = budget_steps(state.step, state.train_time_s, planned_steps, cfg.max_seconds,
+                                       pace_s=sum(recent) / len(recent))
+                    if fit != total_steps:
                         total_steps = schedule.total = fit
-                        cut_by_time = True
-                        warmup = schedule.warmup = min(warmup, max(0, fit // 10))
+                        schedule.warmup = min(warmup, fit // 10)
+                        cut_by_time = fit < planned_steps
                         if bar is not None:
                             bar.set_total(total_steps)
                 if bar is not None:
@@ -795,25 +804,16 @@ def _now() -> str:
 def _registry_next_version(store: Any, task_id: str) -> int:
     if store is None:
         return 1
-    try:
-        from protege.registry import Registry
-    except ImportError:
-        return 1
+    from protege.registry import Registry
+
     return Registry(store).next_version(task_id)
 
 
 def register_adapter(store: Any, meta: dict[str, Any], adapter_dir: Path) -> Any:
-    """Record the adapter in the registry as a candidate.
+    """Record the adapter in the registry as a candidate (its
+    ``protege_adapter.json`` holds everything a later registration needs)."""
+    from protege.registry import Registry
 
-    Returns None (with a log line) when ``protege.registry`` is not installed;
-    the adapter directory is complete either way and its
-    ``protege_adapter.json`` holds everything a later registration needs.
-    """
-    try:
-        from protege.registry import Registry
-    except ImportError:
-        log.warning("protege.registry is not available; adapter %s not registered", adapter_dir)
-        return None
     version = meta["version"]
     return Registry(store).register(
         meta["task_id"],
