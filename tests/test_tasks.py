@@ -252,11 +252,25 @@ def test_tasks_are_named_by_role_and_step_and_names_stay_unique(store):
     assert sorted(t.display_name for t in tasks) == ["ticket-triage", "trading-bot · next step",
                                                      "weather · get_weather"]
     weather = next(t for t in tasks if "weather" in t.label)
+    # X-Protege-Task may name a task by its name or id.
+    index = TaskIndex.load(store)
+    assert index.assign(_req("Translate poems.", "zzz"), task_tag="weather · get_weather") == (weather.id, 1.0)
+    assert index.assign(_req("Translate poems.", "zzz"), task_tag=weather.id) == (weather.id, 1.0)
     with pytest.raises(ValueError, match="already called"):
         rename_task(store, weather.id, "ticket-triage")
     rename_task(store, weather.id, "forecasts")
     again = discover_tasks(store, DiscoverConfig(embed=HASHING)).tasks
     assert {t.display_name for t in again} == {t.display_name for t in tasks} - {weather.label} | {"forecasts"}
+
+
+def test_discovery_reads_the_curated_view_once_there_is_one(store):
+    from protege.curate import CurateConfig, curate
+
+    _labelled_store(store, n_per=6)
+    assert discover_tasks(store, DiscoverConfig(embed=HASHING)).source == "raw"
+    curate(store, CurateConfig(ner=False))
+    result = discover_tasks(store, DiscoverConfig(embed=HASHING))
+    assert result.source == "curated" and result.n_traces > 0
 
 
 def test_cli_json(store):
@@ -405,8 +419,11 @@ def test_requests_that_bring_their_own_functions_are_one_task(tmp_path):
             agent.append(cat in ("simple_python", "multiple"))  # beside it, the long tail
     store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
     store.add_traces(traces)
-    discover_tasks(store, DiscoverConfig())  # MiniLM: the topics show, and must not split the task
+    result = discover_tasks(store, DiscoverConfig())  # MiniLM: the topics show, and must not split the task
     got = {t.id: t.task_id for t in store.iter_traces()}
     tasks = Counter(got[t.id] for t, a in zip(traces, agent, strict=True) if a)
     main, n = tasks.most_common(1)[0]
     assert main is not None and n >= 0.97 * sum(agent), tasks
+    # The user is told what was joined and why.
+    assert any("bring their own functions" in m for m in result.merges), result.merges
+    assert next(t for t in result.tasks if t.id == main).label == "python-tools · own functions"

@@ -66,12 +66,20 @@ def discover(db_url: str | None, as_json: bool, source: str, k: int | None, max_
     if as_json:
         print_json({
             "n_traces": result.n_traces, "n_unassigned": result.n_unassigned, "source": result.source,
-            "seconds": round(result.seconds, 2), "tasks": [{**t.to_dict(), **evidence(t.n_traces)} for t in result.tasks],
+            "seconds": round(result.seconds, 2), "merges": result.merges,
+            "tasks": [{**t.to_dict(), **evidence(t.n_traces)} for t in result.tasks],
         })
         return
     click.echo(f"{len(result.tasks)} tasks from {result.n_traces} {result.source} traces "
                f"({result.n_unassigned} unassigned) in {result.seconds:.1f}s")
     _table(result.tasks)
+    if result.merges:
+        from rich.table import Table
+
+        merged = Table("what discovery joined, and why")
+        for line in result.merges:
+            merged.add_row(line)
+        console().print(merged)
 
 
 def evidence(n_traces: int) -> dict[str, int]:

@@ -234,7 +234,7 @@ def _input_key(row: dict[str, Any]) -> str:
 
 def _iter_source(store: Any, task_id: str, source: str) -> tuple[str, Iterable[Any]]:
     if source in ("auto", "curated"):
-        from protege.curate.pipeline import iter_curated
+        from protege.curate import iter_curated
 
         it = iter(iter_curated(store, task_id=task_id))
         first = next(it, None)

@@ -111,6 +111,7 @@ class Clustering:
     centroids: np.ndarray  # instruction centroid per cluster (unit vectors)
     silhouette: float | None
     embedded: int  # instructions embedded
+    merges: list[str] = field(default_factory=list)  # what was joined, and why, for the user
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -377,9 +378,17 @@ def cluster_calls(
         groups.extend([] for _ in range(int(labels.max()) + 1))
         for a, lab in zip(members, labels, strict=True):
             groups[start + lab].append(a)
+    merges: list[str] = []
+    n = len(groups)
     groups = _merge_own_tool_parts(groups, feats, cfg.own_tools_style_gap, cfg.min_distinct)
-
+    if len(groups) < n:
+        merges.append(f"{n - len(groups) + 1} groups became one: calls of one system prompt whose requests "
+                      "bring their own functions, written alike, are one job")
+    n = len(groups)
     groups = _merge_by_tool_loops(groups, feats, cfg.loop_merge_share)
+    if len(groups) < n:
+        merges.append(f"{n - len(groups)} group(s) joined another: their tools follow each other inside one "
+                      "agent's tool loops")
     groups = _move_by_sessions(groups, feats, cfg.session_moves)
 
     labels = [-1] * len(feats)
@@ -408,7 +417,7 @@ def cluster_calls(
                     labels[i] = allowed[0] if len(allowed) == 1 else _biggest(labels, allowed)
                     continue
                 labels[i] = allowed[int(np.argmax(sub @ vecs[index[text]]))]
-    return Clustering(labels, k, centroids[:k], silhouette, len(texts))
+    return Clustering(labels, k, centroids[:k], silhouette, len(texts), merges)
 
 
 def _merge_own_tool_parts(

@@ -186,13 +186,14 @@ class Discovery:
     source: str
     seconds: float
     embedded: int
+    merges: list[str] = field(default_factory=list)  # what discovery joined, and why
 
 
 # -- reading -------------------------------------------------------------------
 def read_traces(store: Any, source: str = "auto", since: float | None = None) -> tuple[Iterable[Trace], str]:
     """The curated view when it exists and has rows (``auto``), else raw ok traces."""
     if source in ("auto", "curated"):
-        from protege.curate.pipeline import iter_curated
+        from protege.curate import iter_curated
 
         it = iter(iter_curated(store))
         first = next(it, None)
@@ -201,7 +202,7 @@ def read_traces(store: Any, source: str = "auto", since: float | None = None) ->
                 yield first
                 yield from it
 
-                return (t for t in chain() if since is None or t.created_at >= since), "curated"
+            return (t for t in chain() if since is None or t.created_at >= since), "curated"
         if source == "curated":
             raise ValueError("no curated traces: run `protege curate` first")
     return store.iter_traces(status="ok", since=since), "raw"
@@ -282,9 +283,12 @@ def build_tasks(
     docs: dict[str, str],
     embedder: Embedder,
     cfg: DiscoverConfig,
+    merges: list[str] | None = None,
 ) -> tuple[list[Task], list[int], int]:
     """Cluster (tags first) and describe. Returns tasks, the task index of
-    each call (-1 unassigned) and how many texts were embedded."""
+    each call (-1 unassigned) and how many texts were embedded; what was
+    joined, and why, is appended to ``merges``."""
+    merges = merges if merges is not None else []
     labels = [-1] * len(feats)
     groups: list[list[int]] = []
     by_tag: dict[str, list[int]] = defaultdict(list)
@@ -299,6 +303,7 @@ def build_tasks(
         sub = [feats[i] for i in untagged]
         result = cluster_calls(sub, docs, embedder, cfg.cluster)
         embedded = result.embedded
+        merges.extend(result.merges)
         clusters: list[list[int]] = [[] for _ in range(result.n_clusters)]
         for j, lab in enumerate(result.labels):
             clusters[lab].append(untagged[j])
@@ -320,19 +325,31 @@ def build_tasks(
     # when alike; else they stay a task if not tiny, or unassigned.
     kept_c = [(g, centroids[g]) for g in big if centroids[g] is not None and not feats[groups[g][0]].tag]
     keep = list(big)
+    joined = joined_calls = left_out = 0
     for g, members in enumerate(groups):
         if g in big:
             continue
         if centroids[g] is None or not kept_c:
             if len(members) >= cfg.min_task_size:
                 keep.append(g)
+            else:
+                left_out += len(members)
             continue
         sims = [float(c @ centroids[g]) for _, c in kept_c]
         best = int(np.argmax(sims))
         if sims[best] >= cfg.join_similarity:
             groups[kept_c[best][0]].extend(members)
+            joined += 1
+            joined_calls += len(members)
         elif len(members) >= cfg.min_task_size:
             keep.append(g)
+        else:
+            left_out += len(members)
+    if joined:
+        merges.append(f"{joined} small group(s) ({joined_calls} calls, each under {floor} calls) joined the task "
+                      f"whose instructions they read most like (similarity >= {cfg.join_similarity})")
+    if left_out:
+        merges.append(f"{left_out} calls in groups under {cfg.min_task_size} calls left unassigned")
     keep.sort()
     kws = ctfidf_keywords([[feats[i].instruction for i in groups[g][:500]] for g in keep])
     total_n = len(feats)
@@ -495,7 +512,8 @@ def discover_tasks(
     free = [f for f in feats if previous.get(f.id) not in pinned]
     say(f"clustering {len(free)} calls" + (f" ({len(held)} in {len(pinned)} pinned tasks)" if pinned else ""))
     embedder = embedder or Embedder(cfg.embed)
-    tasks, labels, embedded = build_tasks(free, docs, embedder, cfg) if free else ([], [], 0)
+    merges: list[str] = []
+    tasks, labels, embedded = build_tasks(free, docs, embedder, cfg, merges) if free else ([], [], 0)
     members: list[list[str]] = [[] for _ in tasks]
     for f, lab in zip(free, labels, strict=True):
         if lab >= 0:
@@ -523,4 +541,4 @@ def discover_tasks(
             assignments[i] = task.id
     store.set_task_ids(assignments)
     unassigned = sum(1 for v in assignments.values() if v is None)
-    return Discovery(tasks, len(feats), unassigned, source, time.perf_counter() - t0, embedded)
+    return Discovery(tasks, len(feats), unassigned, source, time.perf_counter() - t0, embedded, merges)

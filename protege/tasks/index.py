@@ -33,6 +33,11 @@ class TaskIndex:
         by_fp: dict[str, set[str]] = defaultdict(set)
         by_template: dict[str, set[str]] = defaultdict(set)
         for t in self.tasks.values():
+            # A client may name the task in X-Protege-Task by its tag, its
+            # name (``trading-bot · next step``) or its id.
+            for tag in (t.id, t.label, t.name or ""):
+                if tag:
+                    self.by_tag.setdefault(tag, t.id)
             for tag in t.tags:
                 self.by_tag[tag] = t.id
             for fp in t.fingerprints:
