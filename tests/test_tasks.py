@@ -224,6 +224,7 @@ def test_agent_of_reads_the_role_a_system_prompt_gives():
     assert agent_of("You're a support desk router for Acme.") == "support desk router"
     assert agent_of("You are an expert in composing functions. You are given a question.") == ""
     assert agent_of("You are a helpful assistant.") == "" and agent_of("") == ""
+    assert agent_of("You are a capable assistant working inside an application.") == ""
 
 
 def test_tasks_are_named_by_role_and_step_and_names_stay_unique(store):

@@ -40,13 +40,18 @@ log = logging.getLogger("protege.capture")
 MODES = ("off", "write", "fsync")
 _HEADER = struct.Struct(">II")  # payload length, crc32
 
-# What a journal frame may name: the trace builders and the partials over them.
+# What a journal frame may name: the trace builders and the partials over them
+# (under protege.gateway.app in journals written before they moved).
 _ALLOWED = {
     ("functools", "partial"),
     ("protege.gateway.app", "completion_trace"),
     ("protege.gateway.app", "stream_trace"),
     ("protege.gateway.app", "failure_trace"),
     ("protege.gateway.app", "student_trace"),
+    ("protege.gateway.traces", "completion_trace"),
+    ("protege.gateway.traces", "stream_trace"),
+    ("protege.gateway.traces", "failure_trace"),
+    ("protege.gateway.traces", "student_trace"),
     ("protege.store.records", "Trace"),
 }
 

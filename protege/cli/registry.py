@@ -54,19 +54,24 @@ def adapters() -> None:
 @json_option
 def list_(task_id: str | None, status: str | None, db_url: str | None, as_json: bool) -> None:
     """Registered adapters, newest first."""
-    recs = _registry(db_url).list(task_id=task_id, status=status)
+    from protege.registry import Registry
+    from protege.tasks.discover import task_names
+
+    store = open_store_or_fail(db_url)
+    recs = Registry(store).list(task_id=task_id, status=status)
+    names = task_names(store)
     if as_json:
-        print_json([r.to_dict() for r in recs])
+        print_json([{**r.to_dict(), "task": names.get(r.task_id)} for r in recs])
         return
     from rich.table import Table
 
     table = Table(title=f"{len(recs)} adapter(s)")
-    for col in ("id", "ref", "status", "base model", "dataset", "metrics", "created"):
+    for col in ("id", "ref", "task", "status", "base model", "dataset", "metrics", "created"):
         table.add_column(col)
     for r in recs:
         style = STATUS_STYLE.get(r.status, "")
         table.add_row(
-            r.id, r.ref, f"[{style}]{r.status}[/]" if style else r.status, r.base_model,
+            r.id, r.ref, names.get(r.task_id, ""), f"[{style}]{r.status}[/]" if style else r.status, r.base_model,
             r.dataset_id or "-", _headline(r.metrics), _when(r.created_at),
         )
     console().print(table)

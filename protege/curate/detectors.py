@@ -351,8 +351,8 @@ PHONE_REGIONS: tuple[str, ...] = (
 @lru_cache(maxsize=65536)
 def _is_phone(candidate: str, context: bool) -> bool:
     """Whether libphonenumber takes ``candidate`` for a valid number: written
-    internationally (``+``) for any country; written nationally for any of
-    the 245 regions, in that region's own grouping of the digits unless the
+    internationally (``+``) for any country; written nationally for one of
+    ``PHONE_REGIONS``, in that region's own grouping of the digits unless the
     words before it say it is a phone number (then any grouping)."""
     import phonenumbers
     from phonenumbers import NumberParseException
@@ -491,7 +491,7 @@ _KV_GATE = re.compile(r"(?i)pass|pwd|secret|key|token|pin")
 # cost ~0.5 ms a string, so they run only where a key could be: a keyword,
 # credentials in a URL, or a long unbroken token.
 _DS_GATE = re.compile(r"(?i)pass|pwd|secret|key|token|auth|bearer|://|[A-Za-z0-9_/+=-]{20,}")
-_DS_TOKEN = re.compile(r"[\w./+=:@-]+")
+_DS_TOKEN = re.compile(r"[\w./+=-]+")
 
 
 @lru_cache(maxsize=1)
@@ -510,8 +510,8 @@ def _detect_secrets(text: str) -> Iterator[Span]:
     for value in found:
         start = text.find(value)
         while start >= 0:
-            # Plugins report the value or only its prefix (``ghp``): take the whole token.
-            m = _DS_TOKEN.match(text, start)
+            # Some plugins report only a key's prefix (``ghp``): then take its whole token.
+            m = _DS_TOKEN.match(text, start) if len(value) < 8 else None
             end = m.end() if m else start + len(value)
             if end - start >= 6:
                 yield Span(start, end, "SECRET")

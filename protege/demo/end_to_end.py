@@ -3,12 +3,14 @@
 ``protege demo`` (``make demo``), on a CPU, no network:
 
 1. starts the replay teacher (BFCL ground truth) and the gateway on loopback;
-2. an agent works through BFCL conversations through the gateway: multi-turn
-   entries of a few API suites (recurring call sites with shared tool sets)
-   plus single-turn simple_python / irrelevance calls (a long tail that
-   should stay with the teacher);
-3. runs the flywheel: curate, tasks, pick, dataset, train (SmolLM2-135M
-   LoRA), evaluate, gate, promote;
+2. agents work through BFCL entries through the gateway: multi-turn
+   conversations of two API suites (each agent a call site with its own tools),
+   a single-call agent whose requests bring their own Python functions
+   (simple_python and multiple), and simple_java / irrelevance calls (a long
+   tail that should stay with the teacher);
+3. runs the flywheel: curate, tasks, plan, datasets, train (SmolLM2-135M
+   LoRA, the same token budget per student, capped in time), evaluate, gate,
+   promote;
 4. sends unseen BFCL entries through the gateway twice, teacher only and with
    the students, and prints (and writes as HTML) the share of calls students
    served, their agreement with the teacher with 95% intervals, agent task

@@ -161,7 +161,8 @@ def tool_docs(request: dict[str, Any]) -> dict[str, str]:
 _ROLE = re.compile(r"\b(?:you are|you're|act as)\s+(?:an?\s+|the\s+|your\s+)?([^.,;:!?\n()]{2,80})", re.I)
 _ROLE_END = re.compile(r"\s+(?:assistant|agent|bot|helper|model|who|that|which|for|of|in|with|to|and you)\b.*$", re.I)
 _GENERIC = frozenset({"helpful", "useful", "friendly", "ai", "an", "a", "the", "large", "language", "smart",
-                      "expert", "assistant", "agent", "model", "chatbot"})
+                      "expert", "assistant", "agent", "model", "chatbot", "capable", "knowledgeable",
+                      "professional", "experienced", "skilled", "polite", "concise", "careful", "precise"})
 _NOT_ROLE = frozenset({"given", "going", "asked", "provided", "tasked", "able", "now", "to", "not", "allowed",
                        "being", "working", "currently", "also", "only", "in", "at", "on"})
 

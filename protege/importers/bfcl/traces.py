@@ -1,16 +1,7 @@
-"""Berkeley Function Calling Leaderboard (BFCL) entries as the traces an agent
-would have produced.
+"""BFCL entries as the exchanges, and then the traces, an agent backed by a
+teacher would have logged: single-turn, multi-turn on BFCL's simulators,
+agentic; and the importer."""
 
-Each BFCL entry becomes what a tool-using agent, backed by a large teacher
-model, would have logged: a request with a system prompt, the conversation and
-the entry's functions as OpenAI tools, and a ``chat.completion`` built from the
-ground truth (first acceptable value of each argument). Multi-turn entries run
-their ground-truth calls on BFCL's own API simulators, so every LLM call of the
-agent loop is logged with the conversation so far, tool results included.
-
-Only the data files and the multi-turn simulators of ``bfcl_eval`` are used:
-its checkers import every model vendor's SDK, which are not installed.
-"""
 
 from __future__ import annotations
 
@@ -21,447 +12,43 @@ import importlib
 import importlib.util
 import inspect
 import json
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from protege.safejson import json_loads
-
-DEFAULT_MODEL = "gpt-4o"
-
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a capable assistant working inside an application that gives you tools. "
-    "Use a tool whenever it helps you fulfil the user's request, with arguments taken "
-    "from the request and from earlier tool results; never invent values the user did "
-    "not provide. When a request needs several calls, make them, one after another or in "
-    "parallel when they are independent. If none of the tools fits the request, or a "
-    "required detail is missing, say so briefly instead of calling a tool. Once the "
-    "request is fulfilled, reply to the user concisely."
+from protege.importers.bfcl.data import (
+    _CROCKFORD,
+    _FUNC_DOC_FILES,
+    _ID_EPOCH_S,
+    _SIMULATOR_FILES,
+    _SIMULATOR_MODULE,
+    _STATELESS_CLASSES,
+    ADDITIONAL_FUNCTION_PROMPT,
+    AGENTIC,
+    AGENTIC_FORMAT_PROMPT,
+    CATEGORY_ORDER,
+    DEFAULT_MODEL,
+    DEFAULT_SYSTEM_PROMPT,
+    IRRELEVANT_ANSWER,
+    MISSING_FUNCTION_ANSWER,
+    MISSING_PARAM_ANSWER,
+    MULTI_TURN,
+    BfclImportConfig,
+    Exchange,
+    _answers,
+    _entries,
+    _func_doc,
+    data_dir,
+    resolve_categories,
 )
-
-# BFCL's own instruction for its agentic categories (memory, web search).
-AGENTIC_FORMAT_PROMPT = (
-    "For your final answer to the user, you must respond in this format: "
-    "{'answer': A short and precise answer to the question, 'context': A brief explanation "
-    "of how you arrived at this answer or why it is correct}. If you do not know the answer, "
-    "respond with {'answer': 'I do not know', 'context': 'I do not know'}. If you think the "
-    "question cannot be properly answered, response with {'answer': 'I cannot answer this "
-    "question', 'context': A short reason explaining why this question cannot be answered}."
+from protege.importers.bfcl.schema import (
+    _prepare_language_functions,
+    first_acceptable_args,
+    ground_truth_value,
+    to_openai_tools,
+    tool_name,
 )
-
-# BFCL's user message when held-out functions become available (miss_func).
-ADDITIONAL_FUNCTION_PROMPT = "I have updated some more functions you can choose from. What about now?"
-
-IRRELEVANT_ANSWER = (
-    "I can't help with that using the tools available here: none of them does what you "
-    "are asking for."
-)
-MISSING_FUNCTION_ANSWER = (
-    "I can't do that with the tools I currently have: none of them covers this step."
-)
-MISSING_PARAM_ANSWER = (
-    "I need a bit more information before I can do that. Could you give me the missing "
-    "details?"
-)
-
-# Multi-turn API classes -> function docs and simulator modules (BFCL's layout).
-_FUNC_DOC_FILES = {
-    "GorillaFileSystem": "gorilla_file_system.json",
-    "MathAPI": "math_api.json",
-    "MessageAPI": "message_api.json",
-    "TwitterAPI": "posting_api.json",
-    "TicketAPI": "ticket_api.json",
-    "TradingBot": "trading_bot.json",
-    "TravelAPI": "travel_booking.json",
-    "VehicleControlAPI": "vehicle_control.json",
-    "WebSearchAPI": "web_search.json",
-    "MemoryAPI": "memory_kv.json",
-}
-_SIMULATOR_MODULE = "bfcl_eval.eval_checker.multi_turn_eval.func_source_code."
-_SIMULATOR_FILES = {
-    "GorillaFileSystem": "gorilla_file_system",
-    "MathAPI": "math_api",
-    "MessageAPI": "message_api",
-    "TwitterAPI": "posting_api",
-    "TicketAPI": "ticket_api",
-    "TradingBot": "trading_bot",
-    "TravelAPI": "travel_booking",
-    "VehicleControlAPI": "vehicle_control",
-}
-_STATELESS_CLASSES = {"MathAPI"}
-
-# Category kinds. Order is the canonical order (also used for trace timestamps).
-SINGLE_TURN = (
-    "simple_python",
-    "simple_java",
-    "simple_javascript",
-    "multiple",
-    "parallel",
-    "parallel_multiple",
-    "irrelevance",
-    "live_simple",
-    "live_multiple",
-    "live_parallel",
-    "live_parallel_multiple",
-    "live_irrelevance",
-    "live_relevance",
-)
-MULTI_TURN = (
-    "multi_turn_base",
-    "multi_turn_miss_func",
-    "multi_turn_miss_param",
-    "multi_turn_long_context",
-)
-AGENTIC = ("memory", "web_search")
-OTHER = ("format_sensitivity",)
-CATEGORY_ORDER = SINGLE_TURN + MULTI_TURN + AGENTIC + OTHER
-
-GROUPS: dict[str, tuple[str, ...]] = {
-    "all": CATEGORY_ORDER,
-    "single_turn": SINGLE_TURN,
-    "non_live": tuple(c for c in SINGLE_TURN if not c.startswith("live_")),
-    "live": tuple(c for c in SINGLE_TURN if c.startswith("live_")),
-    "multi_turn": MULTI_TURN,
-    "agentic": AGENTIC,
-}
-
-# BFCL parameter types -> JSON Schema types. "any" means no constraint.
-_TYPE_MAP = {
-    "integer": "integer",
-    "int": "integer",
-    "number": "number",
-    "float": "number",
-    "double": "number",
-    "string": "string",
-    "str": "string",
-    "boolean": "boolean",
-    "bool": "boolean",
-    "array": "array",
-    "list": "array",
-    "tuple": "array",
-    "dict": "object",
-    "object": "object",
-    "byte": "integer",
-    "short": "integer",
-    "long": "integer",
-    "Bigint": "integer",
-    "char": "string",
-    "String": "string",
-    "Boolean": "boolean",
-    "ArrayList": "array",
-    "Array": "array",
-    "Set": "array",
-    "Queue": "array",
-    "Stack": "array",
-    "HashMap": "object",
-    "Hashtable": "object",
-}
-_KEEP_KEYS = (
-    "description",
-    "enum",
-    "default",
-    "format",
-    "pattern",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "minLength",
-    "maxLength",
-    "minItems",
-    "maxItems",
-    "uniqueItems",
-    "examples",
-)
-_TOOL_NAME = re.compile(r"[^a-zA-Z0-9_-]")
-
-# Imported traces get deterministic ids whose time part is this logical clock,
-# so re-importing never duplicates and ids sort in conversation order.
-_ID_EPOCH_S = 1_735_689_600  # 2025-01-01T00:00:00Z
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-class BfclError(ValueError):
-    """Bad category name, or bfcl_eval is missing."""
-
-
-class Exchange(NamedTuple):
-    """One logged LLM call: the request, the teacher's response, trace metadata."""
-
-    request: dict[str, Any]
-    response: dict[str, Any]
-    meta: dict[str, Any]
-
-
-@dataclass(kw_only=True)
-class BfclImportConfig:
-    """How BFCL entries are rendered as agent traffic."""
-
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "teacher model named in requests and responses"})
-    system_prompt: str = field(
-        default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "system prompt the simulated agent sends"}
-    )
-    limit: int | None = field(default=None, metadata={"help": "first N entries per category"})
-    seed: int = field(default=0, metadata={"help": "seed for the latency estimates"})
-
-
-# -- data ----------------------------------------------------------------------
-
-
-def data_dir() -> Path:
-    spec = importlib.util.find_spec("bfcl_eval")
-    if spec is None or not spec.submodule_search_locations:
-        raise BfclError("bfcl_eval is not installed: pip install --no-deps bfcl-eval")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        return [json_loads(line) for line in fh if line.strip()]
-
-
-@lru_cache(maxsize=64)
-def _entries(category: str) -> tuple[dict[str, Any], ...]:
-    return tuple(_read_jsonl(data_dir() / f"BFCL_v4_{category}.json"))
-
-
-@lru_cache(maxsize=64)
-def _answers(category: str) -> dict[str, Any]:
-    path = data_dir() / "possible_answer" / f"BFCL_v4_{category}.json"
-    if not path.exists():
-        return {}
-    return {e["id"]: e for e in _read_jsonl(path)}
-
-
-@lru_cache(maxsize=16)
-def _func_doc(class_name: str) -> tuple[dict[str, Any], ...]:
-    return tuple(_read_jsonl(data_dir() / "multi_turn_func_doc" / _FUNC_DOC_FILES[class_name]))
-
-
-def available_categories() -> list[str]:
-    """The categories whose data this bfcl_eval ships, in canonical order."""
-    root = data_dir()
-    shipped = {p.name[len("BFCL_v4_") : -len(".json")] for p in root.glob("BFCL_v4_*.json")}
-    known = [c for c in CATEGORY_ORDER if c in shipped]
-    return known + sorted(shipped - set(known))
-
-
-def resolve_categories(names: Iterable[str]) -> list[str]:
-    """Expand group names (all, live, multi_turn, ...) and check every name."""
-    valid = available_categories()
-    if isinstance(names, str):
-        names = [names]
-    out: list[str] = []
-    for name in names:
-        key = name.strip().removeprefix("BFCL_v4_").removesuffix(".json")
-        found = [c for c in GROUPS[key] if c in valid] if key in GROUPS else [key] if key in valid else None
-        if found is None:
-            raise BfclError(
-                f"unknown BFCL category {name!r}; valid: {', '.join(valid)} "
-                f"(or a group: {', '.join(GROUPS)})"
-            )
-        out.extend(c for c in found if c not in out)
-    if not out:
-        raise BfclError(f"no BFCL category given; valid: {', '.join(valid)}")
-    return out
-
-
-# -- schema conversion -------------------------------------------------------------
-
-
-def to_json_schema(node: Any) -> dict[str, Any]:
-    """A BFCL parameter schema as JSON Schema: BFCL's Python/Java/JS type names
-    mapped (dict -> object, float -> number, tuple -> array, any -> no
-    constraint), recursively through properties and items; required, enum,
-    description and default kept."""
-    if not isinstance(node, dict):
-        return {}
-    out: dict[str, Any] = {}
-    bfcl_type = node.get("type")
-    if isinstance(bfcl_type, str) and bfcl_type and bfcl_type.lower() != "any":
-        out["type"] = _TYPE_MAP.get(bfcl_type, _TYPE_MAP.get(bfcl_type.lower(), "string"))
-    elif isinstance(bfcl_type, list):
-        out["type"] = sorted({_TYPE_MAP.get(t, "string") for t in bfcl_type if t != "any"})
-    for key in _KEEP_KEYS:
-        if key in node:
-            out[key] = copy.deepcopy(node[key])
-    props = node.get("properties")
-    if isinstance(props, dict):
-        out.setdefault("type", "object")
-        out["properties"] = {k: to_json_schema(v) for k, v in props.items()}
-        req = [r for r in node.get("required") or [] if r in props]
-        if req:
-            out["required"] = req
-    items = node.get("items")
-    if isinstance(items, dict):
-        out["items"] = to_json_schema(items)
-    elif isinstance(items, list) and items:
-        out["items"] = to_json_schema(items[0])
-    if "additionalProperties" in node and isinstance(node["additionalProperties"], (bool, dict)):
-        ap = node["additionalProperties"]
-        out["additionalProperties"] = ap if isinstance(ap, bool) else to_json_schema(ap)
-    return out
-
-
-def tool_name(name: str, taken: set[str] | None = None) -> str:
-    """A valid OpenAI tool name (``^[a-zA-Z0-9_-]{1,64}$``): dots and other
-    characters become underscores; a clash with ``taken`` gets a suffix."""
-    safe = _TOOL_NAME.sub("_", name)[:64] or "tool"
-    if taken is not None and safe in taken:
-        base = safe[:60]
-        i = 2
-        while f"{base}_{i}" in taken:
-            i += 1
-        safe = f"{base}_{i}"
-    return safe
-
-
-def to_openai_tools(functions: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """BFCL function docs as OpenAI tools; returns (tools, {bfcl name: tool name})."""
-    tools: list[dict[str, Any]] = []
-    names: dict[str, str] = {}
-    taken: set[str] = set()
-    for fn in functions:
-        original = fn["name"]
-        name = tool_name(original, taken)
-        taken.add(name)
-        names[original] = name
-        params = to_json_schema(fn.get("parameters") or {})
-        params["type"] = "object"
-        params.setdefault("properties", {})
-        tools.append(
-            {
-                "type": "function",
-                "function": {"name": name, "description": fn.get("description", ""), "parameters": params},
-            }
-        )
-    return tools, names
-
-
-def _language_hint(category: str) -> str:
-    if category == "simple_java":
-        return " Note that the provided function is in Java 8 SDK syntax."
-    if category == "simple_javascript":
-        return " Note that the provided function is in JavaScript syntax."
-    return ""
-
-
-def _prepare_language_functions(functions: list[dict[str, Any]], category: str) -> list[dict[str, Any]]:
-    """BFCL's own function-calling pipeline for Java and JavaScript: every
-    argument is passed as a string in the language's syntax, the type named in
-    the description (as bfcl_eval's pre-processing does)."""
-    lang = "Java" if category == "simple_java" else "JavaScript"
-    functions = copy.deepcopy(functions)
-    for fn in functions:
-        fn["description"] = fn.get("description", "") + _language_hint(category)
-        for value in (fn.get("parameters") or {}).get("properties", {}).values():
-            t = value.get("type") or "any"
-            desc = value.get("description", "")
-            if t == "any":
-                desc += f" This parameter can be of any type of {lang} object in string representation."
-            else:
-                desc += f" This is {lang} {t} type parameter in string representation."
-            if isinstance(value.get("items"), dict) and t in ("ArrayList", "Array", "array"):
-                desc += (
-                    f" The list elements are of type {value['items'].get('type')}; "
-                    "they are not in string representation."
-                )
-                del value["items"]
-            if lang == "JavaScript" and t == "dict" and "properties" in value:
-                desc += (
-                    " The dictionary entries have the following schema; they are not in string "
-                    f"representation. {json.dumps(value['properties'])}"
-                )
-                del value["properties"]
-            value["description"] = desc
-            value["type"] = "string"
-    return functions
-
-
-# -- ground truth -> arguments -----------------------------------------------------
-
-
-def _resolve(value: Any) -> Any:
-    """A value picked from a ground-truth option list: nested dicts hold option
-    lists of their own (BFCL's checker reads them that way)."""
-    if isinstance(value, dict):
-        out = {}
-        for k, options in value.items():
-            if isinstance(options, list):
-                if not options or "" in options:
-                    continue  # optional key: leaving it out is acceptable
-                out[k] = _resolve(options[0])
-            else:
-                out[k] = options
-        return out
-    if isinstance(value, list):
-        return [_resolve(v) if isinstance(v, dict) else v for v in value]
-    return value
-
-
-def first_acceptable_args(
-    options_by_param: dict[str, list[Any]], required: Iterable[str] = ()
-) -> dict[str, Any]:
-    """One call's arguments from BFCL's ``{param: [acceptable values]}``: the
-    first acceptable value of each; an optional parameter whose options include
-    ``""`` (meaning "may be omitted") is left out."""
-    required = set(required)
-    args: dict[str, Any] = {}
-    for param, options in options_by_param.items():
-        if not isinstance(options, list) or not options:
-            continue
-        if "" in options and param not in required:
-            continue
-        picked = next((o for o in options if o != ""), options[0])
-        args[param] = _resolve(picked)
-    return args
-
-
-def _to_source_string(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(value, ensure_ascii=False)
-
-
-def coerce(value: Any, schema: dict[str, Any]) -> Any:
-    """Bring a ground-truth value to the type its JSON schema declares, as a
-    model emitting schema-valid JSON would (5 for an integer given 5.0, "3" for a
-    string given 3)."""
-    t = schema.get("type")
-    types = t if isinstance(t, list) else [t] if t else []
-    if not types:
-        return value
-    if "string" in types and not isinstance(value, str) and len(types) == 1:
-        return _to_source_string(value)
-    if "integer" in types and isinstance(value, float) and value.is_integer() and "number" not in types:
-        return int(value)
-    if "number" in types and isinstance(value, str):
-        try:
-            return float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            return value
-    if "integer" in types and isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        return int(value)
-    if "boolean" in types and isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    if "array" in types:
-        if isinstance(value, tuple):
-            value = list(value)
-        if isinstance(value, list) and isinstance(schema.get("items"), dict):
-            return [coerce(v, schema["items"]) for v in value]
-    if "object" in types and isinstance(value, dict) and isinstance(schema.get("properties"), dict):
-        props = schema["properties"]
-        return {k: coerce(v, props[k]) if k in props else v for k, v in value.items()}
-    return value
-
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -602,7 +189,7 @@ def _single_turn(
         (fname, options), = call.items()
         name = names.get(fname, tool_name(fname))
         args = first_acceptable_args(options, (params.get(fname) or {}).get("required") or [])
-        args = coerce(args, schemas.get(name, {}))
+        args = ground_truth_value(args, schemas.get(name, {}))
         calls.append(_tool_call(f"{key}:{k}", name, args))
     content = None if calls else IRRELEVANT_ANSWER
     response = _completion(key=key, model=cfg.model, content=content, tool_calls=calls, request=request)
