@@ -119,6 +119,35 @@ def test_runner_with_fake_predictors_on_a_dataset_on_disk(bfcl_task):
     assert loaded.systems["student"].metrics["exact_call_match"].value == pytest.approx(0.9)
 
 
+def test_every_answer_is_kept_and_the_misses_are_listed(bfcl_task):
+    from protege.cli.main import cli
+    from protege.evaluate.answers import read_answers
+
+    store, rows = bfcl_task
+    preds = {"student": FunctionPredictor("student", drop_every_tenth(rows))}
+    report = evaluate_task(store, TASK, predictors=preds, baselines=False, config=EvalConfig(n_resamples=50))
+    kept = read_answers(report.answers_path)
+    assert len(kept) == 40 and report.answers_path.endswith(f"{report.id}.answers.jsonl")
+    wrong = [a for a in kept if a["student_right"] < 1]
+    assert [a["example"] for a in wrong] == [rows[i]["id"] for i in range(0, 40, 10)]
+    assert all(a["student"] == {"content": "I can't do that."} for a in wrong)
+    first = kept[1]
+    assert first["teacher_right"] == 1.0 and first["student"] == first["reference"]
+    assert first["reference"]["tool_calls"][0]["name"] == rows[1]["completion"]["tool_calls"][0]["function"]["name"]
+    assert first["turn"]["role"] == "user" and first["turn"]["content"]
+
+    url = f"sqlite:///{Path(report.answers_path).parents[3] / 'p.db'}"
+    res = CliRunner().invoke(cli, ["answers", TASK, "--db", url, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["evaluation"] == report.id and out["answers"] == 40
+    assert sorted(a["example"] for a in out["shown"]) == sorted(a["example"] for a in wrong)
+    res = CliRunner().invoke(cli, ["answers", TASK, "--db", url, "--all", "--limit", "3", "--json"])
+    assert len(json.loads(res.output)["shown"]) == 3
+    res = CliRunner().invoke(cli, ["answers", "no-such-task", "--db", url])
+    assert res.exit_code != 0 and "no evaluation of 'no-such-task'" in res.output
+
+
 def test_intervals_are_deterministic_with_a_seed(bfcl_task):
     store, rows = bfcl_task
     preds = {"student": FunctionPredictor("student", drop_every_tenth(rows))}

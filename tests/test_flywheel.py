@@ -494,3 +494,31 @@ def test_cli_trials_lists_recipe_trials(tmp_path: Path, tok: Any) -> None:
     rows = json.loads(res.output)
     assert len(rows) == 2 and sum(r["chosen"] for r in rows) == 1
     assert CliRunner().invoke(cli, ["flywheel", "trials", "--db", url]).exit_code == 0
+
+
+def test_demo_attributes_untagged_unseen_calls_to_their_tasks(tmp_path: Path) -> None:
+    """With no student live the gateway tags no call; the demo's per-task table
+    must still count each unseen call under its task, not as long tail."""
+    from protege.demo.end_to_end import _served_quality
+    from protege.store import Trace, open_store
+
+    class Index:
+        def assign(self, request: dict[str, Any], response: Any = None) -> tuple[str | None, float]:
+            text = request["messages"][-1]["content"]
+            return ("task_trade", 1.0) if "stock" in text else (None, 0.0)
+
+    class NoReplay:
+        def lookup(self, request: dict[str, Any]) -> tuple[None, str]:
+            return None, "miss"
+
+    store = open_store(f"sqlite:///{tmp_path / 'unseen.db'}")
+    t0 = time.time() - 10
+    msgs = ["price of a stock", "buy the stock", "what is 2+2"]
+    store.add_traces(Trace(request={"model": "m", "messages": [{"role": "user", "content": m}]},
+                           response={"choices": [{"message": {"role": "assistant", "content": "ok"}}]},
+                           model="m", created_at=t0 + i, task_id="task_tagged" if i == 2 else None)
+                     for i, m in enumerate(msgs))
+    out = _served_quality(store, t0 - 1, NoReplay(), tasks=Index())
+    store.close()
+    assert {k: v["calls"] for k, v in out["per_task"].items()} == {"task_trade": 2, "task_tagged": 1}
+    assert out["calls"] == 3 and out["student_share"] == 0.0

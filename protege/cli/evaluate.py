@@ -296,3 +296,73 @@ def _adapter_id(store: Any, task: str, adapter: str) -> str:
     except ValueError:
         return adapter
     return ref.id if ref else adapter
+
+
+def _call_text(answer: dict[str, Any] | None) -> str:
+    if not answer:
+        return ""
+    import json
+
+    parts = [str(answer["content"])[:120]] if answer.get("content") else []
+    for c in answer.get("tool_calls") or []:
+        args = c.get("arguments")
+        args = json.dumps(args, ensure_ascii=False, sort_keys=True) if not isinstance(args, str) else args
+        parts.append(f"{c.get('name')}({args})")
+    return "\n".join(parts)
+
+
+@click.command("answers")
+@click.argument("task")
+@click.option("--evaluation", default=None, metavar="ID", help="Evaluation id (default: the task's newest).")
+@click.option("--all", "show_all", is_flag=True, help="Every answer, not only the student's misses.")
+@click.option("--limit", type=int, default=20, show_default=True, help="Answers shown (0: every one).")
+@db_option
+@json_option
+@friendly_errors
+def answers(task: str, evaluation: str | None, show_all: bool, limit: int, db_url: str | None,
+            as_json: bool) -> None:
+    """The answers of TASK's newest evaluation: where the student differs from
+    the reference, surest first (the misses a confidence floor would still serve)."""
+    from pathlib import Path
+
+    from protege.evaluate.answers import read_answers
+    from protege.evaluate.runner import load_report
+    from protege.tasks.manage import find_task
+
+    store = open_store_or_fail(db_url)
+    try:
+        try:
+            task_id = find_task(store, task).id
+        except ValueError:
+            task_id = task  # evaluations of a task since forgotten by discovery
+        report = load_report(store, evaluation_id=evaluation, task_id=None if evaluation else task_id)
+    finally:
+        store.close()
+    if report is None:
+        raise UserError(f"no evaluation of {task!r} (run `protege eval {task}`)")
+    if not report.answers_path or not Path(report.answers_path).exists():
+        raise UserError(f"evaluation {report.id} kept no answers (evaluated before they were kept, "
+                        "or its artifacts were moved): run `protege eval` again")
+    rows = read_answers(report.answers_path)
+    n = len(rows)
+    if not show_all:
+        rows = [r for r in rows if r.get("student_right") is not None and r["student_right"] < 1]
+    signal = ((report.selective or {}).get("validation") or {}).get("signal") or "min_prob"
+    rows.sort(key=lambda r: -((r.get("signals") or {}).get(signal) or -math.inf))
+    if limit:
+        rows = rows[:limit]
+    if as_json:
+        print_json({"evaluation": report.id, "task_id": report.task_id, "answers": n, "shown": rows})
+        return
+    from rich.table import Table
+
+    right = sum(1 for r in read_answers(report.answers_path) if (r.get("student_right") or 0) >= 1)
+    t = Table(title=f"{report.task_id}: student right on {right} of {n} ({report.share_basis or 'reference'})")
+    for col in ("turn", "reference", "student", signal):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        turn = r.get("turn") or {}
+        conf = (r.get("signals") or {}).get(signal)
+        t.add_row(f"{turn.get('role')}: {str(turn.get('content'))[:160]}", _call_text(r.get("reference")),
+                  _call_text(r.get("student")), "" if conf is None else f"{conf:.3f}")
+    console().print(t)

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("protege.cli.train:train", "LoRA fine-tune a student on a task."),
     "adapters": ("protege.cli.registry:adapters", "Trained adapters: list, show, export, promote."),
     "eval": ("protege.cli.evaluate:eval_", "Evaluate a student against baselines and the teacher."),
+    "answers": ("protege.cli.evaluate:answers", "An evaluation's answers, the student's misses first."),
     "gate": ("protege.cli.evaluate:gate", "Release gate: may this adapter take traffic?"),
     "report": ("protege.cli.report:report", "HTML and terminal report."),
     "route": ("protege.cli.route:route", "Rollout mode per task: shadow, canary, live, off."),

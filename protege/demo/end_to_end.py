@@ -111,27 +111,13 @@ def _entries_of(suite: tuple[str, ...]) -> list[dict[str, Any]]:
             if tuple(sorted(e["involved_classes"])) == tuple(sorted(suite))]
 
 
-def _client(base_url: str, tag: bool) -> Any:
-    """The agent's OpenAI client. With ``tag``, each call carries its call-site
-    task id (X-Protege-Task) for gateways without a task index."""
+def _client(base_url: str) -> Any:
+    """The agent's OpenAI client (the gateway finds each call's task itself)."""
     import httpx
     import openai
 
-    hooks = {}
-    if tag:
-        from protege.flywheel.run import fingerprint_task_id
-
-        def add_tag(request: httpx.Request) -> None:
-            try:
-                body = json.loads(request.content or b"{}")
-            except ValueError:
-                return
-            if isinstance(body, dict) and body.get("messages"):
-                request.headers["X-Protege-Task"] = fingerprint_task_id(body)
-
-        hooks = {"request": [add_tag]}
-    http = httpx.Client(timeout=600, event_hooks=hooks)
-    return openai.OpenAI(base_url=base_url, api_key="demo", http_client=http, max_retries=0)
+    return openai.OpenAI(base_url=base_url, api_key="demo", http_client=httpx.Client(timeout=600),
+                         max_retries=0)
 
 
 def replay_index(entries: list[Any]) -> Any:
@@ -181,23 +167,12 @@ def _wait_routes(seconds: float = 3.0) -> None:
     time.sleep(seconds)  # gateways poll routes and the registry every ~2 s
 
 
-def _students_config(cfg: Any, base: str) -> bool:
-    """Turn on student serving in the gateway config when this build has it."""
-    names = set(getattr(cfg, "__dataclass_fields__", {}))
-    on = False
-    for name in ("students", "student", "enable_students"):
-        if name in names:
-            setattr(cfg, name, True)
-            on = True
-    for name in ("base_model", "student_base", "base"):
-        if name in names:
-            setattr(cfg, name, base)
-    return on
-
-
-def _served_quality(store: Any, since: float, index: Any, until: float | None = None) -> dict[str, Any]:
+def _served_quality(store: Any, since: float, index: Any, until: float | None = None,
+                    tasks: Any = None) -> dict[str, Any]:
     """Calls in [since, until): who served them, and how often the students'
-    answers agreed with the teacher's (the replay teacher's recorded answer)."""
+    answers agreed with the teacher's (the replay teacher's recorded answer).
+    ``tasks`` (a TaskIndex of the training store) attributes calls that the
+    gateway did not tag, as when no student is live and it routes nothing."""
     from protege.gateway.student import agree
 
     window = {"since": since} if until is None else {"since": since, "until": until}
@@ -209,7 +184,10 @@ def _served_quality(store: Any, since: float, index: Any, until: float | None = 
     lat: dict[str, list[float]] = {"student": [], "teacher": [], "fallback": []}
     per_task: dict[str, Counter[str]] = {}
     for t in rows:
-        task = per_task.setdefault(str(t.task_id or "(long tail)"), Counter())
+        task_id = t.task_id
+        if task_id is None and tasks is not None:
+            task_id = tasks.assign(t.request, response=t.response)[0]
+        task = per_task.setdefault(str(task_id or "(long tail)"), Counter())
         task["calls"] += 1
         task[t.served_by or "teacher"] += 1
         if t.latency_ms is not None and t.served_by in lat:
@@ -283,16 +261,9 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
     tick = phase("replay teacher index", t_start)
     con.print(f"replay teacher: {len(index)} recorded answers from {', '.join(cats)}")
 
-    try:
-        from protege.tasks import TaskIndex  # noqa: F401
-
-        tag = False
-    except ImportError:
-        tag = True  # no task index in this build: the agent names its call sites
     gw_cfg = GatewayConfig(upstream="http://127.0.0.1:9/v1", db_url=db_url, gateway_keys=[],
-                           keys_file=home / "no-keys.json")
-    students = _students_config(gw_cfg, base)
-    summary: dict[str, Any] = {"home": str(home), "students_in_gateway": students, "tagged_calls": tag}
+                           keys_file=home / "no-keys.json", students=True, base_model=base)
+    summary: dict[str, Any] = {"home": str(home)}
     prog_cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
     with ServerThread(app=create_replay_app(index)) as teacher:
@@ -300,9 +271,9 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
         # 1. the seen workload (captured once; a second run reuses it)
         if not state.get("seen_done"):
             # No student exists yet: this gateway captures only.
-            plain = dataclasses.replace(gw_cfg, students=False) if students else gw_cfg
+            plain = dataclasses.replace(gw_cfg, students=False)
             with ServerThread(plain) as gw, Progress(*prog_cols, console=con) as progress:
-                seen = drive(_client(gw.url + "/v1", tag), work["seen"], "agent workload (seen)", progress)
+                seen = drive(_client(gw.url + "/v1"), work["seen"], "agent workload (seen)", progress)
             state["seen_done"] = True
             state["seen"] = _success(seen)
             state_file.write_text(json.dumps(state))
@@ -374,7 +345,7 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
         eval_cfg = dataclasses.replace(gw_cfg, db_url=f"sqlite:///{eval_db}")
         live = {r.task_id: r.label for r in list_routes(store) if r.mode in ("live", "canary")}
         app = None
-        if students and live:
+        if live:
             from protege.gateway.app import build_student_path, create_app
 
             # Loading the base model takes longer than a server start may: load it first.
@@ -382,9 +353,9 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
             with con.status(f"loading the student engine ({base}) ..."):
                 app = create_app(eval_cfg, students=build_student_path(eval_cfg, store))
             tick = phase("student engine load", tick)
-        serving_cfg = eval_cfg if app is not None or not students else dataclasses.replace(eval_cfg, students=False)
+        serving_cfg = eval_cfg if app is not None else dataclasses.replace(eval_cfg, students=False)
         with ServerThread(serving_cfg, app=app) as gw, Progress(*prog_cols, console=con) as progress:
-            client = _client(gw.url + "/v1", tag)
+            client = _client(gw.url + "/v1")
             for task_id in live:
                 set_route(store, task_id, "off", reason="demo: teacher-only baseline")
             _wait_routes()
@@ -400,8 +371,11 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
         summary["teacher_only"] = _success(base_res)
         summary["with_students"] = _success(stud_res)
         eval_store = open_store(eval_cfg.db_url)
-        summary["serving"] = _served_quality(eval_store, t1, index)
-        summary["teacher_serving"] = _served_quality(eval_store, t0, index, until=t1)
+        from protege.tasks import TaskIndex
+
+        tasks = TaskIndex.load(store)
+        summary["serving"] = _served_quality(eval_store, t1, index, tasks=tasks)
+        summary["teacher_serving"] = _served_quality(eval_store, t0, index, until=t1, tasks=tasks)
         eval_store.close()
     summary["seconds"] = round(time.perf_counter() - t_start, 1)
     summary["phases"] = phases
@@ -442,7 +416,6 @@ def _print(con: Any, s: dict[str, Any]) -> None:
     saved = per_call * sv["served_by"].get("student", 0)
     s["estimated_saving_usd"] = saved
     t.add_row("estimated teacher cost saved", f"${saved:.3f} of ${base_cost:.3f} ({share:.1%} of calls)", "")
-    t.add_row("students in the gateway", str(s["students_in_gateway"]), "")
     t.add_row("wall time", f"{s['seconds']:.0f} s", "<= 1800 s")
     con.print(t)
     pt = Table(title="unseen traffic with students, per task")

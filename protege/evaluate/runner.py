@@ -127,6 +127,7 @@ class EvalReport:
     config: dict[str, Any] = field(default_factory=dict)
     id: str | None = None
     created_at: float = field(default_factory=time.time)
+    answers_path: str | None = None  # every answer, one JSON line each (protege.evaluate.answers)
 
     def metric(self, system: str, name: str | None = None) -> Interval | None:
         res = self.systems.get(system)
@@ -156,6 +157,7 @@ class EvalReport:
             "selective": self.selective,
             "config": self.config,
             "created_at": self.created_at,
+            "answers_path": self.answers_path,
         }
 
     @classmethod
@@ -197,6 +199,7 @@ class EvalReport:
             config=d.get("config") or {},
             id=d.get("id"),
             created_at=d.get("created_at") or 0.0,
+            answers_path=d.get("answers_path"),
         )
 
 
@@ -451,6 +454,13 @@ def evaluate_task(
     elif config.checker not in (None, "bfcl"):
         raise ValueError(f"unknown checker {config.checker!r} (only 'bfcl')")
     if config.store_result:
+        from protege.evaluate.answers import build_answers, write_answers
+        from protege.ids import new_id
+
+        report.id = report.id or new_id()
+        answers = build_answers(rows, all_preds, per_example, report.share_basis or "reference",
+                                student_signals)
+        report.answers_path = str(write_answers(task_id, report.id, answers))
         save_report(store, report)
     return report
 
