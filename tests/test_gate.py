@@ -185,7 +185,7 @@ def test_gate_passes_with_a_confidence_floor_and_records_it(store):
     assert gate(store, "t-floor", rec.id, min_test_examples=30).decision == "fail"  # no confidences recorded
     report.selective = _selective(100, 60, unsure_wrong_every=1)
     report.id = None
-    from protege.evaluate.runner import save_report
+    from protege.evaluate.records import save_report
 
     save_report(store, report)
     decision = gate(store, "t-floor", rec.id, min_test_examples=30)
@@ -239,7 +239,7 @@ def test_validated_floor_is_chosen_on_validation_and_judged_on_test(store):
     rec, report = evaluated(store, "t-val", 200, wrong_every=2)
     report.selective = selective
     report.id = None
-    from protege.evaluate.runner import save_report
+    from protege.evaluate.records import save_report
 
     save_report(store, report)
     decision = gate(store, "t-val", rec.id)

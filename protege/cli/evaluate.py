@@ -195,7 +195,7 @@ def eval_(
     finally:
         store.close()
     if as_json:
-        from protege.evaluate.runner import _clean
+        from protege.evaluate.records import _clean
 
         print_json(_clean(report.to_dict()))
     else:
@@ -326,7 +326,7 @@ def answers(task: str, evaluation: str | None, show_all: bool, limit: int, db_ur
     from pathlib import Path
 
     from protege.evaluate.answers import read_answers
-    from protege.evaluate.runner import load_report
+    from protege.evaluate.records import load_report
     from protege.tasks.manage import find_task
 
     store = open_store_or_fail(db_url)

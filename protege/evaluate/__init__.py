@@ -20,7 +20,8 @@ from protege.evaluate.metrics import (
     tool_call_metrics,
 )
 from protege.evaluate.predictors import FunctionPredictor, Predictor, TeacherPredictor
-from protege.evaluate.runner import EvalConfig, EvalReport, evaluate_task, load_report
+from protege.evaluate.records import EvalReport, load_report
+from protege.evaluate.runner import EvalConfig, evaluate_task
 
 __all__ = [
     "PRIMARY_METRIC",

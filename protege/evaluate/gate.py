@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from protege.evaluate.bootstrap import Interval
-from protege.evaluate.runner import EvalReport, load_report
+from protege.evaluate.records import EvalReport, load_report
 
 STATUSES = ("shadow", "promoted")
 
