@@ -345,9 +345,14 @@ def answers(task: str, evaluation: str | None, show_all: bool, limit: int, db_ur
                         "or its artifacts were moved): run `protege eval` again")
     rows = read_answers(report.answers_path)
     n = len(rows)
+    right = sum(1 for r in rows if (r.get("student_right") or 0) >= 1)
     if not show_all:
         rows = [r for r in rows if r.get("student_right") is not None and r["student_right"] < 1]
-    signal = ((report.selective or {}).get("validation") or {}).get("signal") or "min_prob"
+    # Ordered by the signal the gate would choose: the best-ranking one on validation.
+    from protege.evaluate.selective import best_signal
+
+    val = (report.selective or {}).get("validation") or {}
+    signal = best_signal(val["signals"], val["student"]) if val.get("signals") else "min_prob"
     rows.sort(key=lambda r: -((r.get("signals") or {}).get(signal) or -math.inf))
     if limit:
         rows = rows[:limit]
@@ -356,7 +361,6 @@ def answers(task: str, evaluation: str | None, show_all: bool, limit: int, db_ur
         return
     from rich.table import Table
 
-    right = sum(1 for r in read_answers(report.answers_path) if (r.get("student_right") or 0) >= 1)
     t = Table(title=f"{report.task_id}: student right on {right} of {n} ({report.share_basis or 'reference'})")
     for col in ("turn", "reference", "student", signal):
         t.add_column(col, overflow="fold")
