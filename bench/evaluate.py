@@ -301,11 +301,12 @@ def bench_defaults() -> None:
     a schema's ``default`` key), which finds none of these."""
     from protege.evaluate.metrics import canon, documented_default
     from protege.importers import bfcl as B
+    from protege.importers.bfcl import data as BD
 
     print("\n== 3. defaults stated in tool descriptions, against BFCL's possible answers ==")
     c: collections.Counter[str] = collections.Counter()
     for cat in SINGLE_TURN:
-        answers = B._answers(cat)
+        answers = BD._answers(cat)
         for _, e in B.category_entries(cat):
             fns = e["function"] if isinstance(e["function"], list) else [e["function"]]
             docs = {f["name"]: (f.get("parameters") or {}).get("properties") or {} for f in fns}

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from protege.cli.main import cli
 from protege.importers import bfcl as B
+from protege.importers.bfcl import data as BD
 
 
 def _by_id(category: str, limit: int = 400) -> dict[str, list[B.Exchange]]:
@@ -101,8 +102,8 @@ def test_irrelevance_answers_without_a_call() -> None:
 
 def test_multi_turn_runs_the_simulators_and_logs_every_step() -> None:
     (exs,) = _by_id("multi_turn_base", limit=1).values()
-    entry = B._entries("multi_turn_base")[0]
-    gt = B._answers("multi_turn_base")[entry["id"]]["ground_truth"]
+    entry = BD._entries("multi_turn_base")[0]
+    gt = BD._answers("multi_turn_base")[entry["id"]]["ground_truth"]
     # one trace per ground-truth call plus one closing text answer per user turn
     assert len(exs) == sum(len(t) for t in gt) + len(gt)
     assert [(e.meta["bfcl"]["turn"], e.meta["bfcl"]["step"]) for e in exs[:4]] == [(0, 0), (0, 1), (0, 2), (0, 3)]
@@ -128,7 +129,7 @@ def test_multi_turn_runs_the_simulators_and_logs_every_step() -> None:
 
 
 def test_miss_func_adds_held_out_tools_later() -> None:
-    entry = B._entries("multi_turn_miss_func")[0]
+    entry = BD._entries("multi_turn_miss_func")[0]
     (turn, missing), = entry["missed_function"].items()
     exs = next(iter(_by_id("multi_turn_miss_func", limit=1).values()))
     before = [e for e in exs if e.meta["bfcl"]["turn"] < int(turn)]

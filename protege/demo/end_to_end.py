@@ -124,6 +124,7 @@ def replay_index(entries: list[Any]) -> Any:
     """The replay teacher's answers (BFCL ground truth) for ``entries``, each
     conversation under its agent's system prompt."""
     from protege.importers import bfcl as B
+    from protege.importers.bfcl.traces import _Skip
     from protege.teacher.replay import ReplayIndex
 
     pairs = []
@@ -131,7 +132,7 @@ def replay_index(entries: list[Any]) -> Any:
         cfg = B.BfclImportConfig(model=B.DEFAULT_MODEL, system_prompt=prompt)
         try:
             pairs += [(ex.request, ex.response) for ex in B.entry_exchanges(cat, e, i, cfg, cat)]
-        except B._Skip:
+        except _Skip:
             continue
     return ReplayIndex.from_pairs(pairs)
 

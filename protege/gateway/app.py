@@ -44,10 +44,10 @@ from protege.gateway.traces import (
 
 # Journals written before the trace builders moved to gateway/traces.py name
 # them here; they stay importable from this module for those.
-from protege.gateway.traces import completion_trace as completion_trace  # noqa: E402
-from protege.gateway.traces import failure_trace as failure_trace  # noqa: E402
-from protege.gateway.traces import stream_trace as stream_trace  # noqa: E402
-from protege.gateway.traces import student_trace as student_trace  # noqa: E402
+from protege.gateway.traces import completion_trace as completion_trace
+from protege.gateway.traces import failure_trace as failure_trace
+from protege.gateway.traces import stream_trace as stream_trace
+from protege.gateway.traces import student_trace as student_trace
 from protege.gateway.upstream import HOP_BY_HOP, UpstreamError, make_upstream
 from protege.ids import new_id
 from protege.store.records import Feedback

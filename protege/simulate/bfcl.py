@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protege.importers import bfcl as B
+from protege.importers.bfcl import data as BD
+from protege.importers.bfcl import traces as BT
 from protege.safejson import json_loads
 
 
@@ -209,18 +211,18 @@ def _run_single(client: Any, category: str, entry: dict[str, Any], index: int, c
 def _run_multi(client: Any, category: str, entry: dict[str, Any], cfg: SimulateConfig) -> EntryResult:
     functions: list[dict[str, Any]] = []
     for class_name in entry["involved_classes"]:
-        functions.extend(copy.deepcopy(list(B._func_doc(class_name))))
+        functions.extend(copy.deepcopy(list(BD._func_doc(class_name))))
     held_out: dict[str, list[dict[str, Any]]] = {}
     for turn, missing in (entry.get("missed_function") or {}).items():
         held_out[str(turn)] = [f for f in functions if f["name"] in missing]
         functions = [f for f in functions if f["name"] not in missing]
-    gt = (B._answers(category).get(entry["id"]) or {}).get("ground_truth") or []
+    gt = (BD._answers(category).get(entry["id"]) or {}).get("ground_truth") or []
     long_ctx = "long_context" in category
     agent_sims = B.Simulators(entry["involved_classes"], entry.get("initial_config") or {}, long_context=long_ctx)
     gt_sims = B.Simulators(entry["involved_classes"], entry.get("initial_config") or {}, long_context=long_ctx)
     tools, names = B.to_openai_tools(functions)
-    systems, _ = B._conversation(entry["question"])
-    history: list[dict[str, Any]] = [B._system_message(cfg.system_prompt, systems)]
+    systems, _ = BT._conversation(entry["question"])
+    history: list[dict[str, Any]] = [BT._system_message(cfg.system_prompt, systems)]
     res = EntryResult(category, entry["id"], True, 0, 0)
     session = f"bfcl:{category}:{entry['id']}"
     for turn, messages in enumerate(entry["question"]):
@@ -257,7 +259,7 @@ def _run_multi(client: Any, category: str, entry: dict[str, Any], cfg: SimulateC
         gt_results = []
         for call_text in gt[turn] if turn < len(gt) else []:
             fname, a, kw = B.parse_call(call_text)
-            gt_results.append(gt_sims.execute(fname, B._jsonable(gt_sims.bind(fname, a, kw))))
+            gt_results.append(gt_sims.execute(fname, BT._jsonable(gt_sims.bind(fname, a, kw))))
         if _state(agent_sims) != _state(gt_sims):
             res.success = False
         missing = Counter(gt_results) - Counter(agent_results)
@@ -277,7 +279,7 @@ def run_entry(client: Any, category: str, entry: dict[str, Any], index: int, cfg
         return None  # needs a live search engine or memory write phase
     try:
         return _run_single(client, category, entry, index, cfg, source)
-    except B._Skip:
+    except BT._Skip:
         return None
 
 

@@ -35,15 +35,6 @@ from protege.importers.bfcl.data import (
     data_dir,
     resolve_categories,
 )
-from protege.importers.bfcl.data import (
-    _answers as _answers,
-)
-from protege.importers.bfcl.data import (
-    _entries as _entries,
-)
-from protege.importers.bfcl.data import (
-    _func_doc as _func_doc,
-)
 from protege.importers.bfcl.schema import (
     first_acceptable_args,
     ground_truth_value,
@@ -63,18 +54,6 @@ from protege.importers.bfcl.traces import (
     iter_bfcl_exchanges,
     parse_call,
     trace_id_for,
-)
-from protege.importers.bfcl.traces import (
-    _conversation as _conversation,
-)
-from protege.importers.bfcl.traces import (
-    _jsonable as _jsonable,
-)
-from protege.importers.bfcl.traces import (
-    _Skip as _Skip,
-)
-from protege.importers.bfcl.traces import (
-    _system_message as _system_message,
 )
 
 __all__ = [
