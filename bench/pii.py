@@ -403,8 +403,9 @@ def synthetic_traces(n: int, seed: int = 0) -> list[Any]:
 
 def throughput(n: int, sample: int) -> None:
     from protege.curate import curate
+    from protege.curate.names import load_ner
     from protege.curate.pipeline import CurateConfig
-    from protege.curate.scrub import Scrubber, load_ner
+    from protege.curate.scrub import Scrubber
     from protege.store import open_store
 
     traces = synthetic_traces(n)
@@ -472,8 +473,8 @@ def bfcl_mixture(n: int, setting: str) -> None:
     if pairs is None:
         return
     from protege.curate import curate, iter_curated
+    from protege.curate.names import load_ner
     from protege.curate.pipeline import CurateConfig
-    from protege.curate.scrub import load_ner
     from protege.store import open_store
 
     traces = [t for t, _ in pairs]
@@ -507,7 +508,7 @@ import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from protege.curate import curate
 from protege.curate.pipeline import CurateConfig
-from protege.curate.scrub import load_ner
+from protege.curate.names import load_ner
 from protege.store import open_store
 load_ner()
 store = open_store(sys.argv[2])
@@ -596,7 +597,8 @@ def ner_templates(n: int, setting: str) -> None:
     pairs = _mixture_traces(setting, n)
     if pairs is None:
         return
-    from protege.curate.scrub import Scrubber, load_ner
+    from protege.curate.names import load_ner
+    from protege.curate.scrub import Scrubber
 
     traces = [t for t, _ in pairs]
     load_ner()

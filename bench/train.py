@@ -288,9 +288,9 @@ def main() -> None:
 
     import torch
 
-    from protege.models.loader import load_base
+    from protege.models.loader import cpu_has_bf16, load_base
     from protege.train import train_adapter
-    from protege.train.trainer import auto_threads, cpu_has_bf16, resolve_precision
+    from protege.train.model import auto_threads, resolve_precision
 
     # one thread count for both sides (the trainer would otherwise pick its own)
     threads = args.threads or auto_threads()

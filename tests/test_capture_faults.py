@@ -16,14 +16,8 @@ import httpx
 import openai
 import pytest
 
-from protege.capture.writer import (
-    CaptureWriter,
-    WriterConfig,
-    dead_letter_path,
-    replay_dead_letters,
-    spool_path_for,
-    spool_status,
-)
+from protege.capture.spool import dead_letter_path, replay_dead_letters, spool_path_for, spool_status
+from protege.capture.writer import CaptureWriter, WriterConfig
 from protege.gateway.config import GatewayConfig
 from protege.gateway.server import ServerThread
 from protege.store import Trace, open_store
@@ -461,7 +455,7 @@ def test_two_gateways_sharing_a_home_keep_their_spools(tmp_path: Path, upstream:
 
 
 def test_spool_key_follows_the_store() -> None:
-    from protege.capture.writer import store_key
+    from protege.capture.spool import store_key
 
     pg = "postgresql://u:secret@db:5432/protege"
     assert store_key(pg) == store_key("postgresql://u:other@db:5432/protege")  # a new password, the same store

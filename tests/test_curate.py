@@ -11,7 +11,8 @@ from protege.cli.main import cli
 from protege.curate import curate, iter_curated
 from protege.curate.dedup import NearDupIndex, dedup_text, exact_hash, jaccard, shingles
 from protege.curate.filters import FilterConfig, SchemaCache, check_trace, normalize_schema
-from protege.curate.pipeline import CurateConfig, curated_counts
+from protege.curate.pipeline import CurateConfig
+from protege.curate.view import curated_counts
 from protege.store import Feedback, open_store
 
 WEATHER_TOOL = {

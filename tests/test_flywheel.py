@@ -445,7 +445,7 @@ def test_recipe_search_keeps_the_best_on_validation_and_records_every_trial(stor
     split right, the rank-4 one wrong: rank 8 is kept, rank 4 retired, both
     trials are in the registry."""
     from protege.evaluate import FunctionPredictor
-    from protege.flywheel.run import recipe_trials
+    from protege.flywheel.students import recipe_trials
     from protege.registry import Registry
 
     fill(store)
@@ -470,9 +470,9 @@ def test_recipe_search_keeps_the_best_on_validation_and_records_every_trial(stor
     assert rep.tasks[TASK]["adapter"] == best["adapter"]
     assert Registry(store).get(best["adapter_id"]).status != "retired"
     with pytest.raises(ValueError, match="unknown training settings"):
-        from protege.flywheel.run import _recipe_search
+        from protege.flywheel.students import recipe_search
 
-        _recipe_search(store, config(recipes=({"no_such": 1},)), TASK, {"version": "v1"}, trainer, False,
+        recipe_search(store, config(recipes=({"no_such": 1},)), TASK, {"version": "v1"}, trainer, False,
                        "tiny-llama", None)
 
 

@@ -9,7 +9,8 @@ from protege.capture import build_trace
 from protege.cli.main import cli
 from protege.curate import Scrubber, redact_trace
 from protege.curate.detectors import iban_ok, luhn_ok
-from protege.curate.scrub import needs_ner, surrogate
+from protege.curate.names import needs_ner
+from protege.curate.surrogates import surrogate
 
 
 @pytest.fixture(scope="module")

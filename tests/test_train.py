@@ -253,22 +253,48 @@ def test_length_grouped_batches() -> None:
     assert padded(a) < 0.8 * padded(naive)
 
 
+def _lora_and_batch(tok) -> tuple[Any, dict[str, Any]]:
+    from protege.train.model import attach_lora
+
+    peft_model = attach_lora(tiny_model(tok), fast_config())
+    batch = collate([tokenize_row(r, tok) for r in make_dataset(4, 0).train], tok.pad_token_id)
+    return peft_model, batch
+
+
 def test_answer_loss_matches_full_forward_loss(tok) -> None:
     import torch
 
-    from protege.train.trainer import _answer_loss_module, attach_lora
+    from protege.train.model import answer_loss_module
 
-    model = tiny_model(tok)
-    peft_model = attach_lora(model, fast_config())
-    ds = make_dataset(4, 0)
-    batch = collate([tokenize_row(r, tok) for r in ds.train], tok.pad_token_id)
+    peft_model, batch = _lora_and_batch(tok)
     with torch.no_grad():
-        s, c = _answer_loss_module()(peft_model)(**batch)
+        s, c = answer_loss_module()(peft_model)(**batch)
         ref = peft_model(**batch).loss
     assert int(c) == int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
     assert torch.allclose(s / c, ref, atol=1e-5)
 
 
+def test_first_token_weight_weighs_each_answers_first_token(tok) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from protege.train.model import answer_loss_module
+
+    peft_model, batch = _lora_and_batch(tok)
+    with torch.no_grad():
+        plain, _ = answer_loss_module()(peft_model)(**batch)
+        weighted, count = answer_loss_module()(peft_model, 4.0)(**batch)
+        logits = peft_model(**batch).logits[:, :-1]
+    target = batch["labels"][:, 1:]
+    keep = target != IGNORE_INDEX
+    per = F.cross_entropy(logits.float().transpose(1, 2), target.clamp_min(0), reduction="none")
+    # The first answer token of each row (these examples are single calls: one answer each).
+    first = torch.zeros_like(keep)
+    for i in range(keep.shape[0]):
+        first[i, int(keep[i].nonzero()[0])] = True
+    assert int(count) == int(keep.sum())
+    assert torch.allclose(plain, per[keep].sum(), rtol=1e-4)
+    assert torch.allclose(weighted, per[keep].sum() + 3.0 * per[first].sum(), rtol=1e-4)
 # -- training --------------------------------------------------------------------
 
 
@@ -381,7 +407,7 @@ def test_resume_matches_uninterrupted_run(tok) -> None:
     import torch
 
     from protege.train import train_adapter
-    from protege.train.trainer import resumable_run
+    from protege.train.runs import resumable_run
 
     ds = make_dataset(24, 8)
     cfg = fast_config(max_steps=7, eval_every=3, checkpoint_every=2, precision="fp32")
@@ -535,7 +561,7 @@ def test_cli_trains_and_reports(tok, monkeypatch, _isolated_home: Path) -> None:
     from protege.train import trainer
 
     _write_dataset(_isolated_home, make_dataset(16, 4))
-    monkeypatch.setattr(trainer, "_load_base", lambda cfg: (tiny_model(tok), tok))
+    monkeypatch.setattr(trainer, "load_base_model", lambda cfg: (tiny_model(tok), tok))
     r = CliRunner().invoke(
         cli,
         ["train", "weather", "--max-steps", "3", "--rank", "4", "--layers", "all", "--lr", "0.01", "--json"],

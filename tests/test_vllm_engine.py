@@ -184,7 +184,7 @@ def test_serve_cli_wires_the_vllm_engine(tmp_path: Path, tokenizer: Any):
     from click.testing import CliRunner
 
     from protege.cli.main import cli
-    from protege.gateway.app import build_student_path
+    from protege.gateway.student import build_student_path
 
     out = CliRunner().invoke(cli, ["serve", "--upstream", "http://up.local/v1", "--students", "--engine", "vllm",
                                    "--vllm-url", "localhost:8000", "--db", f"sqlite:///{tmp_path / 'p.db'}"])

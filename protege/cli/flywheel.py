@@ -142,7 +142,7 @@ def trials_cmd(task: str | None, db_url: str | None, as_json: bool) -> None:
     validation score and which one was kept."""
     from rich.table import Table
 
-    from protege.flywheel.run import recipe_trials
+    from protege.flywheel.students import recipe_trials
 
     rows = recipe_trials(open_store_or_fail(db_url), task)
     if as_json:

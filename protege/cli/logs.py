@@ -272,7 +272,7 @@ def show(trace_id: str, db_url: str | None, as_json: bool) -> None:
 @friendly_errors
 def stats(by: str | None, since: str | None, db_url: str | None, as_json: bool, **kw: Any) -> None:
     """Counts, errors, tokens, cost, latency and TTFT percentiles."""
-    from protege.capture.writer import spool_path_for, spool_status
+    from protege.capture.spool import spool_path_for, spool_status
     from protege.stats import trace_stats
 
     store = open_store_or_fail(db_url)
@@ -327,14 +327,8 @@ def spool(replay: bool, spool_path: Path | None, db_url: str | None, as_json: bo
     """Traces waiting beside the store: spooled while it was down, or refused by
     it (dead letters, with their error class). --replay inserts them, each by its
     id, so a trace already stored is never stored twice."""
-    from protege.capture.writer import (
-        CaptureWriter,
-        WriterConfig,
-        replay_dead_letters,
-        spool_path_for,
-        spool_status,
-        store_is_down,
-    )
+    from protege.capture.spool import replay_dead_letters, spool_path_for, spool_status, store_is_down
+    from protege.capture.writer import CaptureWriter, WriterConfig
 
     store = open_store_or_fail(db_url)
     path = spool_path or spool_path_for(store.url)

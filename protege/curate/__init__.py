@@ -19,14 +19,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from protege.curate.pipeline import CurateConfig, CurateReport, curate, iter_curated
+    from protege.curate.pipeline import CurateConfig, CurateReport, curate
     from protege.curate.scrub import Scrubber, ScrubConfig, redact_trace
+    from protege.curate.view import iter_curated
 
 _WHERE = {
     "CurateConfig": "protege.curate.pipeline",
     "CurateReport": "protege.curate.pipeline",
     "curate": "protege.curate.pipeline",
-    "iter_curated": "protege.curate.pipeline",
+    "iter_curated": "protege.curate.view",
     "ScrubConfig": "protege.curate.scrub",
     "Scrubber": "protege.curate.scrub",
     "redact_trace": "protege.curate.scrub",

@@ -20,9 +20,9 @@ import sqlalchemy as sa
 
 from protege.curate.filters import REASONS, FilterConfig, SchemaCache, check_trace, feedback_index
 from protege.curate.migrations import curate_runs, curated
+from protege.curate.view import decode_payload, plain_payload
 from protege.ids import new_id
 from protege.store import schema
-from protege.store.records import Trace
 
 
 @dataclass(kw_only=True)
@@ -134,18 +134,6 @@ def _pending_ids(store: Any, full: bool) -> tuple[list[str], list[str | None]]:
     return [r[0] for r in rows], [r[1] for r in rows]
 
 
-def _decode(store: Any, text: str | None, encrypted: int) -> Any:
-    if text is None:
-        return None
-    if encrypted:
-        from protege.store import EncryptionError
-
-        if store.cipher is None:
-            raise EncryptionError("curated payloads are encrypted: set PROTEGE_ENCRYPTION_KEY to read them")
-        text = store.cipher.decrypt(text)
-    return orjson.loads(text)
-
-
 def _encode(store: Any, value: Any) -> str | None:
     if value is None:
         return None
@@ -197,9 +185,9 @@ def curate(
             ).first()
         if row is None:
             return None
-        request = _decode(store, row.request, row.encrypted)
+        request = decode_payload(store, row.request, row.encrypted)
         if row.delta is not None:
-            request = {**request, **_decode(store, row.delta, row.delta_encrypted)}
+            request = {**request, **decode_payload(store, row.delta, row.delta_encrypted)}
         return shingles(dedup_text(request))
 
     index = NearDupIndex(
@@ -481,7 +469,7 @@ def _results(
     chunks = [[sh[lo : lo + cfg.batch_size] for lo in range(0, len(sh), cfg.batch_size)] for sh in shards]
     scrubber = worker_args[1]
     if scrubber is not None and scrubber._use_ner():
-        from protege.curate.scrub import load_ner
+        from protege.curate.names import load_ner
 
         load_ner()  # once, before forking: the children share the loaded model
     global _FORK_ARGS
@@ -542,7 +530,6 @@ def _row(
     }
 
 
-_LIST_COLUMNS = ("tools_offered", "tools_called")
 
 
 def _delta(raw: dict[str, Any], scrubbed: dict[str, Any]) -> dict[str, Any] | None:
@@ -582,7 +569,7 @@ def _read_raw(store: Any, ids: list[str], decoder: Any) -> list[_Raw]:
     for r in rows:
         text = r.request
         if r.encrypted:
-            text = _plain(store, text)
+            text = plain_payload(store, text)
         request, digest = decoder.decode(text)
         out.append(
             _Raw(
@@ -592,86 +579,8 @@ def _read_raw(store: Any, ids: list[str], decoder: Any) -> list[_Raw]:
                 r.status,
                 r.finish_reason,
                 request,
-                _decode(store, r.response, r.encrypted),
+                decode_payload(store, r.response, r.encrypted),
                 digest,
             )
         )
-    return out
-
-
-def _plain(store: Any, text: str) -> str:
-    from protege.store import EncryptionError
-
-    if store.cipher is None:
-        raise EncryptionError("trace payloads are encrypted: set PROTEGE_ENCRYPTION_KEY to read them")
-    return store.cipher.decrypt(text)
-
-
-def iter_curated(store: Any, *, task_id: str | None = None, batch_size: int = 1000) -> Iterator[Trace]:
-    """Kept traces, scrubbed, oldest first, with the raw trace's id and columns;
-    ``meta["curate"]`` holds ``near_dup_group`` and ``exact_hash``.
-
-    Requests that carry the same tools list share one parsed list (decoding
-    tens of kB of schemas per trace would dominate the read): treat
-    ``request["tools"]`` as read only."""
-    from protege.curate.parts import RequestDecoder
-
-    decoder = RequestDecoder()
-    t = schema.traces
-    last: str | None = None
-    while True:
-        q = (
-            sa.select(
-                t,
-                curated.c.request.label("c_request"),
-                curated.c.response.label("c_response"),
-                curated.c.encrypted.label("c_encrypted"),
-                curated.c.near_dup_group,
-                curated.c.exact_hash,
-            )
-            .select_from(curated.join(t, t.c.id == curated.c.trace_id))
-            .where(curated.c.kept == 1)
-        )
-        if task_id is not None:
-            q = q.where(t.c.task_id == task_id)
-        if last is not None:
-            q = q.where(t.c.id > last)
-        with store.engine.connect() as conn:
-            rows = conn.execute(q.order_by(t.c.id).limit(batch_size)).all()
-        if not rows:
-            return
-        for row in rows:
-            m = dict(row._mapping)
-            meta = orjson.loads(m["meta"]) if m["meta"] else {}
-            meta["curate"] = {"near_dup_group": m.pop("near_dup_group"), "exact_hash": m.pop("exact_hash")}
-            m["meta"] = meta
-            raw_enc, enc = m.pop("encrypted"), m.pop("c_encrypted")
-            raw_text = m["request"]
-            request, _ = decoder.decode(_plain(store, raw_text) if raw_enc else raw_text)
-            delta = _decode(store, m.pop("c_request"), enc)
-            m["request"] = {**request, **delta} if delta else request
-            scrubbed_response = m.pop("c_response")
-            m["response"] = _decode(
-                store,
-                scrubbed_response if scrubbed_response is not None else m["response"],
-                enc if scrubbed_response is not None else raw_enc,
-            )
-            m["stream"] = bool(m["stream"])
-            for c in _LIST_COLUMNS:
-                m[c] = orjson.loads(m[c]) if m[c] else []
-            yield Trace.from_dict(m)
-        last = rows[-1].id
-
-
-def curated_counts(store: Any) -> dict[str, int]:
-    """Kept and dropped-by-reason totals over the whole curated view."""
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(curated.c.kept, curated.c.reason, sa.func.count()).group_by(
-                curated.c.kept, curated.c.reason
-            )
-        ).all()
-    out: dict[str, int] = {}
-    for kept, reason, n in rows:
-        out["kept" if kept else reason or "dropped"] = out.get("kept" if kept else reason or "dropped", 0) + n
     return out

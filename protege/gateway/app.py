@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from protege.capture.writer import CaptureWriter
+from protege.gateway import ops
 from protege.gateway.config import GatewayConfig
 from protege.gateway.errors import JSON_HEADERS, error_body, error_payload, sse_error_event
 from protege.gateway.keys import KeyRing
@@ -48,9 +49,9 @@ from protege.gateway.traces import completion_trace as completion_trace
 from protege.gateway.traces import failure_trace as failure_trace
 from protege.gateway.traces import stream_trace as stream_trace
 from protege.gateway.traces import student_trace as student_trace
+from protege.gateway.ui import LazyUI
 from protege.gateway.upstream import HOP_BY_HOP, UpstreamError, make_upstream
 from protege.ids import new_id
-from protege.store.records import Feedback
 
 log = logging.getLogger("protege.gateway")
 
@@ -104,7 +105,7 @@ class Gateway:
         self.journal: Any = None
         self.ship_bytes = bool(config.capture_process and self.owns_store)
         self.max_body = config.max_body_bytes
-        self._too_large = error_body(
+        self.too_large = error_body(
             f"Request too large: the body is over the gateway's limit of {config.max_body_bytes:,} bytes.",
             "invalid_request_error", code="request_too_large")
         # Trace ids handed out lately: feedback may arrive before the writer has stored its trace.
@@ -118,7 +119,7 @@ class Gateway:
                 Route("/v1/feedback", self.feedback, methods=["POST"]),
                 Route("/feedback", self.feedback, methods=["POST"]),
                 Route("/v1/{path:path}", self.passthrough, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
-                Mount("/ui", app=_LazyUI(self)),
+                Mount("/ui", app=LazyUI(self)),
             ],
             lifespan=self._lifespan,
         )
@@ -146,7 +147,7 @@ class Gateway:
         self.journal = None
         if cfg.durability != "off":
             from protege.capture.journal import Journal
-            from protege.capture.writer import spool_path_for
+            from protege.capture.spool import spool_path_for
 
             spool = cfg.capture.spool_path or spool_path_for(getattr(self.store, "url", None) or cfg.db_url)
             self.journal = Journal(Path(spool).with_suffix(".journal"), mode=cfg.durability,
@@ -163,6 +164,8 @@ class Gateway:
                 forget()
         if self.students is None and cfg.students:
             # Loading a model takes seconds: off the event loop.
+            from protege.gateway.student import build_student_path
+
             self.students = await run_in_threadpool(build_student_path, cfg, self.store)
         self.started = True
 
@@ -222,13 +225,13 @@ class Gateway:
         recent.append(trace_id)
         self._recent_set.add(trace_id)
 
-    def _known_trace(self, trace_id: str) -> bool:
+    def known_trace(self, trace_id: str) -> bool:
         if trace_id in self._recent_set:
             return True
         has = getattr(self.store, "has_trace", None)
         return has(trace_id) if has is not None else True
 
-    async def _read_body(self, request: Request) -> bytes | None:
+    async def read_body(self, request: Request) -> bytes | None:
         """The body, or None when it is over the limit (read no further)."""
         parts, size = [], 0
         async for chunk in request.stream():
@@ -281,7 +284,7 @@ class Gateway:
             size += len(chunk)
             if size > self.max_body:
                 # Not read further, not forwarded, not stored.
-                await self._send_json(send, 413, self._too_large, None)
+                await self._send_json(send, 413, self.too_large, None)
                 self.metrics.observe(413, "gateway", "chat", False, _perf() - t0)
                 return
             chunks.append(chunk)
@@ -549,7 +552,7 @@ class Gateway:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     # -- other endpoints --------------------------------------------------
-    def _check_key(self, request: Request) -> tuple[Response | None, bool]:
+    def check_key(self, request: Request) -> tuple[Response | None, bool]:
         allowed, _name, auth_is_key = self._authorize(
             request.headers.get("authorization", "").encode("latin-1") or None,
             request.headers.get("x-protege-key", "").encode("latin-1") or None,
@@ -561,7 +564,7 @@ class Gateway:
 
     async def passthrough(self, request: Request) -> Response:
         """Other ``/v1`` endpoints (models, embeddings, ...) are relayed, not captured."""
-        denied, auth_is_key = self._check_key(request)
+        denied, auth_is_key = self.check_key(request)
         if denied is not None:
             return denied
         headers = {k: v for k, v in request.headers.items()
@@ -588,181 +591,13 @@ class Gateway:
                         headers={k.decode("latin-1"): v.decode("latin-1") for k, v in resp.headers})
 
     async def feedback(self, request: Request) -> Response:
-        denied, _ = self._check_key(request)
-        if denied is not None:
-            return denied
-
-        def bad(message: str, param: str | None = None) -> Response:
-            return JSONResponse(error_payload(message, param=param), status_code=400)
-
-        raw = await self._read_body(request)
-        if raw is None:
-            return Response(self._too_large, status_code=413, media_type="application/json")
-        try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return bad("We could not parse the JSON body of your request.")
-        if not isinstance(payload, dict):
-            return bad("The request body must be a JSON object.")
-        trace_id, session_id = payload.get("trace_id"), payload.get("session_id")
-        score, label, comment = payload.get("score"), payload.get("label"), payload.get("comment")
-        if not (isinstance(trace_id, str) and trace_id) and not (isinstance(session_id, str) and session_id):
-            return bad("Feedback needs a trace_id or a session_id (a non-empty string).", "trace_id")
-        if score is not None and (isinstance(score, bool) or not isinstance(score, int | float)):
-            return bad("'score' must be a number.", "score")
-        if label is not None and not isinstance(label, str):
-            return bad("'label' must be a string.", "label")
-        if comment is not None and not isinstance(comment, str):
-            return bad("'comment' must be a string.", "comment")
-        if score is None and label is None:
-            return bad("Feedback needs a score or a label.", "score")
-        if isinstance(trace_id, str) and trace_id:
-            try:
-                known = await run_in_threadpool(self._known_trace, trace_id)
-            except Exception as exc:
-                log.warning("protege: feedback not stored (%s)", type(exc).__name__)
-                return JSONResponse(error_payload(f"The trace store is unavailable ({type(exc).__name__}).",
-                                                  "server_error", code="store_unavailable"), status_code=503)
-            if not known:
-                return JSONResponse(error_payload(f"No trace with id '{trace_id}'.", param="trace_id",
-                                                  code="trace_not_found"), status_code=404)
-        meta = payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {}
-        fb = Feedback(trace_id=trace_id or None, session_id=session_id or None,
-                      score=float(score) if score is not None else None, label=label, comment=comment, meta=meta)
-        try:
-            await run_in_threadpool(self.store.add_feedback, fb)
-        except ValueError as exc:
-            return bad(str(exc))
-        except Exception as exc:
-            # The class only: a driver's message quotes the bound values (the comment, ids).
-            log.warning("protege: feedback not stored (%s)", type(exc).__name__)
-            return JSONResponse(error_payload(f"The trace store is unavailable ({type(exc).__name__}).",
-                                              "server_error", code="store_unavailable"), status_code=503)
-        return JSONResponse({"id": fb.id, "object": "feedback", "trace_id": fb.trace_id,
-                             "session_id": fb.session_id, "score": fb.score, "label": fb.label})
-
-    def _ops_access(self, request: Request) -> tuple[Response | None, bool]:
-        """(refusal, whether the caller holds a key) for /health and /metrics."""
-        if not self.keys.enabled:
-            return None, True
-        denied, _ = self._check_key(request)
-        if denied is None:
-            return None, True
-        return (None, False) if self.config.open_metrics else (denied, False)
+        return await ops.feedback(self, request)
 
     async def health(self, request: Request) -> Response:
-        denied, trusted = self._ops_access(request)
-        if denied is not None:
-            return denied
-        writer = self.writer
-        stats = writer.stats if writer is not None else None
-        store_ok = stats.store_ok if stats is not None else True
-        lost = bool(stats and (stats.dropped or stats.build_errors))
-        if not trusted:  # an open /health for a load balancer: the verdict only
-            return JSONResponse({"status": "ok" if store_ok and not lost else "degraded"})
-        return JSONResponse({
-            # Degraded: the store is down (spooling), or some traces could not be kept.
-            "status": "ok" if store_ok and not lost else "degraded",
-            "upstream": self.base,
-            "store": "ok" if store_ok else "down (spooling)",
-            "capture": {
-                "queue_depth": writer.queue_depth() if writer is not None else 0,
-                "submitted": stats.submitted if stats else 0,
-                "written": stats.written if stats else 0,
-                "spooled": stats.spooled if stats else 0,
-                "replayed": stats.replayed if stats else 0,
-                "dropped": stats.dropped if stats else 0,
-                "build_errors": stats.build_errors if stats else 0,
-                "dead_lettered": stats.dead_lettered if stats else 0,
-            },
-        })
+        return await ops.health(self, request)
 
     async def prometheus(self, request: Request) -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST
-
-        denied, _ = self._ops_access(request)
-        if denied is not None:
-            return denied
-        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-
-class _LazyUI:
-    """The live report at /ui, built on first visit (it imports the report package)."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self._app: Any = None
-
-    def _authorized(self, scope: dict[str, Any]) -> bool:
-        import base64
-
-        for k, v in scope["headers"]:
-            if k == b"x-protege-key" and self.gateway.keys.check(v.decode("latin-1")):
-                return True
-            if k == b"authorization":
-                scheme, _, value = v.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and self.gateway.keys.check(value.strip()):
-                    return True
-                if scheme.lower() == "basic":
-                    try:
-                        password = base64.b64decode(value.strip()).decode().partition(":")[2]
-                    except (ValueError, UnicodeDecodeError):
-                        continue
-                    if self.gateway.keys.check(password):
-                        return True
-        return False
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if self.gateway.keys.enabled and not self._authorized(scope):
-            # Trace payloads are behind the gateway's keys; Basic auth lets a browser ask for one.
-            body = error_body("A valid gateway API key is required (Basic auth password, X-Protege-Key "
-                              "or Authorization: Bearer).", "invalid_request_error", code="invalid_api_key")
-            headers = [*JSON_HEADERS, (b"www-authenticate", b'Basic realm="protege"'),
-                       (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": 401, "headers": headers})
-            await send({"type": "http.response.body", "body": body, "more_body": False})
-            return
-        if self._app is None:
-            from protege.report.ui import create_ui_app
-
-            store = self.gateway.store
-            self._app = create_ui_app(store._get() if isinstance(store, LazyStore) else store)
-        await self._app(scope, receive, send)
-
-
-def _tokenizer_for(base: str) -> Any:
-    """The base model's tokenizer alone (an external engine holds the weights)."""
-    from pathlib import Path
-
-    from transformers import AutoTokenizer
-
-    from protege.models.catalog import load_catalog
-    from protege.models.loader import ensure_cached
-
-    if Path(base).is_dir():
-        return AutoTokenizer.from_pretrained(base)
-    spec = load_catalog().find(base)
-    if spec is not None and spec.offline:
-        return AutoTokenizer.from_pretrained(str(ensure_cached(spec.name)))
-    return AutoTokenizer.from_pretrained(spec.hub_id if spec is not None else base)
-
-
-def build_student_path(cfg: GatewayConfig, store: Any) -> Any:
-    """The student engine and router for ``cfg`` (loads the base model)."""
-    from protege.gateway.student import StudentPath
-    from protege.serve.engine import EmbeddedEngine, OpenAICompatEngine
-
-    real_store = store._get() if isinstance(store, LazyStore) else store
-    if cfg.engine == "embedded":
-        engine: Any = EmbeddedEngine(cfg.base_model, max_batch=cfg.max_batch)
-    elif cfg.engine == "openai":
-        if not cfg.engine_url:
-            raise ValueError("engine 'openai' needs engine_url (the student server's /v1 base URL)")
-        engine = OpenAICompatEngine(cfg.engine_url.removesuffix("/v1"), _tokenizer_for(cfg.base_model),
-                                    vllm=cfg.engine_vllm, guided=cfg.engine_guided)
-    else:
-        raise ValueError(f"unknown student engine {cfg.engine!r}: use embedded or openai")
-    return StudentPath(real_store, engine, poll_s=cfg.route_poll_s)
+        return await ops.prometheus(self, request)
 
 
 def create_app(config: GatewayConfig | None = None, *, store: Any = None, transport: Any = None,

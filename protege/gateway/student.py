@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from protege.gateway.config import GatewayConfig
+from protege.gateway.storage import LazyStore
 from protege.router.router import Decision, Router, StudentInfo
 from protege.router.routes import RouteTable
 from protege.router.validate import validate_answer
@@ -246,3 +248,36 @@ class StudentPath:
         except Exception as exc:
             log.warning("protege: shadow result not stored (%s)", type(exc).__name__)
 
+
+def _tokenizer_for(base: str) -> Any:
+    """The base model's tokenizer alone (an external engine holds the weights)."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from protege.models.catalog import load_catalog
+    from protege.models.loader import ensure_cached
+
+    if Path(base).is_dir():
+        return AutoTokenizer.from_pretrained(base)
+    spec = load_catalog().find(base)
+    if spec is not None and spec.offline:
+        return AutoTokenizer.from_pretrained(str(ensure_cached(spec.name)))
+    return AutoTokenizer.from_pretrained(spec.hub_id if spec is not None else base)
+
+
+def build_student_path(cfg: GatewayConfig, store: Any) -> Any:
+    """The student engine and router for ``cfg`` (loads the base model)."""
+    from protege.serve.engine import EmbeddedEngine, OpenAICompatEngine
+
+    real_store = store._get() if isinstance(store, LazyStore) else store
+    if cfg.engine == "embedded":
+        engine: Any = EmbeddedEngine(cfg.base_model, max_batch=cfg.max_batch)
+    elif cfg.engine == "openai":
+        if not cfg.engine_url:
+            raise ValueError("engine 'openai' needs engine_url (the student server's /v1 base URL)")
+        engine = OpenAICompatEngine(cfg.engine_url.removesuffix("/v1"), _tokenizer_for(cfg.base_model),
+                                    vllm=cfg.engine_vllm, guided=cfg.engine_guided)
+    else:
+        raise ValueError(f"unknown student engine {cfg.engine!r}: use embedded or openai")
+    return StudentPath(real_store, engine, poll_s=cfg.route_poll_s)

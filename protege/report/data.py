@@ -17,9 +17,7 @@ nothing: the teacher answered them.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -27,41 +25,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from protege.report import stages as S
+from protege.report.common import UNASSIGNED, num, task_key
 from protege.store import schema
 
 log = logging.getLogger(__name__)
 
 SERVED_BY = ("teacher", "student", "fallback")
-SYSTEM_ORDER = ("student", "base_zero_shot", "base_few_shot", "teacher")
-UNASSIGNED = "(unassigned)"
 HOUR, DAY = 3600, 86400
-
-
-def _num(x: Any) -> float | None:
-    if x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) or math.isinf(v) else v
-
-
-def _loads(text: Any) -> Any:
-    if text is None or isinstance(text, dict | list):
-        return text
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError):
-        return None
-
-
-def _has_table(store: Any, name: str) -> bool:
-    return sa.inspect(store.engine).has_table(name)
-
-
-def _task_key(task_id: str | None) -> str:
-    return task_id if task_id is not None else UNASSIGNED
 
 
 def _bucket_size(first: float | None, last: float | None) -> int:
@@ -89,7 +60,7 @@ def _traffic(store: Any, since: float | None, until: float | None) -> dict[str, 
         span = conn.execute(
             sa.select(sa.func.min(t.c.created_at), sa.func.max(t.c.created_at)).where(*conds)
         ).one()
-        bucket_s = _bucket_size(_num(span[0]), _num(span[1]))
+        bucket_s = _bucket_size(num(span[0]), num(span[1]))
         if store.dialect == "postgresql":
             bucket = sa.cast(sa.func.floor(t.c.created_at / bucket_s), sa.BigInteger)
         else:  # SQLite's CAST truncates, which is floor for positive epochs
@@ -130,9 +101,9 @@ def _traffic(store: Any, since: float | None, until: float | None) -> dict[str, 
             },
         )
         r["n"] += int(g.n)
-        r["cost"] += _num(g.cost) or 0.0
+        r["cost"] += num(g.cost) or 0.0
         r["n_cost"] += int(g.n_cost or 0)
-        r["latency_sum"] += _num(g.latency_sum) or 0.0
+        r["latency_sum"] += num(g.latency_sum) or 0.0
         r["n_latency"] += int(g.n_latency or 0)
         if g.fallback_reason is not None:
             reasons[(g.task_id, g.fallback_reason)] += int(g.n)
@@ -141,10 +112,10 @@ def _traffic(store: Any, since: float | None, until: float | None) -> dict[str, 
                 (g.task_id, int(g.b)), {"task_id": g.task_id, "b": int(g.b), "n": 0, "cost": 0.0}
             )
             sb["n"] += int(g.n)
-            sb["cost"] += _num(g.cost) or 0.0
+            sb["cost"] += num(g.cost) or 0.0
     return {
-        "first": _num(span[0]),
-        "last": _num(span[1]),
+        "first": num(span[0]),
+        "last": num(span[1]),
         "rows": list(rows.values()),
         "reasons": [{"task_id": k[0], "fallback_reason": k[1], "n": n} for k, n in reasons.items()],
         "bucket_s": bucket_s,
@@ -159,231 +130,6 @@ def _split_reasons(text: str) -> list[str]:
 
 def _reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0].strip() or reason
-
-
-# --------------------------------------------------------------------------- stage tables
-
-
-def _tasks_table(store: Any) -> dict[str, dict[str, Any]]:
-    """Labels and output types from the task stage's table, whatever its exact
-    columns (the stage owns it; only a few well-known names are read)."""
-    if not _has_table(store, "tasks"):
-        return {}
-    table = sa.Table("tasks", sa.MetaData(), autoload_with=store.engine)
-    cols = set(table.c.keys())
-    key = next((c for c in ("task_id", "id") if c in cols), None)
-    if key is None:
-        return {}
-    with store.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(sa.select(table))]
-    out: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        info: dict[str, Any] = {}
-        for name in ("label", "name", "title"):
-            if r.get(name):
-                info["label"] = str(r[name])
-                break
-        for name in ("output_type", "specialisation_score", "specialization_score", "status"):
-            if r.get(name) is not None:
-                info[name] = r[name]
-        meta = _loads(r.get("meta")) or _loads(r.get("stats")) or {}
-        if isinstance(meta, dict):
-            for name in ("label", "output_type"):
-                if name not in info and meta.get(name):
-                    info[name] = meta[name]
-        out[str(r[key])] = info
-    return out
-
-
-def _system_point(name: str, s: dict[str, Any], primary: str, basis: str | None) -> dict[str, Any] | None:
-    metrics = (s.get("vs_ground_truth") if basis == "ground_truth" else None) or s.get("metrics") or {}
-    iv = metrics.get(primary) or {}
-    value = _num(iv.get("value"))
-    if value is None:
-        return None
-    return {
-        "system": name,
-        "value": value,
-        "low": _num(iv.get("low")),
-        "high": _num(iv.get("high")),
-        "cost_per_1k": _num(s.get("cost_per_1k")),
-        "seconds_per_call": _num(s.get("seconds_per_call")),
-        "latency_ms": _num(s.get("latency_ms")),
-        "tokens_per_s": _num(s.get("tokens_per_s")),
-        "error": s.get("error"),
-    }
-
-
-def _evaluation(row: dict[str, Any]) -> dict[str, Any] | None:
-    rep = _loads(row.get("report"))
-    if not isinstance(rep, dict):
-        return None
-    primary = rep.get("primary_metric") or ""
-    basis = rep.get("share_basis")
-    systems_in = rep.get("systems") or {}
-    cost = rep.get("cost") or {}
-    rate = _num(cost.get("student_usd_per_hour"))
-    systems = []
-    for name in list(SYSTEM_ORDER) + sorted(set(systems_in) - set(SYSTEM_ORDER)):
-        if name not in systems_in:
-            continue
-        point = _system_point(name, systems_in[name], primary, basis)
-        if point is None:
-            continue
-        if point["cost_per_1k"] is None:
-            if name == "teacher":
-                point["cost_per_1k"] = _num(cost.get("teacher_per_1k"))
-            elif rate is not None and point["seconds_per_call"] is not None:
-                # The base model runs on the student's hardware: same price per second.
-                point["cost_per_1k"] = rate / 3600.0 * point["seconds_per_call"] * 1000.0
-        systems.append(point)
-    share = rep.get("share_of_teacher") or {}
-    return {
-        "id": row.get("id"),
-        "task_id": row.get("task_id"),
-        "adapter_id": row.get("adapter_id"),
-        "created_at": _num(row.get("created_at")),
-        "output_type": rep.get("output_type"),
-        "primary_metric": primary,
-        "validity_metric": rep.get("validity_metric"),
-        "basis": basis,
-        "n_examples": rep.get("n_examples"),
-        "dataset_version": rep.get("dataset_version"),
-        "systems": systems,
-        "share_of_teacher": {k: _num(share.get(k)) for k in ("value", "low", "high")} if share else None,
-        "cost": {
-            k: (_num(v) if k != "teacher_source" and k != "student_device" else v) for k, v in cost.items()
-        },
-    }
-
-
-def _evaluations(store: Any) -> list[dict[str, Any]]:
-    if not _has_table(store, "evaluations"):
-        return []
-    q = sa.text("SELECT id, task_id, adapter_id, created_at, report FROM evaluations ORDER BY created_at, id")
-    with store.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q)]
-    return [e for e in (_evaluation(r) for r in rows) if e is not None]
-
-
-def _gate_decisions(store: Any) -> list[dict[str, Any]]:
-    if not _has_table(store, "gate_decisions"):
-        return []
-    q = sa.text(
-        "SELECT id, task_id, adapter_id, evaluation_id, decision, reasons, thresholds, created_at "
-        "FROM gate_decisions ORDER BY created_at, id"
-    )
-    with store.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q)]
-    out = []
-    for r in rows:
-        evidence = _loads(r.get("reasons")) or {}
-        checks = evidence.get("checks") if isinstance(evidence, dict) else None
-        out.append(
-            {
-                "id": r["id"],
-                "task_id": r["task_id"],
-                "adapter_id": r.get("adapter_id"),
-                "evaluation_id": r.get("evaluation_id"),
-                "decision": r["decision"],
-                "status": evidence.get("status") if isinstance(evidence, dict) else None,
-                "checks": [
-                    {k: c.get(k) for k in ("name", "ok", "value", "threshold", "gap", "message")}
-                    for c in checks or []
-                    if isinstance(c, dict)
-                ],
-                "thresholds": _loads(r.get("thresholds")) or {},
-                "floor": evidence.get("floor") if isinstance(evidence, dict) else None,
-                "floor_curve": evidence.get("floor_curve") if isinstance(evidence, dict) else None,
-                "created_at": _num(r.get("created_at")),
-            }
-        )
-    return out
-
-
-def _adapters(store: Any) -> list[dict[str, Any]]:
-    if not _has_table(store, "adapters"):
-        return []
-    q = sa.text(
-        "SELECT id, task_id, version, base_model, status, status_reason, created_at, updated_at "
-        "FROM adapters ORDER BY task_id, version"
-    )
-    with store.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q)]
-    for r in rows:
-        r["ref"] = f"{r['task_id']}:v{r['version']}"
-        r["created_at"] = _num(r["created_at"])
-        r["updated_at"] = _num(r["updated_at"])
-    return rows
-
-
-def _routes(store: Any) -> dict[str, dict[str, Any]]:
-    if not _has_table(store, "routes"):
-        return {}
-    q = sa.text("SELECT task_id, mode, canary_pct, reason, updated_at FROM routes")
-    with store.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q)]
-    return {
-        r["task_id"]: {
-            "mode": r["mode"],
-            "canary_pct": _num(r["canary_pct"]),
-            "label": f"canary:{_num(r['canary_pct']) or 0:g}" if r["mode"] == "canary" else r["mode"],
-            "reason": r.get("reason"),
-            "updated_at": _num(r["updated_at"]),
-        }
-        for r in rows
-    }
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson interval of a proportion: sane at 0 and 1 and for small n."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def _shadow(store: Any, since: float | None, until: float | None) -> list[dict[str, Any]]:
-    if not _has_table(store, "shadow_results"):
-        return []
-    where, params = [], {}
-    if since is not None:
-        where.append("created_at >= :since")
-        params["since"] = since
-    if until is not None:
-        where.append("created_at < :until")
-        params["until"] = until
-    clause = (" WHERE " + " AND ".join(where)) if where else ""
-    q = sa.text(
-        "SELECT task_id, adapter, COUNT(*) AS n, SUM(valid) AS n_valid, COUNT(agree) AS n_compared, "
-        "SUM(agree) AS n_agree, AVG(latency_ms) AS latency_ms FROM shadow_results"
-        f"{clause} GROUP BY task_id, adapter ORDER BY task_id, adapter"
-    )
-    with store.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q, params)]
-    out = []
-    for r in rows:
-        n, compared = int(r["n"] or 0), int(r["n_compared"] or 0)
-        agreed, valid = int(r["n_agree"] or 0), int(r["n_valid"] or 0)
-        low, high = wilson(agreed, compared) if compared else (None, None)
-        out.append(
-            {
-                "task_id": _task_key(r["task_id"]),
-                "adapter": r["adapter"],
-                "n": n,
-                "compared": compared,
-                "agreed": agreed,
-                "agreement": agreed / compared if compared else None,
-                "agreement_low": low,
-                "agreement_high": high,
-                "valid_rate": valid / n if n else None,
-                "latency_ms": _num(r["latency_ms"]),
-            }
-        )
-    return out
 
 
 # --------------------------------------------------------------------------- assembly
@@ -405,12 +151,12 @@ def collect_report(store: Any, *, since: float | None = None, until: float | Non
     reasons, savings over time, shadow agreement, gate decisions, adapters."""
     sources: dict[str, Any] = {}
     traffic = _section(sources, "traces", lambda: _traffic(store, since, until), None)
-    tasks_info = _section(sources, "tasks", lambda: _tasks_table(store), {})
-    evaluations = _section(sources, "evaluations", lambda: _evaluations(store), [])
-    decisions = _section(sources, "gate_decisions", lambda: _gate_decisions(store), [])
-    adapters = _section(sources, "adapters", lambda: _adapters(store), [])
-    routes = _section(sources, "routes", lambda: _routes(store), {})
-    shadow = _section(sources, "shadow_results", lambda: _shadow(store, since, until), [])
+    tasks_info = _section(sources, "tasks", lambda: S.tasks_table(store), {})
+    evaluations = _section(sources, "evaluations", lambda: S.evaluations(store), [])
+    decisions = _section(sources, "gate_decisions", lambda: S.gate_decisions(store), [])
+    adapters = _section(sources, "adapters", lambda: S.adapters(store), [])
+    routes = _section(sources, "routes", lambda: S.routes(store), {})
+    shadow = _section(sources, "shadow_results", lambda: S.shadow(store, since, until), [])
     if traffic is not None:
         sources["traces"]["available"] = bool(traffic["rows"])
 
@@ -427,18 +173,18 @@ def collect_report(store: Any, *, since: float | None = None, until: float | Non
         }
     )
     for r in (traffic or {}).get("rows", []):
-        p = per_task[_task_key(r["task_id"])]
+        p = per_task[task_key(r["task_id"])]
         n = int(r["n"])
         who = r["served_by"] if r["served_by"] in SERVED_BY else "teacher"
         p["calls"] += n
         p["served"][who] += n
         if r["status"] != "ok":
             p["errors"] += n
-        p["cost_usd"] += _num(r["cost"]) or 0.0
-        p["latency_sum"][who] += _num(r["latency_sum"]) or 0.0
+        p["cost_usd"] += num(r["cost"]) or 0.0
+        p["latency_sum"][who] += num(r["latency_sum"]) or 0.0
         p["latency_n"][who] += int(r["n_latency"] or 0)
         if who in ("teacher", "fallback") and r["status"] == "ok" and r["n_cost"]:
-            p["teacher_cost"] += _num(r["cost"]) or 0.0
+            p["teacher_cost"] += num(r["cost"]) or 0.0
             p["teacher_cost_n"] += int(r["n_cost"])
 
     refs = {a["id"]: a["ref"] for a in adapters}
@@ -470,7 +216,7 @@ def collect_report(store: Any, *, since: float | None = None, until: float | Non
         if p and p["teacher_cost_n"]:
             return p["teacher_cost"] / p["teacher_cost_n"], "traces"
         ev = latest_eval.get(task)
-        per_1k = _num((ev or {}).get("cost", {}).get("teacher_per_1k"))
+        per_1k = num((ev or {}).get("cost", {}).get("teacher_per_1k"))
         if per_1k is not None:
             return per_1k / 1000.0, "evaluation"
         if global_teacher is not None:
@@ -483,7 +229,7 @@ def collect_report(store: Any, *, since: float | None = None, until: float | Non
     saved_by_task: dict[str, float] = defaultdict(float)
     unpriced = 0
     for r in (traffic or {}).get("student_buckets", []):
-        task = _task_key(r["task_id"])
+        task = task_key(r["task_id"])
         avg, _ = teacher_avg(task)
         n = int(r["n"])
         b = saved_by_bucket[int(r["b"])]
@@ -491,7 +237,7 @@ def collect_report(store: Any, *, since: float | None = None, until: float | Non
         if avg is None:
             unpriced += n
             continue
-        saved = n * avg - (_num(r["cost"]) or 0.0)
+        saved = n * avg - (num(r["cost"]) or 0.0)
         b["saved_usd"] += saved
         saved_by_task[task] += saved
     savings_series = []
@@ -516,7 +262,7 @@ def collect_report(store: Any, *, since: float | None = None, until: float | Non
         for reason in _split_reasons(str(r["fallback_reason"])):
             by_reason[reason] += n
             by_kind[_reason_kind(reason)] += n
-            by_task_kind[_task_key(r["task_id"])][_reason_kind(reason)] += n
+            by_task_kind[task_key(r["task_id"])][_reason_kind(reason)] += n
 
     task_ids = sorted(
         set(per_task) | set(latest_eval) | set(routes) | set(promoted) | set(shadow_by_task),

@@ -68,7 +68,7 @@ def _online_autocast(n_texts: int) -> Any:
     if n_texts > 8:
         return contextlib.nullcontext()
     if _BF16 is None:
-        from protege.train.trainer import cpu_has_bf16
+        from protege.models.loader import cpu_has_bf16
 
         _BF16 = cpu_has_bf16()
     if not _BF16:

@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import random
-import resource
 import shutil
 import statistics
 import time
@@ -53,12 +52,31 @@ from protege.train.data import (
     rows_of,
     tokenize_rows,
 )
+from protege.train.model import (
+    answer_loss_module,
+    attach_lora,
+    auto_threads,
+    load_base_model,
+    load_lora_state,
+    lora_state,
+    n_layers,
+    peak_rss_bytes,
+    quantized,
+    resolve_device,
+    resolve_precision,
+)
+from protege.train.runs import (
+    CHECKPOINT,
+    METADATA,
+    SYNTHETIC,
+    new_run_dir,
+    register_adapter,
+    registry_next_version,
+    resumable_run,
+    version_number,
+)
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT = "checkpoint.pt"
-METADATA = "protege_adapter.json"
-SYNTHETIC = "synthetic.jsonl"
 
 
 class TrainingInterrupted(RuntimeError):
@@ -100,186 +118,6 @@ class TrainState:
     started_at: str = ""
 
 
-# -- hardware --------------------------------------------------------------------
-
-
-def resolve_device(spec: str) -> str:
-    import torch
-
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("CUDA requested but no GPU is available")
-    return spec
-
-
-def resolve_precision(spec: str, device: str) -> str:
-    import torch
-
-    if spec != "auto":
-        return spec
-    if device.startswith("cuda"):
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_bf16() else "fp32"
-
-
-def auto_threads() -> int:
-    """Torch threads for a CPU run: the cores not already busy.
-
-    OpenMP threads wait for each other at every op; on a machine shared with
-    other work, a thread that waits for a busy core stalls all of them (two
-    threads ran one SmolLM2 step 3-4x slower than one thread here under
-    load), so busy cores are left out.
-    """
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, min(cores, round(cores - busy)))
-
-
-def peak_rss_bytes() -> int:
-    # ru_maxrss is in KiB on Linux (bytes on macOS)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if os.uname().sysname == "Darwin" else rss * 1024)
-
-
-# -- the loss --------------------------------------------------------------------
-
-
-def _answer_loss_module():
-    import torch
-    import torch.nn.functional as F
-
-    class AnswerLoss(torch.nn.Module):
-        """Summed next-token loss over answer tokens, and their count.
-
-        Runs the decoder once and sends only the positions that predict an
-        answer token through ``lm_head``: the logits of prompt positions are
-        never built.
-        """
-
-        def __init__(self, model: Any) -> None:
-            super().__init__()
-            self.model = model  # the PeftModel
-            base = model.get_base_model()
-            self.decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
-            self.head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-            self.softcap = getattr(base.config, "final_logit_softcapping", None)
-
-        def forward(self, input_ids: Any, attention_mask: Any, labels: Any) -> tuple[Any, Any]:
-            target = labels[:, 1:]
-            keep = target != -100
-            count = keep.sum()
-            if self.decoder is None or self.head is None:  # unusual architectures: plain forward
-                logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
-                loss = F.cross_entropy(logits[keep].float(), target[keep], reduction="sum")
-                return loss, count
-            hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            logits = self.head(hidden[:, :-1][keep])
-            if self.softcap:
-                logits = torch.tanh(logits / self.softcap) * self.softcap
-            loss = F.cross_entropy(logits.float(), target[keep], reduction="sum")
-            return loss, count
-
-    return AnswerLoss
-
-
-# -- LoRA --------------------------------------------------------------------------
-
-
-def _n_layers(model: Any) -> int:
-    cfg = getattr(model, "config", None)
-    cfg = getattr(cfg, "text_config", None) or cfg
-    n = getattr(cfg, "num_hidden_layers", None)
-    if not n:
-        raise ValueError("cannot tell how many blocks the base model has")
-    return int(n)
-
-
-def attach_lora(model: Any, cfg: TrainConfig) -> Any:
-    """Wrap ``model`` in a PeftModel with LoRA on the configured blocks (in place)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    present = {
-        name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)
-    }
-    targets = [t for t in cfg.target_modules if t in present]
-    if not targets:
-        raise ValueError(
-            f"none of the LoRA target modules {list(cfg.target_modules)} exist in the base model"
-        )
-    layers = parse_layers(cfg.layers, _n_layers(model))
-    lora = LoraConfig(
-        r=cfg.rank,
-        lora_alpha=cfg.resolved_alpha(),
-        lora_dropout=cfg.dropout,
-        target_modules=targets,
-        layers_to_transform=layers,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    torch.manual_seed(cfg.seed)
-    return get_peft_model(model, lora)
-
-
-def lora_state(model: Any) -> dict[str, Any]:
-    """Trainable (LoRA) tensors, cloned to CPU."""
-    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
-
-
-def load_lora_state(model: Any, state: dict[str, Any]) -> None:
-    import torch
-
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value.to(params[name].device, params[name].dtype))
-
-
-# -- run directories -------------------------------------------------------------
-
-
-def adapters_root(task_id: str) -> Path:
-    from protege.config import artifacts_dir
-
-    return artifacts_dir() / "adapters" / task_id
-
-
-def _version_number(name: str) -> int:
-    name = name[1:] if name.startswith("v") else name
-    return int(name) if name.isdigit() else 0
-
-
-def new_run_dir(task_id: str, min_version: int = 1) -> Path:
-    """Claim the next version directory, ``artifacts/adapters/<task>/<N>/`` (the
-    registry's layout), atomically: two concurrent runs never share one."""
-    root = adapters_root(task_id)
-    root.mkdir(parents=True, exist_ok=True)
-    n = max([_version_number(p.name) for p in root.iterdir()] + [min_version - 1]) + 1
-    while True:
-        path = root / str(n)
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            n += 1
-
-
-def resumable_run(task_id: str) -> Path | None:
-    """The newest run of the task that has a checkpoint and no finished adapter."""
-    root = adapters_root(task_id)
-    if not root.is_dir():
-        return None
-    runs = sorted(
-        (p for p in root.iterdir() if (p / CHECKPOINT).exists() and not (p / METADATA).exists()),
-        key=lambda p: _version_number(p.name),
-    )
-    return runs[-1] if runs else None
-
-
 # -- the run ---------------------------------------------------------------------
 
 
@@ -311,40 +149,6 @@ def _eval_sample(n: int, k: int, seed: int) -> list[int]:
     idx = list(range(n))
     random.Random(seed).shuffle(idx)
     return sorted(idx[:k]) if k and k < n else idx
-
-
-def _load_base(cfg: TrainConfig) -> tuple[Any, Any]:
-    from protege.models.loader import load_base
-
-    return load_base(cfg.base)
-
-
-def _quantized(model: Any, cfg: TrainConfig, device: str) -> Any:
-    """Reload the base in 4-bit NF4 for QLoRA (CUDA + bitsandbytes)."""
-    if not device.startswith("cuda"):
-        raise ValueError("QLoRA (--quantization 4bit) needs a CUDA GPU")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise ValueError("QLoRA needs bitsandbytes: pip install 'protege[gpu]'") from None
-    import torch
-    from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    source = getattr(model.config, "_name_or_path", None) or cfg.base
-    qmodel = AutoModelForCausalLM.from_pretrained(
-        source,
-        quantization_config=BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16,
-            bnb_4bit_use_double_quant=True,
-        ),
-        device_map={"": device},
-    )
-    return prepare_model_for_kbit_training(
-        qmodel, use_gradient_checkpointing=bool(cfg.gradient_checkpointing)
-    )
 
 
 def train_adapter(
@@ -434,7 +238,7 @@ def train_adapter(
         cfg.gradient_checkpointing = use_cuda
 
     if model is None or tokenizer is None:
-        model, tokenizer = _load_base(cfg)
+        model, tokenizer = load_base_model(cfg)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     pad_id = int(tokenizer.pad_token_id)
@@ -465,7 +269,7 @@ def train_adapter(
                                   cpu=not use_cuda)
         device = str(accelerator.device)
     if cfg.quantization == "4bit":
-        model = _quantized(model, cfg, device)
+        model = quantized(model, cfg, device)
     elif use_cuda:
         # frozen base in bf16 halves GPU memory; PEFT keeps the adapter in fp32
         model.to(device, dtype=torch.bfloat16 if precision == "bf16" else None)
@@ -478,7 +282,7 @@ def train_adapter(
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     n_total = sum(p.numel() for p in peft_model.parameters())
-    loss_mod = _answer_loss_module()(peft_model)
+    loss_mod = answer_loss_module()(peft_model, cfg.first_token_weight)
 
     # -- schedule
     lengths = [len(e.input_ids) for e in train_ex]
@@ -514,15 +318,15 @@ def train_adapter(
         # One run, one version: the main process claims the directory and tells the others.
         from accelerate.utils import broadcast_object_list
 
-        claimed = [str(new_run_dir(task_id, _registry_next_version(store, task_id)))
+        claimed = [str(new_run_dir(task_id, registry_next_version(store, task_id)))
                    if accelerator.is_main_process else None]
         run_dir = Path(broadcast_object_list(claimed)[0])
     elif run_dir is None:
-        run_dir = new_run_dir(task_id, _registry_next_version(store, task_id))
+        run_dir = new_run_dir(task_id, registry_next_version(store, task_id))
     run_dir.mkdir(parents=True, exist_ok=True)
     if synthetic:
         (run_dir / SYNTHETIC).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in synthetic))
-    version: int | str = _version_number(run_dir.name) or run_dir.name
+    version: int | str = version_number(run_dir.name) or run_dir.name
     is_main = accelerator is None or accelerator.is_main_process
 
     def amp() -> Any:
@@ -702,7 +506,7 @@ def train_adapter(
         drop_prefix=drop_prefix,
         precision=precision,
         device=device,
-        lora_layers=parse_layers(cfg.layers, _n_layers(peft_model.get_base_model())),
+        lora_layers=parse_layers(cfg.layers, n_layers(peft_model.get_base_model())),
         alpha=cfg.resolved_alpha(),
         max_new_tokens=int(max(answer_lengths) * 1.5) + 16,
         world_size=world,
@@ -796,32 +600,3 @@ def _unwrap(module: Any) -> Any:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-# -- registry --------------------------------------------------------------------
-
-
-def _registry_next_version(store: Any, task_id: str) -> int:
-    if store is None:
-        return 1
-    from protege.registry import Registry
-
-    return Registry(store).next_version(task_id)
-
-
-def register_adapter(store: Any, meta: dict[str, Any], adapter_dir: Path) -> Any:
-    """Record the adapter in the registry as a candidate (its
-    ``protege_adapter.json`` holds everything a later registration needs)."""
-    from protege.registry import Registry
-
-    version = meta["version"]
-    return Registry(store).register(
-        meta["task_id"],
-        version=version if isinstance(version, int) else None,
-        base_model=meta["base_model"],
-        path=str(adapter_dir),
-        dataset_id=meta["dataset"].get("id"),
-        dataset_hash=meta["dataset"]["hash"],
-        config=meta["config"],
-        metrics=meta["metrics"],
-    )
