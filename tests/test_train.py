@@ -274,30 +274,6 @@ def test_answer_loss_matches_full_forward_loss(tok) -> None:
     assert torch.allclose(s / c, ref, atol=1e-5)
 
 
-def test_first_token_weight_weighs_each_answers_first_token(tok) -> None:
-    import torch
-    import torch.nn.functional as F
-
-    from protege.train.model import answer_loss_module
-
-    peft_model, batch = _lora_and_batch(tok)
-    with torch.no_grad():
-        plain, _ = answer_loss_module()(peft_model)(**batch)
-        weighted, count = answer_loss_module()(peft_model, 4.0)(**batch)
-        logits = peft_model(**batch).logits[:, :-1]
-    target = batch["labels"][:, 1:]
-    keep = target != IGNORE_INDEX
-    per = F.cross_entropy(logits.float().transpose(1, 2), target.clamp_min(0), reduction="none")
-    # The first answer token of each row (these examples are single calls: one answer each).
-    first = torch.zeros_like(keep)
-    for i in range(keep.shape[0]):
-        first[i, int(keep[i].nonzero()[0])] = True
-    assert int(count) == int(keep.sum())
-    assert torch.allclose(plain, per[keep].sum(), rtol=1e-4)
-    assert torch.allclose(weighted, per[keep].sum() + 3.0 * per[first].sum(), rtol=1e-4)
-# -- training --------------------------------------------------------------------
-
-
 def _base_snapshot(model) -> dict[str, Any]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

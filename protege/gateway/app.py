@@ -7,6 +7,10 @@ chunk for SSE), and hands a closure to the ``CaptureWriter``. Parsing the
 answer, reassembling streams, pricing and storing all happen in the writer
 thread, so the store never delays a response. Everything else (models,
 feedback, health, metrics, other ``/v1`` paths) goes through Starlette.
+
+The chat path is one class on purpose, read top to bottom: validation, the
+student's turn, the teacher, the stream relay, capture. The other endpoints
+live in ``ops.py`` and ``ui.py``.
 """
 
 from __future__ import annotations

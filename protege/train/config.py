@@ -56,14 +56,6 @@ class TrainConfig:
             "later call's prompt is supervised inside that later example instead of on its own"
         },
     )
-    first_token_weight: float = field(
-        default=1.0,
-        metadata={
-            "help": "Loss weight of each answer's first token, where the student chooses to call a tool "
-            "or to speak; the rest of a spoken answer (often a copy of a tool's result) is near-free "
-            "tokens that outnumber that choice in a per-token mean"
-        },
-    )
     rank: int = field(default=16, metadata={"help": "LoRA rank"})
     alpha: float | None = field(default=None, metadata={"help": "LoRA alpha (default: 2 x rank)"})
     dropout: float = field(

@@ -70,23 +70,13 @@ def answer_loss_module():
         never built.
         """
 
-        def __init__(self, model: Any, first_weight: float = 1.0) -> None:
+        def __init__(self, model: Any) -> None:
             super().__init__()
             self.model = model  # the PeftModel
-            self.first_weight = float(first_weight)
             base = model.get_base_model()
             self.decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
             self.head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
             self.softcap = getattr(base.config, "final_logit_softcapping", None)
-
-        def _sum(self, logits: Any, target: Any, keep: Any) -> Any:
-            per = F.cross_entropy(logits.float(), target[keep], reduction="none")
-            if self.first_weight != 1.0:
-                # An answer's first token: the position before it is not an answer's.
-                before = torch.cat([torch.zeros_like(keep[:, :1]), keep[:, :-1]], dim=1)
-                first = (keep & ~before)[keep]
-                per = torch.where(first, per * self.first_weight, per)
-            return per.sum()
 
         def forward(self, input_ids: Any, attention_mask: Any, labels: Any) -> tuple[Any, Any]:
             target = labels[:, 1:]
@@ -94,12 +84,14 @@ def answer_loss_module():
             count = keep.sum()
             if self.decoder is None or self.head is None:  # unusual architectures: plain forward
                 logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
-                return self._sum(logits[keep], target, keep), count
+                loss = F.cross_entropy(logits[keep].float(), target[keep], reduction="sum")
+                return loss, count
             hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             logits = self.head(hidden[:, :-1][keep])
             if self.softcap:
                 logits = torch.tanh(logits / self.softcap) * self.softcap
-            return self._sum(logits, target, keep), count
+            loss = F.cross_entropy(logits.float(), target[keep], reduction="sum")
+            return loss, count
 
     return AnswerLoss
 

@@ -282,7 +282,7 @@ def train_adapter(
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     n_total = sum(p.numel() for p in peft_model.parameters())
-    loss_mod = answer_loss_module()(peft_model, cfg.first_token_weight)
+    loss_mod = answer_loss_module()(peft_model)
 
     # -- schedule
     lengths = [len(e.input_ids) for e in train_ex]
