@@ -11,11 +11,14 @@ there than window functions or several aggregate queries).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from protege.store import schema
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 # CLI name -> column.
 GROUP_BY = {
@@ -166,7 +169,7 @@ def _figures(row: dict[str, Any], key: Any) -> dict[str, Any]:
 
 
 def trace_stats(
-    store: Any,
+    store: TraceStore,
     *,
     by: str | None = None,
     since: float | None = None,
@@ -209,7 +212,7 @@ def trace_stats(
 
 
 def recent_traces(
-    store: Any, *, limit: int = 20, since: float | None = None, until: float | None = None, **filters: Any
+    store: TraceStore, *, limit: int = 20, since: float | None = None, until: float | None = None, **filters: Any
 ) -> list[dict[str, Any]]:
     """The newest traces' extracted columns (no payloads), newest first."""
     t = schema.traces

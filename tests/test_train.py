@@ -588,3 +588,17 @@ def test_cli_unknown_model_is_one_line(_isolated_home: Path) -> None:
     assert r.exit_code == 2 and "no-such/model-xyz" in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
     assert not (_isolated_home / "artifacts/adapters/weather").exists()  # no empty version left behind
+
+
+def test_train_options_are_declared_once_in_the_config() -> None:
+    import dataclasses
+
+    from protege.cli.train import train as train_cmd
+
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
+    params = {p.name: p for p in train_cmd.params}
+    for name in ("base", "epochs", "max_steps", "lr", "rank", "layers", "batch_size", "precision", "seed", "threads"):
+        assert params[name].help.startswith(helps[name].rstrip(".")), name
+        assert params[name].default is None  # the config's default applies
+    assert "(default 16)" in params["rank"].help and params["rank"].type.name == "integer"
+    assert params["lr"].type.name == "float" and params["max_steps"].type.name == "integer"

@@ -23,12 +23,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from protege.capture.extract import build_trace
 from protege.ids import _ALPHABET, _encode
 from protege.safejson import json_loads
 from protege.store.records import Trace
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 FORMATS = ("auto", "flywheel", "openai")
 # Files up to this size are parsed once (their checked traces kept in memory);
@@ -270,7 +273,7 @@ def _check_file(path: Path) -> None:
 
 
 def import_jsonl(
-    store: Any,
+    store: TraceStore,
     path: str | Path,
     *,
     fmt: str = "auto",

@@ -9,10 +9,13 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protege.safejson import json_dumps_deep, json_loads
 from protege.store.records import Trace
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceSink
 
 
 def store_is_down(exc: BaseException) -> bool:
@@ -117,7 +120,7 @@ def spool_status(spool_path: Path) -> dict[str, Any]:
             "dead_letters": count_lines(dead) + count_lines(dead.with_suffix(".replaying"))}
 
 
-def replay_dead_letters(store: Any, spool_path: Path) -> tuple[int, int]:
+def replay_dead_letters(store: TraceSink, spool_path: Path) -> tuple[int, int]:
     """Insert each dead letter again (by id, so nothing is stored twice);
     returns (stored, still refused). Those still refused stay in the file with
     their newest error."""
@@ -142,7 +145,7 @@ def replay_dead_letters(store: Any, spool_path: Path) -> tuple[int, int]:
     return stored, len(kept)
 
 
-def _replay_dead_file(store: Any, work: Path) -> tuple[int, list[str]]:
+def _replay_dead_file(store: TraceSink, work: Path) -> tuple[int, list[str]]:
     stored, kept = 0, []
     with open(work, encoding="utf-8") as fh:
         for line in fh:

@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protege.capture.call import (
     RAW_HEADER,
@@ -41,6 +41,9 @@ from protege.capture.call import (
 from protege.capture.call import trace_id_of as trace_id_of
 from protege.capture.writer import CaptureWriter, WriterConfig
 from protege.store.records import Feedback, Trace
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 log = logging.getLogger("protege.capture")
 
@@ -60,7 +63,7 @@ class Capture:
 
     def __init__(
         self,
-        store: Any,
+        store: TraceStore,
         writer: CaptureWriter,
         *,
         client_id: str | None = None,
@@ -173,7 +176,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _writer_for(store: Any, redact: Callable[[Trace], Trace] | None) -> CaptureWriter:
+def _writer_for(store: TraceStore, redact: Callable[[Trace], Trace] | None) -> CaptureWriter:
     """A writer with its own spool file: one per process and store, because two
     processes replaying one file would race, and a trace must be replayed into
     the store it was meant for. Spools left by dead processes are adopted."""
@@ -237,7 +240,7 @@ def _patch_client(client: Any, capture: Capture) -> None:
 def wrap(
     client: Any,
     *,
-    store: Any = None,
+    store: TraceStore = None,
     db_url: str | None = None,
     client_id: str | None = None,
     session_id: str | None = None,
@@ -300,7 +303,7 @@ def feedback(
     comment: str | None = None,
     db_url: str | None = None,
     *,
-    store: Any = None,
+    store: TraceStore = None,
     meta: dict[str, Any] | None = None,
 ) -> Feedback:
     """Attach a score and/or label to one trace (``client.last_trace_id``) or a

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protege.capture.spool import (
     count_lines,
@@ -37,6 +37,9 @@ from protege.capture.spool import (
 )
 from protege.safejson import json_loads
 from protege.store.records import Trace
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceSink
 
 log = logging.getLogger("protege.capture")
 
@@ -113,7 +116,7 @@ class CaptureWriter:
 
     def __init__(
         self,
-        store: Any,
+        store: TraceSink,
         config: WriterConfig | None = None,
         *,
         redact: Callable[[Trace], Trace] | None = None,

@@ -121,3 +121,26 @@ def console() -> Any:
             super().print(*objects, **kwargs)
 
     return PlainConsole(file=sys.stdout, width=int(os.environ.get("COLUMNS") or 160), soft_wrap=False)
+
+
+_OPTION_TYPES = {"int": int, "float": float, "str": str}
+
+
+def config_option(cls: type, name: str, *, flag: str | None = None, **kwargs: Any) -> Callable[..., Any]:
+    """A ``click`` option for the config dataclass field ``cls.name``, with the
+    field's own ``help`` and default, so a setting is declared once. The
+    option defaults to None (the config's default applies); ``kwargs`` go to
+    ``click.option`` (a ``type=click.Choice``, a ``metavar``)."""
+    import dataclasses
+
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    default = field.default if field.default is not dataclasses.MISSING else None
+    text = str(field.metadata.get("help") or "").rstrip(".")
+    text = text[:1].upper() + text[1:]
+    if default not in (None, ""):
+        text += f" (default {default})"
+    if "type" not in kwargs:
+        # Annotations are strings here (``from __future__ import annotations``): "int | None" -> int.
+        base = str(field.type).split("|")[0].strip()
+        kwargs["type"] = _OPTION_TYPES.get(base, str)
+    return click.option(flag or "--" + name.replace("_", "-"), name, default=None, help=text + ".", **kwargs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +16,9 @@ from protege.cli.common import (
     open_store_or_fail,
     print_json,
 )
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 SYSTEM_LABELS = {
     "student": "student",
@@ -287,7 +290,7 @@ def gate(
         raise SystemExit(1)
 
 
-def _adapter_id(store: Any, task: str, adapter: str) -> str:
+def _adapter_id(store: TraceStore, task: str, adapter: str) -> str:
     """Registry id of a version; evaluations are stored under the id."""
     try:
         from protege.evaluate.runner import resolve_adapter

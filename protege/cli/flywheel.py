@@ -11,6 +11,7 @@ import click
 
 from protege.cli.common import (
     UserError,
+    config_option,
     console,
     db_option,
     json_option,
@@ -18,6 +19,8 @@ from protege.cli.common import (
     parse_duration,
     print_json,
 )
+from protege.flywheel.config import FlywheelConfig
+from protege.train.config import TrainConfig
 
 
 @click.group()
@@ -47,13 +50,13 @@ def _print_report(rep: Any, names: dict[str, str]) -> None:
 @click.option("--once", "once", is_flag=True, help="One pass, then exit (the default).")
 @click.option("--every", default=None, metavar="DURATION", help="Run again every DURATION (e.g. 1h, 30m).")
 @click.option("--approve", is_flag=True, help="Stop before promotion; promote with `protege adapters promote`.")
-@click.option("--base", default=None, help="Base model of new students (catalog name or path).")
-@click.option("--min-examples", type=int, default=None, help="Curated examples a task needs for a student.")
-@click.option("--max-tasks", type=int, default=None, help="Tasks trained per run.")
+@config_option(FlywheelConfig, "base", metavar="MODEL")
+@config_option(FlywheelConfig, "min_examples")
+@config_option(FlywheelConfig, "max_tasks")
 @click.option("--task", "tasks", multiple=True, help="Only this task (repeatable).")
-@click.option("--max-steps", type=int, default=None, help="Cap on training steps per task.")
+@config_option(TrainConfig, "max_steps")
 @click.option("--no-shadow", is_flag=True, help="Promote as soon as the gate passes (no shadow phase).")
-@click.option("--promote-mode", default=None, help="Route after promotion: live or canary:PCT.")
+@config_option(FlywheelConfig, "promote_mode", metavar="live|canary:PCT")
 @click.option("--force", is_flag=True, help="Retrain every eligible task even without new data.")
 @click.option("--no-resume", is_flag=True, help="Start afresh even if the last run crashed.")
 @db_option

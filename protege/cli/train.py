@@ -7,7 +7,16 @@ from typing import Any
 
 import click
 
-from protege.cli.common import UserError, console, db_option, json_option, open_store_or_fail, print_json
+from protege.cli.common import (
+    UserError,
+    config_option,
+    console,
+    db_option,
+    json_option,
+    open_store_or_fail,
+    print_json,
+)
+from protege.train.config import TrainConfig
 
 
 def _human_bytes(n: int | None) -> str:
@@ -68,22 +77,20 @@ def _summary(result: Any) -> None:
 
 @click.command("train")
 @click.argument("task")
-@click.option(
-    "--base", default=None, metavar="MODEL", help="Base model: catalog name, hub id or local directory."
-)
+@config_option(TrainConfig, "base", metavar="MODEL")
 @click.option("--dataset-version", default=None, metavar="V", help="Dataset version (default: the latest).")
-@click.option("--epochs", type=float, default=None, help="Passes over the training split (default 3).")
-@click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps.")
-@click.option("--lr", type=float, default=None, help="Peak learning rate (default 1e-3).")
-@click.option("--rank", type=int, default=None, help="LoRA rank (default 16).")
-@click.option("--layers", default=None, metavar="top8|all|N,M", help="Blocks that get LoRA (default top8).")
-@click.option("--batch-size", type=int, default=None, help="Examples per step (default 8).")
+@config_option(TrainConfig, "epochs")
+@config_option(TrainConfig, "max_steps")
+@config_option(TrainConfig, "lr")
+@config_option(TrainConfig, "rank")
+@config_option(TrainConfig, "layers", metavar="top8|all|N,M")
+@config_option(TrainConfig, "batch_size")
 @click.option("--no-drop-prefix", is_flag=True, help="Keep the task's static prefix in the student's prompt.")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default=None, help="Default: auto.")
-@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N (default auto).")
-@click.option("--quantization", type=click.Choice(["none", "4bit"]), default=None, help="4bit: QLoRA (CUDA).")
-@click.option("--seed", type=int, default=None, help="Seed (default 0).")
-@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@config_option(TrainConfig, "precision", type=click.Choice(["auto", "bf16", "fp32"]))
+@config_option(TrainConfig, "device")
+@config_option(TrainConfig, "quantization", type=click.Choice(["none", "4bit"]))
+@config_option(TrainConfig, "seed")
+@config_option(TrainConfig, "threads")
 @click.option(
     "--augment-to",
     type=int,
@@ -173,12 +180,8 @@ def train(
     if not no_register:
         store = open_store_or_fail(db_url)
 
+    from protege.models.loader import ModelUnavailable
     from protege.train.trainer import TrainingInterrupted, train_adapter
-
-    try:
-        from protege.models.loader import ModelUnavailable
-    except ImportError:  # the loader stage is optional for the CLI to import
-        ModelUnavailable = RuntimeError  # noqa: N806
 
     try:
         result = train_adapter(

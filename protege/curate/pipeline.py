@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
@@ -23,6 +23,9 @@ from protege.curate.migrations import curate_runs, curated
 from protege.curate.view import decode_payload, plain_payload
 from protege.ids import new_id
 from protege.store import schema
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 
 @dataclass(kw_only=True)
@@ -110,7 +113,7 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def _insert(store: Any, table: sa.Table) -> Any:
+def _insert(store: TraceStore, table: sa.Table) -> Any:
     if store.dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
@@ -118,7 +121,7 @@ def _insert(store: Any, table: sa.Table) -> Any:
     return insert(table).on_conflict_do_nothing(index_elements=[table.primary_key.columns.values()[0].name])
 
 
-def _pending_ids(store: Any, full: bool) -> tuple[list[str], list[str | None]]:
+def _pending_ids(store: TraceStore, full: bool) -> tuple[list[str], list[str | None]]:
     """Ids (oldest first) of the traces to curate, with their session ids."""
     t = schema.traces
     if full:
@@ -134,7 +137,7 @@ def _pending_ids(store: Any, full: bool) -> tuple[list[str], list[str | None]]:
     return [r[0] for r in rows], [r[1] for r in rows]
 
 
-def _encode(store: Any, value: Any) -> str | None:
+def _encode(store: TraceStore, value: Any) -> str | None:
     if value is None:
         return None
     text = _dumps(value)
@@ -142,7 +145,7 @@ def _encode(store: Any, value: Any) -> str | None:
 
 
 def curate(
-    store: Any,
+    store: TraceStore,
     config: CurateConfig | None = None,
     *,
     scrubber: Any = None,
@@ -342,7 +345,7 @@ class _Worker:
 
     def __init__(
         self,
-        store: Any,
+        store: TraceStore,
         scrubber: Any,
         filters: FilterConfig,
         by_trace: dict[str, Any],
@@ -428,7 +431,7 @@ def _child_run(ids: list[str]) -> list[_Result]:
     return _CHILD.run(ids)
 
 
-def _can_fork(store: Any) -> bool:
+def _can_fork(store: TraceStore) -> bool:
     import multiprocessing
     import sys
 
@@ -558,7 +561,7 @@ class _Raw:
     tools_digest: str | None
 
 
-def _read_raw(store: Any, ids: list[str], decoder: Any) -> list[_Raw]:
+def _read_raw(store: TraceStore, ids: list[str], decoder: Any) -> list[_Raw]:
     """Raw traces by id, oldest first, only the columns curation needs; the
     request's tools list is decoded once per distinct value (``RequestDecoder``)."""
     t = schema.traces

@@ -4,7 +4,7 @@ payloads over the raw columns (``iter_curated``), and counts per task."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
@@ -13,10 +13,13 @@ from protege.curate.migrations import curated
 from protege.store import schema
 from protege.store.records import Trace
 
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
+
 LIST_COLUMNS = ("tools_offered", "tools_called")
 
 
-def decode_payload(store: Any, text: str | None, encrypted: int) -> Any:
+def decode_payload(store: TraceStore, text: str | None, encrypted: int) -> Any:
     if text is None:
         return None
     if encrypted:
@@ -28,7 +31,7 @@ def decode_payload(store: Any, text: str | None, encrypted: int) -> Any:
     return orjson.loads(text)
 
 
-def plain_payload(store: Any, text: str) -> str:
+def plain_payload(store: TraceStore, text: str) -> str:
     from protege.store import EncryptionError
 
     if store.cipher is None:
@@ -36,7 +39,7 @@ def plain_payload(store: Any, text: str) -> str:
     return store.cipher.decrypt(text)
 
 
-def iter_curated(store: Any, *, task_id: str | None = None, batch_size: int = 1000) -> Iterator[Trace]:
+def iter_curated(store: TraceStore, *, task_id: str | None = None, batch_size: int = 1000) -> Iterator[Trace]:
     """Kept traces, scrubbed, oldest first, with the raw trace's id and columns;
     ``meta["curate"]`` holds ``near_dup_group`` and ``exact_hash``.
 
@@ -92,7 +95,7 @@ def iter_curated(store: Any, *, task_id: str | None = None, batch_size: int = 10
         last = rows[-1].id
 
 
-def curated_counts(store: Any) -> dict[str, int]:
+def curated_counts(store: TraceStore) -> dict[str, int]:
     """Kept and dropped-by-reason totals over the whole curated view."""
     with store.engine.connect() as conn:
         rows = conn.execute(

@@ -20,11 +20,14 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protege.datasets.prefix import detect_prefix, prefix_tokens_saved
 from protege.datasets.split import SPLITS, group_rows, stratified_group_split
 from protege.safejson import json_loads
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 log = logging.getLogger("protege.datasets")
 
@@ -232,7 +235,7 @@ def _input_key(row: dict[str, Any]) -> str:
 # -- source ------------------------------------------------------------------------
 
 
-def _iter_source(store: Any, task_id: str, source: str) -> tuple[str, Iterable[Any]]:
+def _iter_source(store: TraceStore, task_id: str, source: str) -> tuple[str, Iterable[Any]]:
     if source in ("auto", "curated"):
         from protege.curate import iter_curated
 
@@ -285,7 +288,7 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def build_dataset(store: Any, task_id: str, config: DatasetConfig | None = None) -> Dataset:
+def build_dataset(store: TraceStore, task_id: str, config: DatasetConfig | None = None) -> Dataset:
     """Build (or reuse) the dataset of ``task_id`` from its traces.
 
     Rows come from the curated view when it has rows for the task, else from
@@ -438,7 +441,7 @@ def load_dataset(task_id: str, version: str | int | None = None, *, root: Path |
     return load_path(datasets_root(root) / task_dir_name(task_id) / name)
 
 
-def list_datasets(store: Any, task_id: str | None = None) -> list[dict[str, Any]]:
+def list_datasets(store: TraceStore, task_id: str | None = None) -> list[dict[str, Any]]:
     """Recorded dataset versions, newest first."""
     import sqlalchemy as sa
 

@@ -30,7 +30,10 @@ import statistics
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 # Two agents, each its own call site (system prompt naming its API suite, its
 # own tools): BFCL multi-turn conversations of one suite, in three variants of
@@ -168,7 +171,7 @@ def _wait_routes(seconds: float = 3.0) -> None:
     time.sleep(seconds)  # gateways poll routes and the registry every ~2 s
 
 
-def _served_quality(store: Any, since: float, index: Any, until: float | None = None,
+def _served_quality(store: TraceStore, since: float, index: Any, until: float | None = None,
                     tasks: Any = None) -> dict[str, Any]:
     """Calls in [since, until): who served them, and how often the students'
     answers agreed with the teacher's (the replay teacher's recorded answer).
@@ -437,7 +440,7 @@ def _print(con: Any, s: dict[str, Any]) -> None:
     con.print(ph)
 
 
-def _write_html(store: Any, home: Path, s: dict[str, Any]) -> None:
+def _write_html(store: TraceStore, home: Path, s: dict[str, Any]) -> None:
     import html
 
     from protege.report import collect_report, render_html

@@ -43,12 +43,15 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from protege.evaluate.bootstrap import Interval
 from protege.evaluate.records import EvalReport, load_report
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 STATUSES = ("shadow", "promoted")
 
@@ -391,7 +394,7 @@ def checks_for(report: EvalReport | None, t: GateThresholds) -> list[Check]:
 
 
 def gate(
-    store: Any,
+    store: TraceStore,
     task_id: str,
     adapter_id: str | None,
     *,
@@ -474,7 +477,7 @@ def gate(
     return decision
 
 
-def _set_serving(store: Any, adapter_id: str, decision: GateDecision) -> None:
+def _set_serving(store: TraceStore, adapter_id: str, decision: GateDecision) -> None:
     from protege.registry import Registry
 
     f = decision.floor
@@ -491,7 +494,7 @@ def _set_serving(store: Any, adapter_id: str, decision: GateDecision) -> None:
         pass
 
 
-def _registry_id(store: Any, task_id: str, adapter: str) -> str:
+def _registry_id(store: TraceStore, task_id: str, adapter: str) -> str:
     """Evaluations are stored under the registry id; accept a version ("v2") too."""
     from protege.evaluate.runner import resolve_adapter
 
@@ -502,7 +505,7 @@ def _registry_id(store: Any, task_id: str, adapter: str) -> str:
     return ref.id if ref else adapter
 
 
-def _set_registry_status(store: Any, adapter_id: str, to: str, checks: list[Check]) -> str | None:
+def _set_registry_status(store: TraceStore, adapter_id: str, to: str, checks: list[Check]) -> str | None:
     from protege.registry import Registry
 
     reason = "gate passed: " + "; ".join(c.message for c in checks)
@@ -511,7 +514,7 @@ def _set_registry_status(store: Any, adapter_id: str, to: str, checks: list[Chec
 
 
 def save_decision(
-    store: Any, decision: GateDecision, report: EvalReport | None = None, curve: list[dict[str, Any]] | None = None
+    store: TraceStore, decision: GateDecision, report: EvalReport | None = None, curve: list[dict[str, Any]] | None = None
 ) -> str:
     from protege.evaluate.migrations import gate_decisions
     from protege.ids import new_id
@@ -545,7 +548,7 @@ def save_decision(
 
 
 def list_decisions(
-    store: Any, task_id: str | None = None, adapter_id: str | None = None
+    store: TraceStore, task_id: str | None = None, adapter_id: str | None = None
 ) -> list[dict[str, Any]]:
     import sqlalchemy as sa
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from protege.evaluate.bootstrap import Interval
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 __all__ = ["EvalReport", "SystemResult", "load_report", "save_report"]
 
@@ -144,7 +147,7 @@ class EvalReport:
 # --------------------------------------------------------------------------- inputs
 
 
-def save_report(store: Any, report: EvalReport) -> str:
+def save_report(store: TraceStore, report: EvalReport) -> str:
     from protege.evaluate.migrations import evaluations
     from protege.ids import new_id
 
@@ -188,7 +191,7 @@ def _clean(x: Any) -> Any:
 
 
 def load_report(
-    store: Any, *, evaluation_id: str | None = None, task_id: str | None = None, adapter_id: str | None = None
+    store: TraceStore, *, evaluation_id: str | None = None, task_id: str | None = None, adapter_id: str | None = None
 ) -> EvalReport | None:
     """A stored evaluation by id, or the newest for a task (and adapter)."""
     import sqlalchemy as sa

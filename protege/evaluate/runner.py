@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from protege.evaluate.bootstrap import Resampler, bootstrap, ratio_interval
 from protege.evaluate.cost import CostConfig, device_rate, saving, student_cost_per_1k, teacher_cost_per_1k
 from protege.evaluate.predictors import Predictor, TeacherPredictor
 from protege.evaluate.records import EvalReport, SystemResult, save_report
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +117,7 @@ class AdapterRef:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_adapter(store: Any, task_id: str, adapter: str | None) -> AdapterRef | None:
+def resolve_adapter(store: TraceStore, task_id: str, adapter: str | None) -> AdapterRef | None:
     """An adapter by registry id, version ("v2", "2", "task:v2") or directory
     path; ``None``: the task's newest registered adapter, if any."""
     if adapter and Path(adapter).is_dir():
@@ -167,7 +170,7 @@ def _timed_predict(
 
 
 def evaluate_task(
-    store: Any,
+    store: TraceStore,
     task_id: str,
     *,
     adapter: str | None = None,
@@ -394,7 +397,7 @@ def _config_dict(config: EvalConfig) -> dict[str, Any]:
 
 
 def _systems(
-    store: Any,
+    store: TraceStore,
     task_id: str,
     adapter: str | None,
     baselines: bool,
@@ -541,7 +544,7 @@ def _share(
 
 
 def _costs(
-    report: EvalReport, store: Any, rows: Sequence[dict[str, Any]], device: str, config: EvalConfig
+    report: EvalReport, store: TraceStore, rows: Sequence[dict[str, Any]], device: str, config: EvalConfig
 ) -> None:
     ids = [r.get("id") for r in rows if r.get("id")]
     traces: list[Any] = []

@@ -20,11 +20,14 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from protege.flywheel.config import FlywheelConfig
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 
 @dataclass
@@ -81,7 +84,7 @@ def input_centroid(requests: list[dict[str, Any]]) -> Any:
     return v / n if n else v
 
 
-def served_counts(store: Any, task_id: str, since: float) -> dict[str, int]:
+def served_counts(store: TraceStore, task_id: str, since: float) -> dict[str, int]:
     """Recent calls of a task by who served them. Student answers below the
     adapter's confidence floor went to the teacher by design: they count as
     ``deferred``, not as ``fallback`` (failed validation)."""
@@ -100,7 +103,7 @@ def served_counts(store: Any, task_id: str, since: float) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in rows}
 
 
-def shadow_stats(store: Any, task_id: str, *, adapter: str | None = None, since: float = 0.0) -> dict[str, Any]:
+def shadow_stats(store: TraceStore, task_id: str, *, adapter: str | None = None, since: float = 0.0) -> dict[str, Any]:
     """Shadow comparisons of a task's student: how many, how many agreed, valid."""
     from protege.router.migrations import shadow_results as sr
 
@@ -120,7 +123,7 @@ def shadow_stats(store: Any, task_id: str, *, adapter: str | None = None, since:
 
 
 def check_drift(
-    store: Any,
+    store: TraceStore,
     task_id: str,
     state: dict[str, Any],
     cfg: FlywheelConfig,

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -23,6 +23,9 @@ from protege.flywheel.config import FlywheelConfig
 from protege.flywheel.migrations import runs_table, steps_table, tasks_state_table
 from protege.flywheel.steps import FlywheelReport, Progress, Run, StepFailed, dumps, end_run, start_run
 from protege.flywheel.students import recipe_search, select_base, train_student
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 log = logging.getLogger("protege.flywheel")
 
@@ -39,12 +42,12 @@ def fingerprint_task_id(request: dict[str, Any]) -> str:
 # -- task state ---------------------------------------------------------------------------
 
 
-def task_states(store: Any) -> dict[str, dict[str, Any]]:
+def task_states(store: TraceStore) -> dict[str, dict[str, Any]]:
     with store.engine.connect() as conn:
         return {r.task_id: dict(r._mapping) for r in conn.execute(sa.select(tasks_state_table))}
 
 
-def _save_state(store: Any, task_id: str, **values: Any) -> None:
+def _save_state(store: TraceStore, task_id: str, **values: Any) -> None:
     values["updated_at"] = time.time()
     with store.engine.begin() as conn:
         n = conn.execute(
@@ -60,14 +63,14 @@ def _save_state(store: Any, task_id: str, **values: Any) -> None:
 # -- the steps ------------------------------------------------------------------------------
 
 
-def _curate(store: Any, cfg: FlywheelConfig) -> dict[str, Any]:
+def _curate(store: TraceStore, cfg: FlywheelConfig) -> dict[str, Any]:
     from protege.curate import CurateConfig, curate
 
     rep = curate(store, CurateConfig(ner=cfg.curate_ner))
     return {"seen": rep.seen, "kept": rep.kept, "dropped": rep.dropped, "seconds": round(rep.elapsed_s, 2)}
 
 
-def _discover(store: Any, cfg: FlywheelConfig) -> dict[str, Any] | None:
+def _discover(store: TraceStore, cfg: FlywheelConfig) -> dict[str, Any] | None:
     """Tasks from the tasks stage when it is installed: new calls are assigned
     to the known tasks (fast); discovery (re-clustering) runs when there are no
     tasks yet or when enough calls come from call sites no task covers
@@ -101,7 +104,7 @@ def _discover(store: Any, cfg: FlywheelConfig) -> dict[str, Any] | None:
     return out
 
 
-def _unassigned(store: Any) -> Any:
+def _unassigned(store: TraceStore) -> Any:
     from protege.store.schema import traces
 
     with store.engine.connect() as conn:
@@ -111,7 +114,7 @@ def _unassigned(store: Any) -> Any:
         yield from store.iter_traces(ids=ids[start : start + 1000])
 
 
-def _curated_task_counts(store: Any) -> dict[str, int]:
+def _curated_task_counts(store: TraceStore) -> dict[str, int]:
     from protege.curate.migrations import curated
     from protege.store.schema import traces
 
@@ -125,7 +128,7 @@ def _curated_task_counts(store: Any) -> dict[str, int]:
         return {r[0]: int(r[1]) for r in conn.execute(q)}
 
 
-def _assign(store: Any, cfg: FlywheelConfig) -> dict[str, Any]:
+def _assign(store: TraceStore, cfg: FlywheelConfig) -> dict[str, Any]:
     """Give every recurring call site a task: discovery first, then fingerprints
     for what it left (a call site seen once is the long tail: it stays unassigned)."""
     found = _discover(store, cfg) if cfg.discover else None
@@ -142,7 +145,7 @@ def _assign(store: Any, cfg: FlywheelConfig) -> dict[str, Any]:
     return {"how": "fingerprint", "assigned": len(assigned), "tasks": _curated_task_counts(store)}
 
 
-def _scores(store: Any, counts: dict[str, int]) -> dict[str, float]:
+def _scores(store: TraceStore, counts: dict[str, int]) -> dict[str, float]:
     """Specialisation score per task: the tasks stage's when it has one, else the traffic share."""
     total = sum(counts.values()) or 1
     scores = {t: n / total for t, n in counts.items()}
@@ -158,7 +161,7 @@ def _scores(store: Any, counts: dict[str, int]) -> dict[str, float]:
     return scores
 
 
-def _adapter_refs(store: Any, task_id: str) -> tuple[str, ...]:
+def _adapter_refs(store: TraceStore, task_id: str) -> tuple[str, ...]:
     from protege.registry import Registry
 
     # Shadow results name the adapter by its ref (task:vN) or its registry id.
@@ -166,7 +169,7 @@ def _adapter_refs(store: Any, task_id: str) -> tuple[str, ...]:
     return tuple(r.ref for r in recs) + tuple(r.id for r in recs)
 
 
-def _demote(store: Any, task_id: str, adapter_id: str | None, reason: str) -> None:
+def _demote(store: TraceStore, task_id: str, adapter_id: str | None, reason: str) -> None:
     from protege.registry import Registry, RegistryError
     from protege.router.routes import set_route
 
@@ -178,7 +181,7 @@ def _demote(store: Any, task_id: str, adapter_id: str | None, reason: str) -> No
             log.info("flywheel: %s", exc)
 
 
-def _promote(store: Any, cfg: FlywheelConfig, task_id: str, adapter_id: str, reason: str) -> dict[str, Any]:
+def _promote(store: TraceStore, cfg: FlywheelConfig, task_id: str, adapter_id: str, reason: str) -> dict[str, Any]:
     from protege.registry import Registry
     from protege.router.routes import set_route
 
@@ -191,7 +194,7 @@ def _promote(store: Any, cfg: FlywheelConfig, task_id: str, adapter_id: str, rea
     return {"action": "promoted", "adapter": rec.ref, "route": route.label, "reason": reason}
 
 
-def _shadow_check(store: Any, cfg: FlywheelConfig, task_id: str, state: dict[str, Any]) -> dict[str, Any]:
+def _shadow_check(store: TraceStore, cfg: FlywheelConfig, task_id: str, state: dict[str, Any]) -> dict[str, Any]:
     from protege.flywheel.drift import shadow_stats
     from protege.registry import Registry
     from protege.router.routes import set_route
@@ -227,7 +230,7 @@ def _shadow_check(store: Any, cfg: FlywheelConfig, task_id: str, state: dict[str
     return out
 
 
-def _dataset(store: Any, cfg: FlywheelConfig, task_id: str) -> dict[str, Any]:
+def _dataset(store: TraceStore, cfg: FlywheelConfig, task_id: str) -> dict[str, Any]:
     from protege.datasets import DatasetConfig, build_dataset
 
     ds = build_dataset(store, task_id, DatasetConfig(max_examples=cfg.max_examples, seed=cfg.seed, test_frac=cfg.test_frac,
@@ -236,7 +239,7 @@ def _dataset(store: Any, cfg: FlywheelConfig, task_id: str) -> dict[str, Any]:
             "output_type": ds.manifest.get("output_type"), "reused": ds.reused, "path": str(ds.path)}
 
 
-def _evaluate(store: Any, cfg: FlywheelConfig, task_id: str, adapter_id: str, ds_version: str,
+def _evaluate(store: TraceStore, cfg: FlywheelConfig, task_id: str, adapter_id: str, ds_version: str,
               predictors: dict[str, Any] | None, progress: bool = False) -> dict[str, Any]:
     from protege.evaluate import EvalConfig, evaluate_task
     from protege.progress import Bar
@@ -269,7 +272,7 @@ def _evaluate(store: Any, cfg: FlywheelConfig, task_id: str, adapter_id: str, ds
     }
 
 
-def _gate(store: Any, cfg: FlywheelConfig, task_id: str, adapter_id: str, evaluation_id: str | None,
+def _gate(store: TraceStore, cfg: FlywheelConfig, task_id: str, adapter_id: str, evaluation_id: str | None,
           ds_info: dict[str, Any], train_info: dict[str, Any]) -> dict[str, Any]:
     from protege.evaluate import gate
     from protege.registry import Registry
@@ -314,7 +317,7 @@ def _gate(store: Any, cfg: FlywheelConfig, task_id: str, adapter_id: str, evalua
     return out
 
 
-def _trained_baseline(store: Any, task_id: str, ds_info: dict[str, Any]) -> dict[str, Any]:
+def _trained_baseline(store: TraceStore, task_id: str, ds_info: dict[str, Any]) -> dict[str, Any]:
     """What the student was trained on: counts, fingerprint mix, the cut-off time."""
     from protege.flywheel.drift import fingerprint_mix
 
@@ -331,7 +334,7 @@ def _trained_baseline(store: Any, task_id: str, ds_info: dict[str, Any]) -> dict
 
 
 def run_flywheel(
-    store: Any,
+    store: TraceStore,
     config: FlywheelConfig | None = None,
     *,
     resume: bool = True,
@@ -367,7 +370,7 @@ def run_flywheel(
     return report
 
 
-def _run_steps(run: Run, store: Any, cfg: FlywheelConfig, say: Progress, train_fn: Any,
+def _run_steps(run: Run, store: TraceStore, cfg: FlywheelConfig, say: Progress, train_fn: Any,
                predictors: Any, train_progress: bool) -> None:
     report = run.report
     if cfg.curate:
@@ -423,7 +426,7 @@ def _run_steps(run: Run, store: Any, cfg: FlywheelConfig, say: Progress, train_f
                  route=g.get("route"), floor=g.get("floor"))
 
 
-def _drift(store: Any, cfg: FlywheelConfig, task_id: str, st: dict[str, Any]) -> dict[str, Any]:
+def _drift(store: TraceStore, cfg: FlywheelConfig, task_id: str, st: dict[str, Any]) -> dict[str, Any]:
     from protege.flywheel.drift import check_drift
 
     res = check_drift(store, task_id, st, cfg, adapter_refs=_adapter_refs(store, task_id))
@@ -439,7 +442,7 @@ def _drift(store: Any, cfg: FlywheelConfig, task_id: str, st: dict[str, Any]) ->
     return out
 
 
-def _plan(store: Any, cfg: FlywheelConfig, counts: dict[str, int], retrain: dict[str, str]) -> dict[str, Any]:
+def _plan(store: TraceStore, cfg: FlywheelConfig, counts: dict[str, int], retrain: dict[str, str]) -> dict[str, Any]:
     """Which tasks train this run, and why the others do not."""
     states = task_states(store)
     scores = _scores(store, counts)
@@ -490,7 +493,7 @@ def _plan(store: Any, cfg: FlywheelConfig, counts: dict[str, int], retrain: dict
             "scores": {t: round(s, 4) for t, s in scores.items()}, "counts": Counter(counts)}
 
 
-def run_status(store: Any, limit: int = 5) -> dict[str, Any]:
+def run_status(store: TraceStore, limit: int = 5) -> dict[str, Any]:
     """Recent runs with their steps, and every task's flywheel state."""
     with store.engine.connect() as conn:
         runs = [dict(r._mapping) for r in conn.execute(

@@ -8,13 +8,16 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from protege.flywheel.config import FlywheelConfig
 from protege.flywheel.migrations import runs_table, steps_table
 from protege.ids import new_id
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 
 class StepFailed(RuntimeError):
@@ -57,7 +60,7 @@ def dumps(obj: Any) -> str:
 
 
 class Run:
-    def __init__(self, store: Any, cfg: FlywheelConfig, report: FlywheelReport, say: Progress) -> None:
+    def __init__(self, store: TraceStore, cfg: FlywheelConfig, report: FlywheelReport, say: Progress) -> None:
         self.store = store
         self.cfg = cfg
         self.report = report
@@ -113,7 +116,7 @@ class Run:
             )
 
 
-def start_run(store: Any, cfg: FlywheelConfig, resume: bool) -> FlywheelReport:
+def start_run(store: TraceStore, cfg: FlywheelConfig, resume: bool) -> FlywheelReport:
     if resume:
         with store.engine.connect() as conn:
             last = conn.execute(sa.select(runs_table).order_by(runs_table.c.started_at.desc()).limit(1)).first()
@@ -133,7 +136,7 @@ def start_run(store: Any, cfg: FlywheelConfig, resume: bool) -> FlywheelReport:
     return FlywheelReport(run_id=run_id)
 
 
-def end_run(store: Any, report: FlywheelReport) -> None:
+def end_run(store: TraceStore, report: FlywheelReport) -> None:
     with store.engine.begin() as conn:
         conn.execute(
             runs_table.update().where(runs_table.c.id == report.run_id).values(

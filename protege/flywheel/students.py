@@ -5,12 +5,15 @@ validation split (every trial recorded in the registry)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protege.flywheel.config import FlywheelConfig
 
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
-def select_base(store: Any, cfg: FlywheelConfig, task_id: str, ds_info: dict[str, Any]) -> dict[str, Any]:
+
+def select_base(store: TraceStore, cfg: FlywheelConfig, task_id: str, ds_info: dict[str, Any]) -> dict[str, Any]:
     """The base model of the task's student: ``cfg.base``, or with 'auto' the
     best of `protege select`'s ranking on the task's dataset."""
     if cfg.base != "auto":
@@ -26,7 +29,7 @@ def select_base(store: Any, cfg: FlywheelConfig, task_id: str, ds_info: dict[str
     return {"base": best.model, "how": "select", "quality": best.quality, "latency_ms": best.latency_ms}
 
 
-def train_student(store: Any, cfg: FlywheelConfig, task_id: str, ds_info: dict[str, Any],
+def train_student(store: TraceStore, cfg: FlywheelConfig, task_id: str, ds_info: dict[str, Any],
            train_fn: Callable[..., Any] | None, progress: bool, base: str) -> dict[str, Any]:
     import copy
 
@@ -50,7 +53,7 @@ def train_student(store: Any, cfg: FlywheelConfig, task_id: str, ds_info: dict[s
             "train_examples": m.get("train_examples")}
 
 
-def validation_score(store: Any, task_id: str, adapter_id: str, ds_info: dict[str, Any],
+def validation_score(store: TraceStore, task_id: str, adapter_id: str, ds_info: dict[str, Any],
                       predictors: dict[str, Any] | None) -> float | None:
     """The adapter's primary score against the teacher on the validation split."""
     from protege.evaluate import metrics as M
@@ -75,7 +78,7 @@ def validation_score(store: Any, task_id: str, adapter_id: str, ds_info: dict[st
     return float(_each(defs, comps, M.PRIMARY_METRIC[output_type]).mean())
 
 
-def recipe_search(store: Any, cfg: FlywheelConfig, task_id: str, ds_info: dict[str, Any],
+def recipe_search(store: TraceStore, cfg: FlywheelConfig, task_id: str, ds_info: dict[str, Any],
                    train_fn: Callable[..., Any] | None, progress: bool, base: str,
                    predictors: dict[str, Any] | None) -> dict[str, Any]:
     """Train one adapter per recipe, keep the one with the best validation
@@ -115,7 +118,7 @@ def recipe_search(store: Any, cfg: FlywheelConfig, task_id: str, ds_info: dict[s
     return out
 
 
-def recipe_trials(store: Any, task_id: str | None = None) -> list[dict[str, Any]]:
+def recipe_trials(store: TraceStore, task_id: str | None = None) -> list[dict[str, Any]]:
     """Every recorded recipe trial (newest adapters first)."""
     from protege.registry import Registry
 

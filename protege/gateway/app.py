@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -57,6 +57,9 @@ from protege.gateway.ui import LazyUI
 from protege.gateway.upstream import HOP_BY_HOP, UpstreamError, make_upstream
 from protege.ids import new_id
 
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
+
 log = logging.getLogger("protege.gateway")
 
 
@@ -84,7 +87,7 @@ class Gateway:
     """The ASGI app ``create_app`` returns. Attributes worth knowing:
     ``writer`` (CaptureWriter, after startup), ``metrics``, ``config``."""
 
-    def __init__(self, config: GatewayConfig, *, store: Any = None, transport: Any = None,
+    def __init__(self, config: GatewayConfig, *, store: TraceStore | LazyStore | None = None, transport: Any = None,
                  students: Any = None) -> None:
         self.config = config
         # StudentPath (protege.gateway.student): routes calls to promoted students.
@@ -604,7 +607,7 @@ class Gateway:
         return await ops.prometheus(self, request)
 
 
-def create_app(config: GatewayConfig | None = None, *, store: Any = None, transport: Any = None,
+def create_app(config: GatewayConfig | None = None, *, store: TraceStore | LazyStore | None = None, transport: Any = None,
                students: Any = None) -> Gateway:
     """The gateway as an ASGI app. ``store``: a TraceStore (or anything with
     ``add_traces``/``add_feedback``); default opens ``config.db_url`` lazily.

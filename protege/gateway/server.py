@@ -7,12 +7,16 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from protege.gateway.app import Gateway, create_app
 from protege.gateway.config import GatewayConfig
+
+if TYPE_CHECKING:
+    from protege.gateway.storage import LazyStore
+    from protege.store.db import TraceStore
 
 
 def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
@@ -34,7 +38,7 @@ def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.C
                           backlog=2048, timeout_keep_alive=30, proxy_headers=False, server_header=False)
 
 
-def serve(config: GatewayConfig, *, store: Any = None, app: Gateway | None = None,
+def serve(config: GatewayConfig, *, store: TraceStore | LazyStore | None = None, app: Gateway | None = None,
           log_level: str = "warning") -> None:
     """Run until interrupted; shutdown flushes every captured trace."""
     app = app or create_app(config, store=store)
@@ -45,7 +49,7 @@ class ServerThread:
     """The gateway on a free loopback port in a daemon thread:
     ``with ServerThread(config) as srv: OpenAI(base_url=srv.url + "/v1")``."""
 
-    def __init__(self, config: GatewayConfig | None = None, *, app: Gateway | None = None, store: Any = None,
+    def __init__(self, config: GatewayConfig | None = None, *, app: Gateway | None = None, store: TraceStore | LazyStore | None = None,
                  transport: Any = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app or create_app(config, store=store, transport=transport)
         self.host = host

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from protege.store.records import Feedback, Trace
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 
 def load_redact(spec: str | None) -> Callable[[Trace], Trace] | None:
@@ -30,9 +33,9 @@ class LazyStore:
 
     def __init__(self, url: str | None) -> None:
         self.url = url
-        self._store: Any = None
+        self._store: TraceStore | None = None
 
-    def _get(self) -> Any:
+    def _get(self) -> TraceStore:
         if self._store is None:
             from protege.store import open_store
 

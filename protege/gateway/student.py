@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protege.gateway.config import GatewayConfig
 from protege.gateway.storage import LazyStore
@@ -24,6 +24,9 @@ from protege.router.routes import RouteTable
 from protege.router.validate import validate_answer
 from protege.safejson import json_loads
 from protege.serve.engine import AdapterSpec, StudentAnswer
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 log = logging.getLogger("protege.gateway")
 
@@ -83,7 +86,7 @@ def student_completion(answer: StudentAnswer, *, adapter: str, completion_id: st
 class StudentPath:
     """Routing plus the student engine, kept in step with the store."""
 
-    def __init__(self, store: Any, engine: Any, *, poll_s: float = 2.0, assign: Any = None) -> None:
+    def __init__(self, store: TraceStore, engine: Any, *, poll_s: float = 2.0, assign: Any = None) -> None:
         self.store = store
         self.engine = engine
         self.poll_s = poll_s
@@ -266,7 +269,7 @@ def _tokenizer_for(base: str) -> Any:
     return AutoTokenizer.from_pretrained(spec.hub_id if spec is not None else base)
 
 
-def build_student_path(cfg: GatewayConfig, store: Any) -> Any:
+def build_student_path(cfg: GatewayConfig, store: TraceStore | LazyStore) -> StudentPath:
     """The student engine and router for ``cfg`` (loads the base model)."""
     from protege.serve.engine import EmbeddedEngine, OpenAICompatEngine
 

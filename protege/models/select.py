@@ -29,11 +29,14 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protege.ids import new_id
 from protege.models.catalog import Catalog, Constraints, ModelSpec, load_catalog
 from protege.models.toolcall import content_text as _text
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +330,7 @@ def rank(results: list[CandidateResult]) -> list[CandidateResult]:
 
 
 def select_models(
-    store: Any,
+    store: TraceStore,
     task_id: str,
     constraints: Constraints | None = None,
     *,
@@ -427,7 +430,7 @@ def select_models(
 # -- persistence ----------------------------------------------------------------
 
 
-def record_selection(store: Any, sel: Selection) -> None:
+def record_selection(store: TraceStore, sel: Selection) -> None:
     from protege.registry.migrations import model_selections
 
     best = sel.best
@@ -441,7 +444,7 @@ def record_selection(store: Any, sel: Selection) -> None:
         )
 
 
-def latest_selection(store: Any, task_id: str) -> dict[str, Any] | None:
+def latest_selection(store: TraceStore, task_id: str) -> dict[str, Any] | None:
     """The last recorded selection for a task (``Selection.to_dict()`` form)."""
     import sqlalchemy as sa
 

@@ -19,13 +19,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from protege.config import artifacts_dir
 from protege.ids import new_id
 from protege.registry.migrations import adapter_events, adapters
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 STATUSES = ("candidate", "shadow", "promoted", "retired")
 ROLLED_BACK = "rolled back"
@@ -107,7 +110,7 @@ def adapter_dir(task_id: str, version: int) -> Path:
 class Registry:
     """Adapters in the store. ``Registry(store)`` (a ``TraceStore`` or an engine)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: TraceStore) -> None:
         self.engine: sa.Engine = store if isinstance(store, sa.Engine) else store.engine
 
     # -- locking ------------------------------------------------------------

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 UNASSIGNED = "(unassigned)"
 
@@ -31,7 +34,7 @@ def loads(text: Any) -> Any:
         return None
 
 
-def has_table(store: Any, name: str) -> bool:
+def has_table(store: TraceStore, name: str) -> bool:
     return sa.inspect(store.engine).has_table(name)
 
 

@@ -21,13 +21,16 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from protege.report import stages as S
 from protege.report.common import UNASSIGNED, num, task_key
 from protege.store import schema
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ def _bucket_size(first: float | None, last: float | None) -> int:
 # --------------------------------------------------------------------------- traffic
 
 
-def _traffic(store: Any, since: float | None, until: float | None) -> dict[str, Any]:
+def _traffic(store: TraceStore, since: float | None, until: float | None) -> dict[str, Any]:
     """One pass over the traces (SQLite keeps payloads inline, so every scan
     reads the whole table): grouped by task, server, status, time bucket and
     fallback reason; the sections are summed from those groups in Python."""
@@ -146,7 +149,7 @@ def _section(sources: dict[str, Any], name: str, fn: Callable[[], Any], empty: A
     return value
 
 
-def collect_report(store: Any, *, since: float | None = None, until: float | None = None) -> dict[str, Any]:
+def collect_report(store: TraceStore, *, since: float | None = None, until: float | None = None) -> dict[str, Any]:
     """The report's data: totals, per-task traffic, quality, frontier, fallback
     reasons, savings over time, shadow agreement, gate decisions, adapters."""
     sources: dict[str, Any] = {}

@@ -4,16 +4,19 @@ evaluations and gate decisions, adapters, routes and shadow results."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from protege.report.common import has_table, loads, num, task_key
 
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
+
 SYSTEM_ORDER = ("student", "base_zero_shot", "base_few_shot", "teacher")
 
 
-def tasks_table(store: Any) -> dict[str, dict[str, Any]]:
+def tasks_table(store: TraceStore) -> dict[str, dict[str, Any]]:
     """Labels and output types from the task stage's table, whatever its exact
     columns (the stage owns it; only a few well-known names are read)."""
     if not has_table(store, "tasks"):
@@ -106,7 +109,7 @@ def _evaluation(row: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def evaluations(store: Any) -> list[dict[str, Any]]:
+def evaluations(store: TraceStore) -> list[dict[str, Any]]:
     if not has_table(store, "evaluations"):
         return []
     q = sa.text("SELECT id, task_id, adapter_id, created_at, report FROM evaluations ORDER BY created_at, id")
@@ -115,7 +118,7 @@ def evaluations(store: Any) -> list[dict[str, Any]]:
     return [e for e in (_evaluation(r) for r in rows) if e is not None]
 
 
-def gate_decisions(store: Any) -> list[dict[str, Any]]:
+def gate_decisions(store: TraceStore) -> list[dict[str, Any]]:
     if not has_table(store, "gate_decisions"):
         return []
     q = sa.text(
@@ -150,7 +153,7 @@ def gate_decisions(store: Any) -> list[dict[str, Any]]:
     return out
 
 
-def adapters(store: Any) -> list[dict[str, Any]]:
+def adapters(store: TraceStore) -> list[dict[str, Any]]:
     if not has_table(store, "adapters"):
         return []
     q = sa.text(
@@ -166,7 +169,7 @@ def adapters(store: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def routes(store: Any) -> dict[str, dict[str, Any]]:
+def routes(store: TraceStore) -> dict[str, dict[str, Any]]:
     if not has_table(store, "routes"):
         return {}
     q = sa.text("SELECT task_id, mode, canary_pct, reason, updated_at FROM routes")
@@ -195,7 +198,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def shadow(store: Any, since: float | None, until: float | None) -> list[dict[str, Any]]:
+def shadow(store: TraceStore, since: float | None, until: float | None) -> list[dict[str, Any]]:
     if not has_table(store, "shadow_results"):
         return []
     where, params = [], {}

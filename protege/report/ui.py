@@ -21,7 +21,7 @@ import math
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import sqlalchemy as sa
@@ -34,6 +34,9 @@ from protege.report.data import collect_report
 from protege.report.html import SERVED_COLORS, badge, empty, page, render_html, usd, when
 from protege.report.svg import esc
 from protege.store import EncryptionError, schema
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 PER_PAGE = 50
 MAX_PER_PAGE = 500
@@ -146,7 +149,7 @@ def _columns_of(trace: Any) -> dict[str, Any]:
     return {c: getattr(trace, c) for c in LIST_COLUMNS}
 
 
-def list_rows(store: Any, filters: dict[str, Any], limit: int, offset: int) -> list[dict[str, Any]]:
+def list_rows(store: TraceStore, filters: dict[str, Any], limit: int, offset: int) -> list[dict[str, Any]]:
     """A page of traces (columns only), newest first. Falls back to reading the
     clear columns when payloads are encrypted and this process has no key."""
     try:
@@ -171,14 +174,14 @@ def list_rows(store: Any, filters: dict[str, Any], limit: int, offset: int) -> l
     return rows
 
 
-def distinct_tasks(store: Any) -> list[str]:
+def distinct_tasks(store: TraceStore) -> list[str]:
     t = schema.traces
     with store.engine.connect() as conn:
         rows = conn.execute(sa.select(t.c.task_id).where(t.c.task_id.is_not(None)).distinct()).all()
     return sorted(str(r[0]) for r in rows)
 
 
-def shadow_for(store: Any, trace_id: str) -> dict[str, Any] | None:
+def shadow_for(store: TraceStore, trace_id: str) -> dict[str, Any] | None:
     if not sa.inspect(store.engine).has_table("shadow_results"):
         return None
     q = sa.text(
@@ -478,7 +481,7 @@ def render_trace(
 # --------------------------------------------------------------------------- app
 
 
-def create_ui_app(store: Any) -> Starlette:
+def create_ui_app(store: TraceStore) -> Starlette:
     """The live report and trace browser over ``store``, mountable at any prefix."""
 
     def _window(request: Request) -> dict[str, float | None]:

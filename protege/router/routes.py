@@ -7,12 +7,15 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from protege.ids import new_id
 from protege.router.migrations import route_changes, routes
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 MODES = ("off", "shadow", "canary", "live")
 _CANARY = re.compile(r"^canary(?::(\d+(?:\.\d+)?))?%?$")
@@ -47,7 +50,7 @@ def parse_mode(text: str) -> tuple[str, float]:
     raise ValueError(f"unknown route mode {text!r}: use off, shadow, canary:PCT or live")
 
 
-def set_route(store: Any, task_id: str, mode: str, *, reason: str | None = None) -> Route:
+def set_route(store: TraceStore, task_id: str, mode: str, *, reason: str | None = None) -> Route:
     name, pct = parse_mode(mode)
     now = time.time()
     row = {"task_id": task_id, "mode": name, "canary_pct": pct, "reason": reason, "updated_at": now}
@@ -65,13 +68,13 @@ def set_route(store: Any, task_id: str, mode: str, *, reason: str | None = None)
     return Route(task_id, name, pct, reason, now)
 
 
-def list_routes(store: Any) -> list[Route]:
+def list_routes(store: TraceStore) -> list[Route]:
     with store.engine.connect() as conn:
         rows = conn.execute(sa.select(routes).order_by(routes.c.task_id)).all()
     return [Route(**dict(r._mapping)) for r in rows]
 
 
-def route_history(store: Any, task_id: str) -> list[dict[str, Any]]:
+def route_history(store: TraceStore, task_id: str) -> list[dict[str, Any]]:
     with store.engine.connect() as conn:
         rows = conn.execute(
             sa.select(route_changes).where(route_changes.c.task_id == task_id).order_by(route_changes.c.at)
@@ -83,7 +86,7 @@ class RouteTable:
     """In-memory copy of the routes, refreshed from the store by a background
     thread every ``poll_s`` seconds; lookups on the hot path are dict reads."""
 
-    def __init__(self, store: Any, *, poll_s: float = 2.0) -> None:
+    def __init__(self, store: TraceStore, *, poll_s: float = 2.0) -> None:
         self.store = store
         self.poll_s = poll_s
         self._routes: dict[str, Route] = {}

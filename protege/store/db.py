@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -101,6 +101,13 @@ def make_engine(url: str) -> sa.Engine:
     if backend == "postgresql":
         return sa.create_engine(sa_url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
     raise StoreError(f"unsupported database {backend!r}: use sqlite:///path or postgresql://...")
+
+
+class TraceSink(Protocol):
+    """What capture needs of a store: a batch insert, idempotent by trace id
+    (a ``TraceStore``, or the gateway's ``LazyStore`` in front of one)."""
+
+    def add_traces(self, traces: list[Trace]) -> int: ...
 
 
 class TraceStore:

@@ -10,7 +10,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -29,6 +29,9 @@ from protege.tasks.label import (
     unique_names,
 )
 from protege.tasks.migrations import tasks_table
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 ACTIVE = "active"
 
@@ -190,7 +193,7 @@ class Discovery:
 
 
 # -- reading -------------------------------------------------------------------
-def read_traces(store: Any, source: str = "auto", since: float | None = None) -> tuple[Iterable[Trace], str]:
+def read_traces(store: TraceStore, source: str = "auto", since: float | None = None) -> tuple[Iterable[Trace], str]:
     """The curated view when it exists and has rows (``auto``), else raw ok traces."""
     if source in ("auto", "curated"):
         from protege.curate import iter_curated
@@ -371,7 +374,7 @@ def build_tasks(
 
 
 # -- persisting ------------------------------------------------------------------
-def load_tasks(store: Any, *, status: str | None = ACTIVE) -> list[Task]:
+def load_tasks(store: TraceStore, *, status: str | None = ACTIVE) -> list[Task]:
     q = sa.select(tasks_table)
     if status:
         q = q.where(tasks_table.c.status == status)
@@ -380,7 +383,7 @@ def load_tasks(store: Any, *, status: str | None = ACTIVE) -> list[Task]:
     return [Task.from_row(r) for r in rows]
 
 
-def task_names(store: Any) -> dict[str, str]:
+def task_names(store: TraceStore) -> dict[str, str]:
     """Task id -> the name tables show (the user's, else the discovered one),
     for every task ever discovered in this store."""
     try:
@@ -389,7 +392,7 @@ def task_names(store: Any) -> dict[str, str]:
         return {}
 
 
-def save_tasks(store: Any, tasks: Sequence[Task]) -> None:
+def save_tasks(store: TraceStore, tasks: Sequence[Task]) -> None:
     """Insert or replace tasks by id."""
     if not tasks:
         return
@@ -398,7 +401,7 @@ def save_tasks(store: Any, tasks: Sequence[Task]) -> None:
         conn.execute(tasks_table.insert(), [t.to_row() for t in tasks])
 
 
-def _previous_task_ids(store: Any, ids: list[str]) -> dict[str, str]:
+def _previous_task_ids(store: TraceStore, ids: list[str]) -> dict[str, str]:
     """trace id -> the task it belongs to now (traces with one)."""
     previous: dict[str, str] = {}
     t = sa.table("traces", sa.column("id"), sa.column("task_id"))
@@ -450,7 +453,7 @@ def _keep_pinned(pinned: dict[str, Task], tasks: list[Task], members: list[list[
     return out_tasks, out_members
 
 
-def _reuse_ids(store: Any, tasks: list[Task], members: list[list[str]]) -> None:
+def _reuse_ids(store: TraceStore, tasks: list[Task], members: list[list[str]]) -> None:
     """Keep the id (and user-given name) of an existing task when most of a
     new task's traces already belonged to it, so datasets and adapters keep
     pointing at the same job across re-discovery."""
@@ -489,7 +492,7 @@ def name_uniquely(tasks: Sequence[Task], taken: set[str] | None = None) -> None:
 
 
 def discover_tasks(
-    store: Any,
+    store: TraceStore,
     cfg: DiscoverConfig | None = None,
     *,
     embedder: Embedder | None = None,

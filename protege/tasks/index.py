@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -22,6 +22,9 @@ from protege.tasks.discover import Task, load_tasks
 from protege.tasks.embed import HASHING, HASHING_DIM, EmbedConfig, Embedder
 from protege.tasks.features import _history_tools, answer_of, last_user_message, tool_style
 from protege.tasks.fingerprint import fingerprint, fingerprint_parts, tool_names
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 
 class TaskIndex:
@@ -61,7 +64,7 @@ class TaskIndex:
         self._embed_one = lru_cache(maxsize=4096)(self._embed_uncached)
 
     @classmethod
-    def load(cls, store: Any, **kwargs: Any) -> TaskIndex:
+    def load(cls, store: TraceStore, **kwargs: Any) -> TaskIndex:
         return cls(load_tasks(store), **kwargs)
 
     def __len__(self) -> int:
@@ -150,7 +153,7 @@ def _session_tools(request: dict[str, Any]) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def assign_unassigned(store: Any, *, index: TaskIndex | None = None, threshold: float = 0.5) -> dict[str, int]:
+def assign_unassigned(store: TraceStore, *, index: TaskIndex | None = None, threshold: float = 0.5) -> dict[str, int]:
     """Give every ok trace without a task the task the index finds for it
     (no re-clustering). Returns counts: assigned, unassigned."""
     index = index or TaskIndex.load(store, threshold=threshold)

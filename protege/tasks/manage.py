@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
@@ -15,8 +15,11 @@ from protege.tasks.features import CallFeatures, extract
 from protege.tasks.label import ctfidf_keywords
 from protege.tasks.migrations import tasks_table
 
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
-def find_task(store: Any, ref: str) -> Task:
+
+def find_task(store: TraceStore, ref: str) -> Task:
     """A task by id, unique id prefix, or name/label."""
     tasks = load_tasks(store, status=None)
     exact = [t for t in tasks if t.id == ref]
@@ -30,11 +33,11 @@ def find_task(store: Any, ref: str) -> Task:
     raise ValueError(f"{ref!r} matches {len(hits)} tasks: {', '.join(t.id for t in hits[:5])}")
 
 
-def _names_in_use(store: Any, leaving: set[str]) -> set[str]:
+def _names_in_use(store: TraceStore, leaving: set[str]) -> set[str]:
     return {t.display_name for t in load_tasks(store) if t.id not in leaving}
 
 
-def rename_task(store: Any, ref: str, name: str) -> Task:
+def rename_task(store: TraceStore, ref: str, name: str) -> Task:
     task = find_task(store, ref)
     if name.strip() and name.strip() in _names_in_use(store, {task.id}):
         raise ValueError(f"another task is already called {name.strip()!r}")
@@ -44,7 +47,7 @@ def rename_task(store: Any, ref: str, name: str) -> Task:
     return task
 
 
-def _totals(store: Any) -> tuple[int, float]:
+def _totals(store: TraceStore) -> tuple[int, float]:
     t = sa.table("traces", sa.column("status"), sa.column("cost_usd"))
     with store.engine.connect() as conn:
         n, cost = conn.execute(
@@ -53,7 +56,7 @@ def _totals(store: Any) -> tuple[int, float]:
     return int(n), float(cost)
 
 
-def _features(store: Any, task_ids: list[str]) -> tuple[list[CallFeatures], dict[str, str]]:
+def _features(store: TraceStore, task_ids: list[str]) -> tuple[list[CallFeatures], dict[str, str]]:
     docs: dict[str, str] = {}
     feats = []
     for tid in task_ids:
@@ -78,7 +81,7 @@ def _centroid(embedder: Embedder, feats: list[CallFeatures]) -> np.ndarray | Non
     return v / max(float(np.linalg.norm(v)), 1e-9)
 
 
-def merge_tasks(store: Any, refs: list[str], *, embedder: Embedder | None = None) -> Task:
+def merge_tasks(store: TraceStore, refs: list[str], *, embedder: Embedder | None = None) -> Task:
     """Fold the other tasks into the first: one id, one description."""
     tasks = [find_task(store, r) for r in refs]
     if len({t.id for t in tasks}) < 2:
@@ -108,7 +111,7 @@ def merge_tasks(store: Any, refs: list[str], *, embedder: Embedder | None = None
 
 
 def split_task(
-    store: Any, ref: str, *, k: int | None = None, embedder: Embedder | None = None
+    store: TraceStore, ref: str, *, k: int | None = None, embedder: Embedder | None = None
 ) -> list[Task]:
     """Re-cluster one task's traces into ``k`` tasks (default: chosen by silhouette)."""
     task = find_task(store, ref)

@@ -16,10 +16,13 @@ import json
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protege.models.toolcall import content_text as _text
 from protege.safejson import json_loads
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 
 def _args(raw: Any) -> Any:
@@ -92,7 +95,7 @@ class ReplayIndex:
         return idx
 
     @classmethod
-    def from_store(cls, store: Any, **filters: Any) -> ReplayIndex:
+    def from_store(cls, store: TraceStore, **filters: Any) -> ReplayIndex:
         """Every successful teacher answer in the store."""
         return cls.from_pairs(
             (t.request, t.response)
@@ -122,7 +125,7 @@ class ReplayIndex:
         return cls.from_pairs(pairs)
 
     @classmethod
-    def from_source(cls, source: str, *, store: Any = None, limit: int | None = None) -> ReplayIndex:
+    def from_source(cls, source: str, *, store: TraceStore = None, limit: int | None = None) -> ReplayIndex:
         """``store`` | ``bfcl:CAT[,CAT...]`` | a JSONL file."""
         if source == "store":
             if store is None:

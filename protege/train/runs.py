@@ -4,7 +4,10 @@ resume continues, and the registry record of a finished adapter."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 CHECKPOINT = "checkpoint.pt"
 METADATA = "protege_adapter.json"
@@ -54,7 +57,7 @@ def resumable_run(task_id: str) -> Path | None:
 # -- registry --------------------------------------------------------------------
 
 
-def registry_next_version(store: Any, task_id: str) -> int:
+def registry_next_version(store: TraceStore, task_id: str) -> int:
     if store is None:
         return 1
     from protege.registry import Registry
@@ -62,7 +65,7 @@ def registry_next_version(store: Any, task_id: str) -> int:
     return Registry(store).next_version(task_id)
 
 
-def register_adapter(store: Any, meta: dict[str, Any], adapter_dir: Path) -> Any:
+def register_adapter(store: TraceStore, meta: dict[str, Any], adapter_dir: Path) -> Any:
     """Record the adapter in the registry as a candidate (its
     ``protege_adapter.json`` holds everything a later registration needs)."""
     from protege.registry import Registry

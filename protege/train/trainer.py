@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protege.datasets import read_jsonl
 from protege.models.loader import cpu_has_bf16
@@ -75,6 +75,9 @@ from protege.train.runs import (
     resumable_run,
     version_number,
 )
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +164,7 @@ def train_adapter(
     tokenizer: Any = None,
     run_dir: Path | None = None,
     resume: bool = False,
-    store: Any = None,
+    store: TraceStore = None,
     progress: bool = False,
     on_step: Callable[[TrainState], None] | None = None,
     augment: Any = None,

@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protege.importers.bfcl.data import (
     _CROCKFORD,
@@ -49,6 +49,9 @@ from protege.importers.bfcl.schema import (
     to_openai_tools,
     tool_name,
 )
+
+if TYPE_CHECKING:
+    from protege.store.db import TraceStore
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -528,7 +531,7 @@ def count_entries(categories: Iterable[str], limit: int | None = None) -> dict[s
 
 
 def import_bfcl(
-    store: Any,
+    store: TraceStore,
     categories: Iterable[str],
     *,
     limit: int | None = None,
