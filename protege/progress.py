@@ -1,8 +1,10 @@
 """Progress of long work: a rich bar on a terminal, plain lines elsewhere.
 
 Output piped to a file (CI, a multiplexer log, ``make demo > demo.log``) gets
-no live bar; it gets one line at most every ``every`` seconds, and the last
-one when the work ends, so a reader of the log can see it move::
+no live bar; it gets a line about every ``every`` seconds (at the update
+before the deadline, judged by the gap between updates, so that a log never
+waits longer), and the last one when the work ends, so a reader of the log
+can see it move::
 
     train task_ab12: 40/120 (33%) loss 0.152 130 tok/s, 2m10s, ETA 4m20s
 """
@@ -29,7 +31,7 @@ class Bar:
     """``with Bar("train", total) as bar: bar.update(done, info="loss 0.1")``.
 
     ``tty`` (default: whether ``stream`` is a terminal) picks the rich bar;
-    ``every`` is the most often a plain line is written."""
+    ``every``: the longest a plain log should wait for its next line."""
 
     def __init__(self, description: str, total: int, *, stream: IO[str] | None = None,
                  tty: bool | None = None, every: float = EVERY_S, console: Any = None,
@@ -48,6 +50,7 @@ class Bar:
         self._task: Any = None
         self._t0 = time.perf_counter()
         self._last_line = -float("inf")
+        self._last_update: float | None = None
         self._last_done = -1
 
     def __enter__(self) -> Bar:
@@ -88,7 +91,10 @@ class Bar:
             self._rich.update(self._task, completed=self.done, info=self.info)
             return
         now = time.perf_counter()
-        if now - self._last_line >= self.every or (self.total and self.done >= self.total):
+        # The next update is likely one gap away: write now if it would come past the deadline.
+        gap = now - self._last_update if self._last_update is not None else 0.0
+        self._last_update = now
+        if now - self._last_line + gap >= self.every or (self.total and self.done >= self.total):
             self._line(now)
 
     def set_total(self, total: int) -> None:

@@ -27,6 +27,25 @@ def test_piped_progress_writes_again_once_the_interval_passed():
     assert [ln.split(" (")[0] for ln in out.getvalue().splitlines()] == [f"evaluate: {k}/10" for k in (2, 4, 6, 8)]
 
 
+def test_piped_progress_never_leaves_the_log_waiting_past_the_interval(monkeypatch):
+    import protege.progress as P
+
+    clock = [0.0]
+    monkeypatch.setattr(P.time, "perf_counter", lambda: clock[0])
+    out = io.StringIO()
+    bar = Bar("train t1", 100, stream=out, tty=False, every=30.0).start()
+    stamps = []
+    for step in range(1, 60):
+        clock[0] = step * 7.0  # a step every 7 s
+        before = len(out.getvalue().splitlines())
+        bar.update(step)
+        if len(out.getvalue().splitlines()) > before:
+            stamps.append(clock[0])
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    # A line at the step before the 30 s deadline, not at the first one after it (35 s).
+    assert gaps and max(gaps) <= 30.0 and min(gaps) >= 21.0
+
+
 def test_piped_tables_wrap_instead_of_cutting(capsys):
     from rich.table import Table
 

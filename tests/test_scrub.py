@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from protege.capture import build_trace
 from protege.cli.main import cli
 from protege.curate import Scrubber, redact_trace
-from protege.curate.detectors import iban_ok, luhn_ok
+from protege.curate.checksums import iban_ok, luhn_ok
 from protege.curate.names import needs_ner
 from protege.curate.surrogates import surrogate
 

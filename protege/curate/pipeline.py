@@ -5,6 +5,10 @@ modified): one row per trace seen, with the reason when it was dropped, and
 for kept traces the scrubbed payloads (encrypted when the store has a key),
 the exact-duplicate hash and the near-duplicate group. Runs are incremental:
 a trace is curated once unless ``full=True`` redoes everything.
+
+The serial path and the forked workers are in one module so that a worker
+runs exactly the code the serial path does; later stages read the result
+through ``view.py``.
 """
 
 from __future__ import annotations

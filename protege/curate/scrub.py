@@ -1,7 +1,7 @@
 """PII and secret scrubbing for traces, text and JSON.
 
-Patterns (``detectors.py``) find secrets, contact data and ids; spaCy's small
-English NER finds person names. Each value becomes a placeholder such as
+Patterns (``detectors.py``) find secrets, contact data and ids; spaCy's NER
+finds person names (``names.py``). Each value becomes a placeholder such as
 ``<EMAIL_1>`` (the same value gets the same placeholder within a record), or,
 with ``surrogates=True``, a deterministic fake of the same kind so the text
 stays natural for a student model.

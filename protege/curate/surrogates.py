@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import re
 
-# -- surrogates -------------------------------------------------------------
 _FIRST = (
     "Alex Jordan Morgan Taylor Casey Riley Jamie Avery Quinn Rowan Sam Robin Drew Kai Noel Elliot "
     "Hayden Parker Reese Sage Dana Emery Finley Harper Logan Marlowe Oakley Peyton Remy Skyler"
@@ -27,7 +26,7 @@ def _rng(salt: str, kind: str, value: str) -> int:
 
 
 def _luhn_complete(prefix: str) -> str:
-    from protege.curate.detectors import luhn_ok
+    from protege.curate.checksums import luhn_ok
 
     for d in "0123456789":
         if luhn_ok(prefix + d):

@@ -34,7 +34,9 @@ teacher.
 Every decision, pass or fail, is stored in ``gate_decisions`` with the
 thresholds and the evidence; on a pass the adapter registry (when installed)
 moves the adapter to ``shadow`` or ``promoted`` and records the floor under
-its ``serving`` metrics, where the gateway reads it.
+its ``serving`` metrics, where the gateway reads it. Thresholds, checks,
+floors and the stored decision share this module: a decision records exactly
+the checks and thresholds that made it.
 """
 
 from __future__ import annotations

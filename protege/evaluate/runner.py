@@ -8,6 +8,9 @@ every system, the teacher included, is also scored against it, and the share
 of teacher quality is taken on that column: the teacher scores a trivial 1.0
 against its own answers, so the ground truth is the fairer yardstick when
 there is one.
+
+One module from the split to the stored report: every system is predicted
+and scored in one pass, so that each interval is paired on the same examples.
 """
 
 from __future__ import annotations

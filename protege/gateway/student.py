@@ -254,8 +254,6 @@ class StudentPath:
 
 def _tokenizer_for(base: str) -> Any:
     """The base model's tokenizer alone (an external engine holds the weights)."""
-    from pathlib import Path
-
     from transformers import AutoTokenizer
 
     from protege.models.catalog import load_catalog

@@ -1,6 +1,7 @@
 """The report as one self-contained HTML page: inline CSS and SVG, no script,
 nothing fetched. Every value from the store is escaped (trace content, task
-names and fallback reasons are untrusted text)."""
+names and fallback reasons are untrusted text). Its length is the page's: one
+function per section, sharing only the formatting helpers at the top."""
 
 from __future__ import annotations
 

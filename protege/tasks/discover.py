@@ -1,5 +1,7 @@
 """``discover_tasks``: read traces, cluster them into tasks, describe and
-persist the tasks, and write each trace's ``task_id``."""
+persist the tasks, and write each trace's ``task_id``. One module because a
+task's stable id, its pinned merges and splits and its unique name are decided
+together with the task itself, on every rediscovery."""
 
 from __future__ import annotations
 

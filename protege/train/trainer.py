@@ -10,9 +10,9 @@ and two practical ones:
   backward with LoRA on the top 8 blocks), and a batch of 8 x 300 tokens
   builds a 470 MB fp32 logits tensor. Here the decoder runs once and only
   answer positions (~20% of a BFCL example) go through ``lm_head``
-  (``AnswerLoss``). With bf16 autocast, LoRA on the top blocks, length-grouped
-  batches and static-prefix pruning this is what makes CPU training fast
-  enough; bench/train.py measures the whole against a plain loop;
+  (``AnswerLoss`` in ``protege.train.model``). With bf16 autocast, LoRA on
+  the top blocks, length-grouped batches and static-prefix pruning this is
+  what makes CPU training fast enough; bench/train.py measures the whole against a plain loop;
 * resuming must replay the exact batch order and RNG state so a resumed run
   ends where an uninterrupted one would (tests/test_train.py checks it);
 * progress, early stopping and checkpoints fit in a page instead of

@@ -1,6 +1,8 @@
 """BFCL entries as the exchanges, and then the traces, an agent backed by a
 teacher would have logged: single-turn, multi-turn on BFCL's simulators,
-agentic; and the importer."""
+agentic; and the importer. One module because the three builders share the
+trace ids and the metadata (ground truth, turn, step) that the replay teacher
+and the BFCL checker read back."""
 
 
 from __future__ import annotations
