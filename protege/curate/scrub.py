@@ -9,7 +9,9 @@ stays natural for a student model.
 Speed matters because curation runs over every trace: detections are cached
 per distinct string (system prompts and tool results repeat on every call),
 NER only runs on strings with a capitalised word that is not a common word,
-and ``prime()`` runs NER over a whole batch of strings at once.
+and ``prime()`` runs NER over a whole batch of strings at once. What is left
+here after names.py and surrogates.py is one thing: the placeholder map of a
+record and the walk over a trace's JSON that applies it.
 """
 
 from __future__ import annotations

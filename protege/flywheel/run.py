@@ -5,7 +5,9 @@ Every step is a row in ``flywheel_steps`` with its outcome, so a run that
 crashed resumes where it stopped: finished steps are not redone, their stored
 outcomes drive the rest. Between runs, ``flywheel_tasks`` remembers what each
 task's student was trained on; a task is retrained only when enough new data
-arrived or its traffic drifted (``protege.flywheel.drift``).
+arrived or its traffic drifted (``protege.flywheel.drift``). The order of the
+steps and the task state they share are kept in this one module; a run's
+record is ``steps.py``, the training steps ``students.py``.
 """
 
 from __future__ import annotations
