@@ -133,3 +133,17 @@ def test_demo_command_capture_only_and_bad_options(tmp_path: Path) -> None:
     assert "captured by the gateway" in out.output
     bad = CliRunner().invoke(cli, ["demo", "--single", "nonsense", "--home", str(tmp_path / "e")])
     assert bad.exit_code != 0 and "NAME=CATEGORY" in bad.output and "Traceback" not in bad.output
+
+
+def test_serve_options_are_declared_once_in_the_gateway_config() -> None:
+    import dataclasses
+
+    from protege.cli.serve_cmd import serve
+    from protege.gateway.config import GatewayConfig
+
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(GatewayConfig)}
+    params = {p.name: p for p in serve.params}
+    for name in ("host", "port", "base_model"):
+        assert params[name].help.lower().startswith(helps[name].rstrip(".").lower()), name
+        assert params[name].default is None
+    assert "(default 8787)" in params["port"].help and params["port"].type.name == "integer"

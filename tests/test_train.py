@@ -602,3 +602,4 @@ def test_train_options_are_declared_once_in_the_config() -> None:
         assert params[name].default is None  # the config's default applies
     assert "(default 16)" in params["rank"].help and params["rank"].type.name == "integer"
     assert params["lr"].type.name == "float" and params["max_steps"].type.name == "integer"
+

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from protege.cli.common import UserError, db_option
+from protege.cli.common import UserError, config_option, db_option
 from protege.gateway.config import GatewayConfig
 
 
 @click.command("serve")
 @click.option("--upstream", envvar="PROTEGE_UPSTREAM", required=True, metavar="URL",
               help="OpenAI-compatible base URL of the teacher, /v1 included (env PROTEGE_UPSTREAM).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8787, show_default=True, type=int, help="Port to listen on.")
+@config_option(GatewayConfig, "host")
+@config_option(GatewayConfig, "port")
 @db_option
 @click.option("--upstream-key-env", metavar="NAME", default=None,
               help="Environment variable with the teacher's API key (else the client's Authorization is forwarded).")
@@ -36,8 +36,7 @@ from protege.gateway.config import GatewayConfig
               help="Build and store traces in a thread of the gateway process instead of a child process.")
 @click.option("--students/--no-students", default=False, show_default=True,
               help="Serve promoted students (route per task, validate, fall back to the teacher).")
-@click.option("--base-model", default="smollm2-135m-instruct", show_default=True,
-              help="Base model of the students' adapters (catalog name, hub id or directory).")
+@config_option(GatewayConfig, "base_model", metavar="MODEL")
 @click.option("--engine", type=click.Choice(["embedded", "vllm", "openai"]), default="embedded", show_default=True,
               help="Student engine: embedded (transformers + PEFT here), vllm (start or use a vLLM server "
                    "with --enable-lora), openai (any OpenAI-compatible server: llama.cpp, Ollama).")
@@ -49,10 +48,10 @@ from protege.gateway.config import GatewayConfig
               help=GatewayConfig.__dataclass_fields__["engine_guided"].metadata["help"].capitalize() + ".")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_env: str | None,
+def serve(upstream: str, host: str | None, port: int | None, db_url: str | None, upstream_key_env: str | None,
           redact: str | None, timeout_s: float, client: str, spool_path: str | None, durability: str, max_body_mb: float, open_metrics: bool,
           capture_thread: bool,
-          students: bool, base_model: str, engine: str, engine_url: str | None, engine_guided: str | None,
+          students: bool, base_model: str | None, engine: str, engine_url: str | None, engine_guided: str | None,
           log_level: str) -> None:
     """Run the OpenAI-compatible gateway: point an agent's base_url at
     http://HOST:PORT/v1 and every call it makes is captured to the store.
@@ -86,12 +85,14 @@ def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_
     except StoreError as exc:
         # Serve anyway: traces spool to disk and are replayed when the store is back.
         logging.getLogger("protege.gateway").error("%s; capturing to the spool until it answers", exc)
-    cfg = GatewayConfig(upstream=upstream, host=host, port=port, db_url=url, upstream_key_env=upstream_key_env,
+    # Options left out keep the config's defaults (declared once, in GatewayConfig).
+    given = {k: v for k, v in {"host": host, "port": port, "base_model": base_model}.items() if v is not None}
+    cfg = GatewayConfig(upstream=upstream, **given, db_url=url, upstream_key_env=upstream_key_env,
                         redact=redact, timeout_s=timeout_s, client=client, capture_process=not capture_thread,
                         capture=WriterConfig(spool_path=Path(spool_path) if spool_path else None),
                         durability=durability, max_body_bytes=int(max_body_mb * 1024**2),
                         open_metrics=open_metrics,
-                        students=students, base_model=base_model,
+                        students=students,
                         engine="embedded" if engine == "embedded" else "openai",
                         engine_url=engine_url, engine_vllm=engine == "vllm", engine_guided=engine_guided)
     vllm_proc = None
@@ -99,7 +100,7 @@ def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_
         from protege.serve.vllm import VllmError, start_vllm
 
         try:
-            vllm_proc, cfg.engine_url = start_vllm(base_model)
+            vllm_proc, cfg.engine_url = start_vllm(cfg.base_model)
         except VllmError as exc:
             raise UserError(str(exc)) from None
     elif students and engine != "embedded" and not engine_url:
@@ -109,7 +110,7 @@ def serve(upstream: str, host: str, port: int, db_url: str | None, upstream_key_
         app = create_app(cfg, store=store)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    click.echo(f"protege gateway on http://{host}:{port}/v1 -> {upstream} (store: {url.split('@')[-1]})", err=True)
+    click.echo(f"protege gateway on http://{cfg.host}:{cfg.port}/v1 -> {upstream} (store: {url.split('@')[-1]})", err=True)
     try:
         run(cfg, app=app, log_level=log_level)
     except KeyboardInterrupt:
