@@ -253,20 +253,13 @@ def test_length_grouped_batches() -> None:
     assert padded(a) < 0.8 * padded(naive)
 
 
-def _lora_and_batch(tok) -> tuple[Any, dict[str, Any]]:
-    from protege.train.model import attach_lora
-
-    peft_model = attach_lora(tiny_model(tok), fast_config())
-    batch = collate([tokenize_row(r, tok) for r in make_dataset(4, 0).train], tok.pad_token_id)
-    return peft_model, batch
-
-
 def test_answer_loss_matches_full_forward_loss(tok) -> None:
     import torch
 
-    from protege.train.model import answer_loss_module
+    from protege.train.model import answer_loss_module, attach_lora
 
-    peft_model, batch = _lora_and_batch(tok)
+    peft_model = attach_lora(tiny_model(tok), fast_config())
+    batch = collate([tokenize_row(r, tok) for r in make_dataset(4, 0).train], tok.pad_token_id)
     with torch.no_grad():
         s, c = answer_loss_module()(peft_model)(**batch)
         ref = peft_model(**batch).loss

@@ -44,8 +44,7 @@ from protege.gateway.config import GatewayConfig
               help="Base URL of the student server for --engine vllm/openai (an existing vLLM OpenAI "
                    "server started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); with "
                    "vllm and no URL, protege starts one.")
-@click.option("--engine-guided", type=click.Choice(["structured_outputs", "guided_grammar", "off"]), default=None,
-              help=GatewayConfig.__dataclass_fields__["engine_guided"].metadata["help"].capitalize() + ".")
+@config_option(GatewayConfig, "engine_guided", type=click.Choice(["structured_outputs", "guided_grammar", "off"]))
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(upstream: str, host: str | None, port: int | None, db_url: str | None, upstream_key_env: str | None,

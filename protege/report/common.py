@@ -40,3 +40,9 @@ def has_table(store: TraceStore, name: str) -> bool:
 
 def task_key(task_id: str | None) -> str:
     return task_id if task_id is not None else UNASSIGNED
+
+
+def fetch_rows(store: TraceStore, query: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every row of ``query`` as a plain dict."""
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query, params or {})]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from protege.report.common import has_table, loads, num, task_key
+from protege.report.common import fetch_rows, has_table, loads, num, task_key
 
 if TYPE_CHECKING:
     from protege.store.db import TraceStore
@@ -26,8 +26,7 @@ def tasks_table(store: TraceStore) -> dict[str, dict[str, Any]]:
     key = next((c for c in ("task_id", "id") if c in cols), None)
     if key is None:
         return {}
-    with store.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(sa.select(table))]
+    rows = fetch_rows(store, sa.select(table))
     out: dict[str, dict[str, Any]] = {}
     for r in rows:
         info: dict[str, Any] = {}
@@ -113,8 +112,7 @@ def evaluations(store: TraceStore) -> list[dict[str, Any]]:
     if not has_table(store, "evaluations"):
         return []
     q = sa.text("SELECT id, task_id, adapter_id, created_at, report FROM evaluations ORDER BY created_at, id")
-    with store.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q)]
+    rows = fetch_rows(store, q)
     return [e for e in (_evaluation(r) for r in rows) if e is not None]
 
 
@@ -125,12 +123,12 @@ def gate_decisions(store: TraceStore) -> list[dict[str, Any]]:
         "SELECT id, task_id, adapter_id, evaluation_id, decision, reasons, thresholds, created_at "
         "FROM gate_decisions ORDER BY created_at, id"
     )
-    with store.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q)]
+    rows = fetch_rows(store, q)
     out = []
     for r in rows:
-        evidence = loads(r.get("reasons")) or {}
-        checks = evidence.get("checks") if isinstance(evidence, dict) else None
+        evidence = loads(r.get("reasons"))
+        evidence = evidence if isinstance(evidence, dict) else {}
+        checks = evidence.get("checks")
         out.append(
             {
                 "id": r["id"],
@@ -138,15 +136,15 @@ def gate_decisions(store: TraceStore) -> list[dict[str, Any]]:
                 "adapter_id": r.get("adapter_id"),
                 "evaluation_id": r.get("evaluation_id"),
                 "decision": r["decision"],
-                "status": evidence.get("status") if isinstance(evidence, dict) else None,
+                "status": evidence.get("status"),
                 "checks": [
                     {k: c.get(k) for k in ("name", "ok", "value", "threshold", "gap", "message")}
                     for c in checks or []
                     if isinstance(c, dict)
                 ],
                 "thresholds": loads(r.get("thresholds")) or {},
-                "floor": evidence.get("floor") if isinstance(evidence, dict) else None,
-                "floor_curve": evidence.get("floor_curve") if isinstance(evidence, dict) else None,
+                "floor": evidence.get("floor"),
+                "floor_curve": evidence.get("floor_curve"),
                 "created_at": num(r.get("created_at")),
             }
         )
@@ -160,8 +158,7 @@ def adapters(store: TraceStore) -> list[dict[str, Any]]:
         "SELECT id, task_id, version, base_model, status, status_reason, created_at, updated_at "
         "FROM adapters ORDER BY task_id, version"
     )
-    with store.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q)]
+    rows = fetch_rows(store, q)
     for r in rows:
         r["ref"] = f"{r['task_id']}:v{r['version']}"
         r["created_at"] = num(r["created_at"])
@@ -173,8 +170,7 @@ def routes(store: TraceStore) -> dict[str, dict[str, Any]]:
     if not has_table(store, "routes"):
         return {}
     q = sa.text("SELECT task_id, mode, canary_pct, reason, updated_at FROM routes")
-    with store.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q)]
+    rows = fetch_rows(store, q)
     return {
         r["task_id"]: {
             "mode": r["mode"],
@@ -214,8 +210,7 @@ def shadow(store: TraceStore, since: float | None, until: float | None) -> list[
         "SUM(agree) AS n_agree, AVG(latency_ms) AS latency_ms FROM shadow_results"
         f"{clause} GROUP BY task_id, adapter ORDER BY task_id, adapter"
     )
-    with store.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q, params)]
+    rows = fetch_rows(store, q, params)
     out = []
     for r in rows:
         n, compared = int(r["n"] or 0), int(r["n_compared"] or 0)
