@@ -413,7 +413,7 @@ def test_requests_that_bring_their_own_functions_are_one_task(tmp_path):
     from protege.store import open_store
 
     traces, agent = [], []
-    for i, (cat, e, prompt) in enumerate(workload((), (("python-tools", ("simple_python", "multiple")),))["seen"]):
+    for i, (cat, e, prompt, _) in enumerate(workload((), (("python-tools", ("simple_python", "multiple")),))["seen"]):
         cfg = B.BfclImportConfig(model=B.DEFAULT_MODEL, system_prompt=prompt)
         for ex in B.entry_exchanges(cat, e, i, cfg, cat):
             traces.append(build_trace(ex.request, ex.response, source="sdk"))

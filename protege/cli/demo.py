@@ -40,9 +40,9 @@ def _single(text: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
 @click.option("--max-tasks", type=int, default=2, show_default=True, help="Students trained.")
 @click.option("--base", default="smollm2-135m-instruct", show_default=True, help="Student base model.")
 @click.option("--suites", default=None, metavar="SUITES",
-              help="The agents: BFCL multi-turn API suites, comma-separated, '+' joining the suites of one agent "
-              "(default VehicleControlAPI,TradingBot; e.g. GorillaFileSystem,TravelAPI for a workload the "
-              "recipe was not tuned on).")
+              help="The agents: BFCL multi-turn API suites, comma-separated, '+' joining the suites of one agent, "
+              "which offers all of their tools and runs every conversation they hold (default "
+              "GorillaFileSystem+MathAPI+TwitterAPI+VehicleControlAPI,MessageAPI+TicketAPI+TradingBot+TravelAPI).")
 @click.option("--single", default=None, metavar="AGENTS",
               help="Single-call agents, comma-separated NAME=CATEGORY+CATEGORY of BFCL single-turn categories "
               "(default python-tools=simple_python+multiple; e.g. live-tools=live_simple+live_multiple).")

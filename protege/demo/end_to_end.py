@@ -4,7 +4,9 @@
 
 1. starts the replay teacher (BFCL ground truth) and the gateway on loopback;
 2. agents work through BFCL entries through the gateway: multi-turn
-   conversations of two API suites (each agent a call site with its own tools),
+   conversations of two agents, each a call site offering the tools of five
+   API suites (one of them, TradingBot or VehicleControlAPI, in every
+   conversation),
    a single-call agent whose requests bring their own Python functions
    (simple_python and multiple), and simple_java / irrelevance calls (a long
    tail that should stay with the teacher);
@@ -30,21 +32,40 @@ import statistics
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from protege.store.db import TraceStore
 
-# Two agents, each its own call site (system prompt naming its API suite, its
-# own tools): BFCL multi-turn conversations of one suite, in three variants of
-# each question (as asked, a parameter missing, a function missing).
-SUITES = (("VehicleControlAPI",), ("TradingBot",))
+# Two agents, each its own call site (system prompt naming its API suites, the
+# tools of all of them offered in every conversation, as a production agent's
+# tool set does not change with the question): BFCL multi-turn conversations
+# whose suites the agent holds, in three variants of each question (as asked,
+# a parameter missing, a function missing). Each agent is built around one
+# suite that every one of its conversations uses, with the suites BFCL pairs
+# it with: 50 questions each, where the suite alone has 19 or 20, too few to
+# learn a site's planning from.
+SUITES = (("MathAPI", "MessageAPI", "TicketAPI", "TradingBot", "TwitterAPI"),
+          ("MathAPI", "MessageAPI", "TicketAPI", "TwitterAPI", "VehicleControlAPI"))
 VARIANTS = ("multi_turn_base", "multi_turn_miss_param", "multi_turn_miss_func")
-UNSEEN_EVERY = 7  # every 7th question of a suite (all its variants) is held out
+UNSEEN_EVERY = 7  # every 7th question of an agent (all its variants) is held out
+# Unseen conversations driven per agent (of its held-out ones): each call a
+# student takes is generated on the CPU, so the unseen phase is sized to fit.
+UNSEEN_PER_AGENT = 12
 # Single-call agents: each request is answered in one step (a call with its
 # arguments, or text), its own system prompt, functions brought per request.
 SINGLE = (("python-tools", ("simple_python", "multiple")),)
 TAIL = (("simple_java", 20, 10), ("irrelevance", 20, 10))  # category, seen, unseen
+
+
+class AgentRun(NamedTuple):
+    """One BFCL entry as an agent runs it: its category, the entry, the agent's
+    system prompt and (multi-turn) the API suites the agent offers."""
+
+    category: str
+    entry: dict[str, Any]
+    prompt: str
+    suites: tuple[str, ...] = ()
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float | None, float | None, float | None]:
@@ -78,40 +99,46 @@ def single_prompt(agent: str) -> str:
 
 
 def workload(suites: tuple[tuple[str, ...], ...] = SUITES,
-             single: tuple[tuple[str, tuple[str, ...]], ...] = SINGLE) -> dict[str, list[Any]]:
-    """BFCL entries for the seen (training) and unseen (evaluation) traffic,
-    each as (category, entry, system prompt).
+             single: tuple[tuple[str, tuple[str, ...]], ...] = SINGLE,
+             unseen_per_agent: int | None = UNSEEN_PER_AGENT) -> dict[str, list[AgentRun]]:
+    """BFCL entries for the seen (training) and unseen (evaluation) traffic.
 
     Held-out traffic is split by question, not by entry, so no variant of an
     unseen question was ever captured for training."""
     from protege.importers import bfcl as B
 
-    seen: list[Any] = []
-    unseen: list[Any] = []
+    seen: list[AgentRun] = []
+    unseen: list[AgentRun] = []
     for suite in suites:
+        questions = sorted({question_of(e) for e in agent_entries(suite, VARIANTS[0])})
+        held = set(questions[UNSEEN_EVERY - 1 :: UNSEEN_EVERY])
+        agent_unseen: list[AgentRun] = []
         for cat in VARIANTS:
-            group = [e for _, e in B.category_entries(cat)
-                     if tuple(sorted(e["involved_classes"])) == tuple(sorted(suite))]
-            questions = sorted({question_of(e) for e in _entries_of(suite)})
-            held = set(questions[UNSEEN_EVERY - 1 :: UNSEEN_EVERY])
-            for e in group:
-                (unseen if question_of(e) in held else seen).append((cat, e, suite_prompt(suite)))
+            for e in agent_entries(suite, cat):
+                run = AgentRun(cat, e, suite_prompt(suite), suite)
+                (agent_unseen if question_of(e) in held else seen).append(run)
+        # Every variant of a few held-out questions rather than a few variants of each.
+        agent_unseen.sort(key=lambda r: (question_of(r.entry), VARIANTS.index(r.category)))
+        unseen += agent_unseen[:unseen_per_agent] if unseen_per_agent is not None else agent_unseen
     for agent, cats in single:
         for cat in cats:
             for i, (_, e) in enumerate(B.category_entries(cat)):
-                (unseen if i % UNSEEN_EVERY == UNSEEN_EVERY - 1 else seen).append((cat, e, single_prompt(agent)))
+                run = AgentRun(cat, e, single_prompt(agent))
+                (unseen if i % UNSEEN_EVERY == UNSEEN_EVERY - 1 else seen).append(run)
     for cat, n_seen, n_unseen in TAIL:
         pairs = B.category_entries(cat)
-        seen += [(cat, e, B.DEFAULT_SYSTEM_PROMPT) for _, e in pairs[:n_seen]]
-        unseen += [(cat, e, B.DEFAULT_SYSTEM_PROMPT) for _, e in pairs[n_seen : n_seen + n_unseen]]
+        seen += [AgentRun(cat, e, B.DEFAULT_SYSTEM_PROMPT) for _, e in pairs[:n_seen]]
+        unseen += [AgentRun(cat, e, B.DEFAULT_SYSTEM_PROMPT) for _, e in pairs[n_seen : n_seen + n_unseen]]
     return {"seen": seen, "unseen": unseen}
 
 
-def _entries_of(suite: tuple[str, ...]) -> list[dict[str, Any]]:
+def agent_entries(suite: tuple[str, ...], category: str) -> list[dict[str, Any]]:
+    """The entries of ``category`` an agent offering ``suite`` can run: those
+    whose API suites it holds."""
     from protege.importers import bfcl as B
 
-    return [e for _, e in B.category_entries(VARIANTS[0])
-            if tuple(sorted(e["involved_classes"])) == tuple(sorted(suite))]
+    have = set(suite)
+    return [e for _, e in B.category_entries(category) if set(e["involved_classes"]) <= have]
 
 
 def _client(base_url: str) -> Any:
@@ -123,7 +150,7 @@ def _client(base_url: str) -> Any:
                          max_retries=0)
 
 
-def replay_index(entries: list[Any]) -> Any:
+def replay_index(entries: list[AgentRun]) -> Any:
     """The replay teacher's answers (BFCL ground truth) for ``entries``, each
     conversation under its agent's system prompt."""
     from protege.importers import bfcl as B
@@ -131,24 +158,25 @@ def replay_index(entries: list[Any]) -> Any:
     from protege.teacher.replay import ReplayIndex
 
     pairs = []
-    for i, (cat, e, prompt) in enumerate(entries):
-        cfg = B.BfclImportConfig(model=B.DEFAULT_MODEL, system_prompt=prompt)
+    for i, run in enumerate(entries):
+        cfg = B.BfclImportConfig(model=B.DEFAULT_MODEL, system_prompt=run.prompt, suites=run.suites)
         try:
-            pairs += [(ex.request, ex.response) for ex in B.entry_exchanges(cat, e, i, cfg, cat)]
+            pairs += [(ex.request, ex.response) for ex in B.entry_exchanges(run.category, run.entry, i, cfg,
+                                                                            run.category)]
         except _Skip:
             continue
     return ReplayIndex.from_pairs(pairs)
 
 
-def drive(client: Any, entries: list[Any], label: str, progress: Any) -> list[Any]:
+def drive(client: Any, entries: list[AgentRun], label: str, progress: Any) -> list[Any]:
     """Run the agent over ``entries``; one EntryResult each."""
     from protege.simulate.bfcl import SimulateConfig, run_entry
 
     out = []
     task = progress.add_task(label, total=len(entries))
-    for i, (cat, e, prompt) in enumerate(entries):
-        cfg = SimulateConfig(categories=[], system_prompt=prompt)
-        r = run_entry(client, cat, e, i, cfg)
+    for i, run in enumerate(entries):
+        cfg = SimulateConfig(categories=[], system_prompt=run.prompt, suites=run.suites)
+        r = run_entry(client, run.category, run.entry, i, cfg)
         if r is not None:
             out.append(r)
         progress.advance(task)
@@ -258,7 +286,7 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     store = open_store(db_url)
     work = workload(suites, single)
-    cats = sorted({c for c, _, _ in work["seen"] + work["unseen"]})
+    cats = sorted({r.category for r in work["seen"] + work["unseen"]})
     con.rule("[bold]protege demo: traffic in, students out")
     with con.status("indexing the replay teacher (BFCL ground truth) ..."):
         index = replay_index(work["seen"] + work["unseen"])
@@ -286,9 +314,12 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
         con.print(f"captured {store.count_traces()} calls; agent success {state['seen']['success']:.0%}")
 
         # 2. the flywheel
+        # About 150 test calls per agent (the gate's 60 served answers at a
+        # 40% floor) and 70 validation calls to choose that floor on; the rest,
+        # more than a student's token budget reaches, for training.
         fcfg = FlywheelConfig(base=base, curate_ner=False, min_examples=300, max_tasks=max_tasks,
-                              max_examples=None, shadow=False, eval_sample=None, test_frac=0.28,
-                              val_frac=0.08)
+                              max_examples=None, shadow=False, eval_sample=None, test_frac=0.14,
+                              val_frac=0.06)
         # Two CPU cores: each agent conversation is one packed sequence (its
         # calls supervised inside it, the tools prefix dropped), two per step;
         # LoRA on every block (on this task 0.54 exact match against 0.41 with

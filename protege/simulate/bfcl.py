@@ -35,6 +35,9 @@ class SimulateConfig:
     model: str = field(default=B.DEFAULT_MODEL, metadata={"help": "model name the agent asks for"})
     system_prompt: str = field(default=B.DEFAULT_SYSTEM_PROMPT, metadata={"help": "agent system prompt"})
     max_steps: int = field(default=12, metadata={"help": "tool-calling steps per user turn before giving up"})
+    suites: tuple[str, ...] = field(
+        default=(), metadata={"help": "multi-turn: the API suites the agent offers (default: the entry's own)"}
+    )
 
 
 @dataclass
@@ -193,7 +196,7 @@ def _chat(client: Any, request: dict[str, Any], session: str) -> tuple[dict[str,
 
 def _run_single(client: Any, category: str, entry: dict[str, Any], index: int, cfg: SimulateConfig,
                 source: str) -> EntryResult:
-    icfg = B.BfclImportConfig(model=cfg.model, system_prompt=cfg.system_prompt)
+    icfg = B.BfclImportConfig(model=cfg.model, system_prompt=cfg.system_prompt, suites=cfg.suites)
     ex = B.entry_exchanges(category, entry, index, icfg, source)[0]
     meta = ex.meta["bfcl"]
     res = EntryResult(category, entry["id"], False, 0, 1)
@@ -209,8 +212,9 @@ def _run_single(client: Any, category: str, entry: dict[str, Any], index: int, c
 
 
 def _run_multi(client: Any, category: str, entry: dict[str, Any], cfg: SimulateConfig) -> EntryResult:
+    suites = B.offered_suites(entry, cfg.suites)
     functions: list[dict[str, Any]] = []
-    for class_name in entry["involved_classes"]:
+    for class_name in suites:
         functions.extend(copy.deepcopy(list(BD._func_doc(class_name))))
     held_out: dict[str, list[dict[str, Any]]] = {}
     for turn, missing in (entry.get("missed_function") or {}).items():
@@ -218,8 +222,8 @@ def _run_multi(client: Any, category: str, entry: dict[str, Any], cfg: SimulateC
         functions = [f for f in functions if f["name"] not in missing]
     gt = (BD._answers(category).get(entry["id"]) or {}).get("ground_truth") or []
     long_ctx = "long_context" in category
-    agent_sims = B.Simulators(entry["involved_classes"], entry.get("initial_config") or {}, long_context=long_ctx)
-    gt_sims = B.Simulators(entry["involved_classes"], entry.get("initial_config") or {}, long_context=long_ctx)
+    agent_sims = B.Simulators(suites, entry.get("initial_config") or {}, long_context=long_ctx)
+    gt_sims = B.Simulators(suites, entry.get("initial_config") or {}, long_context=long_ctx)
     tools, names = B.to_openai_tools(functions)
     systems, _ = BT._conversation(entry["question"])
     history: list[dict[str, Any]] = [BT._system_message(cfg.system_prompt, systems)]

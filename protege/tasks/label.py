@@ -44,10 +44,19 @@ def ctfidf_keywords(docs_per_class: Sequence[Sequence[str]], top: int = 4) -> li
     return out
 
 
+# A share of tool calls that makes a task a tool-calling one whatever the rest
+# is: an agent step that speaks (a turn's closing reply, a question back) is
+# one of that job's answers, often the commoner one, not another kind of task.
+TOOL_CALL_SHARE = 0.25
+
+
 def output_type(feats: Sequence[CallFeatures]) -> str:
-    """tool_call | json | label | text, by majority; free text whose answers
-    are few distinct short strings is a closed-set label."""
+    """tool_call when at least ``TOOL_CALL_SHARE`` of the answers call a tool,
+    else json | label | text by majority; free text whose answers are few
+    distinct short strings is a closed-set label."""
     kinds = Counter(f.output_type for f in feats)
+    if kinds and kinds["tool_call"] >= TOOL_CALL_SHARE * sum(kinds.values()):
+        return "tool_call"
     kind = kinds.most_common(1)[0][0] if kinds else "text"
     if kind != "text":
         return kind

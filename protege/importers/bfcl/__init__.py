@@ -33,6 +33,7 @@ from protege.importers.bfcl.data import (
     Exchange,
     available_categories,
     data_dir,
+    offered_suites,
     resolve_categories,
 )
 from protege.importers.bfcl.schema import (
@@ -86,6 +87,7 @@ __all__ = [
     "first_acceptable_args",
     "import_bfcl",
     "iter_bfcl_exchanges",
+    "offered_suites",
     "parse_call",
     "resolve_categories",
     "to_json_schema",

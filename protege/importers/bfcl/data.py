@@ -191,6 +191,24 @@ class BfclImportConfig:
     )
     limit: int | None = field(default=None, metadata={"help": "first N entries per category"})
     seed: int = field(default=0, metadata={"help": "seed for the latency estimates"})
+    suites: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "multi-turn: the API suites the agent offers in every conversation (default: the "
+                  "entry's own); an agent's tool set does not change with the question"},
+    )
+
+
+def offered_suites(entry: dict[str, Any], suites: tuple[str, ...] = ()) -> list[str]:
+    """The API suites whose tools a multi-turn conversation offers: the agent's
+    (``suites``) when given, which must hold the entry's own, else the entry's."""
+    own = list(entry.get("involved_classes") or [])
+    if not suites:
+        return own
+    missing = [c for c in own if c not in suites]
+    if missing:
+        raise ValueError(f"entry {entry.get('id')} needs {', '.join(missing)}, which the agent's suites "
+                         f"({', '.join(suites)}) do not offer")
+    return list(suites)
 
 
 # -- data ----------------------------------------------------------------------

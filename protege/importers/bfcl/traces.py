@@ -42,6 +42,7 @@ from protege.importers.bfcl.data import (
     _entries,
     _func_doc,
     data_dir,
+    offered_suites,
     resolve_categories,
 )
 from protege.importers.bfcl.schema import (
@@ -301,8 +302,9 @@ def _turn_summary(calls: list[tuple[str, str]]) -> str:
 
 
 def _multi_turn(category: str, entry: dict[str, Any], index: int, cfg: BfclImportConfig) -> list[Exchange]:
+    suites = offered_suites(entry, cfg.suites)
     functions: list[dict[str, Any]] = []
-    for class_name in entry["involved_classes"]:
+    for class_name in suites:
         functions.extend(copy.deepcopy(list(_func_doc(class_name))))
     held_out: dict[str, list[dict[str, Any]]] = {}
     for turn, missing in (entry.get("missed_function") or {}).items():
@@ -312,9 +314,7 @@ def _multi_turn(category: str, entry: dict[str, Any], index: int, cfg: BfclImpor
     if gt_entry is None:
         raise _Skip("no ground truth")
     ground_truth: list[list[str]] = gt_entry["ground_truth"]
-    sims = Simulators(
-        entry["involved_classes"], entry.get("initial_config") or {}, long_context="long_context" in category
-    )
+    sims = Simulators(suites, entry.get("initial_config") or {}, long_context="long_context" in category)
     tools, names = to_openai_tools(functions)
     systems, _ = _conversation(entry["question"])
     history: list[dict[str, Any]] = [_system_message(cfg.system_prompt, systems)]
