@@ -334,20 +334,15 @@ def test_text_task_with_a_fake_judge(store):
     rows = _rows([(f"say {i}", f"the answer is {i}") for i in range(12)])
     data = TaskData({"output_type": "text"}, [], rows)
 
-    class Client:
-        def __init__(self):
-            self.chat = self
-            self.completions = self
-
-        def create(self, *, messages, **kw):
-            a = messages[-1]["content"].split("[Answer A]")[1].split("[Answer B]")[0]
-            b = messages[-1]["content"].split("[Answer B]")[1]
-            verdict = (
-                "tie" if a.strip() == b.split("Which answer")[0].strip() else ("A" if "answer" in a else "B")
-            )
-            return {"choices": [{"message": {"content": json.dumps({"winner": verdict})}}]}
+    def verdict(req):
+        prompt = req["messages"][-1]["content"]
+        a = prompt.split("[Answer A]")[1].split("[Answer B]")[0]
+        b = prompt.split("[Answer B]")[1]
+        same = a.strip() == b.split("Which answer")[0].strip()
+        return json.dumps({"winner": "tie" if same else ("A" if "answer" in a else "B")})
 
     from protege.evaluate.judge import Judge
+    from protege.testing import FakeTeacher
 
     # Right on half the examples, a useless reply on the others.
     student = FunctionPredictor(
@@ -359,7 +354,7 @@ def test_text_task_with_a_fake_judge(store):
         predictors={"student": student},
         data=data,
         baselines=False,
-        judge=Judge(Client()),
+        judge=Judge(FakeTeacher(verdict)),
         config=EvalConfig(n_resamples=100, embeddings=False, store_result=False),
     )
     assert report.primary_metric == "judge_score"

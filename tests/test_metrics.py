@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -360,30 +361,25 @@ def test_parse_verdict(text, verdict):
     assert parse_verdict(text) == verdict
 
 
-class FakeClient:
-    """OpenAI-compatible client whose judge always prefers position A (a pure
-    position bias), or a fixed answer."""
+def judge_teacher(reply: Any) -> Any:
+    """A teacher whose verdicts come from ``reply`` (a fixed text, or a function of the prompt)."""
+    from protege.testing import FakeTeacher
 
-    def __init__(self, reply):
-        self.reply = reply
-        self.calls: list[str] = []
-        self.chat = self
-        self.completions = self
+    return FakeTeacher(lambda req: reply(req["messages"][-1]["content"]) if callable(reply) else reply)
 
-    def create(self, *, model, messages, **kw):
-        prompt = messages[-1]["content"]
-        self.calls.append(prompt)
-        text = self.reply(prompt) if callable(self.reply) else self.reply
-        return {"choices": [{"message": {"role": "assistant", "content": text}}]}
+
+def _prompts(teacher: Any) -> list[str]:
+    return [r["messages"][-1]["content"] for r in teacher.requests]
 
 
 def test_judge_position_swap_cancels_position_bias():
-    client = FakeClient('{"winner": "A"}')
-    judge = Judge(client)
+    teacher = judge_teacher('{"winner": "A"}')
+    judge = Judge(teacher)
     assert judge.score("q", "student answer", "teacher answer") == pytest.approx(0.5)
-    assert len(client.calls) == 2
-    assert client.calls[0].index("student answer") < client.calls[0].index("teacher answer")
-    assert client.calls[1].index("teacher answer") < client.calls[1].index("student answer")
+    calls = _prompts(teacher)
+    assert len(calls) == 2
+    assert calls[0].index("student answer") < calls[0].index("teacher answer")
+    assert calls[1].index("teacher answer") < calls[1].index("student answer")
 
 
 def test_judge_scores_a_truly_better_answer():
@@ -391,10 +387,10 @@ def test_judge_scores_a_truly_better_answer():
         a = prompt.split("[Answer A]")[1].split("[Answer B]")[0]
         return "[[A]]" if "42" in a else "[[B]]"
 
-    judge = Judge(FakeClient(prefer_correct))
+    judge = Judge(judge_teacher(prefer_correct))
     assert judge.score("q", "it is 42", "it is 41") == 1.0
     assert judge.score("q", "it is 41", "it is 42") == 0.0
-    unreadable = Judge(FakeClient("hmm"))
+    unreadable = Judge(judge_teacher("hmm"))
     assert unreadable.score("q", "x", "y") is None
     assert unreadable.unreadable == 2
     # Judge scores feed the text metrics: 1.0 means "as good as the teacher".

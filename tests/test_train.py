@@ -447,30 +447,20 @@ def test_early_stopping_stops(tok) -> None:
 # -- augmentation ----------------------------------------------------------------
 
 
-class FakeUpstream:
-    """An OpenAI-compatible client: paraphrases by rewording, answers with a tool call."""
+def paraphrasing_teacher() -> Any:
+    """Paraphrases by rewording, answers with a tool call."""
+    from protege.testing import FakeTeacher
 
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.chat = self
-        self.completions = self
-        self.n = 0
-
-    def create(self, **req: Any) -> dict[str, Any]:
-        self.calls.append(req)
+    def reply(req: dict[str, Any]) -> Any:
         msgs = req["messages"]
         if msgs[0]["content"].startswith("Rewrite"):
-            self.n += 1
-            msg = {"role": "assistant", "content": f"Could you tell me: {msgs[1]['content']} (#{self.n})"}
-        else:
-            city = next(c for c in CITIES if c in msgs[-1]["content"])
-            call = {
-                "id": "x",
-                "type": "function",
-                "function": {"name": "get_weather", "arguments": {"city": city}},
-            }
-            msg = {"role": "assistant", "content": None, "tool_calls": [call]}
-        return {"choices": [{"index": 0, "message": msg, "finish_reason": "stop"}]}
+            return f"Could you tell me: {msgs[1]['content']} (#{len(teacher.requests)})"
+        city = next(c for c in CITIES if c in msgs[-1]["content"])
+        call = {"id": "x", "type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}}
+        return {"content": None, "tool_calls": [call]}
+
+    teacher = FakeTeacher(reply)
+    return teacher
 
 
 def test_augmentation_marks_synthetic_rows(tok) -> None:
@@ -478,14 +468,14 @@ def test_augmentation_marks_synthetic_rows(tok) -> None:
     from protege.train.augment import AugmentConfig, augment_rows
 
     ds = make_dataset(4, 2)
-    fake = FakeUpstream()
+    fake = paraphrasing_teacher()
     new = augment_rows(ds.train, fake, AugmentConfig(model="teacher", target=10))
     assert len(new) == 6 and all(r["meta"]["synthetic"] for r in new)
     assert {r["meta"]["source_id"] for r in new} <= {r["id"] for r in ds.train}
     for r in new:
         assert r["messages"][-1]["content"].startswith("Could you tell me:")
         assert json.loads(r["completion"]["tool_calls"][0]["function"]["arguments"])["city"] in CITIES
-    answers = [c for c in fake.calls if "tools" in c]
+    answers = [c for c in fake.requests if "tools" in c]
     assert answers and all(c["tools"] == [WEATHER, TIME] for c in answers)
 
     res = train_adapter(
@@ -494,7 +484,7 @@ def test_augmentation_marks_synthetic_rows(tok) -> None:
         model=tiny_model(tok),
         tokenizer=tok,
         augment=AugmentConfig(model="teacher", target=10),
-        augment_client=FakeUpstream(),
+        teacher=paraphrasing_teacher(),
     )
     assert res.metrics["train_examples"] == 10 and res.metrics["synthetic_examples"] == 6
     assert len((res.adapter_dir / "synthetic.jsonl").read_text().splitlines()) == 6

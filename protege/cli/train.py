@@ -165,16 +165,15 @@ def train(
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
-    augment = client = None
+    augment = teacher = None
     if augment_to:
         if not upstream_url or not upstream_model:
             raise UserError("--augment-to needs --upstream-url and --upstream-model")
-        import openai
-
+        from protege.teacher import HttpTeacher
         from protege.train.augment import AugmentConfig
 
         augment = AugmentConfig(model=upstream_model, target=augment_to, seed=cfg.seed)
-        client = openai.OpenAI(base_url=upstream_url, api_key=os.environ.get("OPENAI_API_KEY") or "unused")
+        teacher = HttpTeacher(upstream_url, os.environ.get("OPENAI_API_KEY") or "unused")
 
     store = None
     if not no_register:
@@ -192,7 +191,7 @@ def train(
             store=store,
             progress=not quiet and not as_json,
             augment=augment,
-            augment_client=client,
+            teacher=teacher,
         )
     except TrainingInterrupted as exc:
         raise UserError(str(exc)) from None

@@ -1,5 +1,5 @@
-"""Pairwise LLM judge through the upstream: is the student's answer as good as
-the teacher's?
+"""Pairwise LLM judge, a teacher model (``protege.teacher.Teacher``): is the
+student's answer as good as the teacher's?
 
 Each example is judged twice with the answers in swapped positions, and the
 two verdicts are averaged, so a judge that prefers whichever answer comes
@@ -14,9 +14,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protege.safejson import json_loads
+
+if TYPE_CHECKING:
+    from protege.teacher import Teacher
 
 JUDGE_SYSTEM = (
     "You compare two answers to the same request and decide which one serves the user better: "
@@ -93,10 +96,10 @@ class JudgeConfig:
 
 
 class Judge:
-    """Pairwise judge over any OpenAI-compatible client (``client.chat.completions.create``)."""
+    """Pairwise judge: a teacher model (``protege.teacher.Teacher``) compares two answers."""
 
-    def __init__(self, client: Any, config: JudgeConfig | None = None) -> None:
-        self.client = client
+    def __init__(self, teacher: Teacher, config: JudgeConfig | None = None) -> None:
+        self.teacher = teacher
         self.config = config or JudgeConfig()
         self.unreadable = 0
 
@@ -105,13 +108,15 @@ class Judge:
             f"[Request]\n{request_text}\n\n[Answer A]\n{answer_a}\n\n[Answer B]\n{answer_b}\n\n"
             "Which answer is better?"
         )
-        resp = self.client.chat.completions.create(
-            model=self.config.model,
-            messages=[{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}],
-            max_tokens=self.config.max_tokens,
-            temperature=self.config.temperature,
-        )
-        text = _content(resp)
+        from protege.teacher import message_of
+
+        resp = self.teacher.complete({
+            "model": self.config.model,
+            "messages": [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}],
+            "max_tokens": self.config.max_tokens,
+            "temperature": self.config.temperature,
+        })
+        text = message_of(resp).get("content") or ""
         v = parse_verdict(text)
         if v is None:
             self.unreadable += 1
@@ -134,15 +139,6 @@ class Judge:
         return [self.score(q, s, t) for q, s, t in zip(requests, students, teachers, strict=True)]
 
 
-def _content(resp: Any) -> str:
-    if isinstance(resp, dict):
-        return ((resp.get("choices") or [{}])[0].get("message") or {}).get("content") or ""
-    try:
-        return resp.choices[0].message.content or ""
-    except (AttributeError, IndexError):
-        return ""
-
-
 def request_text(messages: Sequence[dict[str, Any]]) -> str:
     """A plain rendering of a conversation for the judge's prompt."""
     lines = []
@@ -152,15 +148,3 @@ def request_text(messages: Sequence[dict[str, Any]]) -> str:
             content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
         lines.append(f"{m.get('role', 'user')}: {content or ''}")
     return "\n".join(lines)
-
-
-def upstream_client() -> Any:
-    """An OpenAI client on the gateway's upstream (PROTEGE_UPSTREAM, OPENAI_API_KEY)."""
-    import os
-
-    from openai import OpenAI
-
-    return OpenAI(
-        base_url=os.environ.get("PROTEGE_UPSTREAM", "https://api.openai.com/v1"),
-        api_key=os.environ.get("OPENAI_API_KEY") or "unset",
-    )

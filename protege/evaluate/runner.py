@@ -217,9 +217,10 @@ def evaluate_task(
 
     judge_obj = judge
     if output_type == "text" and config.judge and judge_obj is None:
-        from protege.evaluate.judge import Judge, JudgeConfig, upstream_client
+        from protege.evaluate.judge import Judge, JudgeConfig
+        from protege.teacher import HttpTeacher
 
-        judge_obj = Judge(upstream_client(), JudgeConfig(model=config.judge_model))
+        judge_obj = Judge(HttpTeacher.from_env(), JudgeConfig(model=config.judge_model))
     if output_type == "text" and judge_obj is not None:
         primary = "judge_score"
 

@@ -1,7 +1,7 @@
 """Synthetic examples for tasks with too few: the teacher paraphrases and answers.
 
-The upstream LLM (any OpenAI-compatible endpoint) rewrites a real input in
-other words, then answers the rewritten conversation with the same tools, as
+The teacher (``protege.teacher.Teacher``: an OpenAI-compatible endpoint in
+production) rewrites a real input in other words, then answers the rewritten conversation with the same tools, as
 it would in production. New rows carry ``meta["synthetic"] = True`` and the
 id of the row they came from, so evaluation can leave them out.
 """
@@ -15,7 +15,10 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from protege.teacher import Teacher
 
 log = logging.getLogger(__name__)
 
@@ -28,27 +31,19 @@ PARAPHRASE_PROMPT = (
 
 @dataclass(kw_only=True)
 class AugmentConfig:
-    model: str = field(metadata={"help": "Upstream model that paraphrases and answers"})
+    model: str = field(metadata={"help": "Teacher model that paraphrases and answers"})
     target: int = field(default=200, metadata={"help": "Grow the training split to this many rows"})
     temperature: float = field(default=0.9, metadata={"help": "Sampling temperature of the paraphrase"})
     seed: int = field(default=0, metadata={"help": "Which source rows are paraphrased, in what order"})
     max_failures: int = field(default=20, metadata={"help": "Give up after this many rejected attempts"})
 
 
-def _as_dict(obj: Any) -> dict[str, Any]:
-    if isinstance(obj, dict):
-        return obj
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(exclude_none=False)
-    return dict(obj)
+def _message_of(response: dict[str, Any]) -> dict[str, Any]:
+    from protege.teacher import message_of
 
-
-def _message_of(response: Any) -> dict[str, Any]:
-    resp = _as_dict(response)
-    choices = resp.get("choices") or []
-    if not choices:
-        raise ValueError("upstream answer has no choices")
-    return _as_dict(_as_dict(choices[0]).get("message") or {})
+    if not response.get("choices"):
+        raise ValueError("the teacher's answer has no choices")
+    return message_of(response)
 
 
 def _last_user(messages: Sequence[dict[str, Any]]) -> int | None:
@@ -65,8 +60,7 @@ def _kind(message: dict[str, Any]) -> str:
 def _clean_completion(message: dict[str, Any]) -> dict[str, Any]:
     calls = []
     for c in message.get("tool_calls") or []:
-        c = _as_dict(c)
-        fn = _as_dict(c.get("function") or {})
+        fn = c.get("function") or {}
         args = fn.get("arguments")
         calls.append(
             {
@@ -81,10 +75,10 @@ def _clean_completion(message: dict[str, Any]) -> dict[str, Any]:
     return {"role": "assistant", "content": message.get("content"), "tool_calls": calls or None}
 
 
-def augment_rows(rows: Sequence[dict[str, Any]], client: Any, config: AugmentConfig) -> list[dict[str, Any]]:
+def augment_rows(rows: Sequence[dict[str, Any]], teacher: Teacher, config: AugmentConfig) -> list[dict[str, Any]]:
     """New synthetic rows (only the new ones) so that ``len(rows) + len(new) >= config.target``.
 
-    ``client`` is an ``openai.OpenAI``-like object (``client.chat.completions.create``).
+    ``teacher`` (``protege.teacher.Teacher``) paraphrases and answers.
     A new row is kept only when the answer has the source's shape (a tool call
     where the teacher called a tool, text where it wrote text) and the
     paraphrase differs from the original.
@@ -109,14 +103,14 @@ def augment_rows(rows: Sequence[dict[str, Any]], client: Any, config: AugmentCon
         original = msgs[i]["content"]
         try:
             para = _message_of(
-                client.chat.completions.create(
-                    model=config.model,
-                    messages=[
+                teacher.complete({
+                    "model": config.model,
+                    "messages": [
                         {"role": "system", "content": PARAPHRASE_PROMPT},
                         {"role": "user", "content": original},
                     ],
-                    temperature=config.temperature,
-                )
+                    "temperature": config.temperature,
+                })
             ).get("content")
             para = (para or "").strip()
             if not para or para == original.strip() or para in seen:
@@ -130,7 +124,7 @@ def augment_rows(rows: Sequence[dict[str, Any]], client: Any, config: AugmentCon
                     request["tool_choice"] = src["tool_choice"]
             if src.get("response_format") is not None:
                 request["response_format"] = src["response_format"]
-            answer = _clean_completion(_message_of(client.chat.completions.create(**request)))
+            answer = _clean_completion(_message_of(teacher.complete(request)))
         except Exception as exc:  # one failed call must not sink the batch
             log.warning("augmentation call failed: %s", exc)
             failures += 1

@@ -78,6 +78,7 @@ from protege.train.runs import (
 
 if TYPE_CHECKING:
     from protege.store.db import TraceStore
+    from protege.teacher import Teacher
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def train_adapter(
     progress: bool = False,
     on_step: Callable[[TrainState], None] | None = None,
     augment: Any = None,
-    augment_client: Any = None,
+    teacher: Teacher | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter for a task and write it under ``artifacts/adapters/<task>/<vN>/``.
 
@@ -180,7 +181,7 @@ def train_adapter(
     ``on_step`` is called after every optimizer step; raising from it stops
     training with a checkpoint saved. With ``store``, the adapter is
     registered as a candidate. With ``augment`` (an ``AugmentConfig``) and
-    ``augment_client``, a small training split is grown with synthetic rows
+    a ``teacher`` (``protege.teacher.Teacher``), a small training split is grown with synthetic rows
     (kept in the run directory, so a resumed run trains on the same data).
     """
     import torch
@@ -214,10 +215,10 @@ def train_adapter(
     synthetic: list[dict[str, Any]] = []
     if run_dir is not None and (run_dir / SYNTHETIC).exists():
         train_rows = train_rows + rows_of(read_jsonl(run_dir / SYNTHETIC))
-    elif augment is not None and augment_client is not None and len(train_rows) < augment.target:
+    elif augment is not None and teacher is not None and len(train_rows) < augment.target:
         from protege.train.augment import augment_rows
 
-        synthetic = augment_rows(train_rows, augment_client, augment)
+        synthetic = augment_rows(train_rows, teacher, augment)
         train_rows = train_rows + synthetic
     if ckpt and manifest.get("hash") and ckpt.get("dataset_hash") not in (None, manifest.get("hash")):
         raise ValueError("the dataset changed since the checkpoint was written; start a new run")
