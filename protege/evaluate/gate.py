@@ -1,42 +1,10 @@
 """Release gate: may this adapter take traffic?
 
-An adapter passes only when all of these hold on its newest evaluation:
-
-* **share of teacher quality**: the *lower bound* of the 95 % interval of
-  student / teacher on the task's primary metric is at least ``min_share``
-  (0.95): the student must be shown to be almost as good, not merely look so;
-* **validity**: the share of the student's answers that parse and satisfy
-  their schema is at least ``min_validity`` (0.99), since every invalid answer
-  costs a fallback to the teacher;
-* **enough evidence**: at least ``min_test_examples`` test examples, and an
-  interval no wider than ``max_ci_width``.
-
-Why the sample-size rule: a percentile bootstrap collapses to [1, 1] when the
-student gets every example right, however few there are. The "rule of three"
-says that with n examples and no failure, the 95 % upper bound of the failure
-rate is about 3 / n; to support a share of 0.95 that bound must be 0.05 or
-less, so n >= 3 / (1 - min_share) = 60. The default minimum is that figure
-(never under 30). The width bound (0.20) rejects intervals so wide that their
-lower bound clearing the threshold says more about noise than about the
-student: at n = 60 and 90 % accuracy the interval is already about 0.15 wide.
-
-**Confidence floor.** A student short of the bar on the whole task may
-still be as good as the teacher on the answers it is sure of. When the
-evaluation also answered the validation split, the confidence signal and the
-floor are chosen there (``choose_validated_floor``) and the test split judges
-them once with the checks above (evidence counted in served answers), so the
-floor is never chosen on the answers that judge it. Older evaluations without
-validation answers are scanned on the test split from the most confident
-answer down, stopping at the first failing set (``choose_floor``). The
-gateway serves only answers at or above the floor and sends the rest to the
-teacher.
-
-Every decision, pass or fail, is stored in ``gate_decisions`` with the
-thresholds and the evidence; on a pass the adapter registry (when installed)
-moves the adapter to ``shadow`` or ``promoted`` and records the floor under
-its ``serving`` metrics, where the gateway reads it. Thresholds, checks,
-floors and the stored decision share this module: a decision records exactly
-the checks and thresholds that made it.
+An adapter passes when the lower bound of the 95 % interval of its share of
+teacher quality, its validity and its evidence clear the thresholds on its
+newest evaluation, over the whole task or over the answers above a
+confidence floor chosen on the validation split; every decision is stored.
+The rules and the arithmetic behind them: docs/evaluation.md.
 """
 
 from __future__ import annotations

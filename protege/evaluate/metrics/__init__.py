@@ -1,33 +1,9 @@
 """Quality metrics by output type: tool calls, JSON, closed-set labels, free text.
 
-Every metric is computed in two steps so that bootstrap resampling stays
-vectorised: ``*_components(preds, refs, ...)`` turns each example into a row of
-numbers (``Components``: name -> array over examples), and each ``Metric`` is a
-function of the *weighted sums* of those columns. The point estimate uses weight
-1 for every example; a bootstrap resample uses the multiplicity of each example
-in the resample. Ratios of sums (micro precision/recall), means over the
-examples where a metric applies (NaN marks "not applicable") and macro-F1 all
-fit that shape.
-
-Comparison rules for tool-call arguments (documented because they decide what
-"exact" means):
-
-* both sides are coerced to the tool's JSON schema first: ``"5"`` and ``5.0``
-  equal ``5`` for an ``integer``; ``5`` equals ``5.0`` for a ``number``;
-  ``"true"``/``"false"`` are booleans for a ``boolean``; a number given for a
-  ``string`` parameter becomes its decimal text; an array or object sent as a
-  JSON string is decoded;
-* ``enum`` strings match case-insensitively with outer whitespace ignored, and
-  only when that picks exactly one enum member (an enum is a closed set, so the
-  spelling carries no information); any other string must match exactly, since
-  "Paris" and "paris" may well mean different things to the tool behind it;
-* arrays are ordered (JSON Schema arrays are sequences); objects are compared
-  key by key after coercion of each property;
-* an argument left out on one side equals the schema's declared ``default``,
-  or the default its description states in so many words ("Default is 'c'",
-  "defaults to 0", "default value is 1e9"; see ``documented_default``);
-* parallel calls are a multiset: order does not matter, and argument triples are
-  counted over the optimal one-to-one pairing of predicted and reference calls.
+Each metric is a function of weighted column sums of per-example components
+(``*_components``), so a bootstrap resample is one weighted sum. What counts
+as the same tool call (schema coercion, enums, defaults, parallel calls):
+docs/evaluation.md.
 """
 
 from __future__ import annotations
