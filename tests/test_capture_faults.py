@@ -18,9 +18,10 @@ import pytest
 
 from protege.capture.spool import dead_letter_path, replay_dead_letters, spool_path_for, spool_status
 from protege.capture.writer import CaptureWriter, WriterConfig
+from protege.database import open_store
 from protege.gateway.config import GatewayConfig
 from protege.gateway.server import ServerThread
-from protege.store import Trace, open_store
+from protege.store import Trace
 from protege.testing.fake_upstream import FakeUpstreamThread
 
 # The fault-injection suite: `make test-faults` runs it alone (about a minute);

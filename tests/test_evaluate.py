@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from protege.database import open_store
 from protege.evaluate import EvalConfig, FunctionPredictor, evaluate_task, load_report
 from protege.evaluate.bfcl_check import bfcl_rows, checker_status, cross_check
 from protege.evaluate.cost import CostConfig
 from protege.evaluate.runner import TaskData
-from protege.store import Trace, open_store
+from protege.store import Trace
 
 TASK = "bfcl-simple"
 

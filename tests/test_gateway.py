@@ -16,9 +16,9 @@ import orjson
 import pytest
 
 from protege.capture.writer import WriterConfig
+from protege.database import open_store
 from protege.gateway.config import GatewayConfig
 from protege.gateway.server import ServerThread
-from protege.store import open_store
 from protege.testing.fake_upstream import FakeUpstreamThread, completion
 
 WEATHER = {

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 torch = pytest.importorskip("torch")
 
 from protege.capture.writer import WriterConfig  # noqa: E402
+from protege.database import open_store  # noqa: E402
 from protege.gateway.config import GatewayConfig  # noqa: E402
 from protege.gateway.server import ServerThread  # noqa: E402
 from protege.gateway.student import StudentPath, agree  # noqa: E402
@@ -24,7 +25,6 @@ from protege.registry import Registry  # noqa: E402
 from protege.router.migrations import shadow_results  # noqa: E402
 from protege.router.routes import set_route  # noqa: E402
 from protege.serve.engine import EmbeddedEngine  # noqa: E402
-from protege.store import open_store  # noqa: E402
 from protege.testing.fake_upstream import FakeUpstreamThread  # noqa: E402
 
 WEATHER = {
