@@ -355,4 +355,3 @@ class TraceStore:
             m["meta"] = json.loads(m["meta"]) if m["meta"] else {}
             out.append(Feedback(**m))
         return out
-
