@@ -466,42 +466,12 @@ def test_cli_eval_json_and_table(tiny_adapter, _isolated_home: Path):
     store, rec = tiny_adapter
     db = f"sqlite:///{_isolated_home / 'p.db'}"
     runner = CliRunner()
-    res = runner.invoke(
-        cli,
-        [
-            "eval",
-            "tiny-task",
-            "--db",
-            db,
-            "--no-baselines",
-            "--sample",
-            "3",
-            "--resamples",
-            "50",
-            "--latency-samples",
-            "1",
-            "--json",
-        ],
-    )
+    quick = ["eval", "tiny-task", "--db", db, "--no-baselines", "--resamples", "50"]
+    res = runner.invoke(cli, [*quick, "--sample", "3", "--latency-samples", "1", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output[res.output.index("{") :])
     assert data["n_examples"] == 3 and set(data["systems"]) == {"student", "teacher"}
-    res = runner.invoke(
-        cli,
-        [
-            "eval",
-            "tiny-task",
-            "--db",
-            db,
-            "--no-baselines",
-            "--sample",
-            "2",
-            "--resamples",
-            "50",
-            "--latency-samples",
-            "0",
-        ],
-    )
+    res = runner.invoke(cli, [*quick, "--sample", "2", "--latency-samples", "0"])
     assert res.exit_code == 0, res.output
     assert "exact_call_match" in res.output and "share of teacher quality" in res.output
     res = runner.invoke(cli, ["eval", "no-such-task", "--db", db])
