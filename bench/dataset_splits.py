@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from protege.database import open_store  # noqa: E402
 from protege.datasets import DatasetConfig, build_dataset  # noqa: E402
 from protege.datasets.build import _input_key, stratum_of  # noqa: E402
 from protege.importers.bfcl import (  # noqa: E402  # noqa: E402
@@ -38,7 +39,6 @@ from protege.importers.bfcl import (  # noqa: E402  # noqa: E402
     import_bfcl,
     iter_bfcl_exchanges,
 )
-from protege.store import open_store  # noqa: E402
 
 
 def _naive_import(store, categories, limit):

@@ -138,38 +138,40 @@ def protege_bootstrap(preds_by_system, rows, n_resamples, seed):
     return out
 
 
-def naive_bootstrap(preds_by_system, rows, n_resamples, seed):
-    tools = [r["tools"] for r in rows]
-    refs = [r["completion"] for r in rows]
+def _resamples(rows, n_resamples, seed):
+    """The rows' tools and references, and each resample's row indices (drawn
+    once, so both baselines below resample alike)."""
     rng = np.random.default_rng(seed)
     n = len(rows)
     idx_all = [rng.integers(0, n, n) for _ in range(n_resamples)]
-    out = {}
-    for name, preds in preds_by_system.items():
-        vals = collections.defaultdict(list)
-        for idx in idx_all:
-            m = M.tool_call_metrics([preds[i] for i in idx], [refs[i] for i in idx], [tools[i] for i in idx])
-            for k, v in m.items():
-                vals[k].append(v)
-        out[name] = {k: np.nanpercentile(v, [2.5, 97.5]) for k, v in vals.items()}
-    return out
+    return [r["tools"] for r in rows], [r["completion"] for r in rows], idx_all
+
+
+def _intervals(metrics_per_resample):
+    vals = collections.defaultdict(list)
+    for metrics in metrics_per_resample:
+        for k, v in metrics.items():
+            vals[k].append(v)
+    return {k: np.nanpercentile(v, [2.5, 97.5]) for k, v in vals.items()}
+
+
+def naive_bootstrap(preds_by_system, rows, n_resamples, seed):
+    tools, refs, idx_all = _resamples(rows, n_resamples, seed)
+    return {
+        name: _intervals(
+            M.tool_call_metrics([preds[i] for i in idx], [refs[i] for i in idx], [tools[i] for i in idx])
+            for idx in idx_all
+        )
+        for name, preds in preds_by_system.items()
+    }
 
 
 def loop_bootstrap(preds_by_system, rows, n_resamples, seed):
-    tools = [r["tools"] for r in rows]
-    refs = [r["completion"] for r in rows]
-    rng = np.random.default_rng(seed)
-    n = len(rows)
-    idx_all = [rng.integers(0, n, n) for _ in range(n_resamples)]
+    tools, refs, idx_all = _resamples(rows, n_resamples, seed)
     out = {}
     for name, preds in preds_by_system.items():
         comps = M._add_derived_tool_cols(M.tool_call_components(preds, refs, tools))
-        vals = collections.defaultdict(list)
-        for idx in idx_all:
-            sub = {k: v[idx] for k, v in comps.items()}
-            for k, v in M.compute(M.TOOL_CALL_METRICS, sub).items():
-                vals[k].append(v)
-        out[name] = {k: np.nanpercentile(v, [2.5, 97.5]) for k, v in vals.items()}
+        out[name] = _intervals(M.compute(M.TOOL_CALL_METRICS, {k: v[idx] for k, v in comps.items()}) for idx in idx_all)
     return out
 
 

@@ -89,8 +89,8 @@ def cfg(**kw: Any) -> Any:
 
 
 def one_rep(tiny: Path, n: int) -> dict[str, float]:
+    from protege.database import open_store
     from protege.flywheel import run_flywheel
-    from protege.store import open_store
 
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as d:

@@ -513,7 +513,7 @@ def main() -> None:
                             continue
                         measure(t, stream, 16, rnd, mode, rate, max(args.duration, 3.0))
         # Graceful stop flushes every pending trace into the store.
-        from protege.store import open_store
+        from protege.database import open_store
 
         traces = {}
         for name, proc in gw_procs.items():

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from protege.capture import build_trace  # noqa: E402
 from protege.capture.files import import_jsonl, record_to_trace  # noqa: E402
+from protege.database import open_store  # noqa: E402
 from protege.stats import trace_stats  # noqa: E402
-from protege.store import open_store  # noqa: E402
 
 MODELS = ["gpt-4o-mini", "gpt-4o", "claude-3-5-haiku", "llama-3.1-70b"]
 CLIENTS = [f"app-{i}" for i in range(8)]

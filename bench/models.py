@@ -51,8 +51,8 @@ def bench_loading(naive_runs: int, cached_runs: int) -> dict[str, Any]:
 
 
 def bench_poll(polls: int, tmp: Path) -> dict[str, Any]:
+    from protege.database import open_store
     from protege.registry import Registry
-    from protege.store import open_store
 
     reg = Registry(open_store(f"sqlite:///{tmp / 'bench.db'}"))
     for t in range(20):

@@ -406,7 +406,7 @@ def throughput(n: int, sample: int) -> None:
     from protege.curate.names import load_ner
     from protege.curate.pipeline import CurateConfig
     from protege.curate.scrub import Scrubber
-    from protege.store import open_store
+    from protege.database import open_store
 
     traces = synthetic_traces(n)
     load_ner()
@@ -475,7 +475,7 @@ def bfcl_mixture(n: int, setting: str) -> None:
     from protege.curate import curate, iter_curated
     from protege.curate.names import load_ner
     from protege.curate.pipeline import CurateConfig
-    from protege.store import open_store
+    from protege.database import open_store
 
     traces = [t for t, _ in pairs]
     load_ner()
@@ -509,7 +509,7 @@ sys.path.insert(0, sys.argv[1])
 from protege.curate import curate
 from protege.curate.pipeline import CurateConfig
 from protege.curate.names import load_ner
-from protege.store import open_store
+from protege.database import open_store
 load_ner()
 store = open_store(sys.argv[2])
 extra = {"workers": int(sys.argv[3])} if len(sys.argv) > 3 else {}
@@ -539,7 +539,7 @@ def bfcl_timing(n: int, baseline_n: int, baseline_rev: str, setting: str) -> Non
     mixture = _mixture_traces(setting, n)
     if mixture is None:
         return
-    from protege.store import open_store
+    from protege.database import open_store
 
     baseline_n = min(baseline_n, n)
     with tempfile.TemporaryDirectory() as tmp:

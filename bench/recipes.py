@@ -100,7 +100,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from protege.store import open_store
+    from protege.database import open_store
     from protege.tasks.manage import find_task
 
     store = open_store()

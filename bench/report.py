@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from protege.capture import build_trace  # noqa: E402
+from protege.database import open_store  # noqa: E402
 from protege.report import collect_report  # noqa: E402
 from protege.report.html import render_html  # noqa: E402
-from protege.store import open_store  # noqa: E402
 
 TASKS = [f"task-{i}" for i in range(6)]
 REASONS = ["schema:get_weather:'city' is a required property", "engine_error:TimeoutError", "empty_answer",

@@ -34,10 +34,10 @@ def _pct(xs: list[float], q: float) -> float:
 
 def bench_decisions(tmp: Path, n: int = 2000) -> dict[str, Any]:
     """Decision time of the real router on discovered tasks."""
+    from protege.database import open_store
     from protege.importers.bfcl import import_bfcl, iter_bfcl_exchanges
     from protege.router import Router, StudentInfo
     from protege.router.routes import Route
-    from protege.store import open_store
     from protege.tasks import TaskIndex, discover_tasks
 
     store = open_store(f"sqlite:///{tmp / 'router.db'}")

@@ -31,7 +31,7 @@ import openai  # noqa: E402
 
 import protege  # noqa: E402
 from protege.capture import wrap as wrap_mod  # noqa: E402
-from protege.store import open_store  # noqa: E402
+from protege.database import open_store  # noqa: E402
 
 BODY = json.dumps({
     "id": "chatcmpl-b", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",

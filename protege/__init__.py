@@ -18,7 +18,7 @@ _LAZY = {
     "Trace": "protege.store.records",
     "Feedback": "protege.store.records",
     "TraceStore": "protege.store.db",
-    "open_store": "protege.store.db",
+    "open_store": "protege.database",
     "StoreError": "protege.store.db",
     "CaptureWriter": "protege.capture.writer",
     "WriterConfig": "protege.capture.writer",
@@ -123,9 +123,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from protege.capture.stream import StreamAccumulator as StreamAccumulator
     from protege.capture.writer import CaptureWriter as CaptureWriter
     from protege.capture.writer import WriterConfig as WriterConfig
+    from protege.database import open_store as open_store
     from protege.store.db import StoreError as StoreError
     from protege.store.db import TraceStore as TraceStore
-    from protege.store.db import open_store as open_store
     from protege.store.records import Feedback as Feedback
     from protege.store.records import Trace as Trace
 

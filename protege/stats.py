@@ -11,6 +11,7 @@ there than window functions or several aggregate queries).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -212,15 +213,24 @@ def trace_stats(
 
 
 def recent_traces(
-    store: TraceStore, *, limit: int = 20, since: float | None = None, until: float | None = None, **filters: Any
+    store: TraceStore,
+    *,
+    limit: int = 20,
+    offset: int = 0,
+    since: float | None = None,
+    until: float | None = None,
+    columns: Sequence[str] = LIST_COLUMNS,
+    **filters: Any,
 ) -> list[dict[str, Any]]:
-    """The newest traces' extracted columns (no payloads), newest first."""
+    """The newest traces' extracted ``columns`` (never payloads, so no key is
+    needed), newest first."""
     t = schema.traces
     q = (
-        sa.select(*[t.c[c] for c in LIST_COLUMNS])
+        sa.select(*[t.c[c] for c in columns])
         .where(*_conditions(since, until, filters))
         .order_by(t.c.id.desc())
         .limit(limit)
+        .offset(offset)
     )
     with store.engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(q)]

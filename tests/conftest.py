@@ -60,7 +60,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(db_url: str):
-    from protege.store import open_store
+    from protege.database import open_store
 
     s = open_store(db_url)
     yield s

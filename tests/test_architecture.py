@@ -95,3 +95,12 @@ def test_no_import_cycles():
 
 def test_a_cycle_would_be_found():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
+
+
+def test_the_store_knows_none_of_its_users():
+    """The store sits below every stage: the tables it serves come to it from
+    above (protege/database.py), so no module under protege/store/ names a stage."""
+    graph = _import_graph()
+    leaves = {"protege.config", "protege.ids", "protege.safejson"}
+    used = {t for m, ts in graph.items() if m.startswith("protege.store") for t in ts}
+    assert used and all(t.startswith("protege.store") or t in leaves for t in used), used

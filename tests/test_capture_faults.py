@@ -18,10 +18,12 @@ import pytest
 
 from protege.capture.spool import dead_letter_path, replay_dead_letters, spool_path_for, spool_status
 from protege.capture.writer import CaptureWriter, WriterConfig
+from protege.database import open_store
 from protege.gateway.config import GatewayConfig
 from protege.gateway.server import ServerThread
-from protege.store import Trace, open_store
+from protege.store import Trace
 from protege.testing.fake_upstream import FakeUpstreamThread
+from protege.testing.wait import wait_until
 
 # The fault-injection suite: `make test-faults` runs it alone (about a minute);
 # it is part of the default run too.
@@ -39,15 +41,6 @@ def _config(tmp_path: Path, upstream_url: str, db_url: str, **kw: Any) -> Gatewa
                                                       retry_interval_s=0.1, flush_interval_s=0.01)
     return GatewayConfig(upstream=upstream_url, db_url=db_url, capture=capture,
                          gateway_keys=kw.pop("gateway_keys", []), keys_file=tmp_path / "keys.json", **kw)
-
-
-def _wait(predicate: Any, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def _count(url: str, **filters: Any) -> int:
@@ -216,8 +209,8 @@ def test_poison_in_the_spool_does_not_block_replay(tmp_path: Path) -> None:
     assert store.inner.count_traces() == 0 and spool_status(spool)["spooled"] == 12
     store.down = False
     writer = CaptureWriter(store, cfg)
-    assert _wait(lambda: store.inner.count_traces() == 10)
-    assert _wait(lambda: writer.stats.dead_lettered == 2)
+    assert wait_until(lambda: store.inner.count_traces() == 10)
+    assert wait_until(lambda: writer.stats.dead_lettered == 2)
     assert writer.stats.store_ok
     writer.close()
     assert spool_status(spool) == {"spool": str(spool), "spooled": 0, "dead_letters": 2}
@@ -448,8 +441,8 @@ def test_two_gateways_sharing_a_home_keep_their_spools(tmp_path: Path, upstream:
         assert store_b.inner.count_traces() == 4 and store_a.inner.count_traces() == 0
         assert httpx.get(a.url + "/health").json()["status"] == "degraded"
         store_a.down = False
-        assert _wait(lambda: store_a.inner.count_traces() == 10)
-        assert _wait(lambda: httpx.get(a.url + "/health").json()["status"] == "ok")
+        assert wait_until(lambda: store_a.inner.count_traces() == 10)
+        assert wait_until(lambda: httpx.get(a.url + "/health").json()["status"] == "ok")
     assert sorted(t.id for t in store_a.inner.iter_traces()) == sorted(ids_a)
     assert sorted(t.id for t in store_b.inner.iter_traces()) == sorted(ids_b)
 
@@ -486,7 +479,7 @@ def test_writers_sharing_one_spool_lose_and_double_nothing(tmp_path: Path) -> No
                 s.down = False
     for w in writers:
         assert w.flush(10)
-    assert _wait(lambda: stores[0].inner.count_traces() == 200)
+    assert wait_until(lambda: stores[0].inner.count_traces() == 200)
     for w in writers:
         w.close()
     assert sorted(t.id for t in stores[0].inner.iter_traces()) == sorted(sent)
@@ -521,7 +514,7 @@ def _serve(tmp_path: Path, upstream_url: str, db_url: str, durability: str) -> t
     proc = subprocess.Popen([sys.executable, "-m", "protege", "serve", "--upstream", upstream_url, "--port",
                              str(port), "--db", db_url, "--durability", durability], env=env)
     base = f"http://127.0.0.1:{port}"
-    assert _wait(lambda: _healthy(base), 60), "the gateway did not start"
+    assert wait_until(lambda: _healthy(base), 60), "the gateway did not start"
     return proc, base
 
 
@@ -673,7 +666,7 @@ def test_store_locked_does_not_delay_answers(tmp_path: Path, upstream: FakeUpstr
         t0 = time.monotonic()
         ids = _ordinary(srv, 12)
         assert time.monotonic() - t0 < 1.5, "answers waited for the store's lock"
-        assert _wait(lambda: srv.app.writer.stats.written == 12)
+        assert wait_until(lambda: srv.app.writer.stats.written == 12)
     release.join()
     holder.close()
     store = open_store(url)
@@ -701,7 +694,7 @@ def test_store_locked_past_its_timeout_spools(tmp_path: Path, upstream: FakeUpst
     store.add_traces = add  # type: ignore[method-assign]
     with ServerThread(_config(tmp_path, upstream.url, url), store=store) as srv:
         ids = _ordinary(srv, 8)
-        assert _wait(lambda: store.inner.count_traces() == 8)
+        assert wait_until(lambda: store.inner.count_traces() == 8)
         stats = srv.app.writer.stats
         assert stats.spooled >= 1 and stats.dead_lettered == 0 and stats.store_ok
     assert sorted(t.id for t in store.inner.iter_traces()) == sorted(ids)
@@ -750,7 +743,7 @@ def test_capture_child_killed_alone_loses_nothing(tmp_path: Path, upstream: Fake
             ids = [i for batch in pool.map(lambda k: _ordinary(srv, 4, f"k{k}-"), range(8)) for i in batch]
         os.kill(srv.app.writer._proc.pid, signal.SIGKILL)
         ids += _ordinary(srv, 3, "after")
-        assert _wait(lambda: _count(url) == len(ids))
+        assert wait_until(lambda: _count(url) == len(ids))
     store = open_store(url)
     try:
         assert sorted(t.id for t in store.iter_traces()) == sorted(ids)

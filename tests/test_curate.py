@@ -13,7 +13,8 @@ from protege.curate.dedup import NearDupIndex, dedup_text, exact_hash, jaccard, 
 from protege.curate.filters import FilterConfig, SchemaCache, check_trace, normalize_schema
 from protege.curate.pipeline import CurateConfig
 from protege.curate.view import curated_counts
-from protege.store import Feedback, open_store
+from protege.database import open_store
+from protege.store import Feedback
 
 WEATHER_TOOL = {
     "type": "function",

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from protege.cli.main import cli
+from protege.database import open_store
 from protege.datasets import (
     DatasetConfig,
     build_dataset,
@@ -19,7 +20,7 @@ from protege.datasets import (
     stratified_group_split,
     trace_to_row,
 )
-from protege.store import Trace, open_store
+from protege.store import Trace
 
 SYSTEM = "You route support tickets. Use the tools."
 TOOLS = {
@@ -292,8 +293,8 @@ def test_cli_build_list_show_and_errors(tmp_path: Path) -> None:
 
 def test_students_own_answers_never_become_training_data(tmp_path, monkeypatch):
     from protege.capture import build_trace
+    from protege.database import open_store
     from protege.datasets import DatasetConfig, build_dataset
-    from protege.store import open_store
 
     monkeypatch.setenv("PROTEGE_HOME", str(tmp_path / "home"))
     store = open_store(f"sqlite:///{tmp_path / 's.db'}")

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from protege.database import open_store
 from protege.evaluate import EvalConfig, FunctionPredictor, evaluate_task, load_report
 from protege.evaluate.bfcl_check import bfcl_rows, checker_status, cross_check
 from protege.evaluate.cost import CostConfig
 from protege.evaluate.runner import TaskData
-from protege.store import Trace, open_store
+from protege.store import Trace
 
 TASK = "bfcl-simple"
 
@@ -460,42 +461,12 @@ def test_cli_eval_json_and_table(tiny_adapter, _isolated_home: Path):
     store, rec = tiny_adapter
     db = f"sqlite:///{_isolated_home / 'p.db'}"
     runner = CliRunner()
-    res = runner.invoke(
-        cli,
-        [
-            "eval",
-            "tiny-task",
-            "--db",
-            db,
-            "--no-baselines",
-            "--sample",
-            "3",
-            "--resamples",
-            "50",
-            "--latency-samples",
-            "1",
-            "--json",
-        ],
-    )
+    quick = ["eval", "tiny-task", "--db", db, "--no-baselines", "--resamples", "50"]
+    res = runner.invoke(cli, [*quick, "--sample", "3", "--latency-samples", "1", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output[res.output.index("{") :])
     assert data["n_examples"] == 3 and set(data["systems"]) == {"student", "teacher"}
-    res = runner.invoke(
-        cli,
-        [
-            "eval",
-            "tiny-task",
-            "--db",
-            db,
-            "--no-baselines",
-            "--sample",
-            "2",
-            "--resamples",
-            "50",
-            "--latency-samples",
-            "0",
-        ],
-    )
+    res = runner.invoke(cli, [*quick, "--sample", "2", "--latency-samples", "0"])
     assert res.exit_code == 0, res.output
     assert "exact_call_match" in res.output and "share of teacher quality" in res.output
     res = runner.invoke(cli, ["eval", "no-such-task", "--db", db])

@@ -173,7 +173,7 @@ def test_steps_run_in_order_and_are_stored(store: Any, tok: Any) -> None:
 
 
 def test_crashed_run_resumes_from_last_finished_step(tmp_path: Path, tok: Any) -> None:
-    from protege.store import open_store
+    from protege.database import open_store
 
     store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
     fill(store)
@@ -195,7 +195,7 @@ def test_crashed_run_resumes_from_last_finished_step(tmp_path: Path, tok: Any) -
 
 
 def test_second_run_without_new_data_trains_nothing_then_new_data_retrains(tmp_path: Path, tok: Any) -> None:
-    from protege.store import open_store
+    from protege.database import open_store
 
     store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
     fill(store)
@@ -221,7 +221,7 @@ def test_second_run_without_new_data_trains_nothing_then_new_data_retrains(tmp_p
 
 
 def _promoted(tmp_path: Path, tok: Any) -> Any:
-    from protege.store import open_store
+    from protege.database import open_store
 
     store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
     fill(store)
@@ -268,9 +268,9 @@ def test_input_shift_triggers_retraining_with_reason(tmp_path: Path, tok: Any) -
 
 
 def test_approve_stops_before_promotion(tmp_path: Path, tok: Any) -> None:
+    from protege.database import open_store
     from protege.registry import Registry
     from protege.router.routes import list_routes
-    from protege.store import open_store
 
     store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
     fill(store)
@@ -291,8 +291,8 @@ def test_approve_stops_before_promotion(tmp_path: Path, tok: Any) -> None:
 
 
 def test_low_shadow_agreement_retires(tmp_path: Path, tok: Any) -> None:
+    from protege.database import open_store
     from protege.registry import Registry
-    from protege.store import open_store
 
     store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
     fill(store)
@@ -319,7 +319,7 @@ def currency_trace(i: int) -> Any:
 
 
 def test_tasks_from_discovery_and_rediscovery_on_new_call_sites(tmp_path: Path, tok: Any) -> None:
-    from protege.store import open_store
+    from protege.database import open_store
     from protege.tasks import TaskIndex
 
     store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
@@ -402,9 +402,9 @@ class SureOrWrong:
 
 
 def test_gate_with_a_confidence_floor_promotes_and_deferrals_are_not_failures(tmp_path: Path, tok: Any) -> None:
+    from protege.database import open_store
     from protege.flywheel.drift import served_counts
     from protege.registry import Registry
-    from protege.store import open_store
 
     store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
     fill(store, n=160)
@@ -480,8 +480,8 @@ def test_cli_trials_lists_recipe_trials(tmp_path: Path, tok: Any) -> None:
     from click.testing import CliRunner
 
     from protege.cli.main import cli
+    from protege.database import open_store
     from protege.evaluate import FunctionPredictor
-    from protege.store import open_store
 
     url = f"sqlite:///{tmp_path / 'p.db'}"
     store = open_store(url)
@@ -499,8 +499,9 @@ def test_cli_trials_lists_recipe_trials(tmp_path: Path, tok: Any) -> None:
 def test_demo_attributes_untagged_unseen_calls_to_their_tasks(tmp_path: Path) -> None:
     """With no student live the gateway tags no call; the demo's per-task table
     must still count each unseen call under its task, not as long tail."""
+    from protege.database import open_store
     from protege.demo.end_to_end import _served_quality
-    from protege.store import Trace, open_store
+    from protege.store import Trace
 
     class Index:
         def assign(self, request: dict[str, Any], response: Any = None) -> tuple[str | None, float]:

@@ -122,7 +122,7 @@ def test_gate_without_an_evaluation_fails_and_is_stored(store):
 
 def test_cli_gate(db_url):
     from protege.cli.main import cli
-    from protege.store import open_store
+    from protege.database import open_store
 
     store = open_store(db_url)
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,11 @@ import orjson
 import pytest
 
 from protege.capture.writer import WriterConfig
+from protege.database import open_store
 from protege.gateway.config import GatewayConfig
 from protege.gateway.server import ServerThread
-from protege.store import open_store
 from protege.testing.fake_upstream import FakeUpstreamThread, completion
+from protege.testing.wait import wait_until
 
 WEATHER = {
     "type": "function",
@@ -347,15 +347,6 @@ class FlakyStore:
         return self.inner.add_feedback(fb)
 
 
-def _wait(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def test_store_outage_spools_and_replays(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str) -> None:
     flaky = FlakyStore(store_url)
     flaky.down = True
@@ -373,7 +364,7 @@ def test_store_outage_spools_and_replays(tmp_path: Path, upstream: FakeUpstreamT
         metrics = httpx.get(srv.url + "/metrics").text
         assert "protege_capture_spooled_total 12.0" in metrics
         flaky.down = False  # the database is back
-        assert _wait(lambda: flaky.inner.count_traces() == 12)
+        assert wait_until(lambda: flaky.inner.count_traces() == 12)
         assert httpx.get(srv.url + "/health").json()["status"] == "ok"
     assert sorted(t.id for t in flaky.inner.iter_traces()) == sorted(ids)
     assert all(f.stat().st_size == 0 for f in (tmp_path / "spool").glob("*.jsonl"))
@@ -396,7 +387,7 @@ def test_spool_survives_restart(tmp_path: Path, upstream: FakeUpstreamThread, st
     assert sorted(json.loads(line)["id"] for line in spooled) == sorted(ids)
     flaky.down = False
     with ServerThread(_config(tmp_path, upstream.url, store_url), store=flaky):
-        assert _wait(lambda: flaky.inner.count_traces() == 5)
+        assert wait_until(lambda: flaky.inner.count_traces() == 5)
     assert sorted(t.id for t in flaky.inner.iter_traces()) == sorted(ids)
 
 
@@ -426,7 +417,7 @@ def test_postgres_store_unreachable_then_back(tmp_path: Path, upstream: FakeUpst
             ids.append(raw.headers["x-protege-trace-id"])
         assert srv.app.writer.flush(10) and srv.app.writer.stats.spooled == 6
         swap.url = pg_url
-        assert _wait(lambda: srv.app.writer.stats.replayed == 6)
+        assert wait_until(lambda: srv.app.writer.stats.replayed == 6)
     store = open_store(pg_url)
     try:
         assert sorted(t.id for t in store.iter_traces()) == sorted(ids)
@@ -575,7 +566,7 @@ def test_child_process_death_falls_back_in_process(tmp_path: Path, upstream: Fak
         ids = [client.chat.completions.with_raw_response.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": f"after {i}"}]).headers["x-protege-trace-id"]
             for i in range(3)]
-        assert _wait(lambda: writer.flush(5) and writer.stats.written == 3)
+        assert wait_until(lambda: writer.flush(5) and writer.stats.written == 3)
         for trace_id in ids:
             assert _stored(srv, store_url, trace_id).status == "ok"
 
@@ -589,7 +580,7 @@ def test_client_disconnect_stops_the_teacher(tmp_path: Path, store_url: str) -> 
             trace_id = r.headers["x-protege-trace-id"]
             for _ in r.iter_raw():
                 break  # read one chunk, then hang up
-        assert _wait(lambda: srv.app.writer.stats.submitted == 1, 5)
+        assert wait_until(lambda: srv.app.writer.stats.submitted == 1, 5)
         trace = _stored(srv, store_url, trace_id)
     assert trace.status == "error" and "client disconnected" in trace.error
     content = trace.response["choices"][0]["message"]["content"] or ""

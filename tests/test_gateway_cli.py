@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from protege.cli.main import cli
+from protege.database import open_store
 from protege.gateway.keys import KeyRing, default_keys_file
-from protege.store import open_store
 from protege.testing.fake_upstream import FakeUpstreamThread
 
 ROOT = Path(__file__).resolve().parent.parent

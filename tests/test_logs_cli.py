@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from protege.capture import build_trace
 from protege.cli.main import cli
+from protege.database import open_store
 from protege.stats import trace_stats
-from protege.store import open_store
 
 
 @pytest.fixture(autouse=True)

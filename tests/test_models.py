@@ -315,9 +315,9 @@ def test_shot_picker_prefers_similar_examples_and_covers_tools():
 
 
 def test_select_ranks_available_candidates(tmp_path: Path, tiny_dir: Path, _isolated_home: Path):
+    from protege.database import open_store
     from protege.models.select import SelectConfig, latest_selection, select_models
     from protege.models.tiny import build_tiny
-    from protege.store import open_store
 
     store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
 
@@ -448,8 +448,8 @@ def test_gemma_270m_from_gguf_gets_a_chat_template(real_models: Path):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_select_on_smollm2(tmp_path: Path, real_models: Path):
+    from protege.database import open_store
     from protege.models.select import SelectConfig, select_models
-    from protege.store import open_store
 
     store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
     sel = select_models(store, "weather", Constraints(max_params=parse_params("200M")),

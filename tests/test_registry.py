@@ -120,7 +120,7 @@ def test_update_metrics_merges(store):
 
 
 def test_concurrent_promotions_leave_one_promoted(db_url):
-    from protege.store import open_store
+    from protege.database import open_store
 
     store = open_store(db_url)
     reg = Registry(store)
@@ -150,7 +150,7 @@ def test_cli_list_show_promote_rollback(tmp_path: Path):
     from click.testing import CliRunner
 
     from protege.cli.main import cli
-    from protege.store import open_store
+    from protege.database import open_store
 
     url = f"sqlite:///{tmp_path / 'p.db'}"
     reg = Registry(open_store(url))
@@ -212,8 +212,8 @@ def _logits(model, tokenizer, text: str):
 
 
 def test_export_adapter_copies_peft_files(tmp_path: Path, tiny_adapter):
+    from protege.database import open_store
     from protege.registry.export import ExportError, export
-    from protege.store import open_store
 
     rec = _registered(open_store(f"sqlite:///{tmp_path / 'p.db'}"), tiny_adapter)
     out = export(rec, "adapter", tmp_path / "out")
@@ -228,9 +228,9 @@ def test_export_merged_equals_base_plus_adapter(tmp_path: Path, tiny_adapter):
     import torch
     from peft import PeftModel
 
+    from protege.database import open_store
     from protege.models.loader import load_base
     from protege.registry.export import export
-    from protege.store import open_store
 
     base, adapter = tiny_adapter
     rec = _registered(open_store(f"sqlite:///{tmp_path / 'p.db'}"), tiny_adapter)
@@ -252,8 +252,8 @@ def test_export_gguf_loads_back_in_transformers(tmp_path: Path, tiny_adapter, ou
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from protege.database import open_store
     from protege.registry.export import export, merged_model
-    from protege.store import open_store
 
     rec = _registered(open_store(f"sqlite:///{tmp_path / 'p.db'}"), tiny_adapter)
     path = export(rec, "gguf", tmp_path / "gguf", outtype=outtype)
@@ -270,7 +270,7 @@ def test_cli_export_and_bad_format_errors(tmp_path: Path, tiny_adapter):
     from click.testing import CliRunner
 
     from protege.cli.main import cli
-    from protege.store import open_store
+    from protege.database import open_store
 
     url = f"sqlite:///{tmp_path / 'p.db'}"
     rec = _registered(open_store(url), tiny_adapter)
@@ -292,9 +292,9 @@ def test_export_gguf_of_smollm2_with_adapter(tmp_path: Path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from protege.database import open_store
     from protege.models.loader import load_base
     from protege.registry.export import export, merged_model
-    from protege.store import open_store
 
     model, _ = load_base("smollm2-135m-instruct")
     cfg = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from protege.capture import build_trace
+from protege.database import open_store
 from protege.report import collect_report, render_html
-from protege.store import open_store
 
 XSS = "<script>alert('x')</script>"
 XSS_REASON = '<img src=x onerror="alert(2)">'

@@ -222,7 +222,7 @@ def test_cli_scrub_bad_jsonl_is_one_line():
 
 def test_redact_trace_as_capture_hook(tmp_path):
     from protege.capture import CaptureWriter, WriterConfig
-    from protege.store import open_store
+    from protege.database import open_store
 
     store = open_store(f"sqlite:///{tmp_path / 'cap.db'}")
     writer = CaptureWriter(store, WriterConfig(spool_path=tmp_path / "spool.jsonl"), redact=redact_trace)

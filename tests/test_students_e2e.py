@@ -6,7 +6,6 @@ without a restart, and streaming with tool calls works from both sides."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import sqlalchemy as sa
 torch = pytest.importorskip("torch")
 
 from protege.capture.writer import WriterConfig  # noqa: E402
+from protege.database import open_store  # noqa: E402
 from protege.gateway.config import GatewayConfig  # noqa: E402
 from protege.gateway.server import ServerThread  # noqa: E402
 from protege.gateway.student import StudentPath, agree  # noqa: E402
@@ -24,8 +24,8 @@ from protege.registry import Registry  # noqa: E402
 from protege.router.migrations import shadow_results  # noqa: E402
 from protege.router.routes import set_route  # noqa: E402
 from protege.serve.engine import EmbeddedEngine  # noqa: E402
-from protege.store import open_store  # noqa: E402
 from protege.testing.fake_upstream import FakeUpstreamThread  # noqa: E402
+from protege.testing.wait import wait_until  # noqa: E402
 
 WEATHER = {
     "type": "function",
@@ -127,15 +127,6 @@ def _trace(stack: dict[str, Any], raw: Any) -> Any:
     return stack["store"].get_trace(raw.headers["x-protege-trace-id"])
 
 
-def _wait(cond, timeout: float = 10.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def test_promoted_student_serves_and_streams(stack):
     raw = _ask(stack["client"])
     assert raw.headers["x-protege-served-by"] == "student"
@@ -160,7 +151,7 @@ def test_invalid_student_answer_falls_back_and_rollback_restores(stack):
     reg, adapters = stack["reg"], stack["adapters"]
     bad = reg.register("weather", base_model="tiny", path=adapters["bad"])
     reg.promote(bad.id, "test")
-    _wait(lambda: stack["students"].router.promoted("weather").adapter == bad.ref)
+    assert wait_until(lambda: stack["students"].router.promoted("weather").adapter == bad.ref)
     raw = _ask(stack["client"])
     assert raw.headers["x-protege-served-by"] == "fallback"
     # The client got the teacher's answer, transparently.
@@ -174,7 +165,7 @@ def test_invalid_student_answer_falls_back_and_rollback_restores(stack):
     assert any(c.choices and c.choices[0].delta.tool_calls for c in chunks)
     # Rollback: the previous adapter serves again, no restart.
     reg.rollback("weather", "bad answers")
-    _wait(lambda: stack["students"].router.promoted("weather").adapter == stack["good"].ref)
+    assert wait_until(lambda: stack["students"].router.promoted("weather").adapter == stack["good"].ref)
     assert _ask(stack["client"]).headers["x-protege-served-by"] == "student"
     metrics = stack["client"]._client.get(str(stack["client"].base_url).replace("/v1/", "/metrics")).text
     assert 'protege_gateway_fallbacks_total{reason="unknown_tool' in metrics
@@ -183,7 +174,7 @@ def test_invalid_student_answer_falls_back_and_rollback_restores(stack):
 
 def test_shadow_mode_stores_agreement_and_route_off(stack):
     set_route(stack["store"], "weather", "shadow")
-    _wait(lambda: stack["students"].routes.get("weather").mode == "shadow")
+    assert wait_until(lambda: stack["students"].routes.get("weather").mode == "shadow")
     raw = _ask(stack["client"])
     assert raw.headers["x-protege-served-by"] == "teacher"
     trace_id = raw.headers["x-protege-trace-id"]
@@ -192,7 +183,7 @@ def test_shadow_mode_stores_agreement_and_route_off(stack):
         with stack["store"].engine.connect() as conn:
             return conn.execute(sa.select(shadow_results).where(shadow_results.c.trace_id == trace_id)).first()
 
-    _wait(lambda: stored() is not None)
+    assert wait_until(lambda: stored() is not None)
     row = stored()
     assert row.valid == 1 and row.agree in (0, 1) and row.task_id == "weather"
     teacher = raw.parse().choices[0].message.model_dump()
@@ -205,10 +196,10 @@ def test_shadow_mode_stores_agreement_and_route_off(stack):
         streamed_id = resp.headers["x-protege-trace-id"]
         list(resp.iter_lines())
     trace_id = streamed_id
-    _wait(lambda: stored() is not None)
+    assert wait_until(lambda: stored() is not None)
     assert stored().agree in (0, 1)
     set_route(stack["store"], "weather", "off")
-    _wait(lambda: stack["students"].routes.get("weather").mode == "off")
+    assert wait_until(lambda: stack["students"].routes.get("weather").mode == "off")
     assert _ask(stack["client"]).headers["x-protege-served-by"] == "teacher"
 
 
@@ -243,7 +234,7 @@ def test_confidence_floor_defers_unsure_answers_to_the_teacher(stack):
     assert ans.confidence is not None and 0.0 < ans.confidence <= 1.0
     # A floor above the answer's confidence: the teacher answers, the trace says why.
     reg.update_metrics(stack["good"].id, {"serving": {"min_confidence": min(1.0, ans.confidence + 1e-3)}})
-    _wait(lambda: stack["students"].router.promoted("weather").min_confidence is not None)
+    assert wait_until(lambda: stack["students"].router.promoted("weather").min_confidence is not None)
     raw = _ask(stack["client"])
     assert raw.headers["x-protege-served-by"] == "fallback"
     assert raw.parse().choices[0].message.tool_calls[0].function.name == "get_weather"
@@ -254,7 +245,7 @@ def test_confidence_floor_defers_unsure_answers_to_the_teacher(stack):
     assert served_counts(store, "weather", 0.0).get("deferred") == 1  # not a validation failure
     # At or under the answer's confidence the student serves again.
     reg.update_metrics(stack["good"].id, {"serving": {"min_confidence": ans.confidence * 0.99}})
-    _wait(lambda: (stack["students"].router.promoted("weather").min_confidence or 1.0) < ans.confidence)
+    assert wait_until(lambda: (stack["students"].router.promoted("weather").min_confidence or 1.0) < ans.confidence)
     assert _ask(stack["client"]).headers["x-protege-served-by"] == "student"
 
 

@@ -89,7 +89,7 @@ def mixture():
 # One generic prompt offering every tool is the hard case (see bench/tasks.py).
 @pytest.mark.parametrize(("setting", "least_ari"), [("site", 0.9), ("generic", 0.85)])
 def test_discovery_recovers_call_sites(tmp_path, mixture, setting, least_ari):
-    from protege.store import open_store
+    from protege.database import open_store
 
     store = open_store(f"sqlite:///{tmp_path / 'p.db'}")
     pairs = list(mixture.traces(setting))
@@ -408,9 +408,9 @@ def test_requests_that_bring_their_own_functions_are_one_task(tmp_path):
     Python functions (BFCL simple_python and multiple: topics from geometry to
     law, a few functions recurring), is one task, not one per topic. (Python
     against Java/JavaScript sites behind one prompt: bench/tasks.py.)"""
+    from protege.database import open_store
     from protege.demo.end_to_end import workload
     from protege.importers import bfcl as B
-    from protege.store import open_store
 
     traces, agent = [], []
     for i, (cat, e, prompt, _) in enumerate(workload((), (("python-tools", ("simple_python", "multiple")),))["seen"]):

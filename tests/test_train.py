@@ -529,8 +529,8 @@ def test_cli_trains_and_reports(tok, monkeypatch, _isolated_home: Path) -> None:
     out = json.loads(r.output)
     assert out["version"] == 1 and out["metrics"]["steps"] == 3
     if importlib.util.find_spec("protege.registry") is not None:
+        from protege.database import open_store
         from protege.registry import Registry
-        from protege.store import open_store
 
         store = open_store()
         rec = Registry(store).get("weather", 1)

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from protege.store import open_store
+from protege.database import open_store
 
 CHROMIUM = os.environ.get("PROTEGE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(

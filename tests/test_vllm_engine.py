@@ -17,15 +17,16 @@ import pytest
 pytest.importorskip("transformers")
 
 from protege.capture.writer import WriterConfig  # noqa: E402
+from protege.database import open_store  # noqa: E402
 from protege.gateway.config import GatewayConfig  # noqa: E402
 from protege.gateway.server import ServerThread  # noqa: E402
 from protege.gateway.student import StudentPath  # noqa: E402
 from protege.registry import Registry  # noqa: E402
 from protege.router.routes import set_route  # noqa: E402
 from protege.serve.engine import AdapterSpec, OpenAICompatEngine, logprob_signals  # noqa: E402
-from protege.store import open_store  # noqa: E402
 from protege.testing.fake_upstream import FakeUpstreamThread  # noqa: E402
 from protege.testing.fake_vllm import FakeVllmThread  # noqa: E402
+from protege.testing.wait import wait_until  # noqa: E402
 
 WEATHER = {
     "type": "function",
@@ -115,15 +116,6 @@ def _ask(client: openai.OpenAI) -> Any:
         model="gpt-4o-mini", messages=MESSAGES, tools=[WEATHER], extra_headers={"X-Protege-Task": "weather"})
 
 
-def _wait(cond: Any, timeout: float = 10.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def test_registry_drives_vllm_adapters_and_the_student_serves(stack):
     fake = stack["vllm"].fake
     # Promotion loaded the adapter under the task's name, from the registry's path.
@@ -140,12 +132,12 @@ def test_registry_drives_vllm_adapters_and_the_student_serves(stack):
     reg = stack["reg"]
     v2 = reg.register("weather", base_model="tiny", path=_adapter_dir(stack["tmp"] / "v2"))
     reg.promote(v2.id, "better")
-    _wait(lambda: fake.loaded.get("weather") == str(stack["tmp"] / "v2"))
+    assert wait_until(lambda: fake.loaded.get("weather") == str(stack["tmp"] / "v2"))
     assert fake.sent("/v1/unload_lora_adapter")[-1] == {"lora_name": "weather"}
     assert _ask(stack["client"]).headers["x-protege-served-by"] == "student"
     # Retired: unloaded from vLLM, and the teacher answers the task again.
     reg.retire(v2.id, "demoted")
-    _wait(lambda: "weather" not in fake.loaded)
+    assert wait_until(lambda: "weather" not in fake.loaded)
     assert _ask(stack["client"]).headers["x-protege-served-by"] == "teacher"
 
 
@@ -171,7 +163,7 @@ def test_vllm_down_falls_back_to_the_teacher_with_the_reason_stored(stack):
 def test_low_confidence_from_vllm_logprobs_goes_to_the_teacher(stack):
     reg, fake = stack["reg"], stack["vllm"].fake
     reg.update_metrics(stack["v1"].id, {"serving": {"min_confidence": 0.95, "signal": "min_prob"}})
-    _wait(lambda: stack["students"].router.promoted("weather").min_confidence == 0.95)
+    assert wait_until(lambda: stack["students"].router.promoted("weather").min_confidence == 0.95)
     raw = _ask(stack["client"])
     # Every token came back at p=0.8 < 0.95: the answer was valid, but not sure enough.
     assert raw.headers["x-protege-served-by"] == "fallback"

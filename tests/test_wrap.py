@@ -350,7 +350,7 @@ def test_wrap_rejects_other_objects(store):
 
 
 def test_spool_of_a_dead_process_is_replayed(tmp_path, upstream, _isolated_home):
-    from protege.store import open_store
+    from protege.database import open_store
 
     url = f"sqlite:///{tmp_path / 'spool.db'}"
     store = open_store(url)

@@ -156,7 +156,7 @@ class Capture:
 
 def _open_store(db_url: str | None) -> Any:
     from protege.config import default_db_url
-    from protege.store import open_store
+    from protege.database import open_store
 
     url = db_url or default_db_url()
     with _lock:

@@ -53,7 +53,8 @@ def open_store_or_fail(db_url: str | None, *, create: bool = False) -> Any:
     refuse a SQLite file in a directory that does not exist rather than
     create it: a mistyped --db is a user mistake, not a new empty store."""
     from protege.config import default_db_url
-    from protege.store import StoreError, open_store
+    from protege.database import open_store
+    from protege.store import StoreError
 
     url = db_url or default_db_url()
     path = _sqlite_file(url)

@@ -62,9 +62,10 @@ def serve(upstream: str, host: str | None, port: int | None, db_url: str | None,
 
     from protege.capture.writer import WriterConfig
     from protege.config import default_db_url
+    from protege.database import open_store
     from protege.gateway.app import create_app, load_redact
     from protege.gateway.server import serve as run
-    from protege.store import StoreError, make_engine, open_store
+    from protege.store import StoreError, make_engine
 
     if not upstream.startswith(("http://", "https://")):
         raise UserError(f"--upstream must be an http(s) URL, got {upstream!r}")

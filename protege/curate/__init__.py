@@ -1,6 +1,6 @@
 """Curation: filter, scrub and dedup raw traces into the curated view.
 
-Imports stay light: the store imports ``protege.curate.migrations`` on open,
+Imports stay light: opening a store imports ``protege.curate.migrations``,
 so spaCy, datasketch and jsonschema load only when they are used.
 """
 

@@ -14,41 +14,6 @@ import sqlalchemy as sa
 from protege.store.migrations import Migration
 from protege.store.schema import metadata
 
-MIGRATIONS: list[Migration] = [
-    Migration(
-        100,
-        "curated view and curation runs",
-        (
-            """CREATE TABLE curated (
-                trace_id TEXT PRIMARY KEY,
-                run_id TEXT NOT NULL,
-                kept INTEGER NOT NULL,
-                reason TEXT,
-                exact_hash TEXT,
-                near_dup_group TEXT,
-                minhash TEXT,
-                request TEXT,
-                response TEXT,
-                encrypted INTEGER NOT NULL,
-                created_at DOUBLE PRECISION NOT NULL,
-                curated_at DOUBLE PRECISION NOT NULL
-            )""",
-            "CREATE INDEX ix_curated_kept ON curated (kept, trace_id)",
-            "CREATE INDEX ix_curated_exact_hash ON curated (exact_hash)",
-            "CREATE INDEX ix_curated_near_dup_group ON curated (near_dup_group)",
-            "CREATE INDEX ix_curated_run_id ON curated (run_id)",
-            """CREATE TABLE curate_runs (
-                id TEXT PRIMARY KEY,
-                started_at DOUBLE PRECISION NOT NULL,
-                finished_at DOUBLE PRECISION,
-                config TEXT,
-                counts TEXT
-            )""",
-        ),
-    ),
-]
-
-# Query-side definitions; the DDL above is what creates them.
 curated = sa.Table(
     "curated",
     metadata,
@@ -62,18 +27,22 @@ curated = sa.Table(
     sa.Column("request", sa.Text),
     sa.Column("response", sa.Text),
     sa.Column("encrypted", sa.Integer, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("curated_at", sa.Float, nullable=False),
-    extend_existing=True,
+    sa.Column("created_at", sa.DOUBLE_PRECISION, nullable=False),
+    sa.Column("curated_at", sa.DOUBLE_PRECISION, nullable=False),
+    sa.Index("ix_curated_kept", "kept", "trace_id"),
+    sa.Index("ix_curated_exact_hash", "exact_hash"),
+    sa.Index("ix_curated_near_dup_group", "near_dup_group"),
+    sa.Index("ix_curated_run_id", "run_id"),
 )
 
 curate_runs = sa.Table(
     "curate_runs",
     metadata,
     sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("finished_at", sa.Float),
+    sa.Column("started_at", sa.DOUBLE_PRECISION, nullable=False),
+    sa.Column("finished_at", sa.DOUBLE_PRECISION),
     sa.Column("config", sa.Text),
     sa.Column("counts", sa.Text),
-    extend_existing=True,
 )
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(100, "curated view and curation runs", (curated, curate_runs)),)

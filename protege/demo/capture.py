@@ -113,9 +113,9 @@ def run_capture(home: Path | None = None, *, sessions: int = 8, quiet: bool = Fa
     """Run the capture tour; returns what the agent did and what the store holds."""
     from protege.capture.writer import WriterConfig
     from protege.config import protege_home
+    from protege.database import open_store
     from protege.gateway.config import GatewayConfig
     from protege.gateway.server import ServerThread
-    from protege.store import open_store
     from protege.testing.fake_upstream import FakeUpstreamThread
 
     home = home or protege_home() / "demo"

@@ -273,11 +273,11 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
         phases[name] = round(now - since, 1)
         con.print(f"[dim]{name}: {now - since:.0f} s[/]")
         return now
+    from protege.database import open_store
     from protege.flywheel import FlywheelConfig, run_flywheel
     from protege.gateway.config import GatewayConfig
     from protege.gateway.server import ServerThread
     from protege.router.routes import list_routes, set_route
-    from protege.store import open_store
     from protege.tasks.discover import task_names
     from protege.teacher.replay import create_replay_app
 

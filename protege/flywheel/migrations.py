@@ -9,52 +9,6 @@ import sqlalchemy as sa
 from protege.store.migrations import Migration
 from protege.store.schema import metadata
 
-MIGRATIONS: list[Migration] = [
-    Migration(
-        700,
-        "flywheel runs, steps and task state",
-        (
-            """CREATE TABLE flywheel_runs (
-                id TEXT PRIMARY KEY,
-                status TEXT NOT NULL,
-                config TEXT NOT NULL,
-                summary TEXT,
-                error TEXT,
-                started_at DOUBLE PRECISION NOT NULL,
-                finished_at DOUBLE PRECISION,
-                resumed INTEGER NOT NULL
-            )""",
-            "CREATE INDEX ix_flywheel_runs_started ON flywheel_runs (started_at)",
-            """CREATE TABLE flywheel_steps (
-                run_id TEXT NOT NULL,
-                step TEXT NOT NULL,
-                seq INTEGER NOT NULL,
-                name TEXT NOT NULL,
-                task_id TEXT,
-                status TEXT NOT NULL,
-                outcome TEXT,
-                reason TEXT,
-                error TEXT,
-                started_at DOUBLE PRECISION NOT NULL,
-                finished_at DOUBLE PRECISION,
-                PRIMARY KEY (run_id, step)
-            )""",
-            """CREATE TABLE flywheel_tasks (
-                task_id TEXT PRIMARY KEY,
-                adapter_id TEXT,
-                dataset_hash TEXT,
-                trained_on INTEGER NOT NULL,
-                trained_until DOUBLE PRECISION NOT NULL,
-                fingerprints TEXT,
-                centroid TEXT,
-                state TEXT NOT NULL,
-                reason TEXT,
-                updated_at DOUBLE PRECISION NOT NULL
-            )""",
-        ),
-    ),
-]
-
 # config/summary/outcome/fingerprints: JSON text. A step is keyed by its name
 # plus its task ("train:TASK"), so a resumed run finds what it already did.
 runs_table = sa.Table(
@@ -65,10 +19,10 @@ runs_table = sa.Table(
     sa.Column("config", sa.Text, nullable=False),
     sa.Column("summary", sa.Text),
     sa.Column("error", sa.Text),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("finished_at", sa.Float),
+    sa.Column("started_at", sa.DOUBLE_PRECISION, nullable=False),
+    sa.Column("finished_at", sa.DOUBLE_PRECISION),
     sa.Column("resumed", sa.Integer, nullable=False),
-    extend_existing=True,
+    sa.Index("ix_flywheel_runs_started", "started_at"),
 )
 
 steps_table = sa.Table(
@@ -83,9 +37,8 @@ steps_table = sa.Table(
     sa.Column("outcome", sa.Text),
     sa.Column("reason", sa.Text),
     sa.Column("error", sa.Text),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("finished_at", sa.Float),
-    extend_existing=True,
+    sa.Column("started_at", sa.DOUBLE_PRECISION, nullable=False),
+    sa.Column("finished_at", sa.DOUBLE_PRECISION),
 )
 
 # state: training | gated_out | shadow | awaiting_approval | promoted | retired | demoted
@@ -96,11 +49,14 @@ tasks_state_table = sa.Table(
     sa.Column("adapter_id", sa.Text),
     sa.Column("dataset_hash", sa.Text),
     sa.Column("trained_on", sa.Integer, nullable=False),
-    sa.Column("trained_until", sa.Float, nullable=False),
+    sa.Column("trained_until", sa.DOUBLE_PRECISION, nullable=False),
     sa.Column("fingerprints", sa.Text),
     sa.Column("centroid", sa.Text),
     sa.Column("state", sa.Text, nullable=False),
     sa.Column("reason", sa.Text),
-    sa.Column("updated_at", sa.Float, nullable=False),
-    extend_existing=True,
+    sa.Column("updated_at", sa.DOUBLE_PRECISION, nullable=False),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(700, "flywheel runs, steps and task state", (runs_table, steps_table, tasks_state_table)),
 )

@@ -37,7 +37,7 @@ class LazyStore:
 
     def _get(self) -> TraceStore:
         if self._store is None:
-            from protege.store import open_store
+            from protege.database import open_store
 
             self._store = open_store(self.url)
         return self._store

@@ -1,4 +1,5 @@
-"""Registry tables (migration ids 400-499): adapters and their status history."""
+"""Registry tables (migration ids 400-499): adapters and their status history,
+and the results of model selection."""
 
 from __future__ import annotations
 
@@ -7,64 +8,7 @@ import sqlalchemy as sa
 from protege.store.migrations import Migration
 from protege.store.schema import metadata
 
-MIGRATIONS: list[Migration] = [
-    Migration(
-        400,
-        "adapters and adapter events",
-        (
-            """CREATE TABLE adapters (
-                id TEXT PRIMARY KEY,
-                task_id TEXT NOT NULL,
-                version INTEGER NOT NULL,
-                base_model TEXT NOT NULL,
-                dataset_id TEXT,
-                dataset_hash TEXT,
-                config TEXT,
-                metrics TEXT,
-                path TEXT,
-                status TEXT NOT NULL,
-                status_reason TEXT,
-                created_at DOUBLE PRECISION NOT NULL,
-                updated_at DOUBLE PRECISION NOT NULL
-            )""",
-            "CREATE UNIQUE INDEX ux_adapters_task_version ON adapters (task_id, version)",
-            "CREATE INDEX ix_adapters_status ON adapters (status)",
-            # At most one promoted adapter per task, enforced by the database
-            # itself (partial indexes exist on both SQLite and PostgreSQL).
-            "CREATE UNIQUE INDEX ux_adapters_promoted ON adapters (task_id) WHERE status = 'promoted'",
-            """CREATE TABLE adapter_events (
-                id TEXT PRIMARY KEY,
-                adapter_id TEXT NOT NULL,
-                task_id TEXT NOT NULL,
-                at DOUBLE PRECISION NOT NULL,
-                from_status TEXT,
-                to_status TEXT NOT NULL,
-                reason TEXT
-            )""",
-            "CREATE INDEX ix_adapter_events_adapter ON adapter_events (adapter_id)",
-            "CREATE INDEX ix_adapter_events_task ON adapter_events (task_id, at)",
-        ),
-    ),
-    # Model selection results (`protege select`): kept so training can default
-    # to the best candidate and reports can show why it was chosen.
-    Migration(
-        401,
-        "model selections",
-        (
-            """CREATE TABLE model_selections (
-                id TEXT PRIMARY KEY,
-                task_id TEXT NOT NULL,
-                dataset_version TEXT,
-                created_at DOUBLE PRECISION NOT NULL,
-                best_model TEXT,
-                best_mode TEXT,
-                constraints TEXT,
-                results TEXT NOT NULL
-            )""",
-            "CREATE INDEX ix_model_selections_task ON model_selections (task_id, created_at)",
-        ),
-    ),
-]
+_PROMOTED = sa.text("status = 'promoted'")
 
 adapters = sa.Table(
     "adapters",
@@ -80,8 +24,13 @@ adapters = sa.Table(
     sa.Column("path", sa.Text),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("status_reason", sa.Text),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("created_at", sa.DOUBLE_PRECISION, nullable=False),
+    sa.Column("updated_at", sa.DOUBLE_PRECISION, nullable=False),
+    sa.Index("ux_adapters_task_version", "task_id", "version", unique=True),
+    sa.Index("ix_adapters_status", "status"),
+    # At most one promoted adapter per task, enforced by the database itself
+    # (partial indexes exist on both SQLite and PostgreSQL).
+    sa.Index("ux_adapters_promoted", "task_id", unique=True, sqlite_where=_PROMOTED, postgresql_where=_PROMOTED),
 )
 
 adapter_events = sa.Table(
@@ -90,21 +39,31 @@ adapter_events = sa.Table(
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("adapter_id", sa.Text, nullable=False),
     sa.Column("task_id", sa.Text, nullable=False),
-    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("at", sa.DOUBLE_PRECISION, nullable=False),
     sa.Column("from_status", sa.Text),
     sa.Column("to_status", sa.Text, nullable=False),
     sa.Column("reason", sa.Text),
+    sa.Index("ix_adapter_events_adapter", "adapter_id"),
+    sa.Index("ix_adapter_events_task", "task_id", "at"),
 )
 
+# Model selection results (`protege select`): kept so training can default
+# to the best candidate and reports can show why it was chosen.
 model_selections = sa.Table(
     "model_selections",
     metadata,
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("task_id", sa.Text, nullable=False),
     sa.Column("dataset_version", sa.Text),
-    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_at", sa.DOUBLE_PRECISION, nullable=False),
     sa.Column("best_model", sa.Text),
     sa.Column("best_mode", sa.Text),
     sa.Column("constraints", sa.Text),
     sa.Column("results", sa.Text, nullable=False),
+    sa.Index("ix_model_selections_task", "task_id", "created_at"),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(400, "adapters and adapter events", (adapters, adapter_events)),
+    Migration(401, "model selections", (model_selections,)),
 )

@@ -33,6 +33,7 @@ from protege.report.data import collect_report
 from protege.report.html import page, render_html
 from protege.report.pages import nav, render_trace, render_trace_list
 from protege.report.svg import esc
+from protege.stats import recent_traces
 from protege.store import EncryptionError, schema
 
 if TYPE_CHECKING:
@@ -155,23 +156,7 @@ def list_rows(store: TraceStore, filters: dict[str, Any], limit: int, offset: in
     try:
         return [_columns_of(t) for t in store.list_traces(limit=limit, offset=offset, **filters)]
     except EncryptionError:
-        pass
-    t = schema.traces
-    q = sa.select(*[t.c[c] for c in LIST_COLUMNS])
-    for key, value in filters.items():
-        if key == "since":
-            q = q.where(t.c.created_at >= value)
-        elif key == "until":
-            q = q.where(t.c.created_at < value)
-        else:
-            q = q.where(t.c[key] == value)
-    q = q.order_by(t.c.id.desc()).limit(limit).offset(offset)
-    with store.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q)]
-    for r in rows:
-        r["tools_called"] = json.loads(r["tools_called"]) if r["tools_called"] else []
-        r["stream"] = bool(r["stream"])
-    return rows
+        return recent_traces(store, limit=limit, offset=offset, columns=LIST_COLUMNS, **filters)
 
 
 def distinct_tasks(store: TraceStore) -> list[str]:

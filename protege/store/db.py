@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from protege.safejson import json_loads
 from protege.store import schema
 from protege.store.crypto import EncryptionError, PayloadCipher
-from protege.store.migrations import migrate
+from protege.store.migrations import MIGRATIONS, Migration, migrate
 from protege.store.records import Feedback, Trace
 
 _JSON_LIST_COLUMNS = ("tools_offered", "tools_called")
@@ -111,13 +111,20 @@ class TraceSink(Protocol):
 
 
 class TraceStore:
-    """Reads and writes traces and feedback. Opening migrates the schema.
+    """Reads and writes traces and feedback. Opening applies ``migrations``:
+    by default the store's own; ``protege.open_store`` passes every stage's.
 
     Payloads (request, response) are encrypted when a key is given; the
     extracted columns stay in clear so that later stages can query them.
     """
 
-    def __init__(self, url: str | None = None, *, encryption_key: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        encryption_key: str | None = None,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
         from protege.config import StoreConfig
 
         cfg = StoreConfig()
@@ -126,7 +133,7 @@ class TraceStore:
         self.cipher = PayloadCipher(key) if key else None
         self.engine = make_engine(self.url)
         try:
-            migrate(self.engine)
+            migrate(self.engine, migrations)
         except sa.exc.OperationalError as exc:
             raise StoreError(f"cannot open store {self.safe_url}: {exc.orig}") from exc
 
@@ -348,9 +355,3 @@ class TraceStore:
             m["meta"] = json.loads(m["meta"]) if m["meta"] else {}
             out.append(Feedback(**m))
         return out
-
-
-def open_store(url: str | None = None, *, encryption_key: str | None = None) -> TraceStore:
-    """Open (and migrate) the store at ``url``; defaults to PROTEGE_DB_URL or
-    the SQLite file under PROTEGE_HOME."""
-    return TraceStore(url, encryption_key=encryption_key)
