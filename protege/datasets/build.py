@@ -190,7 +190,9 @@ def _json_object(text: Any) -> bool:
 def detect_output_type(rows: list[dict[str, Any]], cfg: DatasetConfig | None = None) -> str:
     """tool_call | json | label | text, from what the teacher answered.
 
-    tool_call: at least half the answers call a tool. json: the request asks
+    tool_call: at least ``protege.tasks.label.TOOL_CALL_SHARE`` of the answers
+    call a tool (an agent step that closes its turn in words is still one of
+    that job's answers), as task discovery decides. json: the request asks
     for JSON (response_format) or nearly every answer is a JSON object. label:
     the answers come from a small closed set of short strings that repeat.
     """
@@ -198,8 +200,10 @@ def detect_output_type(rows: list[dict[str, Any]], cfg: DatasetConfig | None = N
     if not rows:
         return "text"
     n = len(rows)
+    from protege.tasks.label import TOOL_CALL_SHARE
+
     with_calls = sum(1 for r in rows if r["completion"]["tool_calls"])
-    if with_calls * 2 >= n:
+    if with_calls >= TOOL_CALL_SHARE * n:
         return "tool_call"
     texts = [r["completion"]["content"] or "" for r in rows]
     json_fmt = sum(
