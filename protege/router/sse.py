@@ -20,7 +20,8 @@ def _event(obj: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
-def completion_to_sse(completion: dict[str, Any], *, include_usage: bool = False) -> Iterator[bytes]:
+def completion_chunks(completion: dict[str, Any], *, include_usage: bool = False) -> Iterator[dict[str, Any]]:
+    """The ``chat.completion.chunk`` objects of a whole completion, in stream order."""
     base = {
         "id": completion.get("id"),
         "object": "chat.completion.chunk",
@@ -30,11 +31,11 @@ def completion_to_sse(completion: dict[str, Any], *, include_usage: bool = False
     if completion.get("system_fingerprint"):
         base["system_fingerprint"] = completion["system_fingerprint"]
 
-    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         obj = dict(base, choices=choices, **extra)
         if include_usage and "usage" not in extra:
             obj["usage"] = None
-        return _event(obj)
+        return obj
 
     for choice in completion.get("choices") or []:
         idx = choice.get("index", 0)
@@ -61,4 +62,9 @@ def completion_to_sse(completion: dict[str, Any], *, include_usage: bool = False
         yield chunk([{"index": idx, "delta": {}, "finish_reason": choice.get("finish_reason")}])
     if include_usage:
         yield chunk([], usage=completion.get("usage"))
+
+
+def completion_to_sse(completion: dict[str, Any], *, include_usage: bool = False) -> Iterator[bytes]:
+    for obj in completion_chunks(completion, include_usage=include_usage):
+        yield _event(obj)
     yield b"data: [DONE]\n\n"

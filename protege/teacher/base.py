@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -42,20 +41,6 @@ def message_of(completion: dict[str, Any]) -> dict[str, Any]:
     """The first choice's message of a ``chat.completion`` ({} when there is none)."""
     choices = completion.get("choices") or [{}]
     return dict(choices[0].get("message") or {})
-
-
-def completion_chunks(completion: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """A whole ``chat.completion`` as the chunks a streaming teacher would send."""
-    base = {"id": completion.get("id") or "chatcmpl-teacher", "object": "chat.completion.chunk",
-            "created": completion.get("created") or int(time.time()), "model": completion.get("model")}
-    for i, choice in enumerate(completion.get("choices") or []):
-        msg = choice.get("message") or {}
-        delta: dict[str, Any] = {"role": "assistant", "content": msg.get("content")}
-        if msg.get("tool_calls"):
-            delta["tool_calls"] = [{"index": k, **c} for k, c in enumerate(msg["tool_calls"])]
-        yield {**base, "choices": [{"index": choice.get("index", i), "delta": delta, "finish_reason": None}]}
-        yield {**base, "choices": [{"index": choice.get("index", i), "delta": {},
-                                    "finish_reason": choice.get("finish_reason") or "stop"}]}
 
 
 class HttpTeacher:
@@ -108,4 +93,6 @@ class ReplayTeacher:
         return copy.deepcopy(answer)
 
     def stream(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        from protege.router.sse import completion_chunks
+
         yield from completion_chunks(self.complete(request))
