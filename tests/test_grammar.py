@@ -152,3 +152,88 @@ def test_grammar_module_needs_no_model(tmp_path: Path) -> None:
     code = ("import sys; from protege.models.grammar import answer_grammar; answer_grammar([]); "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0
+
+
+# -- verification: evaluation confirms a student's greedy answer against the
+# teacher's draft in one forward pass instead of generating it. The answers and
+# their confidence must be exactly what generation gives, and a draft the
+# student would not write must never be confirmed.
+
+
+def _rows(n: int) -> list[dict]:
+    return [{"messages": [{"role": "user", "content": f"go {i} " * (i + 1)}], "tools": GEN_TOOLS,
+             "tool_choice": "required", "parallel_tool_calls": False} for i in range(n)]
+
+
+def _predictor(tiny, verify: bool):
+    from protege.evaluate.predictors import TransformersPredictor
+
+    model, tok = tiny
+    return TransformersPredictor("s", model, tok, batch_size=3, max_new_tokens=64, verify=verify)
+
+
+def _until_stop(p, ids: list[int]) -> list[int]:
+    stops = p._stops()
+    return ids[: next(k for k, t in enumerate(ids) if t in stops) + 1]
+
+
+def _same_signals(a: dict | None, b: dict | None) -> bool:
+    return a is not None and b is not None and all(abs(a[k] - b[k]) < 1e-4 for k in a)
+
+
+def test_the_students_own_answers_are_confirmed_exactly(tiny) -> None:
+    rows = _rows(5)
+    gen = _predictor(tiny, verify=False)
+    answers = gen.predict(rows)
+    drafts = [_until_stop(gen, ids) for ids in gen.answer_ids]
+    ver = _predictor(tiny, verify=True)
+    prompts = [ver._prompt(r) for r in rows]
+    done = ver.verify_drafts(rows, prompts, drafts)
+    assert sorted(done) == list(range(len(rows)))
+    for i, (message, signals) in done.items():
+        assert message == answers[i]
+        assert _same_signals(signals, gen.signals[i])
+
+
+def test_a_draft_the_student_would_not_write_is_not_confirmed(tiny) -> None:
+    rows = _rows(3)
+    gen = _predictor(tiny, verify=False)
+    gen.predict(rows)
+    drafts = [_until_stop(gen, ids) for ids in gen.answer_ids]
+    ver = _predictor(tiny, verify=True)
+    prompts = [ver._prompt(r) for r in rows]
+    wrong = [list(d) for d in drafts]
+    k = len(wrong[1]) // 2
+    wrong[1][k] = next(t for t in range(len(tiny[1])) if t != wrong[1][k] and t not in gen._stops())
+    wrong[2] = wrong[2][:-1]  # no end of turn: generation would go on
+    assert sorted(ver.verify_drafts(rows, prompts, wrong)) == [0]
+
+
+def test_calls_of_one_conversation_are_confirmed_in_one_pass(tiny) -> None:
+    rows = _rows(2)
+    gen = _predictor(tiny, verify=False)
+    gen.predict(rows[:1])
+    first = _until_stop(gen, gen.answer_ids[0])
+    _, tok = tiny
+    p1 = tok(gen._prompt(rows[0]), add_special_tokens=False)["input_ids"]
+    # The second call's prompt carries the first call and its answer, as an agent's history does.
+    p2 = p1 + first + tok("<|im_start|>user\nagain<|im_end|>\n<|im_start|>assistant\n",
+                          add_special_tokens=False)["input_ids"]
+    ver = _predictor(tiny, verify=True)
+    done = ver.verify_drafts([rows[0], rows[0]], [p1, p2], [first, first])
+    assert 0 in done and ver.stats["verify_passes"] == 1
+    assert done[0][0] == gen.predict(rows[:1])[0]
+
+
+def test_predict_gives_what_generation_gives(tiny) -> None:
+    rows = _rows(6)
+    gen = _predictor(tiny, verify=False)
+    answers = gen.predict(rows)
+    # The teacher agreed with the student on every other row.
+    for i, row in enumerate(rows):
+        row["completion"] = answers[i] if i % 2 == 0 else {"role": "assistant", "content": "no"}
+    ver = _predictor(tiny, verify=True)
+    assert ver.predict(rows) == answers
+    assert all(_same_signals(a, b) for a, b in zip(ver.signals, gen.signals, strict=True))
+    assert ver.stats["calls"] == len(rows)
+    assert ver.stats["verified"] <= 3

@@ -32,10 +32,10 @@ def _single(text: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
               help="State directory, reused by a second run. Default: .protege-demo (capture tour: "
               "$PROTEGE_HOME/demo).")
 @click.option("--fresh", is_flag=True, help="Forget the state of an earlier run first.")
-@click.option("--max-tokens", type=int, default=140_000, show_default=True,
+@click.option("--max-tokens", type=int, default=170_000, show_default=True,
               help="Training tokens per student: the budget that sizes each student's steps.")
 @click.option("--max-steps", type=int, default=None, help="Training steps per student (default: the token budget).")
-@click.option("--train-seconds", type=float, default=330.0, show_default=True,
+@click.option("--train-seconds", type=float, default=420.0, show_default=True,
               help="Wall-clock cap on each student's training (0: none); the token budget binds first on a fast CPU.")
 @click.option("--max-tasks", type=int, default=2, show_default=True, help="Students trained.")
 @click.option("--base", default="smollm2-135m-instruct", show_default=True, help="Student base model.")

@@ -249,8 +249,8 @@ def _served_quality(store: TraceStore, since: float, index: Any, until: float | 
     }
 
 
-def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None, max_tokens: int = 140_000,
-             train_seconds: float | None = 330.0, max_tasks: int = 2,
+def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None, max_tokens: int = 170_000,
+             train_seconds: float | None = 420.0, max_tasks: int = 2,
              base: str = "smollm2-135m-instruct",
              suites: tuple[tuple[str, ...], ...] = SUITES,
              single: tuple[tuple[str, tuple[str, ...]], ...] = SINGLE) -> dict[str, Any]:

@@ -282,15 +282,20 @@ def evaluate_task(
             student_conf = c if len(c) == len(rows) and any(x is not None for x in c) else None
             student_signals = _signal_lists(predictor, len(rows))
         if name != "teacher":
-            seconds = stats.get("seconds") or wall
-            calls = stats.get("calls") or len(rows)
-            res.seconds_per_call = seconds / calls if calls else None
+            # Throughput and cost from generated answers only: answers confirmed
+            # against the teacher's draft cost evaluation less than serving them would.
+            generated = stats.get("calls")
+            seconds = stats.get("seconds") or (None if generated == 0 else wall)
+            calls = generated or len(rows)
+            res.seconds_per_call = seconds / calls if seconds and calls else None
             tokens = stats.get("generated_tokens")
             res.tokens_per_s = tokens / seconds if tokens and seconds else None
-            # Baselines run on the student's hardware: the same price per second.
-            res.cost_per_1k = student_cost_per_1k(res.seconds_per_call, device, config.cost)
             if name == "student":
                 res.latency_ms = _latency_ms(predictor, rows, config.latency_samples)
+                if res.seconds_per_call is None and res.latency_ms is not None:
+                    res.seconds_per_call = res.latency_ms / 1000.0  # every draft confirmed: unbatched time
+            # Baselines run on the student's hardware: the same price per second.
+            res.cost_per_1k = student_cost_per_1k(res.seconds_per_call, device, config.cost)
         results[name] = res
 
     report = EvalReport(
@@ -389,10 +394,18 @@ def _latency_ms(predictor: Any, rows: Sequence[dict[str, Any]], k: int) -> float
     if k <= 0 or not rows:
         return None
     times = []
-    for row in rows[:k]:
-        t0 = time.perf_counter()
-        predictor.predict([row])
-        times.append((time.perf_counter() - t0) * 1000.0)
+    # Generated, as served: not confirmed against the teacher's answer.
+    verify = getattr(predictor, "verify", None)
+    if verify:
+        predictor.verify = False
+    try:
+        for row in rows[:k]:
+            t0 = time.perf_counter()
+            predictor.predict([row])
+            times.append((time.perf_counter() - t0) * 1000.0)
+    finally:
+        if verify:
+            predictor.verify = verify
     return float(np.median(times))
 
 
@@ -506,12 +519,18 @@ class _AdapterOff:
     def eval(self) -> Any:
         return self._m.eval()
 
-    def generate(self, **kwargs: Any) -> Any:
+    def _run(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
         ctx = getattr(self._m, "disable_adapter", None)
         if ctx is None:
-            return self._m.generate(**kwargs)
+            return fn(**kwargs)
         with ctx():
-            return self._m.generate(**kwargs)
+            return fn(**kwargs)
+
+    def generate(self, **kwargs: Any) -> Any:
+        return self._run(self._m.generate, **kwargs)
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return self._run(self._m, **kwargs)
 
 
 def _share(

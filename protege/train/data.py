@@ -103,6 +103,26 @@ def tokenize_rows(
     return out, rep
 
 
+def fold_hosts(seqs: Sequence[Sequence[int]], key_len: int = 32) -> list[int]:
+    """For each token sequence, the index of the longest one it is a token-for-token
+    start of (an earlier call of the same agent conversation inside a later
+    call's history), or its own index when it starts no longer sequence.
+    Hosts are never folded themselves, so every chain ends in one host."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]), reverse=True)
+    hosts: dict[tuple[int, ...], list[int]] = {}  # first tokens -> longer sequences kept so far
+    out = list(range(len(seqs)))
+    for i in order:
+        ids = seqs[i]
+        for j in hosts.get(tuple(ids[:key_len]), ()):
+            other = seqs[j]
+            if len(other) > len(ids) and list(other[: len(ids)]) == list(ids):
+                out[i] = j
+                break
+        else:
+            hosts.setdefault(tuple(ids[:key_len]), []).append(i)
+    return out
+
+
 def pack_turns(examples: Sequence[TokenizedExample]) -> tuple[list[TokenizedExample], int]:
     """Fold each example that is a token-for-token prefix of a longer one (an
     earlier call of the same agent conversation: its prompt and answer are the
@@ -112,35 +132,20 @@ def pack_turns(examples: Sequence[TokenizedExample]) -> tuple[list[TokenizedExam
     tokens after the same context. Matching on token ids, not on messages,
     means a template that renders history differently from answers merges
     nothing rather than teaching the wrong thing. Returns (examples, folded)."""
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids), reverse=True)
-    hosts: dict[tuple[int, ...], list[int]] = {}  # first tokens -> longer examples kept so far
-    key_len = 32
-    kept: list[int] = []
+    host_of = fold_hosts([ex.input_ids for ex in examples])
     spans: dict[int, list[tuple[int, int]]] = {}
-    folded = 0
-    for i in order:
-        ex = examples[i]
-        ids = ex.input_ids
-        host = None
-        for j in hosts.get(tuple(ids[:key_len]), ()):
-            other = examples[j].input_ids
-            if len(other) > len(ids) and other[: len(ids)] == ids:
-                host = j
-                break
-        if host is None:
-            kept.append(i)
-            hosts.setdefault(tuple(ids[:key_len]), []).append(i)
-            continue
-        spans.setdefault(host, []).append((ex.n_prompt, len(ids)))
-        spans[host].extend(ex.spans)
-        folded += 1
+    for i, h in enumerate(host_of):
+        if h != i:
+            ex = examples[i]
+            spans.setdefault(h, []).extend([(ex.n_prompt, len(ex.input_ids)), *ex.spans])
     out = []
-    for i in sorted(kept):
-        ex = examples[i]
+    for i, ex in enumerate(examples):
+        if host_of[i] != i:
+            continue
         if i in spans:
             ex = TokenizedExample(ex.input_ids, ex.n_prompt, ex.row_id, ex.synthetic, sorted(ex.spans + spans[i]))
         out.append(ex)
-    return out, folded
+    return out, sum(1 for i, h in enumerate(host_of) if h != i)
 
 
 def length_grouped_batches(
