@@ -194,8 +194,8 @@ def trace_stats(
         sa.func.min(t.c.created_at).label("first"),
         sa.func.max(t.c.created_at).label("last"),
     ]
-    with store.engine.connect() as conn:
-        if store.engine.dialect.name != "postgresql":
+    with store.read() as conn:
+        if store.dialect != "postgresql":
             total_row, group_rows = _stats_one_pass(conn, key, conds)
         else:
             cols += _percentile_columns()
@@ -232,7 +232,7 @@ def recent_traces(
         .limit(limit)
         .offset(offset)
     )
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         rows = [dict(r._mapping) for r in conn.execute(q)]
     for r in rows:
         r["tools_called"] = json.loads(r["tools_called"]) if r["tools_called"] else []

@@ -104,3 +104,12 @@ def test_the_store_knows_none_of_its_users():
     leaves = {"protege.config", "protege.ids", "protege.safejson"}
     used = {t for m, ts in graph.items() if m.startswith("protege.store") for t in ts}
     assert used and all(t.startswith("protege.store") or t in leaves for t in used), used
+
+
+def test_stages_reach_the_database_through_the_store():
+    """Stages read and write through the store's ways in (``read``, ``write``,
+    ``has_table``, ``reflect``), never through its SQLAlchemy engine."""
+    raw = re.compile(r"\bstore\.engine\b")
+    users = [str(p.relative_to(ROOT)) for p in (ROOT / "protege").rglob("*.py")
+             if not p.is_relative_to(ROOT / "protege" / "store") and raw.search(p.read_text())]
+    assert users == []

@@ -136,7 +136,7 @@ def _pending_ids(store: TraceStore, full: bool) -> tuple[list[str], list[str | N
             .select_from(t.outerjoin(curated, curated.c.trace_id == t.c.id))
             .where(curated.c.trace_id.is_(None))
         )
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         rows = conn.execute(q.order_by(t.c.id)).all()
     return [r[0] for r in rows], [r[1] for r in rows]
 
@@ -172,14 +172,14 @@ def curate(
         scrubber = Scrubber(surrogates=cfg.surrogates, ner=cfg.ner)
 
     if cfg.full and not cfg.dry_run:
-        with store.engine.begin() as conn:
+        with store.write() as conn:
             conn.execute(curated.delete())
     ids, sessions = _pending_ids(store, cfg.full)
     total = len(ids)
 
     def load_shingles(key: str) -> Any:
         t = schema.traces
-        with store.engine.connect() as conn:
+        with store.read() as conn:
             row = conn.execute(
                 sa.select(
                     t.c.request,
@@ -206,7 +206,7 @@ def curate(
     seen_hashes: dict[str, str] = {}  # scrubbed input hash -> near-dup group, kept traces
     raw_seen: dict[str, str] = {}  # raw input hash -> scrubbed input hash, this run
     if not cfg.full and total:
-        with store.engine.connect() as conn:
+        with store.read() as conn:
             rows = conn.execute(
                 sa.select(
                     curated.c.trace_id, curated.c.exact_hash, curated.c.near_dup_group, curated.c.minhash
@@ -228,7 +228,7 @@ def curate(
     by_trace: dict[str, Any] = {}
     by_session: dict[str, Any] = {}
     if filters.uses_feedback:
-        with store.engine.connect() as conn:
+        with store.read() as conn:
             fb = [dict(r._mapping) for r in conn.execute(sa.select(schema.feedback))]
         by_trace, by_session = feedback_index(fb)
     worker_args = (store, scrubber, filters, by_trace, by_session, index)
@@ -291,7 +291,7 @@ def curate(
                 dropped[row["reason"]] += 1
         report.seen += len(rows)
         if not cfg.dry_run and rows:
-            with store.engine.begin() as conn:
+            with store.write() as conn:
                 conn.execute(_insert(store, curated), rows)
         done += len(chunk_results)
         if progress is not None:
@@ -300,7 +300,7 @@ def curate(
     merged = index.merged()
     if merged and not cfg.dry_run:
         # A trace close to two earlier groups joined them; relabel the absorbed ones.
-        with store.engine.begin() as conn:
+        with store.write() as conn:
             for old, new in merged.items():
                 conn.execute(
                     curated.update().where(curated.c.near_dup_group == old).values(near_dup_group=new)
@@ -311,7 +311,7 @@ def curate(
     report.elapsed_s = time.time() - started
     report.cpu_s = _cpu_s() - started_cpu
     if not cfg.dry_run:
-        with store.engine.begin() as conn:
+        with store.write() as conn:
             conn.execute(
                 curate_runs.insert().values(
                     id=report.run_id,
@@ -426,7 +426,7 @@ def _child_init() -> None:
     global _CHILD
     assert _FORK_ARGS is not None
     store = _FORK_ARGS[0]
-    store.engine.dispose(close=False)  # the parent's pooled connections are not ours
+    store.after_fork()  # the parent's pooled connections are not ours
     _CHILD = _Worker(*_FORK_ARGS)
 
 
@@ -570,7 +570,7 @@ def _read_raw(store: TraceStore, ids: list[str], decoder: Any) -> list[_Raw]:
     request's tools list is decoded once per distinct value (``RequestDecoder``)."""
     t = schema.traces
     cols = (t.c.id, t.c.created_at, t.c.session_id, t.c.status, t.c.finish_reason, t.c.request, t.c.response)
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         rows = conn.execute(sa.select(*cols, t.c.encrypted).where(t.c.id.in_(ids)).order_by(t.c.id)).all()
     out = []
     for r in rows:

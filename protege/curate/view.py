@@ -68,7 +68,7 @@ def iter_curated(store: TraceStore, *, task_id: str | None = None, batch_size: i
             q = q.where(t.c.task_id == task_id)
         if last is not None:
             q = q.where(t.c.id > last)
-        with store.engine.connect() as conn:
+        with store.read() as conn:
             rows = conn.execute(q.order_by(t.c.id).limit(batch_size)).all()
         if not rows:
             return
@@ -97,7 +97,7 @@ def iter_curated(store: TraceStore, *, task_id: str | None = None, batch_size: i
 
 def curated_counts(store: TraceStore) -> dict[str, int]:
     """Kept and dropped-by-reason totals over the whole curated view."""
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         rows = conn.execute(
             sa.select(curated.c.kept, curated.c.reason, sa.func.count()).group_by(
                 curated.c.kept, curated.c.reason

@@ -334,7 +334,7 @@ def build_dataset(store: TraceStore, task_id: str, config: DatasetConfig | None 
 
     import sqlalchemy as sa
 
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         existing = conn.execute(
             sa.select(table).where(table.c.task_id == task_id, table.c.hash == digest).order_by(table.c.version.desc())
         ).first()
@@ -378,7 +378,7 @@ def build_dataset(store: TraceStore, task_id: str, config: DatasetConfig | None 
     if path.exists():  # a leftover of a build whose record never landed
         shutil.rmtree(path)
     tmp.rename(path)
-    with store.engine.begin() as conn:
+    with store.write() as conn:
         conn.execute(
             table.insert().values(
                 id=f"{task_id}:{version}",
@@ -455,7 +455,7 @@ def list_datasets(store: TraceStore, task_id: str | None = None) -> list[dict[st
     if task_id is not None:
         q = q.where(table.c.task_id == task_id)
     q = q.order_by(table.c.created_at.desc(), table.c.version.desc())
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         rows = [dict(r._mapping) for r in conn.execute(q)]
     for r in rows:
         r["counts"] = json.loads(r["counts"]) if r["counts"] else {}

@@ -501,7 +501,7 @@ def save_decision(
         "floor": decision.floor.to_dict() if decision.floor else None,
         "floor_curve": curve or None,
     }
-    with store.engine.begin() as conn:
+    with store.write() as conn:
         conn.execute(
             gate_decisions.insert().values(
                 id=decision.id,
@@ -530,7 +530,7 @@ def list_decisions(
     if adapter_id:
         q = q.where(t.c.adapter_id == adapter_id)
     q = q.order_by(t.c.created_at.desc(), t.c.id.desc())
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         rows = [dict(r._mapping) for r in conn.execute(q)]
     for r in rows:
         r["reasons"] = json.loads(r["reasons"])

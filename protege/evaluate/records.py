@@ -159,7 +159,7 @@ def save_report(store: TraceStore, report: EvalReport) -> str:
     }
     if report.share_of_teacher:
         summary["share_of_teacher"] = report.share_of_teacher.to_dict()  # type: ignore[assignment]
-    with store.engine.begin() as conn:
+    with store.write() as conn:
         conn.execute(
             evaluations.insert().values(
                 id=report.id,
@@ -206,6 +206,6 @@ def load_report(
     if adapter_id:
         q = q.where(t.c.adapter_id == adapter_id)
     q = q.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(1)
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         row = conn.execute(q).first()
     return EvalReport.from_dict(json.loads(row[0])) if row else None

@@ -94,7 +94,7 @@ def served_counts(store: TraceStore, task_id: str, since: float) -> dict[str, in
         traces.c.fallback_reason.like("%low_confidence%"), traces.c.fallback_reason.like("%no_confidence%")
     )
     kind = sa.case((sa.and_(traces.c.served_by == "fallback", deferred), "deferred"), else_=traces.c.served_by)
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         rows = conn.execute(
             sa.select(kind, sa.func.count())
             .where(traces.c.task_id == task_id, traces.c.created_at >= since)
@@ -110,7 +110,7 @@ def shadow_stats(store: TraceStore, task_id: str, *, adapter: str | None = None,
     q = sa.select(sr.c.agree, sr.c.valid).where(sr.c.task_id == task_id, sr.c.created_at >= since)
     if adapter is not None:
         q = q.where(sr.c.adapter == adapter)
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         rows = conn.execute(q).all()
     judged = [r for r in rows if r.agree is not None]
     agree = sum(int(r.agree) for r in judged)

@@ -45,13 +45,13 @@ def fingerprint_task_id(request: dict[str, Any]) -> str:
 
 
 def task_states(store: TraceStore) -> dict[str, dict[str, Any]]:
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         return {r.task_id: dict(r._mapping) for r in conn.execute(sa.select(tasks_state_table))}
 
 
 def _save_state(store: TraceStore, task_id: str, **values: Any) -> None:
     values["updated_at"] = time.time()
-    with store.engine.begin() as conn:
+    with store.write() as conn:
         n = conn.execute(
             tasks_state_table.update().where(tasks_state_table.c.task_id == task_id).values(**values)
         ).rowcount
@@ -109,7 +109,7 @@ def _discover(store: TraceStore, cfg: FlywheelConfig) -> dict[str, Any] | None:
 def _unassigned(store: TraceStore) -> Any:
     from protege.store.schema import traces
 
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         ids = [r.id for r in conn.execute(
             sa.select(traces.c.id).where(traces.c.task_id.is_(None), traces.c.status == "ok"))]
     for start in range(0, len(ids), 1000):
@@ -126,7 +126,7 @@ def _curated_task_counts(store: TraceStore) -> dict[str, int]:
         .where(curated.c.kept == 1, traces.c.task_id.is_not(None), traces.c.served_by != "student")
         .group_by(traces.c.task_id)
     )
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         return {r[0]: int(r[1]) for r in conn.execute(q)}
 
 
@@ -154,7 +154,7 @@ def _scores(store: TraceStore, counts: dict[str, int]) -> dict[str, float]:
     try:
         from protege.tasks.migrations import tasks_table
 
-        with store.engine.connect() as conn:
+        with store.read() as conn:
             for r in conn.execute(sa.select(tasks_table.c.id, tasks_table.c.specialisation_score)):
                 if r.id in scores:
                     scores[r.id] = float(r.specialisation_score)
@@ -497,7 +497,7 @@ def _plan(store: TraceStore, cfg: FlywheelConfig, counts: dict[str, int], retrai
 
 def run_status(store: TraceStore, limit: int = 5) -> dict[str, Any]:
     """Recent runs with their steps, and every task's flywheel state."""
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         runs = [dict(r._mapping) for r in conn.execute(
             sa.select(runs_table).order_by(runs_table.c.started_at.desc()).limit(limit))]
         for r in runs:

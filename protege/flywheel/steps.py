@@ -66,7 +66,7 @@ class Run:
         self.report = report
         self.say = say
         self.seq = 0
-        with store.engine.connect() as conn:
+        with store.read() as conn:
             rows = conn.execute(sa.select(steps_table).where(steps_table.c.run_id == report.run_id)).all()
         self.done = {r.step: r for r in rows if r.status == "done"}
         self.seq = max((r.seq for r in rows), default=-1) + 1
@@ -87,7 +87,7 @@ class Run:
                "status": "running", "outcome": None, "reason": None, "error": None, "started_at": now,
                "finished_at": None}
         self.seq += 1
-        with self.store.engine.begin() as conn:
+        with self.store.write() as conn:
             conn.execute(
                 steps_table.delete().where(steps_table.c.run_id == self.report.run_id, steps_table.c.step == key)
             )
@@ -107,7 +107,7 @@ class Run:
         return out
 
     def _finish(self, key: str, status: str, out: Any, reason: str | None, error: str | None) -> None:
-        with self.store.engine.begin() as conn:
+        with self.store.write() as conn:
             conn.execute(
                 steps_table.update()
                 .where(steps_table.c.run_id == self.report.run_id, steps_table.c.step == key)
@@ -118,17 +118,17 @@ class Run:
 
 def start_run(store: TraceStore, cfg: FlywheelConfig, resume: bool) -> FlywheelReport:
     if resume:
-        with store.engine.connect() as conn:
+        with store.read() as conn:
             last = conn.execute(sa.select(runs_table).order_by(runs_table.c.started_at.desc()).limit(1)).first()
         if last is not None and last.status in ("running", "failed"):
-            with store.engine.begin() as conn:
+            with store.write() as conn:
                 conn.execute(
                     runs_table.update().where(runs_table.c.id == last.id)
                     .values(status="running", error=None, resumed=int(last.resumed) + 1)
                 )
             return FlywheelReport(run_id=last.id, resumed=True)
     run_id = new_id()
-    with store.engine.begin() as conn:
+    with store.write() as conn:
         conn.execute(runs_table.insert().values(
             id=run_id, status="running", config=dumps(cfg.to_dict()), summary=None, error=None,
             started_at=time.time(), finished_at=None, resumed=0,
@@ -137,7 +137,7 @@ def start_run(store: TraceStore, cfg: FlywheelConfig, resume: bool) -> FlywheelR
 
 
 def end_run(store: TraceStore, report: FlywheelReport) -> None:
-    with store.engine.begin() as conn:
+    with store.write() as conn:
         conn.execute(
             runs_table.update().where(runs_table.c.id == report.run_id).values(
                 status=report.status, error=report.error, finished_at=time.time(),

@@ -246,7 +246,7 @@ class StudentPath:
         from protege.router.migrations import shadow_results
 
         try:
-            with self.store.engine.begin() as conn:
+            with self.store.write() as conn:
                 conn.execute(shadow_results.insert().values(**row))
         except Exception as exc:
             log.warning("protege: shadow result not stored (%s)", type(exc).__name__)

@@ -434,7 +434,7 @@ def record_selection(store: TraceStore, sel: Selection) -> None:
     from protege.registry.migrations import model_selections
 
     best = sel.best
-    with store.engine.begin() as conn:
+    with store.write() as conn:
         conn.execute(
             model_selections.insert().values(
                 id=sel.id, task_id=sel.task_id, dataset_version=sel.dataset_version, created_at=time.time(),
@@ -450,7 +450,7 @@ def latest_selection(store: TraceStore, task_id: str) -> dict[str, Any] | None:
 
     from protege.registry.migrations import model_selections as t
 
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         row = conn.execute(
             sa.select(t.c.results).where(t.c.task_id == task_id).order_by(t.c.created_at.desc()).limit(1)
         ).first()

@@ -108,18 +108,18 @@ def adapter_dir(task_id: str, version: int) -> Path:
 
 
 class Registry:
-    """Adapters in the store. ``Registry(store)`` (a ``TraceStore`` or an engine)."""
+    """Adapters in the store: ``Registry(store)``."""
 
     def __init__(self, store: TraceStore) -> None:
-        self.engine: sa.Engine = store if isinstance(store, sa.Engine) else store.engine
+        self.store = store
 
     # -- locking ------------------------------------------------------------
     @contextmanager
     def _task_txn(self, task_id: str) -> Iterator[sa.Connection]:
         """A transaction that holds the task's write lock, so concurrent
         promotions or registrations of one task serialise."""
-        with self.engine.begin() as conn:
-            if self.engine.dialect.name == "postgresql":
+        with self.store.write() as conn:
+            if self.store.dialect == "postgresql":
                 key = 4_000_000_000 + zlib.crc32(task_id.encode())
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
             else:
@@ -129,7 +129,7 @@ class Registry:
 
     # -- writes -------------------------------------------------------------
     def next_version(self, task_id: str) -> int:
-        with self.engine.connect() as conn:
+        with self.store.read() as conn:
             top = conn.execute(sa.select(sa.func.max(adapters.c.version)).where(adapters.c.task_id == task_id))
             return int(top.scalar() or 0) + 1
 
@@ -291,7 +291,7 @@ class Registry:
     def get(self, ref: str, version: int | None = None) -> AdapterRecord | None:
         """By adapter id (or a unique id prefix), ``task:vN``, or task id with
         ``version`` (default: the task's latest version)."""
-        with self.engine.connect() as conn:
+        with self.store.read() as conn:
             if version is None:
                 row = conn.execute(sa.select(adapters).where(adapters.c.id == ref)).first()
                 if row is not None:
@@ -325,12 +325,12 @@ class Registry:
                 raise RegistryError(f"unknown status {status!r}: use one of {', '.join(STATUSES)}")
             q = q.where(adapters.c.status == status)
         q = q.order_by(adapters.c.created_at.desc(), adapters.c.id.desc())
-        with self.engine.connect() as conn:
+        with self.store.read() as conn:
             return [AdapterRecord.from_row(r) for r in conn.execute(q)]
 
     def promoted(self, task_id: str) -> AdapterRecord | None:
         """The task's live adapter (one indexed read; the router polls it)."""
-        with self.engine.connect() as conn:
+        with self.store.read() as conn:
             row = conn.execute(
                 sa.select(adapters).where(adapters.c.task_id == task_id, adapters.c.status == "promoted")
             ).first()
@@ -338,13 +338,13 @@ class Registry:
 
     def promoted_all(self) -> dict[str, AdapterRecord]:
         """Every task's live adapter, by task id."""
-        with self.engine.connect() as conn:
+        with self.store.read() as conn:
             rows = conn.execute(sa.select(adapters).where(adapters.c.status == "promoted")).all()
         return {r.task_id: AdapterRecord.from_row(r) for r in rows}
 
     def changed_at(self) -> float:
         """Latest change anywhere in the registry: poll this, reload on change."""
-        with self.engine.connect() as conn:
+        with self.store.read() as conn:
             return float(conn.execute(sa.select(sa.func.max(adapters.c.updated_at))).scalar() or 0.0)
 
     def history(self, adapter_id: str) -> builtins.list[AdapterEvent]:
@@ -358,6 +358,6 @@ class Registry:
     def _events(self, cond: Any) -> builtins.list[AdapterEvent]:
         e = adapter_events
         q = sa.select(e.c.adapter_id, e.c.task_id, e.c.at, e.c.from_status, e.c.to_status, e.c.reason)
-        with self.engine.connect() as conn:
+        with self.store.read() as conn:
             rows = conn.execute(q.where(cond).order_by(e.c.id)).all()
         return [AdapterEvent(**dict(r._mapping)) for r in rows]

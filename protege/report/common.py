@@ -7,8 +7,6 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 if TYPE_CHECKING:
     from protege.store.db import TraceStore
 
@@ -34,15 +32,11 @@ def loads(text: Any) -> Any:
         return None
 
 
-def has_table(store: TraceStore, name: str) -> bool:
-    return sa.inspect(store.engine).has_table(name)
-
-
 def task_key(task_id: str | None) -> str:
     return task_id if task_id is not None else UNASSIGNED
 
 
 def fetch_rows(store: TraceStore, query: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every row of ``query`` as a plain dict."""
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         return [dict(r._mapping) for r in conn.execute(query, params or {})]

@@ -58,7 +58,7 @@ def _traffic(store: TraceStore, since: float | None, until: float | None) -> dic
         conds.append(t.c.created_at >= since)
     if until is not None:
         conds.append(t.c.created_at < until)
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         # Answered from the created_at index.
         span = conn.execute(
             sa.select(sa.func.min(t.c.created_at), sa.func.max(t.c.created_at)).where(*conds)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from protege.report.common import fetch_rows, has_table, loads, num, task_key
+from protege.report.common import fetch_rows, loads, num, task_key
 
 if TYPE_CHECKING:
     from protege.store.db import TraceStore
@@ -19,9 +19,9 @@ SYSTEM_ORDER = ("student", "base_zero_shot", "base_few_shot", "teacher")
 def tasks_table(store: TraceStore) -> dict[str, dict[str, Any]]:
     """Labels and output types from the task stage's table, whatever its exact
     columns (the stage owns it; only a few well-known names are read)."""
-    if not has_table(store, "tasks"):
+    if not store.has_table("tasks"):
         return {}
-    table = sa.Table("tasks", sa.MetaData(), autoload_with=store.engine)
+    table = store.reflect("tasks")
     cols = set(table.c.keys())
     key = next((c for c in ("task_id", "id") if c in cols), None)
     if key is None:
@@ -109,7 +109,7 @@ def _evaluation(row: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def evaluations(store: TraceStore) -> list[dict[str, Any]]:
-    if not has_table(store, "evaluations"):
+    if not store.has_table("evaluations"):
         return []
     q = sa.text("SELECT id, task_id, adapter_id, created_at, report FROM evaluations ORDER BY created_at, id")
     rows = fetch_rows(store, q)
@@ -117,7 +117,7 @@ def evaluations(store: TraceStore) -> list[dict[str, Any]]:
 
 
 def gate_decisions(store: TraceStore) -> list[dict[str, Any]]:
-    if not has_table(store, "gate_decisions"):
+    if not store.has_table("gate_decisions"):
         return []
     q = sa.text(
         "SELECT id, task_id, adapter_id, evaluation_id, decision, reasons, thresholds, created_at "
@@ -152,7 +152,7 @@ def gate_decisions(store: TraceStore) -> list[dict[str, Any]]:
 
 
 def adapters(store: TraceStore) -> list[dict[str, Any]]:
-    if not has_table(store, "adapters"):
+    if not store.has_table("adapters"):
         return []
     q = sa.text(
         "SELECT id, task_id, version, base_model, status, status_reason, created_at, updated_at "
@@ -167,7 +167,7 @@ def adapters(store: TraceStore) -> list[dict[str, Any]]:
 
 
 def routes(store: TraceStore) -> dict[str, dict[str, Any]]:
-    if not has_table(store, "routes"):
+    if not store.has_table("routes"):
         return {}
     q = sa.text("SELECT task_id, mode, canary_pct, reason, updated_at FROM routes")
     rows = fetch_rows(store, q)
@@ -195,7 +195,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def shadow(store: TraceStore, since: float | None, until: float | None) -> list[dict[str, Any]]:
-    if not has_table(store, "shadow_results"):
+    if not store.has_table("shadow_results"):
         return []
     where, params = [], {}
     if since is not None:

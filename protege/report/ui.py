@@ -161,19 +161,19 @@ def list_rows(store: TraceStore, filters: dict[str, Any], limit: int, offset: in
 
 def distinct_tasks(store: TraceStore) -> list[str]:
     t = schema.traces
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         rows = conn.execute(sa.select(t.c.task_id).where(t.c.task_id.is_not(None)).distinct()).all()
     return sorted(str(r[0]) for r in rows)
 
 
 def shadow_for(store: TraceStore, trace_id: str) -> dict[str, Any] | None:
-    if not sa.inspect(store.engine).has_table("shadow_results"):
+    if not store.has_table("shadow_results"):
         return None
     q = sa.text(
         "SELECT task_id, adapter, agree, valid, reasons, student_response, latency_ms, created_at "
         "FROM shadow_results WHERE trace_id = :id"
     )
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         row = conn.execute(q, {"id": trace_id}).first()
     if row is None:
         return None

@@ -54,7 +54,7 @@ def set_route(store: TraceStore, task_id: str, mode: str, *, reason: str | None 
     name, pct = parse_mode(mode)
     now = time.time()
     row = {"task_id": task_id, "mode": name, "canary_pct": pct, "reason": reason, "updated_at": now}
-    with store.engine.begin() as conn:
+    with store.write() as conn:
         updated = conn.execute(
             routes.update().where(routes.c.task_id == task_id).values(**row)
         ).rowcount
@@ -69,13 +69,13 @@ def set_route(store: TraceStore, task_id: str, mode: str, *, reason: str | None 
 
 
 def list_routes(store: TraceStore) -> list[Route]:
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         rows = conn.execute(sa.select(routes).order_by(routes.c.task_id)).all()
     return [Route(**dict(r._mapping)) for r in rows]
 
 
 def route_history(store: TraceStore, task_id: str) -> list[dict[str, Any]]:
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         rows = conn.execute(
             sa.select(route_changes).where(route_changes.c.task_id == task_id).order_by(route_changes.c.at)
         ).all()

@@ -148,6 +148,29 @@ class TraceStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    # -- ways in for the stages' own tables ---------------------------------
+    # Each stage owns its tables (``protege.database``) and reads and writes
+    # them through these, not through the engine.
+    def read(self) -> sa.Connection:
+        """A connection for reads: ``with store.read() as conn: ...``."""
+        return self.engine.connect()
+
+    def write(self) -> Any:
+        """A transaction, committed when the block ends and rolled back when it
+        raises: ``with store.write() as conn: ...``."""
+        return self.engine.begin()
+
+    def has_table(self, name: str) -> bool:
+        return sa.inspect(self.engine).has_table(name)
+
+    def reflect(self, name: str) -> sa.Table:
+        """Table ``name`` as the database has it (older databases may lack columns)."""
+        return sa.Table(name, sa.MetaData(), autoload_with=self.engine)
+
+    def after_fork(self) -> None:
+        """In a forked child: drop the parent's pooled connections without closing them."""
+        self.engine.dispose(close=False)
+
     def __enter__(self) -> TraceStore:
         return self
 

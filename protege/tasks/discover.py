@@ -380,7 +380,7 @@ def load_tasks(store: TraceStore, *, status: str | None = ACTIVE) -> list[Task]:
     q = sa.select(tasks_table)
     if status:
         q = q.where(tasks_table.c.status == status)
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         rows = conn.execute(q.order_by(tasks_table.c.n_traces.desc(), tasks_table.c.id)).all()
     return [Task.from_row(r) for r in rows]
 
@@ -398,7 +398,7 @@ def save_tasks(store: TraceStore, tasks: Sequence[Task]) -> None:
     """Insert or replace tasks by id."""
     if not tasks:
         return
-    with store.engine.begin() as conn:
+    with store.write() as conn:
         conn.execute(tasks_table.delete().where(tasks_table.c.id.in_([t.id for t in tasks])))
         conn.execute(tasks_table.insert(), [t.to_row() for t in tasks])
 
@@ -407,7 +407,7 @@ def _previous_task_ids(store: TraceStore, ids: list[str]) -> dict[str, str]:
     """trace id -> the task it belongs to now (traces with one)."""
     previous: dict[str, str] = {}
     t = sa.table("traces", sa.column("id"), sa.column("task_id"))
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         for start in range(0, len(ids), 5000):
             chunk = ids[start : start + 5000]
             q = sa.select(t.c.id, t.c.task_id).where(t.c.id.in_(chunk), t.c.task_id.is_not(None))
@@ -533,7 +533,7 @@ def discover_tasks(
         task.updated_at = now
     say("saving tasks")
     new_ids = {t.id for t in tasks}
-    with store.engine.begin() as conn:
+    with store.write() as conn:
         conn.execute(
             tasks_table.update()
             .where(tasks_table.c.status == ACTIVE, tasks_table.c.id.not_in(list(new_ids) or [""]))

@@ -163,7 +163,7 @@ def assign_unassigned(store: TraceStore, *, index: TaskIndex | None = None, thre
         return counts
     # iter_traces filters on equality; NULL needs its own query.
     t = sa.table("traces", sa.column("id"), sa.column("task_id"), sa.column("status"))
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         ids = [r.id for r in conn.execute(sa.select(t.c.id).where(t.c.task_id.is_(None), t.c.status == "ok"))]
     for start in range(0, len(ids), 1000):
         for trace in store.iter_traces(ids=ids[start : start + 1000]):

@@ -49,7 +49,7 @@ def rename_task(store: TraceStore, ref: str, name: str) -> Task:
 
 def _totals(store: TraceStore) -> tuple[int, float]:
     t = sa.table("traces", sa.column("status"), sa.column("cost_usd"))
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         n, cost = conn.execute(
             sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(t.c.cost_usd), 0.0)).where(t.c.status == "ok")
         ).one()
@@ -100,7 +100,7 @@ def merge_tasks(store: TraceStore, refs: list[str], *, embedder: Embedder | None
     merged.tags = sorted({*keep.tags, *(tag for o in others for tag in o.tags), *merged.tags})
     name_uniquely([merged], _names_in_use(store, {t.id for t in tasks}))
     now = time.time()
-    with store.engine.begin() as conn:
+    with store.write() as conn:
         conn.execute(
             tasks_table.update()
             .where(tasks_table.c.id.in_([o.id for o in others]))
@@ -153,7 +153,7 @@ def split_task(
         parts.append(part)
         store.set_task_ids({f.id: part.id for f in g})
     name_uniquely(parts, taken)
-    with store.engine.begin() as conn:
+    with store.write() as conn:
         conn.execute(
             tasks_table.update().where(tasks_table.c.id == task.id)
             .values(status=f"split:{','.join(p.id for p in parts)}", n_traces=0, updated_at=now)
