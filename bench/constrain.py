@@ -68,6 +68,34 @@ def tasks_with_adapters(home: Path) -> list[tuple[str, Path, Path]]:
     return out
 
 
+def demo_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options every bench over a demo home's students shares."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--home", type=Path, default=ROOT / ".protege-demo")
+    ap.add_argument("--task", default=None, help="one task id (default: every trained task)")
+    return ap
+
+
+def open_home(home: Path, task: str | None) -> list[tuple[str, Path, Path]]:
+    """Point protege at the demo home; its trained tasks (all, or ``task``)."""
+    os.environ["PROTEGE_HOME"] = str(home.resolve())
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    found = [t for t in tasks_with_adapters(home) if task in (None, t[0])]
+    if not found:
+        raise SystemExit(f"no trained task under {home}: run `make demo` first")
+    return found
+
+
+def load_task_student(adapter_dir: Path, data_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The task's student, and the settings a second predictor on its model needs."""
+    from protege.evaluate.predictors import load_student
+
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    student = load_student(adapter_dir, prefix=manifest.get("prefix"))
+    return student, {"prefix": student.prefix, "drop_prefix": student.drop_prefix,
+                     "max_new_tokens": student.max_new_tokens, "batch_size": student.batch_size}
+
+
 def sample_agreement(model: Any, tok: Any, rows: list[dict[str, Any]], greedy: list[dict[str, Any]], k: int,
                      settings: dict[str, Any]) -> list[float]:
     """Share of ``k`` answers sampled at temperature 0.7 equivalent to the greedy one."""
@@ -86,15 +114,12 @@ def sample_agreement(model: Any, tok: Any, rows: list[dict[str, Any]], greedy: l
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--home", type=Path, default=ROOT / ".protege-demo")
-    ap.add_argument("--task", default=None, help="one task id (default: every trained task)")
+    ap = demo_arguments(__doc__)
     ap.add_argument("--samples", type=int, default=0, help="sampled answers per call for the agreement signal")
     ap.add_argument("--limit", type=int, default=None, help="first N test examples only")
     ap.add_argument("--out", type=Path, default=Path("/tmp/protege-constrain.jsonl"))
     a = ap.parse_args()
-    os.environ["PROTEGE_HOME"] = str(a.home.resolve())
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    found = open_home(a.home, a.task)
 
     from rich.console import Console
     from rich.table import Table
@@ -103,21 +128,15 @@ def main() -> None:
     from protege.evaluate import selective as S
     from protege.evaluate.gate import GateThresholds
     from protege.evaluate.metrics import tool_call_components
-    from protege.evaluate.predictors import TransformersPredictor, adapter_settings, load_student
+    from protege.evaluate.predictors import TransformersPredictor, adapter_settings
     from protege.models import grammar as G
 
     con = Console(width=160)
-    found = [t for t in tasks_with_adapters(a.home) if a.task in (None, t[0])]
-    if not found:
-        raise SystemExit(f"no trained task under {a.home}: run `make demo` first")
     target = 1.0 - (1.0 - GateThresholds().min_share) / 2
     for task, adapter_dir, data_dir in found:
-        manifest = json.loads((data_dir / "manifest.json").read_text())
         test = read_jsonl(data_dir / "test.jsonl")[: a.limit]
         val = read_jsonl(data_dir / "validation.jsonl")[: a.limit]
-        student = load_student(adapter_dir, prefix=manifest.get("prefix"))
-        settings = {"prefix": student.prefix, "drop_prefix": student.drop_prefix,
-                    "max_new_tokens": student.max_new_tokens, "batch_size": student.batch_size}
+        student, settings = load_task_student(adapter_dir, data_dir)
         refs = [r["completion"] for r in test]
         tools = [r.get("tools") for r in test]
         result: dict[str, Any] = {"task": task, "adapter": str(adapter_dir), "n_test": len(test), "n_val": len(val)}

@@ -12,9 +12,6 @@ tool; split by whether the call follows the user's message or a tool result.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -41,31 +38,22 @@ def kind(ref: dict[str, Any], pred: dict[str, Any], right: bool) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--home", type=Path, default=ROOT / ".protege-demo")
-    ap.add_argument("--task", default=None)
-    a = ap.parse_args()
-    os.environ["PROTEGE_HOME"] = str(a.home.resolve())
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from constrain import tasks_with_adapters
+    from constrain import demo_arguments, load_task_student, open_home
+
+    a = demo_arguments(__doc__).parse_args()
+    found = open_home(a.home, a.task)
     from rich.console import Console
     from rich.table import Table
 
     from protege.datasets import read_jsonl
     from protege.evaluate.metrics import tool_call_components
-    from protege.evaluate.predictors import TransformersPredictor, load_student
+    from protege.evaluate.predictors import TransformersPredictor
 
     con = Console(width=140)
-    found = [t for t in tasks_with_adapters(a.home) if a.task in (None, t[0])]
-    if not found:
-        raise SystemExit(f"no trained task under {a.home}: run `make demo` first")
     for task, adapter_dir, data_dir in found:
-        manifest = json.loads((data_dir / "manifest.json").read_text())
         test = read_jsonl(data_dir / "test.jsonl")
-        st = load_student(adapter_dir, prefix=manifest.get("prefix"))
-        p = TransformersPredictor("student", st.model, st.tokenizer, constrain="schema", prefix=st.prefix,
-                                  drop_prefix=st.drop_prefix, max_new_tokens=st.max_new_tokens,
-                                  batch_size=st.batch_size)
+        st, settings = load_task_student(adapter_dir, data_dir)
+        p = TransformersPredictor("student", st.model, st.tokenizer, constrain="schema", **settings)
         preds = p.predict(test)
         right = tool_call_components(preds, [r["completion"] for r in test], [r.get("tools") for r in test])["exact"]
         counts: Counter[tuple[str, str]] = Counter()

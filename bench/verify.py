@@ -18,9 +18,7 @@ every answer: confirmation is exact, not an estimate.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,41 +27,32 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.constrain import tasks_with_adapters  # noqa: E402
+from bench.constrain import demo_arguments, load_task_student, open_home  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--home", type=Path, default=ROOT / ".protege-demo")
-    ap.add_argument("--task", default=None, help="one task id (default: every trained task)")
+    ap = demo_arguments(__doc__)
     ap.add_argument("--split", default="test", choices=("test", "validation"))
     ap.add_argument("--limit", type=int, default=None, help="first N examples only")
     ap.add_argument("--out", type=Path, default=Path("/tmp/protege-verify.jsonl"))
     a = ap.parse_args()
-    os.environ["PROTEGE_HOME"] = str(a.home.resolve())
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    found = open_home(a.home, a.task)
 
     from rich.console import Console
     from rich.table import Table
 
     from protege.datasets import read_jsonl
     from protege.evaluate.metrics import tool_call_components
-    from protege.evaluate.predictors import TransformersPredictor, load_student
+    from protege.evaluate.predictors import TransformersPredictor
 
     con = Console(width=160)
-    found = [t for t in tasks_with_adapters(a.home) if a.task in (None, t[0])]
-    if not found:
-        raise SystemExit(f"no trained task under {a.home}: run `make demo` first")
     t = Table(title=f"evaluation of the {a.split} split: every answer generated vs drafts confirmed (same adapter)")
     for col in ("task", "n", "side", "wall s", "confirmed", "generated", "semantic agreement",
                 "answers identical", "max signal diff"):
         t.add_column(col)
     for task, adapter_dir, data_dir in found:
-        manifest = json.loads((data_dir / "manifest.json").read_text())
         rows = read_jsonl(data_dir / f"{a.split}.jsonl")[: a.limit]
-        student = load_student(adapter_dir, prefix=manifest.get("prefix"))
-        settings = {"prefix": student.prefix, "drop_prefix": student.drop_prefix,
-                    "max_new_tokens": student.max_new_tokens, "batch_size": student.batch_size}
+        student, settings = load_task_student(adapter_dir, data_dir)
         refs = [r["completion"] for r in rows]
         tools = [r.get("tools") for r in rows]
         sides: dict[str, Any] = {}
