@@ -20,6 +20,7 @@ against a naive curation of a sample that scrubs each trace on its own
     .venv/bin/python bench/pii.py --curate-throughput 20000
     .venv/bin/python bench/pii.py --bfcl-mixture 20000   # bench/tasks.py's traffic
     .venv/bin/python bench/pii.py --bfcl-timing 100000 --baseline-n 5000   # vs an earlier revision
+    .venv/bin/python bench/pii.py --quality --bfcl-timing 10000 --baseline-n 10000 --baseline-rev 4510969
     .venv/bin/python bench/pii.py --ner-templates 3000   # NER templates vs NER on every segment
 """
 
@@ -671,6 +672,7 @@ def main() -> None:
         metavar="N",
         help="only time curation of N BFCL-mixture traces against --baseline-rev (no quality run)",
     )
+    ap.add_argument("--quality", action="store_true", help="with --bfcl-timing: the quality tables first, same run")
     ap.add_argument("--baseline-n", type=int, default=10000, help="traces the baseline curates in --bfcl-timing")
     ap.add_argument("--baseline-rev", default="479db5d", help="git revision whose curation is the baseline")
     ap.add_argument(
@@ -681,6 +683,9 @@ def main() -> None:
         ner_templates(args.ner_templates, args.setting)
         return
     if args.bfcl_timing:
+        if args.quality:
+            quality(args.repeats)
+            print()
         bfcl_timing(args.bfcl_timing, args.baseline_n, args.baseline_rev, args.setting)
         return
     quality(args.repeats)

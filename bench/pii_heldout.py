@@ -142,7 +142,7 @@ KEEP = [
 ]
 
 
-def _case(i: int, group: str, template: str, values: list[tuple[str, str]]) -> dict:
+def _case(i: int, group: str, template: str, values: list[tuple[str, str]], prefix: str = "held") -> dict:
     """Fill ``{}`` slots in order; spans point at each value."""
     text, spans = "", []
     parts = re.split(r"(?<!\{)\{\}(?!\})", template)
@@ -152,7 +152,7 @@ def _case(i: int, group: str, template: str, values: list[tuple[str, str]]) -> d
             value, kind = values[j]
             spans.append({"start": len(text), "end": len(text) + len(value), "type": kind, "value": value})
             text += value
-    return {"id": f"held-{i:03d}", "group": group, "text": text, "spans": spans}
+    return {"id": f"{prefix}-{i:03d}", "group": group, "text": text, "spans": spans}
 
 
 def phones() -> list[str]:

@@ -397,8 +397,8 @@ _ADDRESS_EU = _simple(
 # A name word in any script: capitalised in the cased ones (Latin with its
 # diacritics, Greek, Cyrillic, ...), any run of letters in the caseless ones
 # (CJK, Hangul, Arabic, Hebrew, Devanagari, Thai), which no capital marks.
-_UP = "".join(c for c in map(chr, range(0x41, 0x2000)) if c.isupper() and c.isalpha())
-_LOW = "".join(c for c in map(chr, range(0x61, 0x2000)) if c.islower() and c.isalpha())
+_UP = name_lists.UPPER_LETTERS
+_LOW = name_lists.LOWER_LETTERS
 _CASELESS = "\u0590-\u05ff\u0600-\u06ff\u0900-\u097f\u0e00-\u0e7f\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af"
 _NW = f"(?:[{re.escape(_UP)}][{re.escape(_LOW)}'’-]+|[{_CASELESS}]{{2,}})"
 

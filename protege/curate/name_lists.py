@@ -4,13 +4,14 @@ and cannot read other scripts at all.
 
 Two sources. First and last names of 100+ countries from names-dataset (an
 optional extra, ``pip install protege[names]``): its 55 MB of pickles take
-~20 s and ~3 GB to load, so the names that rank among a country's most
-common are extracted once into a small cached file, and that file is what
-later processes load (~0.3 s). Without the extra the lists are empty and
-NER and the cue rules do the work. Second, the common family names of
-Chinese, Japanese and Korean, which names-dataset has in Latin letters only;
-those scripts write a name as one run of characters, so a run that starts
-with a family name and stands alone in other-script text is a name.
+~10 s and ~1 GB to load, so the names that rank among a country's most
+common are extracted once (~7 s) into a 1 MB cached file, and that file is
+what later processes load (~0.4 s, ~60 MB). Without the extra the lists are
+empty and NER and the cue rules do the work. Second, the common family
+names of Chinese, Japanese and Korean, which names-dataset has mostly in
+Latin letters; those scripts write a name as one run of characters, so a
+run that starts with a family name and stands alone in other-script text
+is a name.
 
 A Latin-script pair is a name when its first word is a known first name
 and its last a known first or last name; single words never are (a first
@@ -121,9 +122,12 @@ COMMON_CAPITALISED = frozenset(
     email mail message subject reply welcome customer client patient guest passenger member
     caller contact attn attention""".split()
 )
-_UP = "".join(c for c in map(chr, range(0x41, 0x2000)) if c.isupper() and c.isalpha())
-_LOW = "".join(c for c in map(chr, range(0x61, 0x2000)) if c.islower() and c.isalpha())
-_WORD = f"[{re.escape(_UP)}][{re.escape(_LOW)}]+(?:[-'’][{re.escape(_UP)}]?[{re.escape(_LOW)}]+)?"
+# Capital and small letters of the cased scripts (Latin with its diacritics,
+# Greek, Cyrillic, Armenian, ...); detectors.py builds its name words from them too.
+UPPER_LETTERS = "".join(c for c in map(chr, range(0x41, 0x2000)) if c.isupper() and c.isalpha())
+LOWER_LETTERS = "".join(c for c in map(chr, range(0x61, 0x2000)) if c.islower() and c.isalpha())
+_UP, _LOW = re.escape(UPPER_LETTERS), re.escape(LOWER_LETTERS)
+_WORD = f"[{_UP}][{_LOW}]+(?:[-'’][{_UP}]?[{_LOW}]+)?"
 _PARTICLE = r"(?:van|von|de|da|das|do|dos|del|della|der|den|di|du|le|la|ter|ten|bin|binti|ibn|al|el|y|e)"
 _RUN = re.compile(rf"(?<![\w@./-]){_WORD}(?:\s(?:{_PARTICLE}\s)*{_WORD}){{1,4}}(?![\w@/-]|\.\w)")
 _TOKEN = re.compile(rf"{_WORD}|{_PARTICLE}")
