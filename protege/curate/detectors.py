@@ -1,7 +1,9 @@
 """Pattern detectors for PII and secrets: regexes plus the checks that keep
 them precise (check digits in ``checksums.py``, valid ranges for SSNs, phone
 numbers through libphonenumber, secrets through detect-secrets' plugins).
-Names come from NER in ``names.py``; everything here is cheap. One table of
+National ids are checked by python-stdnum (``national_ids.py``); names
+come from NER in ``names.py`` and from name lists in ``name_lists.py``;
+everything here is cheap. One table of
 detectors, so that ``resolve`` settles overlapping finds in one place.
 """
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from protege.curate import name_lists, national_ids
 from protege.curate.checksums import iban_ok, luhn_ok, verhoeff_ok
 
 
@@ -219,11 +222,12 @@ _SIN = _simple(
     group=1,
     check=lambda v, m, t: luhn_ok(_digits(v)),
 )
+# Documents without a checksum to test; ids that have one are stdnum's (below).
 _GENERIC_ID = _simple(
     "NATIONAL_ID",
     r"(?i)\b(?:passport(?: number| no\.?)?|driver'?s licen[cs]e(?: number| no\.?)?|national id(?: number)?|"
-    r"tax id|TIN|NHS number|BSN|personnummer|DNI|NIF|NIE|codice fiscale)\s*(?:is|:|#|=)?\s*"
-    r"([A-Z0-9][A-Z0-9 -]{5,18}[A-Z0-9])(?![A-Za-z0-9])",
+    r"tax id|TIN|NHS number)\s*(?:is|:|#|=)?\s*"
+    r"((?-i:[A-Z0-9][A-Z0-9 -]{5,18}[A-Z0-9]))(?![A-Za-z0-9])",
     group=1,
     check=lambda v, m, t: sum(c.isdigit() for c in v) >= 4,
 )
@@ -327,6 +331,14 @@ def _is_phone(candidate: str, context: bool) -> bool:
     return False
 
 
+# "number" says phone unless it is an order's, an invoice's, an account's.
+_NOT_PHONE_NUMBER = re.compile(
+    r"(?i)\b(?:order|invoice|account|tracking|reference|ref|ticket|case|booking|customer|serial|item|batch)"
+    r"\s+(?:number|numer|nummer|n[uú]mero|no\.?)\W{0,12}(?:\w+\W{1,3}){0,3}$"
+)
+_CODE_BEFORE = re.compile(r"(?:[A-Za-z]+\d|\d+[A-Za-z])[A-Za-z0-9]*\s$")
+
+
 def _phone(text: str) -> Iterator[Span]:
     for m in _PHONE_RX.finditer(text):
         n = len(_digits(m.group()))
@@ -336,7 +348,13 @@ def _phone(text: str) -> Iterator[Span]:
         yield Span(m.start(1), m.end(1), "PHONE")
     for m in _PHONE_CAND.finditer(text):
         cand = m.group().rstrip(" .-(")
-        context = _PHONE_WORDS.search(text, max(0, m.start() - 40), m.start()) is not None
+        # The last groups of a longer code ("parcel 1Z 999 AA1 01 2345 6784").
+        if _CODE_BEFORE.search(text, max(0, m.start() - 12), m.start()):
+            continue
+        context = (
+            _PHONE_WORDS.search(text, max(0, m.start() - 40), m.start()) is not None
+            and _NOT_PHONE_NUMBER.search(text, max(0, m.start() - 40), m.start()) is None
+        )
         if _is_phone(cand, context):
             yield Span(m.start(), m.start() + len(cand), "PHONE")
 
@@ -355,18 +373,32 @@ _ADDRESS = _simple(
     (?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl|\#)\.?\s*\#?[A-Za-z0-9-]{{1,6}})?
     """,
 )
+# European street forms: German and Dutch compounds ("Lindenstraße 9",
+# "Oudegracht 212"), Romance street words before the name ("Rua do Carmo 51",
+# "12 rue de Rivoli"), Polish abbreviations ("ul. Piotrkowska 104/6"); then
+# the postcode and town when they follow (Polish 00-000, Portuguese
+# 0000-000, Dutch 1234 AB, plain 4 or 5 digits).
+_EU_NAME = r"[A-ZÀ-ÞĄĆĘŁŃÓŚŹŻ][\w'’.-]+"
+_EU_TAIL = (
+    r"(?:,?\s+(?:\d{2}-\d{3}|\d{4}-\d{3}|\d{4}\s?[A-Z]{2}|\d{4,5})\s+" + _EU_NAME + r"(?:[ -]" + _EU_NAME + r")?)?"
+)
 _ADDRESS_EU = _simple(
     "ADDRESS",
-    r"\b[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm)\s+\d{1,4}[a-z]?\b"
-    r"|\b(?:Rue|Avenue|Boulevard|Via|Viale|Calle|Avenida|Plaza|Rua)\s+(?:(?:de|del|de la|des|du|della|di|da|do)\s+)?[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+){0,2},?\s+\d{1,4}\b"
-    r"|\b\d{1,4},?\s+(?:rue|avenue|boulevard|bd|place|chemin|allée)\s+(?:(?:de|des|du|de la|d')\s*)?[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+){0,2}",
+    r"(?:\b[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|"
+    r"straat|gracht|laan|plein|kade|dijk|singel|steeg|markt|hof)\s+\d{1,4}[a-z]?\b"
+    r"|\b(?:Rue|Avenue|Boulevard|Via|Viale|Calle|Avenida|Plaza|Rua|Travessa|Largo|Carrer)\s+"
+    r"(?:(?:de|del|de la|des|du|della|di|da|do|dos|das)\s+)?[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+){0,2},?\s+\d{1,4}\b"
+    r"|\b\d{1,4}(?:\s?bis|\s?ter)?,?\s+(?i:rue|avenue|boulevard|bd|place|chemin|allée|impasse|quai)\s+"
+    r"(?:(?:de|des|du|de la|d')\s*)?[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+){0,2}"
+    r"|\b(?:ul|al|pl|os)\.\s?" + _EU_NAME + r"(?:\s" + _EU_NAME + r"){0,2}\s+\d{1,4}[a-z]?(?:/\d{1,4})?)"
+    + _EU_TAIL,
 )
 
 # A name word in any script: capitalised in the cased ones (Latin with its
 # diacritics, Greek, Cyrillic, ...), any run of letters in the caseless ones
 # (CJK, Hangul, Arabic, Hebrew, Devanagari, Thai), which no capital marks.
-_UP = "".join(c for c in map(chr, range(0x41, 0x2000)) if c.isupper() and c.isalpha())
-_LOW = "".join(c for c in map(chr, range(0x61, 0x2000)) if c.islower() and c.isalpha())
+_UP = name_lists.UPPER_LETTERS
+_LOW = name_lists.LOWER_LETTERS
 _CASELESS = "\u0590-\u05ff\u0600-\u06ff\u0900-\u097f\u0e00-\u0e7f\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af"
 _NW = f"(?:[{re.escape(_UP)}][{re.escape(_LOW)}'’-]+|[{_CASELESS}]{{2,}})"
 
@@ -406,6 +438,23 @@ _ROLE_NAME = _simple(
     group=1,
     check=_name_words_ok,
 )
+
+
+def _spans(kind: str, finder: Callable[[str], Iterator[tuple[int, int]]]) -> Finder:
+    def find(text: str) -> Iterator[Span]:
+        for a, b in finder(text):
+            yield Span(a, b, kind)
+
+    return find
+
+
+_STDNUM_ID = _spans("NATIONAL_ID", national_ids.find)
+_LISTED_NAME = _spans("PERSON", name_lists.latin_names)
+_CJK_NAME = _spans("PERSON", name_lists.cjk_names)
+_CASELESS_NAME = _spans("PERSON", name_lists.caseless_names)
+_CJK = re.compile(r"[\u3400-\u9fff\uac00-\ud7af]")
+_CASELESS_SCRIPT = re.compile(r"[\u0590-\u0bff\u0e00-\u0e7f\u10d0-\u10ff]")
+_UPPER = re.compile(r"[A-Z\u00c0-\u00de\u0391-\u03a9\u0400-\u042f]")
 
 
 @dataclass(frozen=True)
@@ -481,6 +530,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("NATIONAL_ID", _PAN, _has_digit),
     Detector("NATIONAL_ID", _SIN, _has_digit),
     Detector("NATIONAL_ID", _GENERIC_ID, _has_digit),
+    Detector("NATIONAL_ID", _STDNUM_ID, _has_digit),
     Detector(
         "IP_ADDRESS",
         _IPV4,
@@ -495,6 +545,15 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("PERSON", _ROLE_NAME, lambda t: True),
 )
 
+# Names by lists, kept apart: a segment where only these found a name still
+# goes to NER (the cue rules above let NER skip theirs), so NER's answers and
+# its templates stay what they were without the lists.
+NAME_LIST_DETECTORS: tuple[Detector, ...] = (
+    Detector("PERSON", _LISTED_NAME, lambda t: _UPPER.search(t) is not None),
+    Detector("PERSON", _CJK_NAME, lambda t: _CJK.search(t) is not None),
+    Detector("PERSON", _CASELESS_NAME, lambda t: _CASELESS_SCRIPT.search(t) is not None),
+)
+
 
 def detect_patterns(text: str, kinds: frozenset[str] | None = None) -> list[Span]:
     """Every pattern detection in ``text`` (overlaps not yet resolved)."""
@@ -506,6 +565,11 @@ def detect_patterns(text: str, kinds: frozenset[str] | None = None) -> list[Span
         if digit if d.gate is _has_digit else d.gate(text):
             out.extend(d.find(text))
     return out
+
+
+def detect_listed_names(text: str) -> list[Span]:
+    """Person names found by name lists (``name_lists.py``)."""
+    return [sp for d in NAME_LIST_DETECTORS if d.gate(text) for sp in d.find(text)]
 
 
 def resolve(spans: list[Span]) -> list[Span]:

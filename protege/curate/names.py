@@ -10,28 +10,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from protege.curate.detectors import Span
+from protege.curate.name_lists import COMMON_CAPITALISED as _COMMON_CAPITALISED
+from protege.curate.name_lists import known_name, not_a_name
 
 _TITLE_WORD = re.compile(r"(?<![\w<])[A-Z][a-z]+(?:['’][a-z]+)?(?![\w>])")
 _IDENTIFIER = re.compile(r"^[\w./:@#-]+$")
-# Capitalised words that start sentences and instructions far more often than names.
-_COMMON_CAPITALISED = frozenset(
-    """find calculate compute get set give show list tell write create make book search look check
-    convert translate summarize summarise explain describe return use answer question given here
-    please help retrieve fetch send add remove delete update call run what which who whom whose
-    when where why how is are was were do does did can could would should will shall may might
-    must have has had the a an this that these those there their they then than and or but if
-    for from with without into onto about above after before between during hello hi hey dear
-    thanks thank yes no not note you your we our i my me it its he she his her him them us
-    let let's today tomorrow yesterday monday tuesday wednesday thursday friday saturday sunday
-    january february march april june july august september october november december user
-    assistant system tool function json api id true false none null output input example step
-    task query result results error warning info debug okay ok sure also each every all any some
-    one two three four five six seven eight nine ten first second third next last new old
-    good great best important required optional default value values data file files name
-    number total price date time year years day days week month hour hours minutes order
-    email mail message subject reply welcome customer client patient guest passenger member
-    caller contact attn attention""".split()
-)
 # Last words that make an entity a place, work or thing rather than a person.
 _NOT_PERSON_HEADS = frozenset(
     """falls river lake mountain mount street road avenue bridge tower park square museum
@@ -177,6 +160,10 @@ def person_spans(doc: Any) -> list[Span]:
         ):
             continue
         if len(words) > 1 and words[-1].lower().strip(".,'’") in _NOT_PERSON_HEADS:
+            continue
+        # The small English model calls places and foreign phrases people
+        # ("Kraków", "Guten Morgen"): with name lists, a span must hold a name.
+        if not_a_name(words) or known_name(words) is False and not m:
             continue
         out.append(Span(start, end, "PERSON"))
     return out

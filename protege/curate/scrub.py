@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protege.curate.detectors import KINDS, Span, detect_patterns, resolve
+from protege.curate.detectors import KINDS, Span, detect_listed_names, detect_patterns, resolve
 from protege.curate.names import (
     CONTEXT_WORD,
     MIN_CONTEXT_WORDS,
@@ -54,7 +54,10 @@ _NAME_KEYS = re.compile(
 )
 _PHONE_KEYS = re.compile(r"(?i)^(?:.*_)?(?:phone|phone_?number|mobile|cell|telephone|fax)$")
 _ADDRESS_KEYS = re.compile(r"(?i)^(?:street|street_?address|address_?line_?\d?|home_?address)$")
-_ID_KEYS = re.compile(r"(?i)^(?:ssn|social_security_number|national_id|passport(?:_number)?|tax_id|nino)$")
+_ID_KEYS = re.compile(
+    r"(?i)^(?:ssn|social_security_number|national_?id(?:_number)?|passport(?:_number)?|tax_?id|tax_number|nino|"
+    r"cpf|pesel|nir|bsn|steuer_?id|idnr|dni|nie|nif|curp|rut|codice_fiscale|personnummer|aadhaar|id_number)$"
+)
 
 
 @dataclass(kw_only=True)
@@ -207,6 +210,11 @@ class Scrubber:
             spans = [s for s in spans if all(s.end <= a or s.start >= b for a, b in marks)]
         return spans
 
+    def _listed(self, text: str) -> list[Span]:
+        if "PERSON" not in self._kinds:
+            return []
+        return self._names(text, detect_listed_names(text))
+
     def _store(self, text: str, spans: Iterable[Span]) -> tuple[Span, ...]:
         resolved = tuple(resolve(list(spans)))
         if len(self._cache) >= self.config.cache_size:
@@ -227,7 +235,7 @@ class Scrubber:
             for t, found in names.items():
                 todo[t].extend(found)
         for t, spans in todo.items():
-            self._store(t, spans)
+            self._store(t, spans + self._listed(t))
 
     def _ner_many(self, texts: dict[str, list[Span]]) -> dict[str, list[Span]]:
         """Person names in each text. NER runs per segment (sentence or line)
@@ -366,7 +374,7 @@ class Scrubber:
         spans = self._patterns(text)
         if self._use_ner() and needs_ner(text):
             spans.extend(self._ner_many({text: spans})[text])
-        return self._store(text, spans)
+        return self._store(text, spans + self._listed(text))
 
     def _key_kind(self, key: str, value: str) -> str | None:
         """JSON keys that say what a value is: ``{"password": "..."}`` is a
