@@ -35,7 +35,7 @@ def _single(text: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
 @click.option("--max-tokens", type=int, default=170_000, show_default=True,
               help="Training tokens per student: the budget that sizes each student's steps.")
 @click.option("--max-steps", type=int, default=None, help="Training steps per student (default: the token budget).")
-@click.option("--train-seconds", type=float, default=345.0, show_default=True,
+@click.option("--train-seconds", type=float, default=420.0, show_default=True,
               help="Wall-clock cap on each student's training (0: none); the token budget binds first on a fast CPU.")
 @click.option("--max-tasks", type=int, default=2, show_default=True, help="Students trained.")
 @click.option("--base", default="smollm2-135m-instruct", show_default=True, help="Student base model.")
