@@ -293,13 +293,13 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
     tick = phase("replay teacher index", t_start)
     con.print(f"replay teacher: {len(index)} recorded answers from {', '.join(cats)}")
 
-    gw_cfg = GatewayConfig(upstream="http://127.0.0.1:9/v1", db_url=db_url, gateway_keys=[],
+    gw_cfg = GatewayConfig(teacher="http://127.0.0.1:9/v1", db_url=db_url, gateway_keys=[],
                            keys_file=home / "no-keys.json", students=True, base_model=base)
     summary: dict[str, Any] = {"home": str(home)}
     prog_cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
     with ServerThread(app=create_replay_app(index)) as teacher:
-        gw_cfg.upstream = teacher.url + "/v1"
+        gw_cfg.teacher = teacher.url + "/v1"
         # 1. the seen workload (captured once; a second run reuses it)
         if not state.get("seen_done"):
             # No student exists yet: this gateway captures only.
