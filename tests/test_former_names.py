@@ -94,3 +94,20 @@ def test_the_fake_teacher_server_under_its_old_name() -> None:
     assert "FakeUpstreamThread" not in protege.testing.__all__
     with pytest.raises(AttributeError):
         protege.testing.NoSuchFixture  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_the_student_engines_under_their_old_package_name() -> None:
+    import importlib
+    import sys
+
+    import protege.engines
+    import protege.engines.engine
+    import protege.engines.vllm
+
+    for name in [m for m in sys.modules if m == "protege.serve" or m.startswith("protege.serve.")]:
+        del sys.modules[name]  # import it afresh, so that the warning is raised here
+    with pytest.warns(DeprecationWarning, match="protege.engines"):
+        old = importlib.import_module("protege.serve")
+    assert old.EmbeddedEngine is protege.engines.EmbeddedEngine and old.__all__ == protege.engines.__all__
+    assert importlib.import_module("protege.serve.engine") is protege.engines.engine
+    assert importlib.import_module("protege.serve.vllm") is protege.engines.vllm

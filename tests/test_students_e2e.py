@@ -17,13 +17,13 @@ torch = pytest.importorskip("torch")
 
 from protege.capture.writer import WriterConfig  # noqa: E402
 from protege.database import open_store  # noqa: E402
+from protege.engines.engine import EmbeddedEngine  # noqa: E402
 from protege.gateway.config import GatewayConfig  # noqa: E402
 from protege.gateway.server import ServerThread  # noqa: E402
 from protege.gateway.student import StudentPath, agree  # noqa: E402
 from protege.registry import Registry  # noqa: E402
 from protege.router.migrations import shadow_results  # noqa: E402
 from protege.router.routes import set_route  # noqa: E402
-from protege.serve.engine import EmbeddedEngine  # noqa: E402
 from protege.testing.fake_teacher_server import FakeTeacherServerThread  # noqa: E402
 from protege.testing.wait import wait_until  # noqa: E402
 
@@ -250,9 +250,9 @@ def test_confidence_floor_defers_unsure_answers_to_the_teacher(stack):
 
 
 def test_tool_name_constraint_keeps_a_student_on_offered_tools(adapters):
+    from protege.engines.engine import AdapterSpec
     from protege.models.constrain import open_name
     from protege.models.loader import load_base
-    from protege.serve.engine import AdapterSpec
 
     assert open_name('<tool_call>\n{"name": "get_wea') == "get_wea"
     assert open_name('{"name": "x') is None  # not inside a call

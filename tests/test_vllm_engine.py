@@ -18,12 +18,12 @@ pytest.importorskip("transformers")
 
 from protege.capture.writer import WriterConfig  # noqa: E402
 from protege.database import open_store  # noqa: E402
+from protege.engines.engine import AdapterSpec, OpenAICompatEngine, logprob_signals  # noqa: E402
 from protege.gateway.config import GatewayConfig  # noqa: E402
 from protege.gateway.server import ServerThread  # noqa: E402
 from protege.gateway.student import StudentPath  # noqa: E402
 from protege.registry import Registry  # noqa: E402
 from protege.router.routes import set_route  # noqa: E402
-from protege.serve.engine import AdapterSpec, OpenAICompatEngine, logprob_signals  # noqa: E402
 from protege.testing.fake_teacher_server import FakeTeacherServerThread  # noqa: E402
 from protege.testing.fake_vllm import FakeVllmThread  # noqa: E402
 from protege.testing.wait import wait_until  # noqa: E402

@@ -97,7 +97,7 @@ def serve(teacher: str, host: str | None, port: int | None, db_url: str | None, 
                         engine_url=engine_url, engine_vllm=engine == "vllm", engine_guided=engine_guided)
     vllm_proc = None
     if students and engine == "vllm" and not engine_url:
-        from protege.serve.vllm import VllmError, start_vllm
+        from protege.engines.vllm import VllmError, start_vllm
 
         try:
             vllm_proc, cfg.engine_url = start_vllm(cfg.base_model)
