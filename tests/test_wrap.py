@@ -232,7 +232,7 @@ def test_stream_closed_early_is_recorded_as_incomplete(store, teacher):
     assert t.status == "ok" and t.response["choices"][0]["message"]["content"] == "Hello there"
 
 
-def test_upstream_error_is_stored_then_reraised(store, teacher):
+def test_teacher_error_is_stored_then_reraised(store, teacher):
     client = protege.wrap(sync_client(teacher), store=store)
     with pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(model="err-429", messages=[{"role": "user", "content": "x"}])
