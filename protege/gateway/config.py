@@ -36,7 +36,7 @@ class _OldName:
 @dataclass(kw_only=True)
 class GatewayConfig:
     teacher: str = field(
-        default_factory=lambda: str(teacher_url()),
+        default_factory=teacher_url,
         metadata={"help": "OpenAI-compatible base URL of the teacher, /v1 included (PROTEGE_TEACHER)"},
     )
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
