@@ -33,7 +33,7 @@ demo-capture: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Poison traces, store locks and outages, kill -9 mid-burst, shared homes, upstream faults.
+# Poison traces, store locks and outages, kill -9 mid-burst, shared homes, teacher faults.
 test-faults: $(STAMP)
 	$(PY) -m pytest -q -m faults
 

@@ -7,7 +7,7 @@ by each target's own processes (the gateway and its capture child; LiteLLM's
 server): on a shared machine that cost is steadier than latency.
 
 Every target sits in front of the same fake teacher (a raw asyncio server on
-loopback, bench/fake_upstream.py) and gets the same requests from the same
+loopback, bench/fake_teacher_server.py) and gets the same requests from the same
 load generator (a lean keep-alive HTTP/1.1 client, one connection per
 concurrent worker, closed loop, bounded by time and request count). Targets
 are measured in turns (direct, protege, litellm) for several rounds; the
@@ -145,7 +145,7 @@ class Cell:
     mean_ms: float = 0.0
     rps: float = 0.0
     ttft_p50_ms: float | None = None
-    cpu_us_per_req: float | None = None  # CPU of the target's processes per request (upstream excluded)
+    cpu_us_per_req: float | None = None  # CPU of the target's processes per request (teacher excluded)
     error_samples: list[str] = field(default_factory=list)
 
 
@@ -253,23 +253,23 @@ def tree_cpu_s(pid: int) -> float:
 
 
 # -- the targets -------------------------------------------------------------
-def start_upstream(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", "0"],
+def start_teacher(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_teacher_server.py"), "--port", "0"],
                             stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if not line.startswith("READY "):
-        raise RuntimeError(f"fake upstream did not start: {line!r}")
+        raise RuntimeError(f"fake teacher did not start: {line!r}")
     return proc, int(line.rsplit(":", 1)[1].split("/")[0])
 
 
-def start_protege(upstream_port: int, workdir: Path, env: dict[str, str],
+def start_protege(teacher_port: int, workdir: Path, env: dict[str, str],
                   durability: str = "write") -> tuple[subprocess.Popen, int, str]:
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{workdir / 'bench.db'}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "protege", "serve", "--upstream", f"http://127.0.0.1:{upstream_port}/v1",
+        [sys.executable, "-m", "protege", "serve", "--teacher", f"http://127.0.0.1:{teacher_port}/v1",
          "--port", str(port), "--db", db, "--spool", str(workdir / "spool.jsonl"), "--durability", durability],
         env={**env, "PROTEGE_HOME": str(workdir / "home")}, cwd=ROOT,
     )
@@ -293,7 +293,7 @@ def ensure_litellm(install: bool) -> Path | None:
     return exe if exe.exists() else None
 
 
-def start_litellm(exe: Path, upstream_port: int, workdir: Path) -> tuple[subprocess.Popen, int]:
+def start_litellm(exe: Path, teacher_port: int, workdir: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     cfg = workdir / "litellm.yaml"
     cfg.write_text(
@@ -301,7 +301,7 @@ def start_litellm(exe: Path, upstream_port: int, workdir: Path) -> tuple[subproc
         f"  - model_name: {MODEL}\n"
         "    litellm_params:\n"
         f"      model: openai/{MODEL}\n"
-        f"      api_base: http://127.0.0.1:{upstream_port}/v1\n"
+        f"      api_base: http://127.0.0.1:{teacher_port}/v1\n"
         "      api_key: sk-bench\n"
         "litellm_settings:\n"
         "  telemetry: false\n"
@@ -460,7 +460,7 @@ def main() -> None:
     sent = dict.fromkeys(gw_names, 0)
     note = None
     try:
-        up_proc, up_port = start_upstream(env)
+        up_proc, up_port = start_teacher(env)
         ports = {"direct": up_port}
         pids = {"direct": up_proc.pid}
         for name, dur in zip(gw_names, durabilities, strict=True):

@@ -12,7 +12,7 @@ Stages, each writing its figures into ``<out>/gpu.json`` as soon as it ends
    machine's CPU for a few steps; answer tokens learned per second each;
 3. serve: a vLLM OpenAI server with ``--enable-lora`` over SmolLM2, three
    adapters loaded at runtime through the dynamic-LoRA endpoints
-   (``protege.serve.engine.OpenAICompatEngine``, the gateway's vLLM engine),
+   (``protege.engines.engine.OpenAICompatEngine``, the gateway's vLLM engine),
    each request constrained by its tool schemas' grammar; requests/s and
    p50/p99 latency at 1, 8 and 32 concurrent against the embedded engine
    (transformers + PEFT) on the same GPU, same adapters, same prompts;
@@ -263,9 +263,9 @@ def _requests(n: int) -> list[dict[str, Any]]:
 
 def stage_serve(train: dict[str, Any], quick: bool, vllm_timeout_s: float) -> tuple[dict[str, Any], bool]:
     """vLLM vs the embedded engine; the bool says whether vLLM started and answered."""
+    from protege.engines.engine import AdapterSpec, EmbeddedEngine, OpenAICompatEngine
+    from protege.engines.vllm import start_vllm
     from protege.models.loader import load_base
-    from protege.serve.engine import AdapterSpec, EmbeddedEngine, OpenAICompatEngine
-    from protege.serve.vllm import start_vllm
 
     adapters = {k: train[k]["adapter_dir"] for k in ("smollm2_lora_gpu", "smollm2_qlora_gpu", "smollm2_lora_cpu")
                 if isinstance(train.get(k), dict) and train[k].get("adapter_dir")}

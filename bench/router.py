@@ -78,10 +78,10 @@ def bench_serving(tmp: Path, n_requests: int, max_new: int, concurrency: int = 8
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from protege.engines.engine import AdapterSpec, EmbeddedEngine
     from protege.importers.bfcl import iter_bfcl_exchanges
     from protege.models.loader import load_base
     from protege.models.toolcall import build_prompt
-    from protege.serve.engine import AdapterSpec, EmbeddedEngine
 
     model, tok = load_base("smollm2-135m-instruct")
     adapter_dir = tmp / "adapter"

@@ -4,10 +4,10 @@ same unwrapped ``openai`` client in the same run.
     .venv/bin/python bench/wrap.py            # 2000 calls, 500 streams per round
     .venv/bin/python bench/wrap.py --quick
 
-The upstream is an in-process ``httpx.MockTransport``. Answering instantly
+The teacher is an in-process ``httpx.MockTransport``. Answering instantly
 (back-to-back calls, the worst case) the capture thread's work (JSON decode,
 trace build, batched insert) competes with the caller for the GIL and the
-CPU; with ``--upstream-ms 20`` it runs while the caller waits, as it does
+CPU; with ``--teacher-ms 20`` it runs while the caller waits, as it does
 against a real model, and what remains is the wrapper's own path (snapshot,
 id, raw-response parse). Rounds alternate plain and wrapped; medians and p99
 of per-call wall time. The wrapped run must store one trace per call.
@@ -45,19 +45,19 @@ CHUNKS = b"".join(
 ) + b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
 
 
-UPSTREAM_S = 0.0
+TEACHER_S = 0.0
 
 
 def handler(request: httpx.Request) -> httpx.Response:
-    if UPSTREAM_S:
-        time.sleep(UPSTREAM_S)
+    if TEACHER_S:
+        time.sleep(TEACHER_S)
     if b'"stream":true' in request.content.replace(b" ", b""):
         return httpx.Response(200, content=CHUNKS, headers={"content-type": "text/event-stream"})
     return httpx.Response(200, content=BODY, headers={"content-type": "application/json"})
 
 
 def client() -> openai.OpenAI:
-    return openai.OpenAI(api_key="sk-bench", base_url="http://upstream.bench/v1", max_retries=0,
+    return openai.OpenAI(api_key="sk-bench", base_url="http://teacher.bench/v1", max_retries=0,
                          http_client=httpx.Client(transport=httpx.MockTransport(handler)))
 
 
@@ -86,12 +86,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--upstream-ms", type=float, default=0.0, help="upstream answer time (0: instant)")
+    ap.add_argument("--teacher-ms", type=float, default=0.0, help="teacher answer time (0: instant)")
     args = ap.parse_args()
-    global UPSTREAM_S
-    UPSTREAM_S = args.upstream_ms / 1000
+    global TEACHER_S
+    TEACHER_S = args.teacher_ms / 1000
     n_plain, n_stream = (400, 100) if args.quick else (2000, 500)
-    if UPSTREAM_S:
+    if TEACHER_S:
         n_plain, n_stream = n_plain // 5, n_stream // 5
     with tempfile.TemporaryDirectory() as d:
         store = open_store(f"sqlite:///{Path(d) / 'wrap.db'}")
@@ -101,7 +101,7 @@ def main() -> None:
             run(c, 5, True)
         wrap_mod.flush(60)
         before = store.count_traces()
-        print(f"upstream answers in {args.upstream_ms:g} ms")
+        print(f"the teacher answers in {args.teacher_ms:g} ms")
         print(f"{'':26} {'plain p50':>10} {'wrapped p50':>12} {'added':>8} {'plain p99':>10} {'wrapped p99':>12}")
         for stream, n in ((False, n_plain), (True, n_stream)):
             a: list[float] = []

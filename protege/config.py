@@ -24,6 +24,12 @@ def default_db_url() -> str:
     return f"sqlite:///{protege_home() / 'protege.db'}"
 
 
+def teacher_url(default: str = "https://api.openai.com/v1") -> str:
+    """The teacher's base URL: ``PROTEGE_TEACHER``, else the older name
+    ``PROTEGE_UPSTREAM``, else ``default``."""
+    return os.environ.get("PROTEGE_TEACHER") or os.environ.get("PROTEGE_UPSTREAM") or default
+
+
 def artifacts_dir() -> Path:
     """Adapters, datasets, reports: ``PROTEGE_HOME/artifacts``."""
     return protege_home() / "artifacts"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from protege.serve.engine import StudentAnswer
+from protege.engines.engine import StudentAnswer
 
 ROOT = Path(__file__).resolve().parents[1]
 

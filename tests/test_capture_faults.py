@@ -22,7 +22,7 @@ from protege.database import open_store
 from protege.gateway.config import GatewayConfig
 from protege.gateway.server import ServerThread
 from protege.store import Trace
-from protege.testing.fake_upstream import FakeUpstreamThread
+from protege.testing.fake_teacher_server import FakeTeacherServerThread
 from protege.testing.wait import wait_until
 
 # The fault-injection suite: `make test-faults` runs it alone (about a minute);
@@ -31,15 +31,15 @@ pytestmark = pytest.mark.faults
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstreamThread]:
-    with FakeUpstreamThread(slow_s=3.0) as up:
+def teacher() -> Iterator[FakeTeacherServerThread]:
+    with FakeTeacherServerThread(slow_s=3.0) as up:
         yield up
 
 
-def _config(tmp_path: Path, upstream_url: str, db_url: str, **kw: Any) -> GatewayConfig:
+def _config(tmp_path: Path, teacher_url: str, db_url: str, **kw: Any) -> GatewayConfig:
     capture = kw.pop("capture", None) or WriterConfig(spool_path=tmp_path / "spool" / "traces.jsonl",
                                                       retry_interval_s=0.1, flush_interval_s=0.01)
-    return GatewayConfig(upstream=upstream_url, db_url=db_url, capture=capture,
+    return GatewayConfig(teacher=teacher_url, db_url=db_url, capture=capture,
                          gateway_keys=kw.pop("gateway_keys", []), keys_file=tmp_path / "keys.json", **kw)
 
 
@@ -68,13 +68,13 @@ POISON_FIELDS = ["session_id", "client_id", "task", "protege_task"]
 
 # -- validation at the edge --------------------------------------------------------
 @pytest.mark.parametrize("capture_process", [False, True], ids=["thread", "process"])
-def test_poison_metadata_does_not_stop_capture(tmp_path: Path, upstream: FakeUpstreamThread,
+def test_poison_metadata_does_not_stop_capture(tmp_path: Path, teacher: FakeTeacherServerThread,
                                                capture_process: bool) -> None:
     """The reproduction: one request with ``metadata.session_id: [1]``, then ten
     ordinary ones. The first is refused with a 400 naming the field; all ten
     are stored and /health stays ok."""
     url = f"sqlite:///{tmp_path / 'gw.db'}"
-    with ServerThread(_config(tmp_path, upstream.url, url, capture_process=capture_process)) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, url, capture_process=capture_process)) as srv:
         bad = httpx.post(srv.url + "/v1/chat/completions", json={
             "model": "m", "messages": [{"role": "user", "content": "hi"}], "metadata": {"session_id": [1]}})
         assert bad.status_code == 400
@@ -96,10 +96,10 @@ def test_poison_metadata_does_not_stop_capture(tmp_path: Path, upstream: FakeUps
 
 @pytest.mark.parametrize("field", POISON_FIELDS)
 @pytest.mark.parametrize("value", POISON_VALUES, ids=["list", "object", "int", "bool", "long", "nul"])
-def test_every_extracted_field_is_checked(tmp_path: Path, upstream: FakeUpstreamThread, field: str,
+def test_every_extracted_field_is_checked(tmp_path: Path, teacher: FakeTeacherServerThread, field: str,
                                           value: Any) -> None:
     url = f"sqlite:///{tmp_path / 'gw.db'}"
-    with ServerThread(_config(tmp_path, upstream.url, url)) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, url)) as srv:
         bad = httpx.post(srv.url + "/v1/chat/completions", json={
             "model": "m", "messages": [{"role": "user", "content": "hi"}], "metadata": {field: value}})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == f"metadata.{field}"
@@ -110,9 +110,9 @@ def test_every_extracted_field_is_checked(tmp_path: Path, upstream: FakeUpstream
 
 
 @pytest.mark.parametrize("header", ["X-Protege-Session", "X-Protege-Client", "X-Protege-Task"])
-def test_id_headers_are_checked(tmp_path: Path, upstream: FakeUpstreamThread, header: str) -> None:
+def test_id_headers_are_checked(tmp_path: Path, teacher: FakeTeacherServerThread, header: str) -> None:
     url = f"sqlite:///{tmp_path / 'gw.db'}"
-    with ServerThread(_config(tmp_path, upstream.url, url)) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, url)) as srv:
         bad = httpx.post(srv.url + "/v1/chat/completions", headers={header: "h" * 600},
                          json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == header.lower()
@@ -123,9 +123,9 @@ def test_id_headers_are_checked(tmp_path: Path, upstream: FakeUpstreamThread, he
     assert _count(url, status="ok") == 1
 
 
-def test_metadata_and_user_types(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+def test_metadata_and_user_types(tmp_path: Path, teacher: FakeTeacherServerThread) -> None:
     url = f"sqlite:///{tmp_path / 'gw.db'}"
-    with ServerThread(_config(tmp_path, upstream.url, url)) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, url)) as srv:
         for body, param in (({"metadata": ["x"]}, "metadata"), ({"user": {"id": 1}}, "user")):
             r = httpx.post(srv.url + "/v1/chat/completions",
                            json={"model": "m", "messages": [{"role": "user", "content": "hi"}], **body})
@@ -271,14 +271,14 @@ def test_odd_values_on_postgres(pg_url: str) -> None:
         store.close()
 
 
-def test_counts_in_metrics_and_logs_stats(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+def test_counts_in_metrics_and_logs_stats(tmp_path: Path, teacher: FakeTeacherServerThread) -> None:
     from click.testing import CliRunner
 
     from protege.cli.main import cli
 
     url = f"sqlite:///{tmp_path / 'gw.db'}"
     store = PickyStore(url)
-    cfg = _config(tmp_path, upstream.url, url, capture=WriterConfig(retry_interval_s=0.1, flush_interval_s=0.01))
+    cfg = _config(tmp_path, teacher.url, url, capture=WriterConfig(retry_interval_s=0.1, flush_interval_s=0.01))
     with ServerThread(cfg, store=store) as srv:
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-x", max_retries=0, timeout=10)
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "poison"}])
@@ -311,7 +311,7 @@ class _Collect(logging.Handler):
 
 
 @pytest.mark.parametrize("level", [logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR])
-def test_store_errors_never_log_payloads(tmp_path: Path, upstream: FakeUpstreamThread, level: int) -> None:
+def test_store_errors_never_log_payloads(tmp_path: Path, teacher: FakeTeacherServerThread, level: int) -> None:
     """A real SQLite store whose every insert fails (a trigger), another that
     is down, feedback that cannot be stored: the unique prompt, session id and
     comment appear in no log line at any level, tracebacks included."""
@@ -331,7 +331,7 @@ def test_store_errors_never_log_payloads(tmp_path: Path, upstream: FakeUpstreamT
     root.addHandler(handler)
     root.setLevel(level)
     try:
-        cfg = _config(tmp_path, upstream.url, url)
+        cfg = _config(tmp_path, teacher.url, url)
         with ServerThread(cfg, store=store) as srv:
             client = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-x", max_retries=0, timeout=10)
             for stream in (False, True):
@@ -394,12 +394,12 @@ def test_logs_import_deeply_nested_line(tmp_path: Path, skip: bool) -> None:
     assert _count(url) == (1 if skip else 0)
 
 
-def test_deeply_nested_request_is_set_aside(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+def test_deeply_nested_request_is_set_aside(tmp_path: Path, teacher: FakeTeacherServerThread) -> None:
     """orjson takes 1000 levels, the store's encoder does not: the trace goes to
     the dead letters and the traces behind it are stored."""
     url = f"sqlite:///{tmp_path / 'gw.db'}"
     body = '{"model": "m", "messages": [{"role": "user", "content": "hi"}], "extra": ' + "[" * 1000 + "]" * 1000 + "}"
-    with ServerThread(_config(tmp_path, upstream.url, url)) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, url)) as srv:
         r = httpx.post(srv.url + "/v1/chat/completions", content=body,
                        headers={"content-type": "application/json"})
         assert r.status_code == 200
@@ -422,7 +422,7 @@ def test_json_loads_guard() -> None:
 
 
 # -- one spool per store -------------------------------------------------------------
-def test_two_gateways_sharing_a_home_keep_their_spools(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+def test_two_gateways_sharing_a_home_keep_their_spools(tmp_path: Path, teacher: FakeTeacherServerThread) -> None:
     """The probe: two gateways, one PROTEGE_HOME, default spools. A's store is
     down; B's is up. Nothing of A's reaches B, and once A's store is back every
     one of A's traces is in it and A is healthy again."""
@@ -430,8 +430,8 @@ def test_two_gateways_sharing_a_home_keep_their_spools(tmp_path: Path, upstream:
     store_a, store_b = PickyStore(url_a), PickyStore(url_b)
     store_a.down = True
     cap = WriterConfig(retry_interval_s=0.1, flush_interval_s=0.01)
-    with ServerThread(_config(tmp_path, upstream.url, url_a, capture=cap), store=store_a) as a, \
-            ServerThread(_config(tmp_path, upstream.url, url_b, capture=WriterConfig(
+    with ServerThread(_config(tmp_path, teacher.url, url_a, capture=cap), store=store_a) as a, \
+            ServerThread(_config(tmp_path, teacher.url, url_b, capture=WriterConfig(
                 retry_interval_s=0.1, flush_interval_s=0.01)), store=store_b) as b:
         assert a.app.writer.spool_path != b.app.writer.spool_path
         ids_a = _ordinary(a, 10, "a")
@@ -501,7 +501,7 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _serve(tmp_path: Path, upstream_url: str, db_url: str, durability: str) -> tuple[Any, str]:
+def _serve(tmp_path: Path, teacher_url: str, db_url: str, durability: str) -> tuple[Any, str]:
     import os
     import socket
     import subprocess
@@ -511,7 +511,7 @@ def _serve(tmp_path: Path, upstream_url: str, db_url: str, durability: str) -> t
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PROTEGE_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen([sys.executable, "-m", "protege", "serve", "--upstream", upstream_url, "--port",
+    proc = subprocess.Popen([sys.executable, "-m", "protege", "serve", "--teacher", teacher_url, "--port",
                              str(port), "--db", db_url, "--durability", durability], env=env)
     base = f"http://127.0.0.1:{port}"
     assert wait_until(lambda: _healthy(base), 60), "the gateway did not start"
@@ -528,7 +528,7 @@ def _healthy(base: str) -> bool:
 @pytest.mark.parametrize("durability", ["write", "fsync"])
 @pytest.mark.parametrize("kill_after", [50, 20, random.Random(14).randint(1, 49)],
                          ids=["after-burst", "mid-burst", "seeded-point"])
-def test_kill_9_loses_no_acknowledged_call(tmp_path: Path, upstream: FakeUpstreamThread, durability: str,
+def test_kill_9_loses_no_acknowledged_call(tmp_path: Path, teacher: FakeTeacherServerThread, durability: str,
                                            kill_after: int) -> None:
     """The probe: a burst of 50 calls from 16 clients, then ``kill -9`` of the
     gateway and its capture child together (after the burst, or with calls
@@ -538,7 +538,7 @@ def test_kill_9_loses_no_acknowledged_call(tmp_path: Path, upstream: FakeUpstrea
     from concurrent.futures import ThreadPoolExecutor
 
     url = f"sqlite:///{tmp_path / 'kill.db'}"
-    proc, base = _serve(tmp_path, upstream.url, url, durability)
+    proc, base = _serve(tmp_path, teacher.url, url, durability)
     children = _descendants(proc.pid)
     assert children, "protege serve runs its capture in a child process"
     acked: list[str] = []
@@ -567,7 +567,7 @@ def test_kill_9_loses_no_acknowledged_call(tmp_path: Path, upstream: FakeUpstrea
     proc.wait(10)
     assert len(acked) >= kill_after
     # The restart recovers the dead gateway's journal; a clean stop flushes it.
-    proc, base = _serve(tmp_path, upstream.url, url, durability)
+    proc, base = _serve(tmp_path, teacher.url, url, durability)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0
     store = open_store(url)
@@ -580,9 +580,9 @@ def test_kill_9_loses_no_acknowledged_call(tmp_path: Path, upstream: FakeUpstrea
 
 
 # -- limits, keys, feedback, the CLI ---------------------------------------------------
-def test_body_limit_is_413(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+def test_body_limit_is_413(tmp_path: Path, teacher: FakeTeacherServerThread) -> None:
     url = f"sqlite:///{tmp_path / 'gw.db'}"
-    with ServerThread(_config(tmp_path, upstream.url, url, max_body_bytes=20_000)) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, url, max_body_bytes=20_000)) as srv:
         big = {"model": "m", "messages": [{"role": "user", "content": "x" * 30_000}]}
         with pytest.raises(openai.APIStatusError) as info:
             openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-x", max_retries=0).chat.completions.create(**big)
@@ -594,29 +594,29 @@ def test_body_limit_is_413(tmp_path: Path, upstream: FakeUpstreamThread) -> None
         ids = _ordinary(srv, 2)
         assert srv.app.writer.flush(10)
         assert 'status="413"' in httpx.get(srv.url + "/metrics").text
-    assert _count(url) == 2 and upstream.server.last_body.find(b"x" * 30_000) == -1
+    assert _count(url) == 2 and teacher.server.last_body.find(b"x" * 30_000) == -1
     assert len(ids) == 2
 
 
-def test_health_and_metrics_behind_keys(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+def test_health_and_metrics_behind_keys(tmp_path: Path, teacher: FakeTeacherServerThread) -> None:
     url = f"sqlite:///{tmp_path / 'gw.db'}"
-    with ServerThread(_config(tmp_path, upstream.url, url, gateway_keys=["k-ops"])) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, url, gateway_keys=["k-ops"])) as srv:
         for path in ("/health", "/metrics"):
             r = httpx.get(srv.url + path)
             assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
             assert httpx.get(srv.url + path, headers={"X-Protege-Key": "k-ops"}).status_code == 200
         health = httpx.get(srv.url + "/health", headers={"Authorization": "Bearer k-ops"}).json()
-        assert health["upstream"] == upstream.url
-    with ServerThread(_config(tmp_path, upstream.url, url, gateway_keys=["k-ops"], open_metrics=True)) as srv:
+        assert health["teacher"] == health["upstream"] == teacher.url  # the former key stays
+    with ServerThread(_config(tmp_path, teacher.url, url, gateway_keys=["k-ops"], open_metrics=True)) as srv:
         assert "protege_capture_written_total" in httpx.get(srv.url + "/metrics").text
-        assert httpx.get(srv.url + "/health").json() == {"status": "ok"}  # no upstream URL, no counters
+        assert httpx.get(srv.url + "/health").json() == {"status": "ok"}  # no teacher URL, no counters
         r = httpx.post(srv.url + "/v1/feedback", json={"session_id": "s", "score": 1})
         assert r.status_code == 401  # only the scraper's endpoints open
 
 
-def test_feedback_for_an_unknown_trace_is_404(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+def test_feedback_for_an_unknown_trace_is_404(tmp_path: Path, teacher: FakeTeacherServerThread) -> None:
     url = f"sqlite:///{tmp_path / 'gw.db'}"
-    with ServerThread(_config(tmp_path, upstream.url, url)) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, url)) as srv:
         r = httpx.post(srv.url + "/v1/feedback", json={"trace_id": "01NOSUCHTRACE0000000000000", "score": 1})
         assert r.status_code == 404
         assert r.json()["error"]["param"] == "trace_id" and r.json()["error"]["code"] == "trace_not_found"
@@ -625,7 +625,7 @@ def test_feedback_for_an_unknown_trace_is_404(tmp_path: Path, upstream: FakeUpst
         assert httpx.post(srv.url + "/v1/feedback", json={"trace_id": tid, "score": 1}).status_code == 200
         assert srv.app.writer.flush(10)
     # Known from the store alone (after a restart).
-    with ServerThread(_config(tmp_path, upstream.url, url)) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, url)) as srv:
         assert httpx.post(srv.url + "/v1/feedback", json={"trace_id": tid, "label": "good"}).status_code == 200
     store = open_store(url)
     try:
@@ -648,8 +648,8 @@ def test_read_commands_do_not_invent_a_store(tmp_path: Path, command: list[str])
     assert not missing.exists() and not (tmp_path / "no").exists()
 
 
-# -- store locks, upstream faults ----------------------------------------------------
-def test_store_locked_does_not_delay_answers(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+# -- store locks, teacher faults ----------------------------------------------------
+def test_store_locked_does_not_delay_answers(tmp_path: Path, teacher: FakeTeacherServerThread) -> None:
     """Another process holds the SQLite store's write lock for 2 s: the answers
     do not wait for it, and every trace is stored once it is released."""
     import sqlite3
@@ -661,7 +661,7 @@ def test_store_locked_does_not_delay_answers(tmp_path: Path, upstream: FakeUpstr
     holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN EXCLUSIVE")
     release = threading.Timer(2.0, lambda: holder.execute("COMMIT"))
-    with ServerThread(_config(tmp_path, upstream.url, url)) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, url)) as srv:
         release.start()
         t0 = time.monotonic()
         ids = _ordinary(srv, 12)
@@ -676,7 +676,7 @@ def test_store_locked_does_not_delay_answers(tmp_path: Path, upstream: FakeUpstr
         store.close()
 
 
-def test_store_locked_past_its_timeout_spools(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+def test_store_locked_past_its_timeout_spools(tmp_path: Path, teacher: FakeTeacherServerThread) -> None:
     """A lock held past the driver's timeout looks like an outage: the batch
     spools and is replayed when the lock goes, nothing dead-lettered."""
     import sqlalchemy as sa
@@ -692,7 +692,7 @@ def test_store_locked_past_its_timeout_spools(tmp_path: Path, upstream: FakeUpst
         return real(traces)
 
     store.add_traces = add  # type: ignore[method-assign]
-    with ServerThread(_config(tmp_path, upstream.url, url), store=store) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, url), store=store) as srv:
         ids = _ordinary(srv, 8)
         assert wait_until(lambda: store.inner.count_traces() == 8)
         stats = srv.app.writer.stats
@@ -701,14 +701,14 @@ def test_store_locked_past_its_timeout_spools(tmp_path: Path, upstream: FakeUpst
 
 
 @pytest.mark.parametrize("fault", ["down", "timeout", "500", "break"])
-def test_upstream_faults_are_answered_and_recorded(tmp_path: Path, upstream: FakeUpstreamThread,
+def test_teacher_faults_are_answered_and_recorded(tmp_path: Path, teacher: FakeTeacherServerThread,
                                                    fault: str) -> None:
     """Whatever the teacher does, every call gets an answer and a trace: the
     count stored equals the count answered."""
     import socket
 
     url = f"sqlite:///{tmp_path / 'gw.db'}"
-    base = upstream.url
+    base = teacher.url
     if fault == "down":
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -729,7 +729,7 @@ def test_upstream_faults_are_answered_and_recorded(tmp_path: Path, upstream: Fak
         assert set(statuses) == {504}
 
 
-def test_capture_child_killed_alone_loses_nothing(tmp_path: Path, upstream: FakeUpstreamThread) -> None:
+def test_capture_child_killed_alone_loses_nothing(tmp_path: Path, teacher: FakeTeacherServerThread) -> None:
     """``kill -9`` of the capture child only, right after a burst: what it held
     unstored comes back from the gateway's journal into the in-process writer."""
     import os
@@ -738,7 +738,7 @@ def test_capture_child_killed_alone_loses_nothing(tmp_path: Path, upstream: Fake
 
     url = f"sqlite:///{tmp_path / 'gw.db'}"
     cap = WriterConfig(spool_path=tmp_path / "spool" / "traces.jsonl", flush_interval_s=0.5)
-    with ServerThread(_config(tmp_path, upstream.url, url, capture_process=True, capture=cap)) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, url, capture_process=True, capture=cap)) as srv:
         with ThreadPoolExecutor(8) as pool:
             ids = [i for batch in pool.map(lambda k: _ordinary(srv, 4, f"k{k}-"), range(8)) for i in batch]
         os.kill(srv.app.writer._proc.pid, signal.SIGKILL)

@@ -50,7 +50,7 @@ REQ = {"model": "m", "messages": [{"role": "system", "content": SYSTEM}, {"role"
 
 
 def test_embedded_engine_batches_and_hot_swaps(tokenizer, tmp_path):
-    from protege.serve.engine import BASE, AdapterSpec, EmbeddedEngine
+    from protege.engines.engine import BASE, AdapterSpec, EmbeddedEngine
 
     a1 = _adapter(tokenizer, tmp_path / "a1", 1, {"drop_prefix": True, "prefix": {"system": SYSTEM}})
     a2 = _adapter(tokenizer, tmp_path / "a2", 2)
@@ -88,7 +88,7 @@ def test_embedded_engine_batches_and_hot_swaps(tokenizer, tmp_path):
 def test_openai_compat_engine_uses_completions_with_rendered_prompt(tokenizer):
     import httpx
 
-    from protege.serve.engine import AdapterSpec, OpenAICompatEngine
+    from protege.engines.engine import AdapterSpec, OpenAICompatEngine
 
     seen = {}
 
@@ -114,9 +114,9 @@ def test_openai_compat_engine_uses_completions_with_rendered_prompt(tokenizer):
 def test_vllm_adapter_loading_and_missing_vllm(tokenizer, tmp_path, monkeypatch):
     import httpx
 
-    from protege.serve import engine as eng_mod
-    from protege.serve.engine import AdapterSpec, OpenAICompatEngine
-    from protege.serve.vllm import VllmError, start_vllm, vllm_command
+    from protege.engines import engine as eng_mod
+    from protege.engines.engine import AdapterSpec, OpenAICompatEngine
+    from protege.engines.vllm import VllmError, start_vllm, vllm_command
 
     calls = []
 

@@ -18,7 +18,7 @@ from protege.capture.writer import WriterConfig
 from protege.database import open_store
 from protege.gateway.config import GatewayConfig
 from protege.gateway.server import ServerThread
-from protege.testing.fake_upstream import FakeUpstreamThread, completion
+from protege.testing.fake_teacher_server import FakeTeacherServerThread, completion
 from protege.testing.wait import wait_until
 
 WEATHER = {
@@ -45,15 +45,15 @@ MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "c
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstreamThread]:
-    with FakeUpstreamThread(slow_s=3.0) as up:
+def teacher() -> Iterator[FakeTeacherServerThread]:
+    with FakeTeacherServerThread(slow_s=3.0) as up:
         yield up
 
 
-def _config(tmp_path: Path, upstream_url: str, db_url: str | None = None, **kw: Any) -> GatewayConfig:
+def _config(tmp_path: Path, teacher_url: str, db_url: str | None = None, **kw: Any) -> GatewayConfig:
     capture = kw.pop("capture", None) or WriterConfig(spool_path=tmp_path / "spool" / "traces.jsonl",
                                                       retry_interval_s=0.1, flush_interval_s=0.01)
-    return GatewayConfig(upstream=upstream_url, db_url=db_url or f"sqlite:///{tmp_path / 'gw.db'}",
+    return GatewayConfig(teacher=teacher_url, db_url=db_url or f"sqlite:///{tmp_path / 'gw.db'}",
                          capture=capture, gateway_keys=kw.pop("gateway_keys", []),
                          keys_file=tmp_path / "keys.json", **kw)
 
@@ -64,8 +64,8 @@ def store_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str) -> Iterator[ServerThread]:
-    with ServerThread(_config(tmp_path, upstream.url, store_url)) as srv:
+def gateway(tmp_path: Path, teacher: FakeTeacherServerThread, store_url: str) -> Iterator[ServerThread]:
+    with ServerThread(_config(tmp_path, teacher.url, store_url)) as srv:
         yield srv
 
 
@@ -85,7 +85,7 @@ def _stored(srv: ServerThread, store_url: str, trace_id: str) -> Any:
     return trace
 
 
-def test_non_streaming_roundtrip_and_capture(gateway: ServerThread, upstream: FakeUpstreamThread,
+def test_non_streaming_roundtrip_and_capture(gateway: ServerThread, teacher: FakeTeacherServerThread,
                                             store_url: str) -> None:
     client = _client(gateway)
     raw = client.chat.completions.with_raw_response.create(
@@ -97,9 +97,9 @@ def test_non_streaming_roundtrip_and_capture(gateway: ServerThread, upstream: Fa
     reply = raw.parse()
     assert reply.choices[0].message.content == "Sure. You said: weather in Paris?"
     # The client's body reaches the teacher byte for byte, unknown fields included.
-    sent = orjson.loads(upstream.server.last_body)
+    sent = orjson.loads(teacher.server.last_body)
     assert sent["vendor_knob"] == {"depth": 3} and sent["temperature"] == 0.2
-    assert upstream.server.last_headers[b"authorization"] == b"Bearer sk-client-key"
+    assert teacher.server.last_headers[b"authorization"] == b"Bearer sk-client-key"
 
     trace = _stored(gateway, store_url, trace_id)
     assert trace.status == "ok" and trace.http_status == 200 and not trace.stream
@@ -164,14 +164,14 @@ def test_tool_calls_reassembled(gateway: ServerThread, store_url: str, stream: b
     assert trace.request["parallel_tool_calls"] is parallel
 
 
-def test_response_format_and_n(gateway: ServerThread, upstream: FakeUpstreamThread, store_url: str) -> None:
+def test_response_format_and_n(gateway: ServerThread, teacher: FakeTeacherServerThread, store_url: str) -> None:
     client = _client(gateway)
     schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {
         "type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}}}
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=MESSAGES, response_format=schema, n=3)
     reply = raw.parse()
-    assert orjson.loads(upstream.server.last_body)["response_format"] == schema
+    assert orjson.loads(teacher.server.last_body)["response_format"] == schema
     assert [json.loads(c.message.content)["choice"] for c in reply.choices] == [0, 1, 2]
     trace = _stored(gateway, store_url, raw.headers["x-protege-trace-id"])
     assert len(trace.response["choices"]) == 3
@@ -189,25 +189,27 @@ def test_response_format_and_n(gateway: ServerThread, upstream: FakeUpstreamThre
 @pytest.mark.parametrize(("status", "exc"), [(400, openai.BadRequestError), (429, openai.RateLimitError),
                                              (500, openai.InternalServerError)])
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_upstream_errors_pass_through(gateway: ServerThread, store_url: str, status: int, exc: type,
+def test_teacher_errors_pass_through(gateway: ServerThread, store_url: str, status: int, exc: type,
                                       stream: bool) -> None:
     client = _client(gateway)
     with pytest.raises(exc) as info:
         client.chat.completions.create(model=f"fake-error-{status}", messages=MESSAGES, stream=stream)
     assert info.value.status_code == status
-    assert info.value.body["message"] == f"fake upstream failure {status}"
+    assert info.value.body["message"] == f"fake teacher failure {status}"
     trace = _stored(gateway, store_url, info.value.response.headers["x-protege-trace-id"])
     assert trace.status == "error" and trace.http_status == status
-    assert f"fake upstream failure {status}" in trace.error and trace.response is None
+    assert f"fake teacher failure {status}" in trace.error and trace.response is None
 
 
-def test_upstream_timeout_is_504(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str) -> None:
-    with ServerThread(_config(tmp_path, upstream.url, store_url, timeout_s=0.3)) as srv:
+def test_teacher_timeout_is_504(tmp_path: Path, teacher: FakeTeacherServerThread, store_url: str) -> None:
+    with ServerThread(_config(tmp_path, teacher.url, store_url, timeout_s=0.3)) as srv:
         with pytest.raises(openai.APIStatusError) as info:
             _client(srv).chat.completions.create(model="fake-slow", messages=MESSAGES)
         assert info.value.status_code == 504
-        assert info.value.body["code"] == "upstream_timeout"
+        assert info.value.body["code"] == "upstream_timeout"  # the code clients already match on
         trace = _stored(srv, store_url, info.value.response.headers["x-protege-trace-id"])
+        # The metric keeps the name dashboards scrape.
+        assert 'protege_gateway_upstream_errors_total{kind="timeout"} 1.0' in httpx.get(srv.url + "/metrics").text
     assert trace.status == "error" and trace.http_status == 504 and "timed out" in trace.error
 
 
@@ -227,9 +229,9 @@ def test_connection_refused_is_502(tmp_path: Path, store_url: str, client_kind: 
 
 
 @pytest.mark.parametrize("client_kind", ["httpx", "aiohttp"])
-def test_midstream_failure_ends_with_error_event(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str,
+def test_midstream_failure_ends_with_error_event(tmp_path: Path, teacher: FakeTeacherServerThread, store_url: str,
                                                  client_kind: str) -> None:
-    with ServerThread(_config(tmp_path, upstream.url, store_url, client=client_kind)) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, store_url, client=client_kind)) as srv:
         client = _client(srv)
         got: list[Any] = []
         with client.chat.completions.with_streaming_response.create(
@@ -282,7 +284,7 @@ def test_injected_transport_stream_breaks(tmp_path: Path, store_url: str) -> Non
     assert trace.response["choices"][0]["message"]["content"] == "Hello"
 
 
-def test_compressed_upstream_answer(tmp_path: Path, store_url: str) -> None:
+def test_compressed_teacher_answer(tmp_path: Path, store_url: str) -> None:
     """A teacher that gzips despite Accept-Encoding: identity: the client still
     gets a readable answer and the trace holds the decoded completion."""
     import gzip
@@ -309,9 +311,9 @@ def test_compressed_upstream_answer(tmp_path: Path, store_url: str) -> None:
     assert trace.status == "ok" and trace.response["choices"][0]["message"]["content"].startswith("Sure.")
 
 
-def test_malformed_and_invalid_requests_are_400(gateway: ServerThread, upstream: FakeUpstreamThread,
+def test_malformed_and_invalid_requests_are_400(gateway: ServerThread, teacher: FakeTeacherServerThread,
                                                 store_url: str) -> None:
-    before = upstream.server.requests
+    before = teacher.server.requests
     url = gateway.url + "/v1/chat/completions"
     cases = [(b"{not json", None), (b"[1, 2]", None), (b'{"messages": []}', "model"),
              (b'{"model": "m", "messages": "hi"}', "messages"), (b'{"model": "m", "messages": [], "stream": "y"}', "stream")]
@@ -323,7 +325,7 @@ def test_malformed_and_invalid_requests_are_400(gateway: ServerThread, upstream:
         assert set(err) == {"message", "type", "param", "code"}
         assert err["type"] == "invalid_request_error" and err["param"] == param
         ids.append(r.headers["x-protege-trace-id"])
-    assert upstream.server.requests == before, "invalid requests never reach the teacher"
+    assert teacher.server.requests == before, "invalid requests never reach the teacher"
     for trace_id in ids:
         trace = _stored(gateway, store_url, trace_id)
         assert trace.status == "error" and trace.http_status == 400
@@ -347,11 +349,11 @@ class FlakyStore:
         return self.inner.add_feedback(fb)
 
 
-def test_store_outage_spools_and_replays(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str) -> None:
+def test_store_outage_spools_and_replays(tmp_path: Path, teacher: FakeTeacherServerThread, store_url: str) -> None:
     flaky = FlakyStore(store_url)
     flaky.down = True
     ids: list[str] = []
-    with ServerThread(_config(tmp_path, upstream.url, store_url), store=flaky) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, store_url), store=flaky) as srv:
         client = _client(srv)
         for i in range(12):
             raw = client.chat.completions.with_raw_response.create(
@@ -371,11 +373,11 @@ def test_store_outage_spools_and_replays(tmp_path: Path, upstream: FakeUpstreamT
     assert not any((tmp_path / "spool" / "traces.journal").iterdir())  # the journal goes at a clean stop
 
 
-def test_spool_survives_restart(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str) -> None:
+def test_spool_survives_restart(tmp_path: Path, teacher: FakeTeacherServerThread, store_url: str) -> None:
     flaky = FlakyStore(store_url)
     flaky.down = True
     ids = []
-    with ServerThread(_config(tmp_path, upstream.url, store_url), store=flaky) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, store_url), store=flaky) as srv:
         for i in range(5):
             raw = _client(srv).chat.completions.with_raw_response.create(
                 model="gpt-4o-mini", messages=[{"role": "user", "content": f"r{i}"}])
@@ -386,12 +388,12 @@ def test_spool_survives_restart(tmp_path: Path, upstream: FakeUpstreamThread, st
                for line in f.read_text().splitlines()]
     assert sorted(json.loads(line)["id"] for line in spooled) == sorted(ids)
     flaky.down = False
-    with ServerThread(_config(tmp_path, upstream.url, store_url), store=flaky):
+    with ServerThread(_config(tmp_path, teacher.url, store_url), store=flaky):
         assert wait_until(lambda: flaky.inner.count_traces() == 5)
     assert sorted(t.id for t in flaky.inner.iter_traces()) == sorted(ids)
 
 
-def test_postgres_store_unreachable_then_back(tmp_path: Path, upstream: FakeUpstreamThread, pg_url: str) -> None:
+def test_postgres_store_unreachable_then_back(tmp_path: Path, teacher: FakeTeacherServerThread, pg_url: str) -> None:
     """A real PostgreSQL store: the gateway starts against a dead address and
     spools; once the store answers again, every trace is there."""
 
@@ -410,7 +412,7 @@ def test_postgres_store_unreachable_then_back(tmp_path: Path, upstream: FakeUpst
 
     swap = SwappableStore()
     ids = []
-    with ServerThread(_config(tmp_path, upstream.url), store=swap) as srv:
+    with ServerThread(_config(tmp_path, teacher.url), store=swap) as srv:
         for i in range(6):
             raw = _client(srv).chat.completions.with_raw_response.create(
                 model="gpt-4o-mini", messages=[{"role": "user", "content": f"pg{i}"}], stream=i % 2 == 0)
@@ -470,12 +472,12 @@ def test_models_health_metrics(gateway: ServerThread) -> None:
     assert "protege_capture_dropped_total 0.0" in text
 
 
-def test_gateway_keys_and_upstream_key_env(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str,
+def test_gateway_keys_and_teacher_key_env(tmp_path: Path, teacher: FakeTeacherServerThread, store_url: str,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from protege.gateway.keys import create_key, revoke_key
 
     monkeypatch.setenv("TEACHER_KEY", "sk-teacher-secret")
-    cfg = _config(tmp_path, upstream.url, store_url, gateway_keys=None, upstream_key_env="TEACHER_KEY")
+    cfg = _config(tmp_path, teacher.url, store_url, gateway_keys=None, teacher_key_env="TEACHER_KEY")
     record, key = create_key("team-a", cfg.keys_file)
     with ServerThread(cfg) as srv:
         with pytest.raises(openai.AuthenticationError):
@@ -483,7 +485,7 @@ def test_gateway_keys_and_upstream_key_env(tmp_path: Path, upstream: FakeUpstrea
         raw = _client(srv, api_key=key).chat.completions.with_raw_response.create(
             model="gpt-4o-mini", messages=MESSAGES)
         # The gateway key never leaves the gateway; the teacher gets its own key.
-        assert upstream.server.last_headers[b"authorization"] == b"Bearer sk-teacher-secret"
+        assert teacher.server.last_headers[b"authorization"] == b"Bearer sk-teacher-secret"
         assert _stored(srv, store_url, raw.headers["x-protege-trace-id"]).client_id == "team-a"
         srv.app.keys.RELOAD_EVERY_S = 0.0
         revoke_key(record["id"], cfg.keys_file)
@@ -491,7 +493,7 @@ def test_gateway_keys_and_upstream_key_env(tmp_path: Path, upstream: FakeUpstrea
             _client(srv, api_key=key).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
 
-def test_redact_hook_runs_before_store(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str,
+def test_redact_hook_runs_before_store(tmp_path: Path, teacher: FakeTeacherServerThread, store_url: str,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "my_scrub.py").write_text(
         "def redact(trace):\n"
@@ -501,15 +503,15 @@ def test_redact_hook_runs_before_store(tmp_path: Path, upstream: FakeUpstreamThr
         "    return trace\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    with ServerThread(_config(tmp_path, upstream.url, store_url, redact="my_scrub:redact")) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, store_url, redact="my_scrub:redact")) as srv:
         raw = _client(srv).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
         assert "Paris" in raw.parse().choices[0].message.content  # the client's answer is untouched
         trace = _stored(srv, store_url, raw.headers["x-protege-trace-id"])
     assert trace.request["messages"][1]["content"] == "weather in [CITY]?" and trace.meta["redacted"]
 
 
-def test_store_on_both_engines(tmp_path: Path, upstream: FakeUpstreamThread, db_url: str) -> None:
-    with ServerThread(_config(tmp_path, upstream.url, db_url)) as srv:
+def test_store_on_both_engines(tmp_path: Path, teacher: FakeTeacherServerThread, db_url: str) -> None:
+    with ServerThread(_config(tmp_path, teacher.url, db_url)) as srv:
         raw = _client(srv).chat.completions.with_raw_response.create(
             model="gpt-4o", messages=MESSAGES, tools=[WEATHER, CLOCK], stream=True)
         trace_id = raw.headers["x-protege-trace-id"]
@@ -518,10 +520,10 @@ def test_store_on_both_engines(tmp_path: Path, upstream: FakeUpstreamThread, db_
     assert trace.tools_called == ["get_weather", "get_time"] and trace.stream
 
 
-def test_capture_in_child_process(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str) -> None:
+def test_capture_in_child_process(tmp_path: Path, teacher: FakeTeacherServerThread, store_url: str) -> None:
     """`protege serve` builds and stores traces in a child process: same traces,
     same counters, everything flushed at shutdown."""
-    cfg = _config(tmp_path, upstream.url, store_url, capture_process=True)
+    cfg = _config(tmp_path, teacher.url, store_url, capture_process=True)
     ids = []
     with ServerThread(cfg) as srv:
         client = _client(srv)
@@ -552,12 +554,12 @@ def test_capture_in_child_process(tmp_path: Path, upstream: FakeUpstreamThread, 
         store.close()
 
 
-def test_child_process_death_falls_back_in_process(tmp_path: Path, upstream: FakeUpstreamThread,
+def test_child_process_death_falls_back_in_process(tmp_path: Path, teacher: FakeTeacherServerThread,
                                                    store_url: str) -> None:
     import os
     import signal
 
-    cfg = _config(tmp_path, upstream.url, store_url, capture_process=True)
+    cfg = _config(tmp_path, teacher.url, store_url, capture_process=True)
     with ServerThread(cfg) as srv:
         writer = srv.app.writer
         os.kill(writer._proc.pid, signal.SIGKILL)
@@ -574,7 +576,7 @@ def test_child_process_death_falls_back_in_process(tmp_path: Path, upstream: Fak
 def test_client_disconnect_stops_the_teacher(tmp_path: Path, store_url: str) -> None:
     """A client that hangs up mid-stream: the gateway drops the teacher's
     connection (no paying for tokens nobody reads) and keeps the partial trace."""
-    with FakeUpstreamThread(chunk_delay_s=0.05) as slow, ServerThread(_config(tmp_path, slow.url, store_url)) as srv:
+    with FakeTeacherServerThread(chunk_delay_s=0.05) as slow, ServerThread(_config(tmp_path, slow.url, store_url)) as srv:
         body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
         with httpx.stream("POST", srv.url + "/v1/chat/completions", json=body, timeout=10) as r:
             trace_id = r.headers["x-protege-trace-id"]
@@ -607,12 +609,12 @@ def test_teacher_ignoring_stream_flag(tmp_path: Path, store_url: str) -> None:
     assert trace.status == "ok" and trace.stream and trace.response["choices"][0]["message"]["content"]
 
 
-def test_full_spool_is_loud(tmp_path: Path, upstream: FakeUpstreamThread, store_url: str,
+def test_full_spool_is_loud(tmp_path: Path, teacher: FakeTeacherServerThread, store_url: str,
                             caplog: pytest.LogCaptureFixture) -> None:
     flaky = FlakyStore(store_url)
     flaky.down = True
     capture = WriterConfig(spool_path=tmp_path / "spool.jsonl", spool_max_bytes=200, flush_interval_s=0.01)
-    with ServerThread(_config(tmp_path, upstream.url, store_url, capture=capture), store=flaky) as srv:
+    with ServerThread(_config(tmp_path, teacher.url, store_url, capture=capture), store=flaky) as srv:
         for _ in range(3):
             _client(srv).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
         assert srv.app.writer.flush(10)

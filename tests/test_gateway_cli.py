@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from protege.cli.main import cli
 from protege.database import open_store
 from protege.gateway.keys import KeyRing, default_keys_file
-from protege.testing.fake_upstream import FakeUpstreamThread
+from protege.testing.fake_teacher_server import FakeTeacherServerThread
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,10 +56,10 @@ def test_keys_create_list_revoke() -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--upstream", "api.example.com"], "must be an http(s) URL"),
-    (["--upstream", "http://127.0.0.1:9/v1", "--db", "mysql://x/y"], "unsupported database"),
-    (["--upstream", "http://127.0.0.1:9/v1", "--redact", "no_such_module_xyz:fn"], "--redact"),
-    (["--upstream", "http://127.0.0.1:9/v1", "--upstream-key-env", "PROTEGE_TEST_NOT_SET"], "not set"),
+    (["--teacher", "api.example.com"], "must be an http(s) URL"),
+    (["--teacher", "http://127.0.0.1:9/v1", "--db", "mysql://x/y"], "unsupported database"),
+    (["--teacher", "http://127.0.0.1:9/v1", "--redact", "no_such_module_xyz:fn"], "--redact"),
+    (["--teacher", "http://127.0.0.1:9/v1", "--teacher-key-env", "PROTEGE_TEST_NOT_SET"], "not set"),
 ])
 def test_serve_rejects_bad_options(args: list[str], message: str, tmp_path: Path) -> None:
     out = CliRunner().invoke(cli, ["serve", "--db", f"sqlite:///{tmp_path / 'x.db'}", *args])
@@ -76,11 +76,11 @@ def _free_port() -> int:
 def test_serve_process_captures_and_flushes_on_shutdown(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'served.db'}"
     port = _free_port()
-    with FakeUpstreamThread() as teacher:
+    with FakeTeacherServerThread() as teacher:
         env = {**os.environ, "PROTEGE_HOME": str(tmp_path / "home"), "TEACHER_KEY": "sk-from-env"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "protege", "serve", "--upstream", teacher.url, "--port", str(port),
-             "--db", db, "--upstream-key-env", "TEACHER_KEY"],
+            [sys.executable, "-m", "protege", "serve", "--teacher", teacher.url, "--port", str(port),
+             "--db", db, "--teacher-key-env", "TEACHER_KEY"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         try:

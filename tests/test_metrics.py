@@ -64,19 +64,19 @@ def tc(pred, ref, tools=TOOLS):
 
 
 def test_coercion_follows_the_schema():
-    assert M.coerce("5", {"type": "integer"}) == 5
-    assert M.coerce(5.0, {"type": "integer"}) == 5
-    assert M.coerce(5.5, {"type": "integer"}) == 5.5  # not silently truncated
-    assert M.coerce(5, {"type": "float"}) == 5.0
-    assert M.coerce("2.5", {"type": "number"}) == 2.5
-    assert M.coerce("TRUE", {"type": "boolean"}) is True
-    assert M.coerce(True, {"type": "integer"}) is True  # a boolean never becomes 1
-    assert M.coerce(" celsius ", {"type": "string", "enum": ["Celsius", "Fahrenheit"]}) == "Celsius"
-    assert M.coerce("Paris", {"type": "string"}) == "Paris"
-    assert M.coerce("[1, 2]", {"type": "array", "items": {"type": "integer"}}) == [1, 2]
-    assert M.coerce(["1", 2.0], {"type": "array", "items": {"type": "integer"}}) == [1, 2]
+    assert M.schema_coerce("5", {"type": "integer"}) == 5
+    assert M.schema_coerce(5.0, {"type": "integer"}) == 5
+    assert M.schema_coerce(5.5, {"type": "integer"}) == 5.5  # not silently truncated
+    assert M.schema_coerce(5, {"type": "float"}) == 5.0
+    assert M.schema_coerce("2.5", {"type": "number"}) == 2.5
+    assert M.schema_coerce("TRUE", {"type": "boolean"}) is True
+    assert M.schema_coerce(True, {"type": "integer"}) is True  # a boolean never becomes 1
+    assert M.schema_coerce(" celsius ", {"type": "string", "enum": ["Celsius", "Fahrenheit"]}) == "Celsius"
+    assert M.schema_coerce("Paris", {"type": "string"}) == "Paris"
+    assert M.schema_coerce("[1, 2]", {"type": "array", "items": {"type": "integer"}}) == [1, 2]
+    assert M.schema_coerce(["1", 2.0], {"type": "array", "items": {"type": "integer"}}) == [1, 2]
     # Ambiguous enum spelling is left alone (two members differ only by case).
-    assert M.coerce("a", {"type": "string", "enum": ["A", "a "]}) == "a"
+    assert M.schema_coerce("a", {"type": "string", "enum": ["A", "a "]}) == "a"
 
 
 def test_exact_match_after_coercion():

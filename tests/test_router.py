@@ -90,7 +90,7 @@ def test_sse_round_trip_through_the_stream_reassembler():
     assert events[-1] == b"data: [DONE]"
     last = json.loads(events[-2][6:])
     assert last["choices"] == [] and last["usage"]["total_tokens"] == 7
-    # Later argument deltas carry no id/name, only the index, as upstreams do.
+    # Later argument deltas carry no id/name, only the index, as teachers do.
     arg_deltas = [json.loads(e[6:]) for e in events[:-1]]
     later = [c["choices"][0]["delta"]["tool_calls"][0] for c in arg_deltas if c["choices"] and "tool_calls" in c["choices"][0]["delta"]]
     assert sum(1 for d in later if "id" in d) == 2 and len(later) > 3

@@ -17,14 +17,14 @@ torch = pytest.importorskip("torch")
 
 from protege.capture.writer import WriterConfig  # noqa: E402
 from protege.database import open_store  # noqa: E402
+from protege.engines.engine import EmbeddedEngine  # noqa: E402
 from protege.gateway.config import GatewayConfig  # noqa: E402
 from protege.gateway.server import ServerThread  # noqa: E402
 from protege.gateway.student import StudentPath, agree  # noqa: E402
 from protege.registry import Registry  # noqa: E402
 from protege.router.migrations import shadow_results  # noqa: E402
 from protege.router.routes import set_route  # noqa: E402
-from protege.serve.engine import EmbeddedEngine  # noqa: E402
-from protege.testing.fake_upstream import FakeUpstreamThread  # noqa: E402
+from protege.testing.fake_teacher_server import FakeTeacherServerThread  # noqa: E402
 from protege.testing.wait import wait_until  # noqa: E402
 
 WEATHER = {
@@ -103,8 +103,8 @@ def stack(tmp_path: Path, adapters: dict[str, Path]):
     engine = EmbeddedEngine(load_base(str(adapters["base"])), max_batch=4, max_wait_ms=2, max_new_tokens=48,
                             constrain=False)
     students = StudentPath(store, engine, poll_s=0.1, assign=lambda req, tag: (tag, 1.0) if tag else (None, None))
-    with FakeUpstreamThread() as up:
-        cfg = GatewayConfig(upstream=up.url, db_url=db, gateway_keys=[], keys_file=tmp_path / "k.json",
+    with FakeTeacherServerThread() as up:
+        cfg = GatewayConfig(teacher=up.url, db_url=db, gateway_keys=[], keys_file=tmp_path / "k.json",
                             capture=WriterConfig(spool_path=tmp_path / "spool.jsonl", flush_interval_s=0.01))
         from protege.gateway.app import create_app
 
@@ -216,7 +216,7 @@ def test_ui_is_behind_the_gateway_keys(tmp_path):
 
     from protege.gateway.app import create_app
 
-    cfg = GatewayConfig(upstream="http://127.0.0.1:9/v1", db_url=f"sqlite:///{tmp_path / 'k.db'}",
+    cfg = GatewayConfig(teacher="http://127.0.0.1:9/v1", db_url=f"sqlite:///{tmp_path / 'k.db'}",
                         gateway_keys=["sk-gw-secret"], keys_file=tmp_path / "k.json",
                         capture=WriterConfig(spool_path=tmp_path / "spool.jsonl"))
     with ServerThread(app=create_app(cfg)) as srv:
@@ -250,9 +250,9 @@ def test_confidence_floor_defers_unsure_answers_to_the_teacher(stack):
 
 
 def test_tool_name_constraint_keeps_a_student_on_offered_tools(adapters):
+    from protege.engines.engine import AdapterSpec
     from protege.models.constrain import open_name
     from protege.models.loader import load_base
-    from protege.serve.engine import AdapterSpec
 
     assert open_name('<tool_call>\n{"name": "get_wea') == "get_wea"
     assert open_name('{"name": "x') is None  # not inside a call

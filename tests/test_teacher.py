@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from protege.teacher import HttpTeacher, ReplayIndex, ReplayTeacher, Teacher, TeacherError, message_of
-from protege.testing import FakeTeacher, FakeUpstreamThread, completion
+from protege.testing import FakeTeacher, FakeTeacherServerThread, completion
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
@@ -35,7 +35,7 @@ def _calls(message: dict) -> list[dict]:
 
 def test_http_replay_and_fake_teachers_answer_alike():
     want = completion(REQUEST)
-    with FakeUpstreamThread() as up:
+    with FakeTeacherServerThread() as up:
         teachers = {
             "http": HttpTeacher(up.url + "/v1", "sk-test", max_retries=0),
             "replay": ReplayTeacher(ReplayIndex.from_pairs([(REQUEST, want)])),
@@ -52,7 +52,7 @@ def test_http_replay_and_fake_teachers_answer_alike():
 def test_a_teacher_that_cannot_answer_raises_teacher_error():
     with pytest.raises(TeacherError, match="no recorded answer"):
         ReplayTeacher(ReplayIndex()).complete(REQUEST)
-    with FakeUpstreamThread() as up:
+    with FakeTeacherServerThread() as up:
         http = HttpTeacher(up.url + "/v1", "sk-test", max_retries=0)
         with pytest.raises(TeacherError, match="failed"):
             http.complete({**REQUEST, "model": "fake-error-500"})

@@ -18,13 +18,13 @@ pytest.importorskip("transformers")
 
 from protege.capture.writer import WriterConfig  # noqa: E402
 from protege.database import open_store  # noqa: E402
+from protege.engines.engine import AdapterSpec, OpenAICompatEngine, logprob_signals  # noqa: E402
 from protege.gateway.config import GatewayConfig  # noqa: E402
 from protege.gateway.server import ServerThread  # noqa: E402
 from protege.gateway.student import StudentPath  # noqa: E402
 from protege.registry import Registry  # noqa: E402
 from protege.router.routes import set_route  # noqa: E402
-from protege.serve.engine import AdapterSpec, OpenAICompatEngine, logprob_signals  # noqa: E402
-from protege.testing.fake_upstream import FakeUpstreamThread  # noqa: E402
+from protege.testing.fake_teacher_server import FakeTeacherServerThread  # noqa: E402
 from protege.testing.fake_vllm import FakeVllmThread  # noqa: E402
 from protege.testing.wait import wait_until  # noqa: E402
 
@@ -96,10 +96,10 @@ def stack(tmp_path: Path, tokenizer: Any):
     v1 = reg.register("weather", base_model="tiny", path=_adapter_dir(tmp_path / "v1"))
     reg.promote(v1.id, "test")
     set_route(store, "weather", "live")
-    with FakeVllmThread(base="tiny", answers={"weather": GOOD}, token_prob=0.8) as vllm, FakeUpstreamThread() as up:
+    with FakeVllmThread(base="tiny", answers={"weather": GOOD}, token_prob=0.8) as vllm, FakeTeacherServerThread() as up:
         engine = OpenAICompatEngine(vllm.url, tokenizer, vllm=True, timeout_s=5)
         students = StudentPath(store, engine, poll_s=0.1, assign=lambda req, tag: (tag, 1.0) if tag else (None, None))
-        cfg = GatewayConfig(upstream=up.url, db_url=db, gateway_keys=[], keys_file=tmp_path / "k.json",
+        cfg = GatewayConfig(teacher=up.url, db_url=db, gateway_keys=[], keys_file=tmp_path / "k.json",
                             capture=WriterConfig(spool_path=tmp_path / "spool.jsonl", flush_interval_s=0.01))
         from protege.gateway.app import create_app
 
@@ -178,13 +178,13 @@ def test_serve_cli_wires_the_vllm_engine(tmp_path: Path, tokenizer: Any):
     from protege.cli.main import cli
     from protege.gateway.student import build_student_path
 
-    out = CliRunner().invoke(cli, ["serve", "--upstream", "http://up.local/v1", "--students", "--engine", "vllm",
+    out = CliRunner().invoke(cli, ["serve", "--teacher", "http://up.local/v1", "--students", "--engine", "vllm",
                                    "--vllm-url", "localhost:8000", "--db", f"sqlite:///{tmp_path / 'p.db'}"])
     assert out.exit_code != 0 and "--engine-url must be an http(s) URL, got 'localhost:8000'" in out.output
     assert "Traceback" not in out.output
     base = tmp_path / "tok"
     tokenizer.save_pretrained(str(base))
-    cfg = GatewayConfig(upstream="http://up.local/v1", db_url=f"sqlite:///{tmp_path / 'p.db'}", students=True,
+    cfg = GatewayConfig(teacher="http://up.local/v1", db_url=f"sqlite:///{tmp_path / 'p.db'}", students=True,
                         base_model=str(base), engine="openai", engine_url="http://vllm.local:8000/v1",
                         engine_vllm=True, engine_guided="guided_grammar", route_poll_s=60)
     store = open_store(cfg.db_url)

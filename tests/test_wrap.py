@@ -1,4 +1,4 @@
-"""protege.wrap around the official openai SDK, against an in-process fake upstream."""
+"""protege.wrap around the official openai SDK, against an in-process fake teacher."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def sse(chunks: list[dict[str, Any]], done: bool = True) -> bytes:
     return body + (b"data: [DONE]\n\n" if done else b"")
 
 
-class Upstream:
+class TeacherTransport:
     """An OpenAI-compatible fake: the model name picks the behaviour."""
 
     def __init__(self) -> None:
@@ -90,10 +90,10 @@ class Upstream:
         self.headers.append(request.headers)
         model = body.get("model", "")
         if model == "timeout":
-            raise httpx.ReadTimeout("upstream too slow", request=request)
+            raise httpx.ReadTimeout("teacher too slow", request=request)
         if model.startswith("err-"):
             status = int(model.split("-")[1])
-            return httpx.Response(status, json={"error": {"message": f"upstream says {status}", "type": "test_error", "code": None}})
+            return httpx.Response(status, json={"error": {"message": f"teacher says {status}", "type": "test_error", "code": None}})
         if body.get("stream"):
             if model == "midstream-error":
                 chunks = text_chunks()[:2] + [{"error": {"message": "overloaded mid-stream", "type": "server_error"}}]
@@ -110,21 +110,21 @@ class Upstream:
 
 
 @pytest.fixture
-def upstream() -> Upstream:
-    return Upstream()
+def teacher() -> TeacherTransport:
+    return TeacherTransport()
 
 
-def sync_client(up: Upstream) -> openai.OpenAI:
+def sync_client(teacher: TeacherTransport) -> openai.OpenAI:
     return openai.OpenAI(
-        api_key="sk-test", base_url="http://upstream.test/v1", max_retries=0,
-        http_client=httpx.Client(transport=httpx.MockTransport(up)),
+        api_key="sk-test", base_url="http://teacher.test/v1", max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(teacher)),
     )
 
 
-def async_client(up: Upstream) -> openai.AsyncOpenAI:
+def async_client(teacher: TeacherTransport) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(
-        api_key="sk-test", base_url="http://upstream.test/v1", max_retries=0,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(up)),
+        api_key="sk-test", base_url="http://teacher.test/v1", max_retries=0,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(teacher)),
     )
 
 
@@ -135,8 +135,8 @@ def stored(store: Any, trace_id: str) -> Any:
     return trace
 
 
-def test_non_streaming_captured_verbatim(store, upstream):
-    client = protege.wrap(sync_client(upstream), store=store, client_id="app-1", session_id="run-7", task="summarise")
+def test_non_streaming_captured_verbatim(store, teacher):
+    client = protege.wrap(sync_client(teacher), store=store, client_id="app-1", session_id="run-7", task="summarise")
     assert isinstance(client, openai.OpenAI)
     messages = [{"role": "user", "content": "hello"}]
     resp = client.chat.completions.create(model="gpt-4o-mini", messages=messages, temperature=0.2, extra_body={"x_custom": 1})
@@ -148,14 +148,14 @@ def test_non_streaming_captured_verbatim(store, upstream):
     tid = client.last_trace_id
     assert wrap_mod.trace_id_of(resp) == tid
     t = stored(store, tid)
-    assert t.response == completion_body(upstream.requests[0])  # upstream JSON, vendor field included
+    assert t.response == completion_body(teacher.requests[0])  # teacher JSON, vendor field included
     assert t.request == {
         "model": "gpt-4o-mini",
         "messages": [{"role": "user", "content": "hello"}],
         "temperature": 0.2,
         "x_custom": 1,
     }
-    assert upstream.requests[0]["x_custom"] == 1
+    assert teacher.requests[0]["x_custom"] == 1
     assert (t.source, t.client_id, t.session_id, t.task_tag) == ("sdk", "app-1", "run-7", "summarise")
     assert (t.status, t.http_status, t.finish_reason, t.stream) == ("ok", 200, "stop", False)
     assert (t.prompt_tokens, t.completion_tokens) == (11, 4)
@@ -163,8 +163,8 @@ def test_non_streaming_captured_verbatim(store, upstream):
     assert t.latency_ms is not None and t.latency_ms > 0
 
 
-def test_per_call_task_header_overrides_default(store, upstream):
-    client = protege.wrap(sync_client(upstream), store=store, task="default-task")
+def test_per_call_task_header_overrides_default(store, teacher):
+    client = protege.wrap(sync_client(teacher), store=store, task="default-task")
     client.chat.completions.create(model="m", messages=[{"role": "user", "content": "a"}])
     first = client.last_trace_id
     client.chat.completions.create(
@@ -176,7 +176,7 @@ def test_per_call_task_header_overrides_default(store, upstream):
     assert stored(store, first).task_tag == "default-task"
     t2 = stored(store, second)
     assert (t2.task_tag, t2.session_id) == ("classify", "s-9")
-    assert upstream.headers[1]["x-protege-task"] == "classify"  # headers still reach the upstream
+    assert teacher.headers[1]["x-protege-task"] == "classify"  # headers still reach the teacher
     client.chat.completions.create(
         model="m", messages=[{"role": "user", "content": "c"}], user="end-user-3",
         metadata={"task": "from-metadata", "session_id": "s-meta"},
@@ -185,8 +185,8 @@ def test_per_call_task_header_overrides_default(store, upstream):
     assert (t3.task_tag, t3.session_id, t3.client_id) == ("from-metadata", "s-meta", "end-user-3")
 
 
-def test_streaming_parallel_tool_calls(store, upstream):
-    client = protege.wrap(sync_client(upstream), store=store)
+def test_streaming_parallel_tool_calls(store, teacher):
+    client = protege.wrap(sync_client(teacher), store=store)
     stream = client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "weather and time"}],
         tools=TOOLS, stream=True, stream_options={"include_usage": True},
@@ -212,8 +212,8 @@ def test_streaming_parallel_tool_calls(store, upstream):
     assert t.request["stream"] is True and t.request["tools"] == TOOLS
 
 
-def test_stream_closed_early_is_recorded_as_incomplete(store, upstream):
-    client = protege.wrap(sync_client(upstream), store=store)
+def test_stream_closed_early_is_recorded_as_incomplete(store, teacher):
+    client = protege.wrap(sync_client(teacher), store=store)
     with client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True) as stream:
         first = next(iter(stream))
         assert first.choices[0].delta.role == "assistant"
@@ -232,20 +232,20 @@ def test_stream_closed_early_is_recorded_as_incomplete(store, upstream):
     assert t.status == "ok" and t.response["choices"][0]["message"]["content"] == "Hello there"
 
 
-def test_upstream_error_is_stored_then_reraised(store, upstream):
-    client = protege.wrap(sync_client(upstream), store=store)
+def test_teacher_error_is_stored_then_reraised(store, teacher):
+    client = protege.wrap(sync_client(teacher), store=store)
     with pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(model="err-429", messages=[{"role": "user", "content": "x"}])
     assert info.value.status_code == 429
     t = stored(store, client.last_trace_id)
     assert (t.status, t.http_status, t.response) == ("error", 429, None)
-    assert "upstream says 429" in t.error
-    assert t.meta["error"]["body"]["message"] == "upstream says 429"
+    assert "teacher says 429" in t.error
+    assert t.meta["error"]["body"]["message"] == "teacher says 429"
     assert t.request["model"] == "err-429"
 
 
-def test_timeout_is_stored_then_reraised(store, upstream):
-    client = protege.wrap(sync_client(upstream), store=store)
+def test_timeout_is_stored_then_reraised(store, teacher):
+    client = protege.wrap(sync_client(teacher), store=store)
     with pytest.raises(openai.APITimeoutError):
         client.chat.completions.create(model="timeout", messages=[{"role": "user", "content": "x"}])
     t = stored(store, client.last_trace_id)
@@ -253,8 +253,8 @@ def test_timeout_is_stored_then_reraised(store, upstream):
     assert t.error.startswith("APITimeoutError")
 
 
-def test_error_in_the_middle_of_a_stream(store, upstream):
-    client = protege.wrap(sync_client(upstream), store=store)
+def test_error_in_the_middle_of_a_stream(store, teacher):
+    client = protege.wrap(sync_client(teacher), store=store)
     stream = client.chat.completions.create(model="midstream-error", messages=[{"role": "user", "content": "x"}], stream=True)
     seen = []
     with pytest.raises(openai.APIError, match="overloaded"):
@@ -266,8 +266,8 @@ def test_error_in_the_middle_of_a_stream(store, upstream):
     assert t.response["choices"][0]["message"]["content"] == "Hel"  # what arrived before the failure
 
 
-def test_with_raw_response_and_with_options(store, upstream):
-    client = protege.wrap(sync_client(upstream), store=store, task="raw")
+def test_with_raw_response_and_with_options(store, teacher):
+    client = protege.wrap(sync_client(teacher), store=store, task="raw")
     raw = client.chat.completions.with_raw_response.create(model="m", messages=[{"role": "user", "content": "r"}])
     assert raw.http_response.status_code == 200
     parsed = raw.parse()
@@ -281,29 +281,29 @@ def test_with_raw_response_and_with_options(store, upstream):
     t = stored(store, other.last_trace_id)
     assert t.task_tag == "raw" and t.request["messages"][0]["content"] == "copy"
     # The SDK's own marker header is not added to what the caller asked for.
-    assert all(h.get("x-stainless-raw-response") == "true" for h in upstream.headers)
+    assert all(h.get("x-stainless-raw-response") == "true" for h in teacher.headers)
 
 
-def test_redact_hook_and_generator_messages(store, upstream):
+def test_redact_hook_and_generator_messages(store, teacher):
     def redact(trace):
         trace.request["messages"] = [{**m, "content": m["content"].replace("secret", "[REDACTED]")} for m in trace.request["messages"]]
         return trace
 
-    client = protege.wrap(sync_client(upstream), store=store, redact=redact)
+    client = protege.wrap(sync_client(teacher), store=store, redact=redact)
     msgs = ({"role": "user", "content": f"my secret {i}"} for i in range(1))  # a one-shot iterable
     resp = client.chat.completions.create(model="m", messages=msgs)
-    assert resp.choices[0].message.content == "echo: my secret 0"  # the upstream got the real text
+    assert resp.choices[0].message.content == "echo: my secret 0"  # the teacher got the real text
     t = stored(store, client.last_trace_id)
     assert t.request["messages"] == [{"role": "user", "content": "my [REDACTED] 0"}]
 
 
-async def test_async_client_non_streaming_and_streaming(store, upstream):
-    client = protege.wrap(async_client(upstream), store=store, client_id="async-app")
+async def test_async_client_non_streaming_and_streaming(store, teacher):
+    client = protege.wrap(async_client(teacher), store=store, client_id="async-app")
     assert isinstance(client, openai.AsyncOpenAI)
     resp = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
     assert resp.choices[0].message.content == "echo: hi"
     t = stored(store, client.last_trace_id)
-    assert t.response == completion_body(upstream.requests[0]) and t.client_id == "async-app"
+    assert t.response == completion_body(teacher.requests[0]) and t.client_id == "async-app"
 
     stream = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "s"}], tools=TOOLS, stream=True)
     assert isinstance(stream, openai.AsyncStream)
@@ -327,8 +327,8 @@ async def test_async_client_non_streaming_and_streaming(store, upstream):
     assert (t.status, t.http_status) == ("error", 500)
 
 
-def test_sdk_feedback(store, upstream):
-    client = protege.wrap(sync_client(upstream), store=store, session_id="sess-1")
+def test_sdk_feedback(store, teacher):
+    client = protege.wrap(sync_client(teacher), store=store, session_id="sess-1")
     client.chat.completions.create(model="m", messages=[{"role": "user", "content": "rate me"}])
     tid = stored(store, client.last_trace_id).id
     fb = protege.feedback(trace_id=tid, score=0.5, label="good", comment="fine", store=store)
@@ -349,7 +349,7 @@ def test_wrap_rejects_other_objects(store):
         protege.wrap(object(), store=store)
 
 
-def test_spool_of_a_dead_process_is_replayed(tmp_path, upstream, _isolated_home):
+def test_spool_of_a_dead_process_is_replayed(tmp_path, teacher, _isolated_home):
     from protege.database import open_store
 
     url = f"sqlite:///{tmp_path / 'spool.db'}"
@@ -365,14 +365,14 @@ def test_spool_of_a_dead_process_is_replayed(tmp_path, upstream, _isolated_home)
     half = writer.spool_path.with_name(f"sdk-{key}-999999998-0.replaying")
     lost2 = protege.build_trace({"model": "m", "messages": []}, None, status="error", error="y", source="sdk")
     half.write_text(json.dumps(lost2.to_dict()) + "\n")
-    client = protege.wrap(sync_client(upstream), store=store)
+    client = protege.wrap(sync_client(teacher), store=store)
     client.protege.writer.replay()
     assert store.get_trace(lost.id) is not None and store.get_trace(lost2.id) is not None
     assert not orphan.exists() and not half.exists()
 
 
-def test_raw_streaming_response(store, upstream):
-    client = protege.wrap(sync_client(upstream), store=store)
+def test_raw_streaming_response(store, teacher):
+    client = protege.wrap(sync_client(teacher), store=store)
     raw = client.chat.completions.with_raw_response.create(model="m", messages=[{"role": "user", "content": "s"}], stream=True)
     stream = raw.parse()
     assert isinstance(stream, openai.Stream)
@@ -382,21 +382,21 @@ def test_raw_streaming_response(store, upstream):
     assert t.response["choices"][0]["message"]["content"] == "Hello there" and t.status == "ok"
 
 
-def test_structured_output_parse(store, upstream):
+def test_structured_output_parse(store, teacher):
     from pydantic import BaseModel
 
     class Trip(BaseModel):
         city: str
         days: int
 
-    client = protege.wrap(sync_client(upstream), store=store, task="plan")
+    client = protege.wrap(sync_client(teacher), store=store, task="plan")
     out = client.chat.completions.parse(model="m", messages=[{"role": "user", "content": "plan"}], response_format=Trip)
     assert out.choices[0].message.parsed == Trip(city="Paris", days=3)
     t = stored(store, client.last_trace_id)
     assert t.request["response_format"]["type"] == "json_schema"
     assert t.request["response_format"]["json_schema"]["name"] == "Trip"
     assert json.loads(t.response["choices"][0]["message"]["content"]) == {"city": "Paris", "days": 3}
-    assert upstream.requests[-1]["response_format"] == t.request["response_format"]
+    assert teacher.requests[-1]["response_format"] == t.request["response_format"]
 
     # An answer that does not fit the schema is still a call: stored as an error, then raised.
     with pytest.raises(Exception) as info:

@@ -140,7 +140,7 @@ class Call:
         self.latency_ms = self._elapsed_ms()
         http = getattr(raw, "http_response", None)
         if http is not None and self.chunks is None:
-            # The upstream answered but the SDK could not parse it: keep the answer.
+            # The teacher answered but the SDK could not parse it: keep the answer.
             self.http_status = http.status_code
             try:
                 self.raw_body = http.content

@@ -5,7 +5,7 @@ resource keep working; only ``chat.completions.create`` and ``.parse`` (and thei
 ``with_raw_response`` twins) are replaced by versions that record each call.
 
 Why the calls go through the SDK's raw-response path: it hands us the HTTP
-response, so the stored ``response`` is the upstream JSON byte for byte instead
+response, so the stored ``response`` is the teacher's JSON byte for byte instead
 of a re-serialised pydantic model. The caller still gets exactly what the plain
 call returns (``LegacyAPIResponse.parse()`` is what the SDK itself returns for
 ``with_raw_response``).

@@ -34,6 +34,34 @@ db_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
+class _RenamedOption(click.Option):
+    """An option that still answers to its former names, left out of --help
+    and of error messages so that users see one name."""
+
+    def __init__(self, *args: Any, old_names: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.old_names = old_names
+
+    def _shown(self, method: Callable[..., Any], ctx: click.Context) -> Any:
+        opts = self.opts
+        self.opts = [o for o in opts if o not in self.old_names]
+        try:
+            return method(ctx)
+        finally:
+            self.opts = opts
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        return self._shown(super().get_help_record, ctx)
+
+    def get_error_hint(self, ctx: click.Context) -> str:
+        return str(self._shown(super().get_error_hint, ctx))
+
+
+def renamed_option(*decls: str, old: tuple[str, ...], **kwargs: Any) -> Callable[..., Any]:
+    """``click.option(*decls, ...)`` that also accepts the hidden former flags ``old``."""
+    return click.option(*decls, *old, cls=_RenamedOption, old_names=old, **kwargs)
+
+
 def _sqlite_file(url: str) -> Any:
     from pathlib import Path
 

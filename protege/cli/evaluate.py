@@ -140,7 +140,7 @@ def _fmt(x: float | None) -> str:
     "--checker", type=click.Choice(["bfcl"]), default=None, help="Also score with BFCL's AST checker."
 )
 @click.option("--sample", type=int, default=None, metavar="N", help="Evaluate on N test examples only.")
-@click.option("--judge", is_flag=True, help="Free-text tasks: LLM judge through the upstream.")
+@click.option("--judge", is_flag=True, help="Free-text tasks: LLM judge run by the teacher (PROTEGE_TEACHER).")
 @click.option("--judge-model", default="gpt-4o-mini", show_default=True, help="Model the judge runs on.")
 @click.option("--resamples", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=0, show_default=True)

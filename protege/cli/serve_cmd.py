@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import click
 
-from protege.cli.common import UserError, config_option, db_option
+from protege.cli.common import UserError, config_option, db_option, renamed_option
 from protege.gateway.config import GatewayConfig
 
 
 @click.command("serve")
-@click.option("--upstream", envvar="PROTEGE_UPSTREAM", required=True, metavar="URL",
-              help="OpenAI-compatible base URL of the teacher, /v1 included (env PROTEGE_UPSTREAM).")
+@renamed_option("--teacher", old=("--upstream",), envvar=["PROTEGE_TEACHER", "PROTEGE_UPSTREAM"], required=True,
+                metavar="URL", help="OpenAI-compatible base URL of the teacher, /v1 included (env PROTEGE_TEACHER).")
 @config_option(GatewayConfig, "host")
 @config_option(GatewayConfig, "port")
 @db_option
-@click.option("--upstream-key-env", metavar="NAME", default=None,
-              help="Environment variable with the teacher's API key (else the client's Authorization is forwarded).")
+@renamed_option("--teacher-key-env", old=("--upstream-key-env",), metavar="NAME", default=None,
+                help="Environment variable with the teacher's API key (else the client's Authorization is forwarded).")
 @click.option("--redact", metavar="MODULE:FUNCTION", default=None,
               help="Applied to every trace before it is stored, e.g. protege.curate.scrub:redact_trace.")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True, type=float,
               help="Seconds to wait for the teacher before answering 504.")
 @click.option("--client", type=click.Choice(["auto", "aiohttp", "httpx"]), default="auto", show_default=True,
-              help="Upstream HTTP client.")
+              help="HTTP client to the teacher.")
 @click.option("--spool", "spool_path", default=None, type=click.Path(dir_okay=False),
               help="Spool file for traces while the store is down (default: the store's own, under PROTEGE_HOME/spool).")
 @click.option("--durability", type=click.Choice(["write", "fsync", "off"]), default="write", show_default=True,
@@ -47,7 +47,7 @@ from protege.gateway.config import GatewayConfig
 @config_option(GatewayConfig, "engine_guided", type=click.Choice(["structured_outputs", "guided_grammar", "off"]))
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve(upstream: str, host: str | None, port: int | None, db_url: str | None, upstream_key_env: str | None,
+def serve(teacher: str, host: str | None, port: int | None, db_url: str | None, teacher_key_env: str | None,
           redact: str | None, timeout_s: float, client: str, spool_path: str | None, durability: str, max_body_mb: float, open_metrics: bool,
           capture_thread: bool,
           students: bool, base_model: str | None, engine: str, engine_url: str | None, engine_guided: str | None,
@@ -67,8 +67,8 @@ def serve(upstream: str, host: str | None, port: int | None, db_url: str | None,
     from protege.gateway.server import serve as run
     from protege.store import StoreError, make_engine
 
-    if not upstream.startswith(("http://", "https://")):
-        raise UserError(f"--upstream must be an http(s) URL, got {upstream!r}")
+    if not teacher.startswith(("http://", "https://")):
+        raise UserError(f"--teacher must be an http(s) URL, got {teacher!r}")
     if engine_url is not None and not engine_url.startswith(("http://", "https://")):
         raise UserError(f"--engine-url must be an http(s) URL, got {engine_url!r}")
     url = db_url or default_db_url()
@@ -87,7 +87,7 @@ def serve(upstream: str, host: str | None, port: int | None, db_url: str | None,
         logging.getLogger("protege.gateway").error("%s; capturing to the spool until it answers", exc)
     # Options left out keep the config's defaults (declared once, in GatewayConfig).
     given = {k: v for k, v in {"host": host, "port": port, "base_model": base_model}.items() if v is not None}
-    cfg = GatewayConfig(upstream=upstream, **given, db_url=url, upstream_key_env=upstream_key_env,
+    cfg = GatewayConfig(teacher=teacher, **given, db_url=url, teacher_key_env=teacher_key_env,
                         redact=redact, timeout_s=timeout_s, client=client, capture_process=not capture_thread,
                         capture=WriterConfig(spool_path=Path(spool_path) if spool_path else None),
                         durability=durability, max_body_bytes=int(max_body_mb * 1024**2),
@@ -97,7 +97,7 @@ def serve(upstream: str, host: str | None, port: int | None, db_url: str | None,
                         engine_url=engine_url, engine_vllm=engine == "vllm", engine_guided=engine_guided)
     vllm_proc = None
     if students and engine == "vllm" and not engine_url:
-        from protege.serve.vllm import VllmError, start_vllm
+        from protege.engines.vllm import VllmError, start_vllm
 
         try:
             vllm_proc, cfg.engine_url = start_vllm(cfg.base_model)
@@ -110,7 +110,7 @@ def serve(upstream: str, host: str | None, port: int | None, db_url: str | None,
         app = create_app(cfg, store=store)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    click.echo(f"protege gateway on http://{cfg.host}:{cfg.port}/v1 -> {upstream} (store: {url.split('@')[-1]})", err=True)
+    click.echo(f"protege gateway on http://{cfg.host}:{cfg.port}/v1 -> {teacher} (store: {url.split('@')[-1]})", err=True)
     try:
         run(cfg, app=app, log_level=log_level)
     except KeyboardInterrupt:

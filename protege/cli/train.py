@@ -15,6 +15,7 @@ from protege.cli.common import (
     json_option,
     open_store_or_fail,
     print_json,
+    renamed_option,
 )
 from protege.train.config import TrainConfig
 
@@ -96,16 +97,18 @@ def _summary(result: Any) -> None:
     type=int,
     default=None,
     metavar="N",
-    help="Grow a smaller training split to N rows with teacher paraphrases (needs --upstream-url).",
+    help="Grow a smaller training split to N rows with teacher paraphrases (needs --teacher-url).",
 )
-@click.option(
-    "--upstream-url",
-    envvar="PROTEGE_UPSTREAM_URL",
+@renamed_option(
+    "--teacher-url",
+    old=("--upstream-url",),
+    envvar=["PROTEGE_TEACHER", "PROTEGE_UPSTREAM_URL", "PROTEGE_UPSTREAM"],
     default=None,
     metavar="URL",
     help="OpenAI-compatible base URL of the teacher, for --augment-to.",
 )
-@click.option("--upstream-model", default=None, metavar="MODEL", help="Teacher model for --augment-to.")
+@renamed_option("--teacher-model", old=("--upstream-model",), default=None, metavar="MODEL",
+                help="Teacher model for --augment-to.")
 @click.option("--resume", is_flag=True, help="Continue the task's last unfinished run from its checkpoint.")
 @click.option("--no-register", is_flag=True, help="Do not record the adapter in the registry.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -128,8 +131,8 @@ def train(
     seed: int | None,
     threads: int | None,
     augment_to: int | None,
-    upstream_url: str | None,
-    upstream_model: str | None,
+    teacher_url: str | None,
+    teacher_model: str | None,
     resume: bool,
     no_register: bool,
     quiet: bool,
@@ -167,13 +170,13 @@ def train(
 
     augment = teacher = None
     if augment_to:
-        if not upstream_url or not upstream_model:
-            raise UserError("--augment-to needs --upstream-url and --upstream-model")
+        if not teacher_url or not teacher_model:
+            raise UserError("--augment-to needs --teacher-url and --teacher-model")
         from protege.teacher import HttpTeacher
         from protege.train.augment import AugmentConfig
 
-        augment = AugmentConfig(model=upstream_model, target=augment_to, seed=cfg.seed)
-        teacher = HttpTeacher(upstream_url, os.environ.get("OPENAI_API_KEY") or "unused")
+        augment = AugmentConfig(model=teacher_model, target=augment_to, seed=cfg.seed)
+        teacher = HttpTeacher(teacher_url, os.environ.get("OPENAI_API_KEY") or "unused")
 
     store = None
     if not no_register:

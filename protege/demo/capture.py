@@ -116,7 +116,7 @@ def run_capture(home: Path | None = None, *, sessions: int = 8, quiet: bool = Fa
     from protege.database import open_store
     from protege.gateway.config import GatewayConfig
     from protege.gateway.server import ServerThread
-    from protege.testing.fake_upstream import FakeUpstreamThread
+    from protege.testing.fake_teacher_server import FakeTeacherServerThread
 
     home = home or protege_home() / "demo"
     home.mkdir(parents=True, exist_ok=True)
@@ -125,8 +125,8 @@ def run_capture(home: Path | None = None, *, sessions: int = 8, quiet: bool = Fa
         Path(str(db_path) + suffix).unlink(missing_ok=True)
     db_url = f"sqlite:///{db_path}"
     t0 = time.perf_counter()
-    with FakeUpstreamThread(chunk_delay_s=0.001) as teacher:
-        cfg = GatewayConfig(upstream=teacher.url, db_url=db_url, gateway_keys=[], keys_file=home / "no-keys.json",
+    with FakeTeacherServerThread(chunk_delay_s=0.001) as teacher:
+        cfg = GatewayConfig(teacher=teacher.url, db_url=db_url, gateway_keys=[], keys_file=home / "no-keys.json",
                             capture=WriterConfig(spool_path=home / "spool.jsonl"))
         with ServerThread(cfg) as gateway:
             if not quiet:

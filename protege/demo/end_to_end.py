@@ -1,26 +1,9 @@
-"""The offline end-to-end demo: traffic in, students out, traffic moved to them.
-
-``protege demo`` (``make demo``), on a CPU, no network:
-
-1. starts the replay teacher (BFCL ground truth) and the gateway on loopback;
-2. agents work through BFCL entries through the gateway: multi-turn
-   conversations of two agents, each a call site offering the tools of five
-   API suites (one of them, TradingBot or VehicleControlAPI, in every
-   conversation),
-   a single-call agent whose requests bring their own Python functions
-   (simple_python and multiple), and simple_java / irrelevance calls (a long
-   tail that should stay with the teacher);
-3. runs the flywheel: curate, tasks, plan, datasets, train (SmolLM2-135M
-   LoRA, the same token budget per student, capped in time), evaluate, gate,
-   promote;
-4. sends unseen BFCL entries through the gateway twice, teacher only and with
-   the students, and prints (and writes as HTML) the share of calls students
-   served, their agreement with the teacher with 95% intervals, agent task
-   success with and without students, latency and the estimated cost saving.
-
-State lives in ``.protege-demo/`` (or ``--home``): a second run reuses the
-captured workload and the trained students (the flywheel is incremental).
-"""
+"""The offline end-to-end demo (``protege demo``, ``make demo``; CPU, no
+network): the replay teacher and the gateway on loopback, BFCL agents through
+them, the flywheel, then unseen traffic twice, teacher only and with the
+students, and what changed. docs/flywheel.md (The demo) describes the agents
+and the figures. State lives in ``.protege-demo/`` (or ``--home``); a second
+run reuses the captured workload and the trained students."""
 
 from __future__ import annotations
 
@@ -293,13 +276,13 @@ def run_demo(home: Path, *, minutes: float = 30.0, max_steps: int | None = None,
     tick = phase("replay teacher index", t_start)
     con.print(f"replay teacher: {len(index)} recorded answers from {', '.join(cats)}")
 
-    gw_cfg = GatewayConfig(upstream="http://127.0.0.1:9/v1", db_url=db_url, gateway_keys=[],
+    gw_cfg = GatewayConfig(teacher="http://127.0.0.1:9/v1", db_url=db_url, gateway_keys=[],
                            keys_file=home / "no-keys.json", students=True, base_model=base)
     summary: dict[str, Any] = {"home": str(home)}
     prog_cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
     with ServerThread(app=create_replay_app(index)) as teacher:
-        gw_cfg.upstream = teacher.url + "/v1"
+        gw_cfg.teacher = teacher.url + "/v1"
         # 1. the seen workload (captured once; a second run reuses it)
         if not state.get("seen_done"):
             # No student exists yet: this gateway captures only.

@@ -1,21 +1,8 @@
-"""Cross-check of protege's exact call match with BFCL's own AST checker.
-
-For BFCL-derived tasks the student is also scored by the Berkeley Function
-Calling Leaderboard's checker (``bfcl_eval``), an independent implementation;
-the two must agree on every example, and each disagreement is listed with
-its cause.
-
-Importing the checker: ``bfcl_eval.eval_checker.ast_eval.ast_checker`` imports
-``bfcl_eval.constants.model_config`` only for ``MODEL_CONFIG_MAPPING``, which
-in turn imports every model handler and so every vendor SDK (anthropic,
-mistralai, cohere, google-genai, ...). The checker uses the mapping for one
-thing: whether a model's function names had "." replaced by "_". protege
-hands the checker the original dotted names, so the answer is always "no":
-``load_checker`` puts a stand-in for that one module in ``sys.modules`` while
-the checker is imported, and takes it out again, so no vendor SDK is needed
-and a later real import of ``model_config`` is not shadowed. Where the real
-module is already loaded it is used as it is.
-"""
+"""Cross-check of protege's exact call match with BFCL's own AST checker
+(``bfcl_eval``): on BFCL-derived tasks the two must agree on every example, and
+each disagreement is listed with its cause. ``load_checker`` imports the
+checker without the vendor SDKs it would pull in (docs/evaluation.md, BFCL's
+own checker, says how)."""
 
 from __future__ import annotations
 

@@ -90,7 +90,7 @@ def _word(text: str) -> str | None:
 
 @dataclass(kw_only=True)
 class JudgeConfig:
-    model: str = field(default="gpt-4o-mini", metadata={"help": "judge model, served by the upstream"})
+    model: str = field(default="gpt-4o-mini", metadata={"help": "judge model, served by the teacher"})
     max_tokens: int = field(default=200, metadata={"help": "longest judge reply"})
     temperature: float = field(default=0.0, metadata={"help": "sampling temperature of the judge"})
 

@@ -59,7 +59,7 @@ class EvalConfig:
         default=True, metadata={"help": "MiniLM embedding similarity for free-text tasks"}
     )
     judge: bool = field(
-        default=False, metadata={"help": "LLM judge through the upstream for free-text tasks"}
+        default=False, metadata={"help": "LLM judge run by the teacher for free-text tasks"}
     )
     judge_model: str = field(default="gpt-4o-mini", metadata={"help": "model the judge runs on"})
     base: str | None = field(

@@ -40,6 +40,12 @@ from protege.gateway.errors import JSON_HEADERS, error_body, error_payload, sse_
 from protege.gateway.keys import KeyRing
 from protege.gateway.metrics import GatewayMetrics
 from protege.gateway.storage import LazyStore, load_redact
+from protege.gateway.teacher_http import (
+    HOP_BY_HOP,
+    TeacherConnectError,
+    TeacherHttpError,
+    make_teacher_client,
+)
 from protege.gateway.traces import (
     ID_HEADERS,
     _ids_from_body,
@@ -54,7 +60,6 @@ from protege.gateway.traces import failure_trace as failure_trace
 from protege.gateway.traces import stream_trace as stream_trace
 from protege.gateway.traces import student_trace as student_trace
 from protege.gateway.ui import LazyUI
-from protege.gateway.upstream import HOP_BY_HOP, UpstreamError, make_upstream
 from protege.ids import new_id
 
 if TYPE_CHECKING:
@@ -99,15 +104,15 @@ class Gateway:
         self.keys = KeyRing(config.gateway_keys, config.keys_file)
         self.metrics = GatewayMetrics()
         self.metrics.watch_writer(lambda: self.writer)
-        self.base = config.upstream_base
+        self.base = config.teacher_base
         self.chat_url = self.base + "/chat/completions"
-        self.upstream_auth: str | None = None
-        if config.upstream_key_env:
-            key = os.environ.get(config.upstream_key_env)
+        self.teacher_auth: str | None = None
+        if config.teacher_key_env:
+            key = os.environ.get(config.teacher_key_env)
             if not key:
-                raise ValueError(f"--upstream-key-env: environment variable {config.upstream_key_env} is not set")
-            self.upstream_auth = f"Bearer {key}"
-        self.upstream: Any = None
+                raise ValueError(f"--teacher-key-env: environment variable {config.teacher_key_env} is not set")
+            self.teacher_auth = f"Bearer {key}"
+        self.teacher_http: Any = None
         self.writer: CaptureWriter | None = None
         self.journal: Any = None
         self.ship_bytes = bool(config.capture_process and self.owns_store)
@@ -136,7 +141,7 @@ class Gateway:
         if self.started:
             return
         cfg = self.config
-        self.upstream = make_upstream(
+        self.teacher_http = make_teacher_client(
             cfg.client, timeout_s=cfg.timeout_s, connect_timeout_s=cfg.connect_timeout_s,
             max_connections=cfg.max_connections, transport=self.transport,
         )
@@ -181,7 +186,7 @@ class Gateway:
             return
         self.started = False
         with contextlib.suppress(Exception):
-            await self.upstream.aclose()
+            await self.teacher_http.aclose()
         if self.students is not None:
             with contextlib.suppress(Exception):
                 self.students.close()
@@ -364,8 +369,8 @@ class Gateway:
         assert isinstance(req, dict)
         fwd["content-type"] = "application/json"
         fwd["accept-encoding"] = "identity"
-        if self.upstream_auth is not None:
-            fwd["authorization"] = self.upstream_auth
+        if self.teacher_auth is not None:
+            fwd["authorization"] = self.teacher_auth
         elif client_auth is not None and not auth_is_gateway_key:
             fwd["authorization"] = client_auth.decode("latin-1")
         client = client or key_name
@@ -391,9 +396,9 @@ class Gateway:
         try:
             qs = scope.get("query_string")
             url = self.chat_url + "?" + qs.decode("latin-1") if qs else self.chat_url  # e.g. ?api-version=
-            resp = await self.upstream.request("POST", url, fwd, body)
-        except UpstreamError as exc:
-            await self._upstream_failed(send, exc, req, trace_id, wall, t0, client, session, task, stream, routing)
+            resp = await self.teacher_http.request("POST", url, fwd, body)
+        except TeacherHttpError as exc:
+            await self._teacher_failed(send, exc, req, trace_id, wall, t0, client, session, task, stream, routing)
             return
 
         if not stream or resp.status != 200 or not resp.content_type.startswith(b"text/event-stream"):
@@ -401,8 +406,8 @@ class Gateway:
             # teacher that ignores stream=true, its whole JSON answer).
             try:
                 data = await resp.read()
-            except UpstreamError as exc:
-                await self._upstream_failed(send, exc, req, trace_id, wall, t0, client, session, task, stream,
+            except TeacherHttpError as exc:
+                await self._teacher_failed(send, exc, req, trace_id, wall, t0, client, session, task, stream,
                                             routing)
                 return
             status = resp.status
@@ -466,7 +471,7 @@ class Gateway:
                     await send({"type": "http.response.body", "body": chunk, "more_body": False})
                 else:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except UpstreamError as exc:
+        except TeacherHttpError as exc:
             if not finished:
                 error = str(exc)
         except Exception as exc:  # anything else still must not look like a clean end
@@ -477,18 +482,18 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await resp.close()
         if gone:
-            self.metrics.upstream_errors.labels("client_gone").inc()
+            self.metrics.teacher_errors.labels("client_gone").inc()
         elif error is None and not finished and (encoding is None or encoding == b"identity"):
             tail = (parts[-2][-16:] if len(parts) > 1 else b"") + (parts[-1] if parts else b"")
             if b"[DONE]" not in tail:
-                error = "upstream stream ended before [DONE]"
+                error = "the teacher's stream ended before [DONE]"
         if latency is None:
             latency = _perf() - t0
             await self._capture(partial(
                 stream_trace, self._req_arg(req, body), parts, error, trace_id, wall, latency, ttft,
                 client, session, task, encoding, routing))
         if error is not None and not gone:
-            self.metrics.upstream_errors.labels("stream_broken").inc()
+            self.metrics.teacher_errors.labels("stream_broken").inc()
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "more_body": False,
                             "body": sse_error_event(error, "server_error", code="upstream_stream_error")})
@@ -501,11 +506,11 @@ class Gateway:
         if decision is not None and decision.shadow and error is None and encoding is None:
             self.students.shadow(req, decision, b"".join(parts), trace_id, streamed=True)  # type: ignore[union-attr]
 
-    async def _upstream_failed(self, send: Any, exc: UpstreamError, req: dict[str, Any], trace_id: str,
+    async def _teacher_failed(self, send: Any, exc: TeacherHttpError, req: dict[str, Any], trace_id: str,
                                wall: float, t0: float, client: str | None, session: str | None,
                                task: str | None, stream: bool, routing: dict[str, Any] | None = None) -> None:
-        kind = "timeout" if exc.status == 504 else "connect" if exc.code == "upstream_connect_error" else "broken"
-        self.metrics.upstream_errors.labels(kind).inc()
+        kind = "timeout" if exc.status == 504 else "connect" if isinstance(exc, TeacherConnectError) else "broken"
+        self.metrics.teacher_errors.labels(kind).inc()
         latency = _perf() - t0
         await self._capture(partial(
             failure_trace, req, trace_id, wall, latency, exc.status, str(exc), client, session, task, stream,
@@ -579,8 +584,8 @@ class Gateway:
         headers["accept-encoding"] = "identity"
         if request.headers.get("content-type"):
             headers["content-type"] = request.headers["content-type"]
-        if self.upstream_auth is not None:
-            headers["authorization"] = self.upstream_auth
+        if self.teacher_auth is not None:
+            headers["authorization"] = self.teacher_auth
         elif "authorization" in request.headers and not auth_is_key:
             headers["authorization"] = request.headers["authorization"]
         url = self.base + "/" + request.path_params["path"]
@@ -588,9 +593,9 @@ class Gateway:
             url += "?" + request.url.query
         body = await request.body()
         try:
-            resp = await self.upstream.request(request.method, url, headers, body or None)
+            resp = await self.teacher_http.request(request.method, url, headers, body or None)
             data = await resp.read()
-        except UpstreamError as exc:
+        except TeacherHttpError as exc:
             return Response(error_body(str(exc), "upstream_error", code=exc.code), status_code=exc.status,
                             media_type="application/json")
         self.metrics.observe(resp.status, "teacher", "passthrough", False, 0.0)

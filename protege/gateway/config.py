@@ -3,28 +3,51 @@
 
 from __future__ import annotations
 
-import os
+import functools
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from protege.capture.writer import WriterConfig
+from protege.config import teacher_url
+
+# Fields under their former names: still accepted as keywords and attributes.
+RENAMED = {"upstream": "teacher", "upstream_key_env": "teacher_key_env"}
+
+
+class _OldName:
+    """A field's former name, reading and writing the field (DeprecationWarning)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.old, self.new = name, RENAMED[name]
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        warnings.warn(f"GatewayConfig.{self.old} is now GatewayConfig.{self.new}", DeprecationWarning, stacklevel=2)
+        return getattr(obj, self.new)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        warnings.warn(f"GatewayConfig.{self.old} is now GatewayConfig.{self.new}", DeprecationWarning, stacklevel=2)
+        setattr(obj, self.new, value)
 
 
 @dataclass(kw_only=True)
 class GatewayConfig:
-    upstream: str = field(
-        default_factory=lambda: os.environ.get("PROTEGE_UPSTREAM", "https://api.openai.com/v1"),
-        metadata={"help": "OpenAI-compatible base URL of the teacher, /v1 included (PROTEGE_UPSTREAM)"},
+    teacher: str = field(
+        default_factory=teacher_url,
+        metadata={"help": "OpenAI-compatible base URL of the teacher, /v1 included (PROTEGE_TEACHER)"},
     )
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
     port: int = field(default=8787, metadata={"help": "port to listen on"})
     db_url: str | None = field(
         default=None, metadata={"help": "trace store URL (default: PROTEGE_DB_URL, else the SQLite file)"}
     )
-    upstream_key_env: str | None = field(
+    teacher_key_env: str | None = field(
         default=None,
         metadata={
-            "help": "environment variable holding the upstream API key; when set it replaces the "
+            "help": "environment variable holding the teacher's API key; when set it replaces the "
             "client's Authorization header"
         },
     )
@@ -32,12 +55,12 @@ class GatewayConfig:
         default=None,
         metadata={"help": "module:function applied to every trace before it is stored (e.g. a PII scrubber)"},
     )
-    timeout_s: float = field(default=600.0, metadata={"help": "upstream read timeout (whole answer) in seconds"})
-    connect_timeout_s: float = field(default=10.0, metadata={"help": "upstream connect timeout in seconds"})
-    max_connections: int = field(default=512, metadata={"help": "pooled upstream connections"})
+    timeout_s: float = field(default=600.0, metadata={"help": "teacher read timeout (whole answer) in seconds"})
+    connect_timeout_s: float = field(default=10.0, metadata={"help": "teacher connect timeout in seconds"})
+    max_connections: int = field(default=512, metadata={"help": "pooled connections to the teacher"})
     client: str = field(
         default="auto",
-        metadata={"help": "upstream HTTP client: aiohttp (faster, if installed), httpx, or auto"},
+        metadata={"help": "HTTP client to the teacher: aiohttp (faster, if installed), httpx, or auto"},
     )
     gateway_keys: list[str] | None = field(
         default=None,
@@ -109,6 +132,26 @@ class GatewayConfig:
         default_factory=WriterConfig, metadata={"help": "capture queue, batching and spool settings"}
     )
 
+    upstream = _OldName()
+    upstream_key_env = _OldName()
+
     @property
-    def upstream_base(self) -> str:
-        return self.upstream.rstrip("/")
+    def teacher_base(self) -> str:
+        return self.teacher.rstrip("/")
+
+
+def _accept_old_names(init: Any) -> Any:
+    @functools.wraps(init)
+    def __init__(self: GatewayConfig, **kwargs: Any) -> None:
+        for old, new in RENAMED.items():
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"GatewayConfig: give {new}= only, not also {old}=")
+                warnings.warn(f"GatewayConfig({old}=...) is now {new}=...", DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+        init(self, **kwargs)
+
+    return __init__
+
+
+GatewayConfig.__init__ = _accept_old_names(GatewayConfig.__init__)  # type: ignore[method-assign]

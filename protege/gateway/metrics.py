@@ -52,11 +52,12 @@ class GatewayMetrics:
             ["stream"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
         self.ttft = Histogram(
-            "protege_gateway_ttft_seconds", "Time to the first streamed byte from the upstream",
+            "protege_gateway_ttft_seconds", "Time to the first streamed byte from the teacher",
             buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
-        self.upstream_errors = Counter(
-            "protege_gateway_upstream_errors", "Upstream failures by kind", ["kind"], registry=self.registry,
+        # The metric keeps its name: dashboards scrape it.
+        self.teacher_errors = Counter(
+            "protege_gateway_upstream_errors", "Teacher failures by kind", ["kind"], registry=self.registry,
         )
         self.fallbacks = Counter(
             "protege_gateway_fallbacks", "Student answers replaced by the teacher's, by reason",

@@ -94,7 +94,8 @@ async def health(gw: Any, request: Request) -> Response:
     return JSONResponse({
         # Degraded: the store is down (spooling), or some traces could not be kept.
         "status": "ok" if store_ok and not lost else "degraded",
-        "upstream": gw.base,
+        "teacher": gw.base,
+        "upstream": gw.base,  # the former key, for monitors that read it
         "store": "ok" if store_ok else "down (spooling)",
         "capture": {
             "queue_depth": writer.queue_depth() if writer is not None else 0,

@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from protege.engines.engine import AdapterSpec, StudentAnswer
 from protege.gateway.config import GatewayConfig
 from protege.gateway.storage import LazyStore
 from protege.router.router import Decision, Router, StudentInfo
 from protege.router.routes import RouteTable
 from protege.router.validate import validate_answer
 from protege.safejson import json_loads
-from protege.serve.engine import AdapterSpec, StudentAnswer
 
 if TYPE_CHECKING:
     from protege.store.db import TraceStore
@@ -269,7 +269,7 @@ def _tokenizer_for(base: str) -> Any:
 
 def build_student_path(cfg: GatewayConfig, store: TraceStore | LazyStore) -> StudentPath:
     """The student engine and router for ``cfg`` (loads the base model)."""
-    from protege.serve.engine import EmbeddedEngine, OpenAICompatEngine
+    from protege.engines.engine import EmbeddedEngine, OpenAICompatEngine
 
     real_store = store._get() if isinstance(store, LazyStore) else store
     if cfg.engine == "embedded":

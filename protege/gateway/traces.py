@@ -28,7 +28,7 @@ def _decoded(data: bytes, encoding: bytes | None) -> bytes:
 
 
 def _error_message(body: bytes) -> tuple[str, Any]:
-    """The upstream's error message and its parsed body, for the trace."""
+    """The teacher's error message and its parsed body, for the trace."""
     try:
         parsed = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
@@ -113,7 +113,7 @@ def completion_trace(req: dict[str, Any] | bytes, data: bytes, status: int, trac
     try:
         data = _decoded(data, encoding)
     except (ValueError, OSError) as exc:
-        return build_trace(request, None, status="error", error=f"undecodable upstream body: {exc}", **common)
+        return build_trace(request, None, status="error", error=f"undecodable teacher body: {exc}", **common)
     if 200 <= status < 300:
         try:
             response = orjson.loads(data)
@@ -121,10 +121,11 @@ def completion_trace(req: dict[str, Any] | bytes, data: bytes, status: int, trac
             response = None
         if isinstance(response, dict) and isinstance(response.get("choices"), list):
             return build_trace(request, response, **common)
-        return build_trace(request, None, status="error", error="upstream answer is not a chat.completion",
+        return build_trace(request, None, status="error", error="the teacher's answer is not a chat.completion",
+                           # meta.upstream_body: the key stored traces already have.
                            meta={"upstream_body": data[:65536].decode("utf-8", "replace")}, **common)
     message, parsed = _error_message(data)
-    return build_trace(request, None, status="error", error=f"upstream {status}: {message}",
+    return build_trace(request, None, status="error", error=f"teacher {status}: {message}",
                        meta={"upstream_body": parsed}, **common)
 
 
@@ -137,7 +138,7 @@ def stream_trace(req: dict[str, Any] | bytes, parts: list[bytes], error: str | N
     try:
         acc.feed_sse_bytes(_decoded(b"".join(parts), encoding))
     except (ValueError, OSError) as exc:
-        acc.error = {"message": f"undecodable upstream stream: {exc}"}
+        acc.error = {"message": f"undecodable teacher stream: {exc}"}
     response = acc.result() if acc.chunks else None
     err = error
     if err is None and acc.error is not None:

@@ -1,22 +1,7 @@
-"""The catalog of candidate small models: data (JSON), not code.
-
-The packaged catalog (``protege/data/catalog.json``) lists common open SLMs.
-Users extend or override it with ``PROTEGE_HOME/catalog.json`` (or
-``catalog.yaml`` when PyYAML is installed), same layout::
-
-    {"models": [
-        {"name": "my-qwen", "hub_id": "me/qwen-ft", "parameters": 494000000,
-         "context_window": 32768, "licence": "apache-2.0", "architecture": "qwen2",
-         "tool_call_format": "hermes", "path": "/models/my-qwen"},
-        {"name": "qwen2.5-7b-instruct", "disabled": true}
-    ]}
-
-Entries merge by ``name``: fields given by the user replace the packaged ones,
-new names are added, ``"disabled": true`` hides an entry. ``path`` points at a
-local Hugging Face model directory, and ``"offline": {"kind": "gguf-file",
-"path": "/models/x.gguf"}`` at a local GGUF (de-quantised and cached on first
-use); either makes the entry usable offline.
-"""
+"""The catalog of candidate small models: data (JSON), not code. The packaged
+``protege/data/catalog.json``, merged by ``name`` with the user's
+``PROTEGE_HOME/catalog.json`` (or ``.yaml``); the layout and the merge rules are
+in docs/models.md (The catalog)."""
 
 from __future__ import annotations
 
@@ -205,7 +190,7 @@ class Catalog:
 
 
 def load_catalog(user_path: str | Path | None = None) -> Catalog:
-    """The packaged catalog merged with the user's (see the module docstring)."""
+    """The packaged catalog merged with the user's (docs/models.md, Your own models)."""
     merged: dict[str, dict[str, Any]] = {e["name"]: dict(e) for e in packaged_entries()}
     path = Path(user_path) if user_path else user_catalog_path()
     if path is not None:

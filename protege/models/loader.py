@@ -1,19 +1,8 @@
-"""Load a base model and its tokenizer, offline where possible.
-
-Resolution order for ``load_base(name_or_id)``:
-
-1. a local directory holding a Hugging Face model;
-2. the protege model cache, ``PROTEGE_MODELS_DIR`` (default
-   ``PROTEGE_HOME/models``) ``/<catalog name>/``;
-3. the catalog entry's offline source: a GGUF shipped in a Python package,
-   de-quantised through transformers' GGUF loader and written to the cache as
-   safetensors once (a GGUF-loaded model refuses ``save_pretrained``, so its
-   weights are copied into a model built from its config first);
-4. the entry's ``path``, then the Hugging Face hub (or its local cache).
-
-Offline, a hub-only model fails with :class:`ModelUnavailable`, which names
-the models that do work offline.
-"""
+"""Load a base model and its tokenizer, offline where possible: a local
+directory, the protege model cache, the catalog entry's offline source (a GGUF
+de-quantised once into the cache), its ``path``, then the hub (docs/models.md,
+Loading). Offline, a hub-only model fails with :class:`ModelUnavailable`,
+which names the models that do work offline."""
 
 from __future__ import annotations
 
@@ -244,6 +233,7 @@ def materialise_gguf(spec: ModelSpec) -> Path:
             del config.quantization_config
         config.architectures = [type(quantised).__name__]
         config.dtype = torch.float32
+        # A GGUF-loaded model refuses save_pretrained: copy its weights into a plain one.
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         missing, unexpected = plain.load_state_dict(quantised.state_dict(), strict=False)
         # Tied lm_head weights may be absent from the GGUF state dict.

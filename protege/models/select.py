@@ -1,23 +1,8 @@
-"""Choose a student for a task: filter the catalog, try each candidate, rank.
-
-``select_models(store, task_id, constraints)``:
-
-1. filters the catalog by the constraints (licence allow-list, maximum
-   parameters, memory budget) and by context: the window must hold the task's
-   longest prompt (estimated from characters before any model is loaded, then
-   counted exactly with each candidate's tokenizer);
-2. keeps the candidates that load here without a download (cached, embedded,
-   local path or the Hugging Face cache), unless ``include_hub`` is set;
-3. runs each on a seeded sample of the task's validation split, zero-shot and
-   few-shot: the few-shot examples come from the train split, picked by TF-IDF
-   similarity to the prompt and by coverage of the tools the prompt offers;
-   prompts go through the model's chat template with the tools
-   (``protege.models.toolcall.build_prompt``), answers are parsed back with
-   ``parse_completion`` and scored with ``protege.evaluate.metrics`` on the
-   task's primary metric;
-4. ranks by quality, then latency, and records the result in the store
-   (``model_selections``) so that training can start from the winner.
-"""
+"""Choose a student for a task: filter the catalog by the constraints and the
+task's longest prompt, try each candidate zero-shot and few-shot on a sample of
+the validation split, rank by quality then latency, and record the result in
+``model_selections`` so that training starts from the winner (docs/models.md,
+Selection)."""
 
 from __future__ import annotations
 

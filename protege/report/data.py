@@ -5,14 +5,8 @@ are never read, so the report works on a large or encrypted store). The other
 sources (tasks, evaluations and gate decisions, adapters, routes and shadow
 results) are stage tables that may not exist yet: each section is read on its
 own and a missing or unreadable source leaves that section empty, with the
-reason in ``sources``, instead of failing the whole report.
-
-Savings: a call served by a student would otherwise have gone to the teacher,
-so it saves the teacher's average cost per call on that task (its teacher and
-fallback traces' recorded ``cost_usd``; else the evaluation's teacher cost per
-1,000 calls; else the teacher's average over all tasks) minus what the student
-call cost (its own ``cost_usd``, zero where none was recorded). Fallbacks save
-nothing: the teacher answered them.
+reason in ``sources``, instead of failing the whole report. How the savings
+are counted: docs/flywheel.md (The report).
 """
 
 from __future__ import annotations

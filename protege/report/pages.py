@@ -190,7 +190,7 @@ def render_trace(
             esc(c.get("status")) + (f" (HTTP {esc(c['http_status'])})" if c.get("http_status") else ""),
         ),
         ("model", esc(c.get("model"))),
-        ("upstream model", esc(c.get("upstream_model"))),
+        ("teacher's model", esc(c.get("upstream_model"))),
         ("source", esc(c.get("source"))),
         ("client", esc(c.get("client_id"))),
         ("session", esc(c.get("session_id"))),

@@ -1,7 +1,7 @@
 """Send a whole (already validated) completion as proper SSE chunks.
 
 A student's answer is buffered until it passes validation; only then is it
-streamed, shaped exactly like an upstream stream: a role delta, content
+streamed, shaped exactly like a teacher's stream: a role delta, content
 deltas, tool-call deltas (``id`` and ``name`` in the first delta of each call,
 ``arguments`` after, matched by ``index``), a finish chunk, the usage chunk
 when ``stream_options.include_usage`` asks for it, then ``[DONE]``.
@@ -41,7 +41,7 @@ def completion_chunks(completion: dict[str, Any], *, include_usage: bool = False
         idx = choice.get("index", 0)
         msg = choice.get("message") or {}
         content = msg.get("content")
-        # Upstreams open with content "" for text answers and null for tool calls.
+        # Teachers open with content "" for text answers and null for tool calls.
         opening = {"role": "assistant", "content": None if content is None else ""}
         yield chunk([{"index": idx, "delta": opening, "finish_reason": None}])
         if content:

@@ -5,7 +5,7 @@ run swaps the teacher without touching the stage.
 ``HttpTeacher`` speaks to any OpenAI-compatible endpoint through the official
 SDK; ``ReplayTeacher`` answers from recorded traffic; the in-memory
 ``protege.testing.FakeTeacher`` stands in for both in tests. The gateway
-forwards a client's bytes to the same endpoint (``protege.gateway.upstream``):
+forwards a client's bytes to the same endpoint (``protege.gateway.teacher_http``):
 a drop-in proxy must pass on what it does not parse, so it sits below this seam.
 """
 
@@ -15,6 +15,8 @@ import copy
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from protege.config import teacher_url
 
 if TYPE_CHECKING:
     from protege.teacher.replay import ReplayIndex
@@ -58,8 +60,8 @@ class HttpTeacher:
 
     @classmethod
     def from_env(cls) -> HttpTeacher:
-        """The gateway's teacher: PROTEGE_UPSTREAM (default OpenAI) with OPENAI_API_KEY."""
-        return cls(os.environ.get("PROTEGE_UPSTREAM"), os.environ.get("OPENAI_API_KEY"))
+        """The gateway's teacher: PROTEGE_TEACHER (default OpenAI) with OPENAI_API_KEY."""
+        return cls(teacher_url(), os.environ.get("OPENAI_API_KEY"))
 
     def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         import openai

@@ -1,26 +1,8 @@
-"""LoRA SFT of a student on its task's teacher answers.
-
-A lean loop on PEFT rather than TRL's ``SFTTrainer``, for one reason of cost
-and two practical ones:
-
-* the loss needs logits only where the answer is, yet a causal-LM forward
-  (and so ``SFTTrainer``/``Trainer``) projects every position through the
-  49k-word output layer first. For SmolLM2-135M that layer is 28M of the
-  ~144M multiply-adds per token (~20% of the forward; a third of the
-  backward with LoRA on the top 8 blocks), and a batch of 8 x 300 tokens
-  builds a 470 MB fp32 logits tensor. Here the decoder runs once and only
-  answer positions (~20% of a BFCL example) go through ``lm_head``
-  (``AnswerLoss`` in ``protege.train.model``). With bf16 autocast, LoRA on
-  the top blocks, length-grouped batches and static-prefix pruning this is
-  what makes CPU training fast enough; bench/train.py measures the whole against a plain loop;
-* resuming must replay the exact batch order and RNG state so a resumed run
-  ends where an uninterrupted one would (tests/test_train.py checks it);
-* progress, early stopping and checkpoints fit in a page instead of
-  callbacks spread over Trainer, TRL and accelerate.
-
-Several GPUs still go through accelerate (launch with ``accelerate launch``),
-QLoRA through bitsandbytes, both imported only when asked for.
-"""
+"""LoRA SFT of a student on its task's teacher answers: a lean loop on PEFT
+rather than TRL's ``SFTTrainer`` (only answer positions go through the output
+layer, resumption replays the exact batch order and RNG state); docs/models.md
+(Training) says why. Several GPUs go through accelerate, QLoRA through
+bitsandbytes, both imported only when asked for."""
 
 from __future__ import annotations
 

@@ -49,9 +49,9 @@ from protege.evaluate.metrics.outputs import (
 )
 from protege.evaluate.metrics.schema import (
     canon,
-    coerce,
-    coerce_args,
     json_schema_of,
+    schema_coerce,
+    schema_coerce_args,
     schema_errors,
     schema_valid,
 )
@@ -85,8 +85,6 @@ __all__ = [
     "call_valid",
     "canon",
     "chrf",
-    "coerce",
-    "coerce_args",
     "components_for",
     "compute",
     "documented_default",
@@ -107,6 +105,8 @@ __all__ = [
     "ratio_of",
     "response_schema",
     "rouge_l",
+    "schema_coerce",
+    "schema_coerce_args",
     "schema_errors",
     "schema_valid",
     "text_components",

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from protege.evaluate.metrics.schema import _types, canon, coerce_args, schema_valid
+from protege.evaluate.metrics.schema import _types, canon, schema_coerce_args, schema_valid
 from protege.evaluate.metrics.sums import Components, Message, Metric, compute, f1_of, mean_of, ratio_of
 from protege.safejson import json_loads
 
@@ -115,7 +115,7 @@ def _with_defaults(a: dict[str, Any], b: dict[str, Any], schema: dict[str, Any] 
 
 
 def _canon_args(args: dict[str, Any], schema: dict[str, Any] | None) -> dict[str, Any]:
-    return {k: canon(v) for k, v in coerce_args(args, schema).items()}
+    return {k: canon(v) for k, v in schema_coerce_args(args, schema).items()}
 
 
 def _pair_scores(p: Call, r: Call, schemas: dict[str, dict[str, Any]]) -> tuple[bool, int]:
@@ -268,8 +268,9 @@ _BFCL_PUNCT = re.compile(r"[ ,./\-_*^]")
 
 
 def bfcl_coerce(value: Any, schema: dict[str, Any] | None) -> Any:
-    """The only coercion BFCL's checker applies: an integer is a valid
-    ``number`` (float). A string is never a number, nor a float an integer."""
+    """The only coercion BFCL's checker applies (``schema_coerce`` has
+    protege's): an integer is a valid ``number`` (float). A string is never a
+    number, nor a float an integer."""
     if not schema:
         return value
     types = _types(schema)

@@ -116,9 +116,10 @@ def _types(schema: dict[str, Any] | None) -> list[str]:
 _INT_RE = re.compile(r"^[+-]?\d+$")
 
 
-def coerce(value: Any, schema: dict[str, Any] | None) -> Any:
-    """``value`` read the way the tool's schema says it should be read (see the
-    module docstring). Values that do not fit are returned unchanged, so a
+def schema_coerce(value: Any, schema: dict[str, Any] | None) -> Any:
+    """``value`` read the way the tool's schema says it should be read, by
+    protege's rules (docs/evaluation.md; ``bfcl_coerce`` in ``calls.py`` has
+    BFCL's stricter ones). Values that do not fit are returned unchanged, so a
     wrong value stays wrong rather than becoming right by accident."""
     if not schema:
         return value
@@ -158,15 +159,15 @@ def coerce(value: Any, schema: dict[str, Any] | None) -> Any:
         return str(value)
     if isinstance(value, list) and "array" in types:
         items = schema.get("items")
-        return [coerce(v, items if isinstance(items, dict) else None) for v in value]
+        return [schema_coerce(v, items if isinstance(items, dict) else None) for v in value]
     if isinstance(value, dict) and "object" in types:
-        return coerce_args(value, schema)
+        return schema_coerce_args(value, schema)
     return value
 
 
-def coerce_args(args: dict[str, Any], schema: dict[str, Any] | None) -> dict[str, Any]:
+def schema_coerce_args(args: dict[str, Any], schema: dict[str, Any] | None) -> dict[str, Any]:
     props = (schema or {}).get("properties") or {}
-    return {k: coerce(v, props.get(k)) for k, v in args.items()}
+    return {k: schema_coerce(v, props.get(k)) for k, v in args.items()}
 
 
 def canon(value: Any) -> Any:

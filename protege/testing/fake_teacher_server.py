@@ -175,7 +175,7 @@ def _error_body(status: int, message: str) -> bytes:
 
 
 class _Conn(asyncio.Protocol):
-    def __init__(self, server: FakeUpstream) -> None:
+    def __init__(self, server: FakeTeacherServer) -> None:
         self.server = server
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -223,7 +223,7 @@ class _Conn(asyncio.Protocol):
         self.transport.write(head + body)
 
 
-class FakeUpstream:
+class FakeTeacherServer:
     """``await start()``, then point clients at ``.url`` (``http://127.0.0.1:PORT/v1``)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, slow_s: float = 5.0,
@@ -241,7 +241,7 @@ class FakeUpstream:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    async def start(self) -> FakeUpstream:
+    async def start(self) -> FakeTeacherServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Conn(self), self.host, self.port, backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -280,11 +280,11 @@ class FakeUpstream:
             request = orjson.loads(body)
             model = str(request.get("model") or "")
         except (orjson.JSONDecodeError, AttributeError):
-            conn.write_response(400, _error_body(400, "fake upstream: body is not a JSON object"))
+            conn.write_response(400, _error_body(400, "fake teacher: body is not a JSON object"))
             return
         if model.startswith("fake-error-"):
             status = int(model.rsplit("-", 1)[1])
-            conn.write_response(status, _error_body(status, f"fake upstream failure {status}"))
+            conn.write_response(status, _error_body(status, f"fake teacher failure {status}"))
             return
         if model == "fake-slow":
             await asyncio.sleep(self.slow_s)
@@ -322,12 +322,12 @@ class FakeUpstream:
         transport.write(b"0\r\n\r\n")
 
 
-class FakeUpstreamThread:
-    """The fake upstream on its own event loop in a daemon thread, for sync code
-    (tests, the demo): ``with FakeUpstreamThread() as up: ... up.url``."""
+class FakeTeacherServerThread:
+    """The fake teacher server on its own event loop in a daemon thread, for sync code
+    (tests, the demo): ``with FakeTeacherServerThread() as up: ... up.url``."""
 
     def __init__(self, **kwargs: Any) -> None:
-        self.server = FakeUpstream(**kwargs)
+        self.server = FakeTeacherServer(**kwargs)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -335,7 +335,7 @@ class FakeUpstreamThread:
     def url(self) -> str:
         return self.server.url
 
-    def start(self) -> FakeUpstreamThread:
+    def start(self) -> FakeTeacherServerThread:
         ready = threading.Event()
 
         def run() -> None:
@@ -347,7 +347,7 @@ class FakeUpstreamThread:
             loop.run_until_complete(self.server.stop())
             loop.close()
 
-        self._thread = threading.Thread(target=run, name="fake-upstream", daemon=True)
+        self._thread = threading.Thread(target=run, name="fake-teacher-server", daemon=True)
         self._thread.start()
         ready.wait(10)
         return self
@@ -358,14 +358,14 @@ class FakeUpstreamThread:
         if self._thread is not None:
             self._thread.join(5)
 
-    def __enter__(self) -> FakeUpstreamThread:
+    def __enter__(self) -> FakeTeacherServerThread:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-def main() -> None:  # pragma: no cover - used by bench/fake_upstream.py
+def main() -> None:  # pragma: no cover - used by bench/fake_teacher_server.py
     import argparse
 
     parser = argparse.ArgumentParser(description="Fake OpenAI-compatible teacher on loopback.")
@@ -375,7 +375,7 @@ def main() -> None:  # pragma: no cover - used by bench/fake_upstream.py
     args = parser.parse_args()
 
     async def serve() -> None:
-        up = await FakeUpstream(args.host, args.port, chunk_delay_s=args.chunk_delay_ms / 1000).start()
+        up = await FakeTeacherServer(args.host, args.port, chunk_delay_s=args.chunk_delay_ms / 1000).start()
         print(f"READY {up.url}", flush=True)
         await asyncio.Event().wait()
 

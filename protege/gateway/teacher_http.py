@@ -1,4 +1,6 @@
-"""The pooled async HTTP client the gateway talks to the teacher with.
+"""The pooled async HTTP client the gateway forwards a client's bytes to the
+teacher with (below the ``protege.teacher`` seam: a drop-in proxy passes on
+what it does not parse).
 
 One small interface, two implementations: aiohttp (faster per request, used
 in production when installed) and httpx (whose transport tests replace with an
@@ -22,23 +24,24 @@ HOP_BY_HOP = frozenset({
 })
 
 
-class UpstreamError(Exception):
+class TeacherHttpError(Exception):
     """The teacher could not be reached or broke the connection (-> 502)."""
 
+    # The error codes keep the names clients already match on.
     status = 502
     code = "upstream_unavailable"
 
 
-class UpstreamTimeout(UpstreamError):
+class TeacherTimeout(TeacherHttpError):
     status = 504
     code = "upstream_timeout"
 
 
-class UpstreamConnectError(UpstreamError):
+class TeacherConnectError(TeacherHttpError):
     code = "upstream_connect_error"
 
 
-class UpstreamResponse(abc.ABC):
+class TeacherResponse(abc.ABC):
     """Status, forwardable headers and a body read once (whole or chunked)."""
 
     status: int
@@ -77,7 +80,7 @@ def _forwardable(pairs: Any) -> tuple[list[tuple[bytes, bytes]], bytes, bytes | 
 
 
 # -- httpx ------------------------------------------------------------------
-class _HttpxResponse(UpstreamResponse):
+class _HttpxResponse(TeacherResponse):
     def __init__(self, resp: Any) -> None:
         self._resp = resp
         self.status = resp.status_code
@@ -105,9 +108,9 @@ class _HttpxResponse(UpstreamResponse):
         try:
             return b"".join([c async for c in self._resp.aiter_raw()])
         except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"upstream timed out: {exc!r}") from exc
+            raise TeacherTimeout(f"the teacher timed out: {exc!r}") from exc
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"upstream connection broke: {exc!r}") from exc
+            raise TeacherHttpError(f"the connection to the teacher broke: {exc!r}") from exc
         finally:
             await self._resp.aclose()
 
@@ -122,15 +125,15 @@ class _HttpxResponse(UpstreamResponse):
             async for chunk in self._resp.aiter_raw():
                 yield chunk
         except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"upstream timed out: {exc!r}") from exc
+            raise TeacherTimeout(f"the teacher timed out: {exc!r}") from exc
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"upstream connection broke: {exc!r}") from exc
+            raise TeacherHttpError(f"the connection to the teacher broke: {exc!r}") from exc
 
     async def close(self) -> None:
         await self._resp.aclose()
 
 
-class HttpxUpstream:
+class HttpxTeacherClient:
     name = "httpx"
 
     def __init__(self, *, timeout_s: float, connect_timeout_s: float, max_connections: int,
@@ -145,17 +148,17 @@ class HttpxUpstream:
             follow_redirects=False,
         )
 
-    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
+    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> TeacherResponse:
         httpx = self._httpx
         try:
             req = self.client.build_request(method, url, headers=headers, content=body)
             resp = await self.client.send(req, stream=True)
         except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"upstream timed out: {exc!r}") from exc
+            raise TeacherTimeout(f"the teacher timed out: {exc!r}") from exc
         except httpx.ConnectError as exc:
-            raise UpstreamConnectError(f"cannot connect to upstream: {exc}") from exc
+            raise TeacherConnectError(f"cannot connect to the teacher: {exc}") from exc
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"upstream request failed: {exc!r}") from exc
+            raise TeacherHttpError(f"the request to the teacher failed: {exc!r}") from exc
         return _HttpxResponse(resp)
 
     async def aclose(self) -> None:
@@ -163,17 +166,17 @@ class HttpxUpstream:
 
 
 # -- aiohttp ----------------------------------------------------------------
-class _AiohttpResponse(UpstreamResponse):
+class _AiohttpResponse(TeacherResponse):
     def __init__(self, resp: Any, aiohttp: Any) -> None:
         self._resp = resp
         self._aiohttp = aiohttp
         self.status = resp.status
         self.headers, self.content_type, self.content_encoding = _forwardable(resp.raw_headers)
 
-    def _map(self, exc: BaseException) -> UpstreamError:
+    def _map(self, exc: BaseException) -> TeacherHttpError:
         if isinstance(exc, asyncio.TimeoutError | self._aiohttp.ServerTimeoutError):
-            return UpstreamTimeout(f"upstream timed out: {exc!r}")
-        return UpstreamError(f"upstream connection broke: {exc!r}")
+            return TeacherTimeout(f"the teacher timed out: {exc!r}")
+        return TeacherHttpError(f"the connection to the teacher broke: {exc!r}")
 
     async def read(self) -> bytes:
         try:
@@ -196,7 +199,7 @@ class _AiohttpResponse(UpstreamResponse):
         self._resp.release()
 
 
-class AiohttpUpstream:
+class AiohttpTeacherClient:
     name = "aiohttp"
 
     def __init__(self, *, timeout_s: float, connect_timeout_s: float, max_connections: int) -> None:
@@ -220,7 +223,7 @@ class AiohttpUpstream:
             )
         return self.session
 
-    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
+    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> TeacherResponse:
         aiohttp = self._aiohttp
         parsed = self._urls.get(url)
         if parsed is None:
@@ -233,11 +236,11 @@ class AiohttpUpstream:
         try:
             resp = await self._session().request(method, parsed, headers=headers, data=body)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(f"upstream timed out: {exc!r}") from exc
+            raise TeacherTimeout(f"the teacher timed out: {exc!r}") from exc
         except aiohttp.ClientConnectorError as exc:
-            raise UpstreamConnectError(f"cannot connect to upstream: {exc}") from exc
+            raise TeacherConnectError(f"cannot connect to the teacher: {exc}") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream request failed: {exc!r}") from exc
+            raise TeacherHttpError(f"the request to the teacher failed: {exc!r}") from exc
         return _AiohttpResponse(resp, aiohttp)
 
     async def aclose(self) -> None:
@@ -245,8 +248,8 @@ class AiohttpUpstream:
             await self.session.close()
 
 
-def make_upstream(kind: str, *, timeout_s: float, connect_timeout_s: float, max_connections: int,
-                  transport: Any = None) -> HttpxUpstream | AiohttpUpstream:
+def make_teacher_client(kind: str, *, timeout_s: float, connect_timeout_s: float, max_connections: int,
+                  transport: Any = None) -> HttpxTeacherClient | AiohttpTeacherClient:
     """``transport`` (an httpx transport) forces httpx: that is how tests plug
     in an in-process fake teacher."""
     if transport is None and kind in ("auto", "aiohttp"):
@@ -256,7 +259,7 @@ def make_upstream(kind: str, *, timeout_s: float, connect_timeout_s: float, max_
             if kind == "aiohttp":
                 raise
         else:
-            return AiohttpUpstream(timeout_s=timeout_s, connect_timeout_s=connect_timeout_s,
+            return AiohttpTeacherClient(timeout_s=timeout_s, connect_timeout_s=connect_timeout_s,
                                    max_connections=max_connections)
-    return HttpxUpstream(timeout_s=timeout_s, connect_timeout_s=connect_timeout_s,
+    return HttpxTeacherClient(timeout_s=timeout_s, connect_timeout_s=connect_timeout_s,
                          max_connections=max_connections, transport=transport)

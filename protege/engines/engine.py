@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-log = logging.getLogger("protege.serve")
+log = logging.getLogger("protege.engines")
 
 BASE = "__base__"  # the base model with every adapter disabled
 
@@ -356,7 +356,7 @@ class OpenAICompatEngine:
     (``protege.models.grammar``) in ``structured_outputs`` (vLLM >= 0.12;
     ``guided="guided_grammar"`` for older servers). The grammar is written in
     llguidance's dialect: the server needs the ``guidance`` backend
-    (``protege.serve.vllm.vllm_command`` starts it so).
+    (``protege.engines.vllm.vllm_command`` starts it so).
     """
 
     def __init__(
