@@ -32,7 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from pii_heldout import _case  # noqa: E402  (fills a template's slots, spans at each value)
+from pii_heldout import _case, write_cases  # noqa: E402  (_case fills a template's slots, spans at each value)
 
 OUT = ROOT / "bench" / "data" / "pii_fresh.jsonl"
 SEED = 4417
@@ -256,10 +256,7 @@ def main() -> None:
     clash = [c["id"] for c in cases if c["text"] in seen or any(s["value"] in seen for s in c["spans"])]
     if clash:
         raise SystemExit(f"values shared with the developed or earlier held-out set: {clash}")
-    OUT.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases))
-    n = sum(len(c["spans"]) for c in cases)
-    print(f"wrote {OUT.relative_to(ROOT)}: {len(cases)} strings, {n} entities, "
-          f"{sum(1 for c in cases if not c['spans'])} that must stay")
+    write_cases(OUT, cases)
 
 
 if __name__ == "__main__":

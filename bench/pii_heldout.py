@@ -203,12 +203,16 @@ def build() -> list[dict]:
     return cases
 
 
-def main() -> None:
-    cases = build()
-    OUT.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases))
+def write_cases(out: Path, cases: list[dict]) -> None:
+    """One JSON line per case, and what was written."""
+    out.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases))
     n = sum(len(c["spans"]) for c in cases)
-    print(f"wrote {OUT.relative_to(ROOT)}: {len(cases)} strings, {n} entities, "
+    print(f"wrote {out.relative_to(ROOT)}: {len(cases)} strings, {n} entities, "
           f"{sum(1 for c in cases if not c['spans'])} that must stay")
+
+
+def main() -> None:
+    write_cases(OUT, build())
 
 
 if __name__ == "__main__":

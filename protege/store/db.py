@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -155,7 +156,7 @@ class TraceStore:
         """A connection for reads: ``with store.read() as conn: ...``."""
         return self.engine.connect()
 
-    def write(self) -> Any:
+    def write(self) -> AbstractContextManager[sa.Connection]:
         """A transaction, committed when the block ends and rolled back when it
         raises: ``with store.write() as conn: ...``."""
         return self.engine.begin()
