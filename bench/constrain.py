@@ -117,6 +117,8 @@ def main() -> None:
     ap = demo_arguments(__doc__)
     ap.add_argument("--samples", type=int, default=0, help="sampled answers per call for the agreement signal")
     ap.add_argument("--limit", type=int, default=None, help="first N test examples only")
+    ap.add_argument("--signals-only", action="store_true",
+                    help="skip the names-only side: the deferral signals of the schema-constrained answers only")
     ap.add_argument("--out", type=Path, default=Path("/tmp/protege-constrain.jsonl"))
     a = ap.parse_args()
     found = open_home(a.home, a.task)
@@ -130,6 +132,7 @@ def main() -> None:
     from protege.evaluate.metrics import tool_call_components
     from protege.evaluate.predictors import TransformersPredictor, adapter_settings
     from protege.models import grammar as G
+    from protege.models.confidence import SIGNALS
 
     con = Console(width=160)
     target = 1.0 - (1.0 - GateThresholds().min_share) / 2
@@ -142,7 +145,7 @@ def main() -> None:
         result: dict[str, Any] = {"task": task, "adapter": str(adapter_dir), "n_test": len(test), "n_val": len(val)}
         modes: dict[str, Any] = {}
         answers: dict[str, Any] = {}
-        for mode in ("names", "schema"):
+        for mode in ("schema",) if a.signals_only else ("names", "schema"):
             p = TransformersPredictor("student", student.model, student.tokenizer, constrain=mode, **settings)
             m0, s0 = G.stats["masks"], G.stats["mask_seconds"]
             t0 = time.perf_counter()
@@ -170,11 +173,11 @@ def main() -> None:
         con.print(t)
 
         preds, p, right = answers["schema"]
-        sig_test = {k: [d[k] if d else None for d in p.signals] for k in ("min_prob", "mean_logprob", "min_margin")}
+        sig_test = {k: [d.get(k) if d else None for d in p.signals] for k in SIGNALS}
         pv = TransformersPredictor("student", student.model, student.tokenizer, constrain="schema", **settings)
         vpreds = pv.predict(val)
         vright = tool_call_components(vpreds, [r["completion"] for r in val], [r.get("tools") for r in val])["exact"]
-        sig_val = {k: [d[k] if d else None for d in pv.signals] for k in sig_test}
+        sig_val = {k: [d.get(k) if d else None for d in pv.signals] for k in sig_test}
         if a.samples:
             sig_test["sample_agreement"] = sample_agreement(student.model, student.tokenizer, test, preds, a.samples,
                                                             settings)

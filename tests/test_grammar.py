@@ -4,6 +4,7 @@ format, and a model that knows nothing writes only schema-valid calls under it."
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,62 @@ def test_predict_gives_what_generation_gives(tiny) -> None:
     assert all(_same_signals(a, b) for a, b in zip(ver.signals, gen.signals, strict=True))
     assert ver.stats["calls"] == len(rows)
     assert ver.stats["verified"] <= 3
+
+
+# --------------------------------------------------------------------------- judged confidence
+# A tool-call task's metric judges a call on every token but a text answer only
+# on the choice not to call: the judged signals weigh exactly that.
+
+
+def test_judged_signals_weigh_a_text_answer_by_its_choice_not_to_call() -> None:
+    from protege.models.confidence import judged, opens_call
+
+    plain = {"min_prob": 0.2, "mean_logprob": -0.9, "min_margin": 0.1}
+    text = judged(plain, True, 0.01)
+    assert text["judged_min_prob"] == pytest.approx(0.99) and text["min_prob"] == 0.2
+    assert text["judged_mean_logprob"] == pytest.approx(math.log(0.99))
+    for kind, p_call in ((False, 0.99), (True, None), (None, 0.01)):  # a call; no tools offered; unknown
+        same = judged(plain, kind, p_call)
+        assert (same["judged_min_prob"], same["judged_mean_logprob"]) == (0.2, -0.9)
+    assert all(opens_call(p) for p in ("<", "<tool", "<tool_call>", "<tool_call>\n"))
+    assert not any(opens_call(p) for p in ("", "<b", "I", " <tool"))
+
+
+def test_the_recorded_chance_of_a_call_is_the_models_at_the_first_step(tiny) -> None:
+    import torch
+
+    from protege.models.confidence import call_openers, step_recorder
+
+    model, tok = tiny
+    openers = call_openers(tok)
+    assert tok("<tool_call>", add_special_tokens=False)["input_ids"][0] in openers
+    assert all(opens_call_piece(tok, i) for i in openers)
+    ids = tok(["hello there", "go"], return_tensors="pt", padding=True)["input_ids"]
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[:, -1].float()
+    rec = step_recorder(openers, [True, None])
+    rec(ids, logits.clone())
+    want = torch.softmax(logits, dim=-1)[0, list(openers)].sum()
+    text = rec.signals(0, 1, text=True)
+    assert text["judged_min_prob"] == pytest.approx(1 - float(want), abs=1e-6)
+    # The second row offered no tools: its text is judged whole, as a text task's is.
+    assert rec.signals(1, 1, text=True)["judged_min_prob"] == rec.signals(1, 1, text=True)["min_prob"]
+    # Tools offered but calls forbidden: writing text was the only choice.
+    never = step_recorder(openers, [False, False])
+    never(ids, logits.clone())
+    assert never.signals(0, 1, text=True)["judged_min_prob"] == 1.0
+
+
+def opens_call_piece(tok, i: int) -> bool:
+    from protege.models.confidence import opens_call
+
+    return opens_call(tok.convert_tokens_to_string([tok.convert_ids_to_tokens(i)]))
+
+
+def test_a_text_answer_where_calls_are_forbidden_is_sure_of_its_choice(tiny) -> None:
+    rows = [{"messages": [{"role": "user", "content": "say hi"}], "tools": GEN_TOOLS, "tool_choice": "none"}]
+    p = _predictor(tiny, verify=False)
+    (answer,) = p.predict(rows)
+    assert not answer.get("tool_calls")
+    assert p.signals[0]["judged_min_prob"] == pytest.approx(1.0)
+    assert p.signals[0]["min_prob"] < 1.0

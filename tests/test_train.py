@@ -230,6 +230,55 @@ def test_pack_turns_folds_earlier_calls_into_the_conversation(tok) -> None:
     assert folded2 == 2  # a-0 and a-1 into a-2; the Berlin call only shares the prompt
 
 
+def test_the_deciding_tokens_are_the_call_through_its_name_or_a_texts_first(tok) -> None:
+    from protege.train.data import decision_length
+
+    rows = _conversation("a", ["Paris", "Rome"])
+    rows[1]["completion"] = {"role": "assistant", "content": "Sunny in both.", "tool_calls": None}
+    examples, _ = tokenize_rows(rows, tok)
+    call, text = examples
+    (s, e), = call.heads
+    assert s == call.n_prompt
+    # Through the name, give or take the token that joins its closing quote to what follows.
+    assert tok.decode(call.input_ids[s:e]).startswith('<tool_call>\n{"name": "get_weather')
+    assert "arguments" not in tok.decode(call.input_ids[s:e])
+    assert text.heads == [(text.n_prompt, text.n_prompt + 1)]
+    assert decision_length("", 0, tok) == 0
+    # Folded into the conversation, each answer keeps its deciding tokens where they were.
+    (host,), _ = pack_turns(examples)
+    assert sorted(host.heads) == sorted(call.heads + text.heads)
+    w = host.weights(4.0)
+    assert [i for i, x in enumerate(w) if x == 4.0] == [i for a, b in host.heads for i in range(a, b)]
+    assert host.weighted_answer(4.0) == host.n_answer + 3 * sum(b - a for a, b in host.heads)
+    assert "weights" not in collate([host], tok.pad_token_id)
+
+
+def test_decision_weight_weighs_the_loss_of_the_deciding_tokens(tok) -> None:
+    import torch
+
+    from protege.train.model import answer_loss_module, attach_lora
+
+    peft_model = attach_lora(tiny_model(tok), fast_config())
+    examples = [tokenize_row(r, tok) for r in make_dataset(4, 0).train]
+    loss = answer_loss_module()(peft_model)
+    with torch.no_grad():
+        plain, n = loss(**collate(examples, tok.pad_token_id))
+        same, n1 = loss(**collate(examples, tok.pad_token_id, 1.0 + 1e-9))
+        heavy, n4 = loss(**collate(examples, tok.pad_token_id, 4.0))
+        batch = collate(examples, tok.pad_token_id)
+        batch["labels"] = batch["labels"].clone()
+        for i, e in enumerate(examples):  # the deciding tokens' loss alone
+            keep = torch.full_like(batch["labels"][i], IGNORE_INDEX)
+            for a, b in e.heads:
+                keep[a:b] = batch["labels"][i, a:b]
+            batch["labels"][i] = keep
+        head, nh = loss(**batch)
+    assert torch.allclose(same, plain, atol=1e-4) and float(n1) == pytest.approx(float(n))
+    assert torch.allclose(heavy, plain + 3 * head, atol=1e-3)
+    assert float(n4) == pytest.approx(float(n) + 3 * float(nh))
+    assert float(n4) == pytest.approx(sum(e.weighted_answer(4.0) for e in examples))
+
+
 def test_overlong_examples_are_skipped_not_cut(tok) -> None:
     ds = make_dataset(6, 0)
     kept, rep = tokenize_rows(ds.train, tok, max_length=40)

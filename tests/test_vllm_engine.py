@@ -196,3 +196,13 @@ def test_serve_cli_wires_the_vllm_engine(tmp_path: Path, tokenizer: Any):
     finally:
         path.close()
         store.close()
+
+
+def test_logprob_signals_judge_a_text_answer_by_its_first_step() -> None:
+    lp = {"token_logprobs": [math.log(0.7), math.log(0.3)],
+          "top_logprobs": [{"Sure": math.log(0.7), "<": math.log(0.2)}, {"x": math.log(0.3), "y": math.log(0.3)}]}
+    assert logprob_signals(lp, text=True)["judged_min_prob"] == pytest.approx(0.8)
+    assert logprob_signals(lp, text=False)["judged_min_prob"] == pytest.approx(0.3)
+    # No opener among the listed tokens: it is taken as likely as the least listed one.
+    lp["top_logprobs"][0] = {"Sure": math.log(0.7), "OK": math.log(0.1)}
+    assert logprob_signals(lp, text=True)["judged_min_prob"] == pytest.approx(0.9)

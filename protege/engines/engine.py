@@ -309,10 +309,10 @@ class EmbeddedEngine:
                 if hit_stop:
                     n = next(k for k, t in enumerate(gen) if t in stops)
                 # The stop token counts: stopping too early is an error too.
-                signals = probs.signals(i, n + 1 if hit_stop else n)
-                confidence = None if signals is None else signals["min_prob"]
                 text = self.tokenizer.decode(gen[:n], skip_special_tokens=True)
                 message = parse_completion(text)
+                signals = probs.signals(i, n + 1 if hit_stop else n, text=not message.get("tool_calls"))
+                confidence = None if signals is None else signals["min_prob"]
                 job.future.set_result(
                     StudentAnswer(
                         message=message,
@@ -461,7 +461,7 @@ class OpenAICompatEngine:
         message = parse_completion(text)
         usage = body.get("usage") or {}
         lp = choice.get("logprobs")
-        signals = logprob_signals(lp) if isinstance(lp, dict) else None
+        signals = logprob_signals(lp, text=not message.get("tool_calls")) if isinstance(lp, dict) else None
         return StudentAnswer(
             message=message,
             finish_reason=finish_of(message, choice.get("finish_reason") == "length"),
@@ -486,13 +486,17 @@ class OpenAICompatEngine:
 GUIDED_FIELDS = ("structured_outputs", "guided_grammar", "off")
 
 
-def logprob_signals(logprobs: dict[str, Any]) -> dict[str, float] | None:
+def logprob_signals(logprobs: dict[str, Any], text: bool | None = None) -> dict[str, float] | None:
     """``protege.models.confidence.SIGNALS`` from an OpenAI completions
     ``logprobs`` object (``token_logprobs`` of the chosen tokens,
-    ``top_logprobs`` one dict per step); ``min_margin`` needs two per step."""
+    ``top_logprobs`` one dict per step); ``min_margin`` needs two per step.
+    ``text``: the answer holds no call. Its judged figures need the first
+    step's chance of opening a call; a server tells only its top few tokens,
+    so an opener outside them is taken as likely as the least of them (the
+    figure can only come out lower than the embedded engine's)."""
     import math
 
-    from protege.models.confidence import from_logprobs
+    from protege.models.confidence import from_logprobs, judged, opens_call
 
     chosen = [float(x) for x in logprobs.get("token_logprobs") or [] if x is not None]
     low = from_logprobs(chosen)
@@ -507,4 +511,11 @@ def logprob_signals(logprobs: dict[str, Any]) -> dict[str, float] | None:
             margins.append(probs[0] - (probs[1] if len(probs) > 1 else 0.0))
     if margins and len(margins) == len(chosen):
         out["min_margin"] = min(margins)
-    return out
+    first = tops[0] if tops and isinstance(tops[0], dict) and tops[0] else None
+    p_call = None
+    if first is not None:
+        listed = {str(k): math.exp(float(v)) for k, v in first.items()}
+        p_call = sum(p for k, p in listed.items() if opens_call(k))
+        if not p_call:
+            p_call = min(listed.values())
+    return judged(out, text, p_call)

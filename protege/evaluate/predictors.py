@@ -152,8 +152,9 @@ class TransformersPredictor:
         # token doubling as EOS was trimmed above, so look in ``ids``.
         eos = self._stops()
         stop = next((k for k, t in enumerate(ids) if t in eos or t == tok.pad_token_id), None)
-        signals = probs.signals(row, stop + 1 if stop is not None else len(ids))
-        return parse_completion(tok.decode(ids[:n], skip_special_tokens=False)), signals
+        message = parse_completion(tok.decode(ids[:n], skip_special_tokens=False))
+        return message, probs.signals(row, stop + 1 if stop is not None else len(ids),
+                                      text=not message.get("tool_calls"))
 
     def drafts(self, rows: Sequence[dict[str, Any]]) -> list[list[int]]:
         """Each row's teacher answer as the student would write it: token ids

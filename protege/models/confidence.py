@@ -8,7 +8,11 @@ certain and only real choices weigh):
   wrong when any one of its tokens is (a digit of an amount, a ticker, a key);
 * ``mean_logprob``: the mean log-probability of the chosen tokens;
 * ``min_margin``: the smallest gap between the chosen token's probability and
-  the runner-up's, at any step.
+  the runner-up's, at any step;
+* ``judged_min_prob`` / ``judged_mean_logprob``: the first two over what a
+  tool-call task's metric judges. A call is judged on every token; a text
+  answer only on the choice not to call (its words are not scored), so its
+  figure is the probability, at the first step, of not opening a call.
 
 ``bench/students.py`` ranks them by selective accuracy (accuracy at a given
 coverage, AURC) and the gate uses the one named in ``SIGNALS[0]`` unless the
@@ -23,39 +27,82 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-SIGNALS = ("min_prob", "mean_logprob", "min_margin")
+SIGNALS = ("min_prob", "mean_logprob", "min_margin", "judged_min_prob", "judged_mean_logprob")
 
 
-def step_recorder() -> Any:
+def opens_call(piece: str) -> bool:
+    """Whether a token whose text is ``piece`` begins writing a call."""
+    from protege.models.toolcall import TOOL_CALL_OPEN
+
+    return bool(piece) and (TOOL_CALL_OPEN.startswith(piece) or piece.startswith(TOOL_CALL_OPEN))
+
+
+_OPENERS: dict[tuple[str, int], tuple[int, ...]] = {}
+
+
+def call_openers(tokenizer: Any) -> tuple[int, ...]:
+    """The ids of the tokens that can begin ``<tool_call>`` (cached per tokenizer)."""
+    key = (str(getattr(tokenizer, "name_or_path", "")), len(tokenizer))
+    if key not in _OPENERS:
+        vocab = tokenizer.get_vocab()
+        _OPENERS[key] = tuple(sorted(
+            i for t, i in vocab.items() if "<" in t and opens_call(tokenizer.convert_tokens_to_string([t]))
+        ))
+    return _OPENERS[key]
+
+
+def judged(signals: dict[str, float], text: bool | None, p_call: float | None) -> dict[str, float]:
+    """``signals`` with the judged pair added: a text answer (``text``) to a
+    request that offered tools scored by ``1 - p_call``, the first step's
+    probability of opening a call (None: no tools, or not known); any other
+    answer by its plain figures, since all of it is judged."""
+    if text and p_call is not None:
+        p = min(max(1.0 - p_call, 1e-12), 1.0)
+        return {**signals, "judged_min_prob": p, "judged_mean_logprob": math.log(p)}
+    return {**signals, "judged_min_prob": signals["min_prob"], "judged_mean_logprob": signals["mean_logprob"]}
+
+
+def step_recorder(openers: Sequence[int] = (), calls: Sequence[bool | None] | None = None) -> Any:
     """A ``transformers`` logits processor that keeps, per generation step and
-    row, the two largest probabilities (greedy decoding picks the first). It
-    changes no score."""
+    row, the two largest probabilities (greedy decoding picks the first), and
+    at the first step the probability of the ``openers`` (the tokens that
+    begin a call). ``calls`` per row: True, it may call (default); False, it
+    was offered tools but may not call (``tool_choice: none``: no chance of a
+    call); None, no tools (a text task, judged whole). It changes no score."""
     import torch
     from transformers import LogitsProcessor
 
     class _StepProbs(LogitsProcessor):
         def __init__(self) -> None:
             self.steps: list[torch.Tensor] = []  # (rows, 2) per step
+            self.p_call: torch.Tensor | None = None  # (rows,) at the first step
 
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-            top = torch.softmax(scores.float(), dim=-1).topk(min(2, scores.shape[-1]), dim=-1).values
+            probs = torch.softmax(scores.float(), dim=-1)
+            top = probs.topk(min(2, scores.shape[-1]), dim=-1).values
             if top.shape[-1] == 1:
                 top = torch.cat([top, torch.zeros_like(top)], dim=-1)
+            if not self.steps and openers:
+                self.p_call = probs[:, list(openers)].sum(dim=-1).cpu()
             self.steps.append(top.cpu())
             return scores
 
-        def signals(self, row: int, n_steps: int) -> dict[str, float] | None:
-            """Every signal of ``SIGNALS`` over the first ``n_steps`` generated tokens of ``row``."""
+        def signals(self, row: int, n_steps: int, text: bool | None = None) -> dict[str, float] | None:
+            """Every signal of ``SIGNALS`` over the first ``n_steps`` generated
+            tokens of ``row``; ``text``: the answer holds no call."""
             n = min(n_steps, len(self.steps))
             if n <= 0:
                 return None
             pair = torch.stack([self.steps[k][row] for k in range(n)])
             p1 = pair[:, 0].clamp_min(1e-12)
-            return {
+            plain = {
                 "min_prob": float(p1.min()),
                 "mean_logprob": float(p1.log().mean()),
                 "min_margin": float((pair[:, 0] - pair[:, 1]).min()),
             }
+            may = True if calls is None or row >= len(calls) else calls[row]
+            p_call = None if may is None or self.p_call is None else float(self.p_call[row]) if may else 0.0
+            return judged(plain, text, p_call)
 
         def confidence(self, row: int, n_steps: int, signal: str = "min_prob") -> float | None:
             sig = self.signals(row, n_steps)
@@ -90,7 +137,10 @@ def answer_processors(
     from transformers import LogitsProcessorList
 
     mode = {True: "schema", False: "off"}.get(constrain, constrain)  # type: ignore[call-overload]
-    probs = step_recorder()
+    reqs_for_calls = list(requests) if requests is not None else [None] * len(tools)
+    probs = step_recorder(call_openers(tokenizer), [
+        (None if not t else (r or {}).get("tool_choice") != "none") for t, r in zip(tools, reqs_for_calls, strict=True)
+    ])
     processors: list[Any] = [probs]
     names_rows: list[Any] = []
     if mode == "schema":

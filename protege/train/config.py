@@ -56,6 +56,14 @@ class TrainConfig:
             "later call's prompt is supervised inside that later example instead of on its own"
         },
     )
+    decision_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Loss weight of the tokens that decide an answer (the choice of a call or text, and the "
+            "first call's name) against 1 for its other tokens: a call's braces and a closing text's words "
+            "are most of its tokens but seldom where a student goes wrong"
+        },
+    )
     rank: int = field(default=16, metadata={"help": "LoRA rank"})
     alpha: float | None = field(default=None, metadata={"help": "LoRA alpha (default: 2 x rank)"})
     dropout: float = field(

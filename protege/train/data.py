@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,9 @@ class TokenizedExample:
     # Earlier answers of the same conversation inside the prompt, (start, end):
     # supervised here instead of as examples of their own (``pack_turns``).
     spans: list[tuple[int, int]] = field(default_factory=list)
+    # Each answer's deciding tokens, (start, end): the choice of a call or
+    # text and the first call's name (``decision_length``).
+    heads: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def n_answer(self) -> int:
@@ -35,6 +39,17 @@ class TokenizedExample:
         for s, e in self.spans:
             out[s:e] = self.input_ids[s:e]
         return out
+
+    def weights(self, decision_weight: float) -> list[float]:
+        """Per token, its weight in the loss: ``decision_weight`` on the deciding tokens, 1 elsewhere."""
+        out = [1.0] * len(self.input_ids)
+        for s, e in self.heads:
+            out[s:e] = [decision_weight] * (e - s)
+        return out
+
+    def weighted_answer(self, decision_weight: float) -> float:
+        """The answer tokens counted at their loss weights."""
+        return self.n_answer + (decision_weight - 1.0) * sum(e - s for s, e in self.heads)
 
 
 @dataclass
@@ -66,12 +81,31 @@ def tokenize_row(
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     meta = row.get("meta") or {}
+    head = decision_length(answer, len(a_ids), tokenizer)
     return TokenizedExample(
         input_ids=list(p_ids) + list(a_ids),
         n_prompt=len(p_ids),
         row_id=str(row.get("id", "")),
         synthetic=bool(meta.get("synthetic")),
+        heads=[(len(p_ids), len(p_ids) + head)] if head else [],
     )
+
+
+_FIRST_NAME = re.compile(r'^\s*<tool_call>\s*\{"name":\s*"(?:[^"\\]|\\.)*"')
+
+
+def decision_length(answer: str, n_tokens: int, tokenizer: Any) -> int:
+    """How many of an answer's first tokens decide what it does, beyond its
+    arguments: the first token alone for a text answer (the choice not to
+    call; a tool-call metric scores no words), through the first call's name
+    for a call. Counted by tokenizing that start of the answer on its own, so
+    the boundary may fall one token either side."""
+    if n_tokens <= 0:
+        return 0
+    m = _FIRST_NAME.match(answer)
+    if m is None:
+        return 1
+    return max(1, min(n_tokens, len(tokenizer(m.group(0), add_special_tokens=False)["input_ids"])))
 
 
 def tokenize_rows(
@@ -134,16 +168,19 @@ def pack_turns(examples: Sequence[TokenizedExample]) -> tuple[list[TokenizedExam
     nothing rather than teaching the wrong thing. Returns (examples, folded)."""
     host_of = fold_hosts([ex.input_ids for ex in examples])
     spans: dict[int, list[tuple[int, int]]] = {}
+    heads: dict[int, list[tuple[int, int]]] = {}
     for i, h in enumerate(host_of):
         if h != i:
             ex = examples[i]
             spans.setdefault(h, []).extend([(ex.n_prompt, len(ex.input_ids)), *ex.spans])
+            heads.setdefault(h, []).extend(ex.heads)  # a prefix of the host: same positions there
     out = []
     for i, ex in enumerate(examples):
         if host_of[i] != i:
             continue
         if i in spans:
-            ex = TokenizedExample(ex.input_ids, ex.n_prompt, ex.row_id, ex.synthetic, sorted(ex.spans + spans[i]))
+            ex = TokenizedExample(ex.input_ids, ex.n_prompt, ex.row_id, ex.synthetic, sorted(ex.spans + spans[i]),
+                                  sorted(ex.heads + heads[i]))
         out.append(ex)
     return out, sum(1 for i, h in enumerate(host_of) if h != i)
 
@@ -170,8 +207,9 @@ def length_grouped_batches(
     return batches
 
 
-def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, Any]:
-    """Right-pad to the longest example of the batch; padding carries no loss."""
+def collate(examples: Sequence[TokenizedExample], pad_id: int, decision_weight: float = 1.0) -> dict[str, Any]:
+    """Right-pad to the longest example of the batch; padding carries no loss.
+    With a ``decision_weight`` other than 1, per-token loss weights too."""
     import torch
 
     width = max(len(e.input_ids) for e in examples)
@@ -183,7 +221,13 @@ def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, Any]
         ids[i, :n] = torch.tensor(e.input_ids, dtype=torch.long)
         labels[i, :n] = torch.tensor(e.labels(), dtype=torch.long)
         mask[i, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if decision_weight != 1.0:
+        weights = torch.zeros((len(examples), width), dtype=torch.float32)
+        for i, e in enumerate(examples):
+            weights[i, : len(e.input_ids)] = torch.tensor(e.weights(decision_weight))
+        batch["weights"] = weights
+    return batch
 
 
 # -- datasets --------------------------------------------------------------------

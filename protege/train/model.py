@@ -78,20 +78,22 @@ def answer_loss_module():
             self.head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
             self.softcap = getattr(base.config, "final_logit_softcapping", None)
 
-        def forward(self, input_ids: Any, attention_mask: Any, labels: Any) -> tuple[Any, Any]:
+        def forward(self, input_ids: Any, attention_mask: Any, labels: Any, weights: Any = None) -> tuple[Any, Any]:
+            """(summed loss, answer tokens); with per-token ``weights``, both weighted."""
             target = labels[:, 1:]
             keep = target != -100
-            count = keep.sum()
             if self.decoder is None or self.head is None:  # unusual architectures: plain forward
-                logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
-                loss = F.cross_entropy(logits[keep].float(), target[keep], reduction="sum")
-                return loss, count
-            hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            logits = self.head(hidden[:, :-1][keep])
-            if self.softcap:
-                logits = torch.tanh(logits / self.softcap) * self.softcap
-            loss = F.cross_entropy(logits.float(), target[keep], reduction="sum")
-            return loss, count
+                logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][keep]
+            else:
+                hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                logits = self.head(hidden[:, :-1][keep])
+                if self.softcap:
+                    logits = torch.tanh(logits / self.softcap) * self.softcap
+            if weights is None:
+                return F.cross_entropy(logits.float(), target[keep], reduction="sum"), keep.sum()
+            w = weights[:, 1:][keep].to(logits.device)
+            loss = F.cross_entropy(logits.float(), target[keep], reduction="none")
+            return (loss * w).sum(), w.sum()
 
     return AnswerLoss
 

@@ -553,16 +553,17 @@ def _train_step(
 ) -> float:
     """One optimizer step over ``examples``, split into ``grad_accum`` micro-batches.
 
-    The loss is the mean over every answer token of the step, whatever the
-    split: each micro-batch's summed loss is divided by the step's total.
+    The loss is the mean over every answer token of the step (at its weight,
+    ``TrainConfig.decision_weight``), whatever the split: each micro-batch's
+    summed loss is divided by the step's total.
     """
     import torch
 
-    n_answer = sum(max(0, e.n_answer) for e in examples) or 1
+    n_answer = sum(max(0.0, e.weighted_answer(cfg.decision_weight)) for e in examples) or 1
     micro = math.ceil(len(examples) / cfg.grad_accum)
     total = 0.0
     for j in range(0, len(examples), micro):
-        batch = collate(examples[j : j + micro], pad_id)
+        batch = collate(examples[j : j + micro], pad_id, cfg.decision_weight)
         batch = {k: v.to(device) for k, v in batch.items()}
         with amp():
             loss_sum, _ = loss_mod(**batch)
