@@ -27,13 +27,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from protege.models.toolcall import TOOL_CALL_OPEN
+
 SIGNALS = ("min_prob", "mean_logprob", "min_margin", "judged_min_prob", "judged_mean_logprob")
 
 
 def opens_call(piece: str) -> bool:
     """Whether a token whose text is ``piece`` begins writing a call."""
-    from protege.models.toolcall import TOOL_CALL_OPEN
-
     return bool(piece) and (TOOL_CALL_OPEN.startswith(piece) or piece.startswith(TOOL_CALL_OPEN))
 
 
@@ -72,6 +72,15 @@ def step_recorder(openers: Sequence[int] = (), calls: Sequence[bool | None] | No
     import torch
     from transformers import LogitsProcessor
 
+    opener_ids = list(openers)
+
+    def first_step_p_call(p_call: torch.Tensor | None, row: int) -> float | None:
+        """The chance of a call at the first step, as ``judged`` takes it."""
+        may = True if calls is None or row >= len(calls) else calls[row]
+        if may is None or p_call is None:
+            return None  # no tools offered, or nothing recorded
+        return float(p_call[row]) if may else 0.0
+
     class _StepProbs(LogitsProcessor):
         def __init__(self) -> None:
             self.steps: list[torch.Tensor] = []  # (rows, 2) per step
@@ -83,7 +92,7 @@ def step_recorder(openers: Sequence[int] = (), calls: Sequence[bool | None] | No
             if top.shape[-1] == 1:
                 top = torch.cat([top, torch.zeros_like(top)], dim=-1)
             if not self.steps and openers:
-                self.p_call = probs[:, list(openers)].sum(dim=-1).cpu()
+                self.p_call = probs[:, opener_ids].sum(dim=-1).cpu()
             self.steps.append(top.cpu())
             return scores
 
@@ -100,9 +109,7 @@ def step_recorder(openers: Sequence[int] = (), calls: Sequence[bool | None] | No
                 "mean_logprob": float(p1.log().mean()),
                 "min_margin": float((pair[:, 0] - pair[:, 1]).min()),
             }
-            may = True if calls is None or row >= len(calls) else calls[row]
-            p_call = None if may is None or self.p_call is None else float(self.p_call[row]) if may else 0.0
-            return judged(plain, text, p_call)
+            return judged(plain, text, first_step_p_call(self.p_call, row))
 
         def confidence(self, row: int, n_steps: int, signal: str = "min_prob") -> float | None:
             sig = self.signals(row, n_steps)
@@ -137,16 +144,14 @@ def answer_processors(
     from transformers import LogitsProcessorList
 
     mode = {True: "schema", False: "off"}.get(constrain, constrain)  # type: ignore[call-overload]
-    reqs_for_calls = list(requests) if requests is not None else [None] * len(tools)
-    probs = step_recorder(call_openers(tokenizer), [
-        (None if not t else (r or {}).get("tool_choice") != "none") for t, r in zip(tools, reqs_for_calls, strict=True)
-    ])
+    reqs = list(requests) if requests is not None else [None] * len(tools)
+    may_call = [None if not t else (r or {}).get("tool_choice") != "none" for t, r in zip(tools, reqs, strict=True)]
+    probs = step_recorder(call_openers(tokenizer), may_call)
     processors: list[Any] = [probs]
     names_rows: list[Any] = []
     if mode == "schema":
         from protege.models.grammar import compile_grammar, request_grammar, schema_constraint
 
-        reqs = list(requests) if requests is not None else [None] * len(tools)
         grammars = [compile_grammar(request_grammar(r, t)) for r, t in zip(reqs, tools, strict=True)]
         processors.insert(0, schema_constraint(tokenizer, grammars, prompt_width))
         # Where a schema could not be compiled, still keep the names honest.

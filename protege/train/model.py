@@ -91,7 +91,7 @@ def answer_loss_module():
                     logits = torch.tanh(logits / self.softcap) * self.softcap
             if weights is None:
                 return F.cross_entropy(logits.float(), target[keep], reduction="sum"), keep.sum()
-            w = weights[:, 1:][keep].to(logits.device)
+            w = weights[:, 1:][keep]
             loss = F.cross_entropy(logits.float(), target[keep], reduction="none")
             return (loss * w).sum(), w.sum()
 
