@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 from pathlib import Path
@@ -572,22 +571,37 @@ def test_cli_trains_and_reports(tok, monkeypatch, _isolated_home: Path) -> None:
     monkeypatch.setattr(trainer, "load_base_model", lambda cfg: (tiny_model(tok), tok))
     r = CliRunner().invoke(
         cli,
-        ["train", "weather", "--max-steps", "3", "--rank", "4", "--layers", "all", "--lr", "0.01", "--json"],
+        ["train", "weather", "--max-steps", "3", "--rank", "4", "--layers", "all", "--lr", "0.01",
+         "--decision-weight", "2", "--max-tokens", "100000", "--max-seconds", "600", "--json"],
     )
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["version"] == 1 and out["metrics"]["steps"] == 3
-    if importlib.util.find_spec("protege.registry") is not None:
-        from protege.database import open_store
-        from protege.registry import Registry
+    from protege.database import open_store
+    from protege.registry import Registry
 
-        store = open_store()
-        rec = Registry(store).get("weather", 1)
-        store.close()
-        assert rec is not None and rec.id == out["registered"] and rec.status == "candidate"
-        assert rec.path == out["adapter_dir"] and rec.dataset_hash == "sha256:test"
+    store = open_store()
+    rec = Registry(store).get("weather", 1)
+    store.close()
+    assert rec is not None and rec.id == out["registered"] and rec.status == "candidate"
+    assert rec.path == out["adapter_dir"] and rec.dataset_hash == "sha256:test"
     meta = json.loads((Path(out["adapter_dir"]) / "protege_adapter.json").read_text())
     assert meta["config"]["rank"] == 4 and meta["config"]["lr"] == 0.01
+    assert meta["config"]["decision_weight"] == 2.0 and meta["config"]["max_tokens"] == 100000
+    assert meta["config"]["max_seconds"] == 600.0
+
+
+@pytest.mark.parametrize("flag, value", [("--decision-weight", "0"), ("--max-tokens", "0"),
+                                         ("--max-seconds", "-5")])
+def test_cli_budget_and_weight_out_of_range_are_one_line(flag: str, value: str, _isolated_home: Path) -> None:
+    from click.testing import CliRunner
+
+    from protege.cli.main import cli
+
+    _write_dataset(_isolated_home, make_dataset(4, 0))
+    r = CliRunner().invoke(cli, ["train", "weather", flag, value, "--no-register"])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and "must be" in r.output
 
 
 # -- real model ------------------------------------------------------------------
@@ -629,7 +643,8 @@ def test_train_options_are_declared_once_in_the_config() -> None:
 
     helps = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
     params = {p.name: p for p in train_cmd.params}
-    for name in ("base", "epochs", "max_steps", "lr", "rank", "layers", "batch_size", "precision", "seed", "threads"):
+    for name in ("base", "epochs", "max_steps", "max_tokens", "max_seconds", "lr", "rank", "layers", "batch_size",
+                 "decision_weight", "precision", "seed", "threads"):
         assert params[name].help.startswith(helps[name].rstrip(".")), name
         assert params[name].default is None  # the config's default applies
     assert "(default 16)" in params["rank"].help and params["rank"].type.name == "integer"

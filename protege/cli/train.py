@@ -82,10 +82,13 @@ def _summary(result: Any) -> None:
 @click.option("--dataset-version", default=None, metavar="V", help="Dataset version (default: the latest).")
 @config_option(TrainConfig, "epochs")
 @config_option(TrainConfig, "max_steps")
+@config_option(TrainConfig, "max_tokens")
+@config_option(TrainConfig, "max_seconds")
 @config_option(TrainConfig, "lr")
 @config_option(TrainConfig, "rank")
 @config_option(TrainConfig, "layers", metavar="top8|all|N,M")
 @config_option(TrainConfig, "batch_size")
+@config_option(TrainConfig, "decision_weight")
 @click.option("--no-drop-prefix", is_flag=True, help="Keep the task's static prefix in the student's prompt.")
 @config_option(TrainConfig, "precision", type=click.Choice(["auto", "bf16", "fp32"]))
 @config_option(TrainConfig, "device")
@@ -120,10 +123,13 @@ def train(
     dataset_version: str | None,
     epochs: float | None,
     max_steps: int | None,
+    max_tokens: int | None,
+    max_seconds: float | None,
     lr: float | None,
     rank: int | None,
     layers: str | None,
     batch_size: int | None,
+    decision_weight: float | None,
     no_drop_prefix: bool,
     precision: str | None,
     device: str | None,
@@ -150,10 +156,13 @@ def train(
         "base": base,
         "epochs": epochs,
         "max_steps": max_steps,
+        "max_tokens": max_tokens,
+        "max_seconds": max_seconds,
         "lr": lr,
         "rank": rank,
         "layers": layers,
         "batch_size": batch_size,
+        "decision_weight": decision_weight,
         "precision": precision,
         "device": device,
         "quantization": quantization,

@@ -142,6 +142,12 @@ class TrainConfig:
             raise ValueError("batch size and gradient accumulation must be >= 1")
         if self.rank < 1:
             raise ValueError("LoRA rank must be >= 1")
+        if self.decision_weight <= 0:
+            raise ValueError(f"decision weight must be > 0, not {self.decision_weight}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max tokens must be >= 1, not {self.max_tokens}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max seconds must be > 0, not {self.max_seconds}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"unknown precision {self.precision!r} (auto, bf16, fp32)")
         if self.quantization not in ("none", "4bit"):
