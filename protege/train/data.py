@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from protege.models.toolcall import TOOL_CALL_OPEN
 
 IGNORE_INDEX = -100
 
@@ -91,7 +93,7 @@ def tokenize_row(
     )
 
 
-_FIRST_NAME = re.compile(r'^\s*<tool_call>\s*\{"name":\s*"(?:[^"\\]|\\.)*"')
+_FIRST_NAME = re.compile(r"^\s*" + re.escape(TOOL_CALL_OPEN) + r'\s*\{"name":\s*"(?:[^"\\]|\\.)*"')
 
 
 def decision_length(answer: str, n_tokens: int, tokenizer: Any) -> int:
@@ -179,8 +181,7 @@ def pack_turns(examples: Sequence[TokenizedExample]) -> tuple[list[TokenizedExam
         if host_of[i] != i:
             continue
         if i in spans:
-            ex = TokenizedExample(ex.input_ids, ex.n_prompt, ex.row_id, ex.synthetic, sorted(ex.spans + spans[i]),
-                                  sorted(ex.heads + heads[i]))
+            ex = replace(ex, spans=sorted(ex.spans + spans[i]), heads=sorted(ex.heads + heads[i]))
         out.append(ex)
     return out, sum(1 for i, h in enumerate(host_of) if h != i)
 
